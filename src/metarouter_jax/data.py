@@ -1,0 +1,291 @@
+"""`RoutingData`: one routing log (queries x models) with validation, splits and descriptors.
+
+A routing log holds, for Q queries and K models, the quality of each model's answer
+(in [0, 1], NaN where unknown) and its cost (USD per query, NaN where unknown), plus a
+query embedding and a task-family id per query. Everything downstream (profiles,
+contexts, training, evaluation) reads this one object; splits are index arrays into it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import numpy as np
+
+DATA_ENV = "METAROUTER_DATA"
+
+
+class DataError(ValueError):
+    """Raised when routing data is malformed; the message names the problem."""
+
+
+def data_root(path: str | os.PathLike | None = None) -> Path:
+    """Where the real datasets live: `path`, else $METAROUTER_DATA, else ../shared/data.
+
+    The fallback is resolved beside the checkout (two levels above `src/metarouter_jax`).
+    """
+    if path is not None:
+        return Path(path)
+    if os.environ.get(DATA_ENV):
+        return Path(os.environ[DATA_ENV])
+    checkout = Path(__file__).resolve().parents[2]
+    return checkout.parent / "shared" / "data"
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class RoutingData:
+    """A routing log. Build it with `RoutingData.create`, which validates.
+
+    Attributes:
+      embeddings: [Q, D] float32 query embeddings.
+      quality: [Q, K] float32 quality in [0, 1]; NaN where unknown.
+      cost: [Q, K] float32 USD per query, >= 0; NaN where unknown.
+      family: [Q] int32 task-family id, indexes `family_names`.
+      model_names: K model names.
+      family_names: F family names.
+      query_ids: Q query ids (strings; may repeat when the source repeats them).
+      splits: name -> int array of query indices (e.g. "train", "valid", "test", "calib").
+      notes: human-readable remarks made while loading (masked cells, duplicates, ...).
+    """
+
+    embeddings: np.ndarray
+    quality: np.ndarray
+    cost: np.ndarray
+    family: np.ndarray
+    model_names: tuple[str, ...]
+    family_names: tuple[str, ...]
+    query_ids: tuple[str, ...]
+    splits: Mapping[str, np.ndarray]
+    notes: tuple[str, ...] = ()
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def create(
+        cls,
+        embeddings,
+        quality,
+        cost,
+        family,
+        *,
+        model_names: Sequence[str],
+        family_names: Sequence[str],
+        query_ids: Sequence[str] | None = None,
+        splits: Mapping[str, Sequence[int]] | None = None,
+        notes: Sequence[str] = (),
+    ) -> "RoutingData":
+        """Validate and build. NaN entries stay NaN (masked downstream) and are reported in `notes`."""
+        emb = np.asarray(embeddings, dtype=np.float32)
+        qual = np.asarray(quality, dtype=np.float32)
+        cst = np.asarray(cost, dtype=np.float32)
+        fam = np.asarray(family)
+        if emb.ndim != 2:
+            raise DataError(f"embeddings must be [Q, D], got shape {emb.shape}")
+        n_q = emb.shape[0]
+        if n_q == 0:
+            raise DataError("routing data has no queries")
+        if qual.ndim != 2 or qual.shape[0] != n_q:
+            raise DataError(f"quality must be [Q={n_q}, K], got shape {qual.shape}")
+        n_k = qual.shape[1]
+        if cst.shape != qual.shape:
+            raise DataError(f"cost must have the shape of quality {qual.shape}, got {cst.shape}")
+        if fam.shape != (n_q,):
+            raise DataError(f"family must be [Q={n_q}], got shape {fam.shape}")
+        if not np.issubdtype(fam.dtype, np.integer):
+            raise DataError(f"family must hold integer ids, got dtype {fam.dtype}")
+        model_names = tuple(str(m) for m in model_names)
+        family_names = tuple(str(f) for f in family_names)
+        if len(model_names) != n_k:
+            raise DataError(f"{len(model_names)} model names for {n_k} quality columns")
+        if len(set(model_names)) != n_k:
+            raise DataError(f"model names repeat: {sorted(m for m in model_names if model_names.count(m) > 1)}")
+        if n_k < 2:
+            raise DataError(f"routing needs at least 2 models, got {n_k}")
+        if fam.min() < 0 or fam.max() >= len(family_names):
+            raise DataError(f"family ids must be in [0, {len(family_names)}), got range [{fam.min()}, {fam.max()}]")
+        if not np.all(np.isfinite(emb)):
+            bad = np.unique(np.nonzero(~np.isfinite(emb))[0])
+            raise DataError(f"embeddings hold NaN/inf in {bad.size} rows (first: {bad[:5].tolist()})")
+        known_q = np.isfinite(qual)
+        if np.any(qual[known_q] < 0) or np.any(qual[known_q] > 1):
+            lo, hi = np.nanmin(qual), np.nanmax(qual)
+            raise DataError(f"quality must lie in [0, 1], got range [{lo:.4g}, {hi:.4g}]")
+        known_c = np.isfinite(cst)
+        if np.any(cst[known_c] < 0):
+            k = int(np.nonzero((cst < 0).any(axis=0))[0][0])
+            raise DataError(f"negative cost for model {model_names[k]!r}")
+        if np.any(np.isinf(qual)) or np.any(np.isinf(cst)):
+            raise DataError("quality and cost must be finite or NaN (unknown), not inf")
+        if query_ids is None:
+            query_ids = [str(i) for i in range(n_q)]
+        query_ids = tuple(str(q) for q in query_ids)
+        if len(query_ids) != n_q:
+            raise DataError(f"{len(query_ids)} query ids for {n_q} queries")
+        unobserved = ~(known_q & known_c)
+        notes = list(notes)
+        if unobserved.any():
+            rows = np.unique(np.nonzero(unobserved)[0])
+            notes.append(
+                f"{int(unobserved.sum())} (query, model) cells in {rows.size} queries are unknown "
+                "(NaN); they are masked, never zeroed"
+            )
+        full_rows = (~unobserved).sum(axis=1)
+        if np.any(full_rows == 0):
+            raise DataError(f"{int((full_rows == 0).sum())} queries have no observed model at all")
+        split_arrays = {}
+        for name, idx in (splits or {"all": np.arange(n_q)}).items():
+            idx = np.asarray(idx, dtype=np.int64)
+            if idx.ndim != 1 or (idx.size and (idx.min() < 0 or idx.max() >= n_q)):
+                raise DataError(f"split {name!r} must be 1-D indices in [0, {n_q})")
+            split_arrays[name] = idx
+        return cls(emb, qual, cst, fam.astype(np.int32), model_names, family_names, query_ids,
+                   split_arrays, tuple(notes))
+
+    # ------------------------------------------------------------------ shapes & masks
+    @property
+    def num_queries(self) -> int:
+        return self.embeddings.shape[0]
+
+    @property
+    def num_models(self) -> int:
+        return self.quality.shape[1]
+
+    @property
+    def num_families(self) -> int:
+        return len(self.family_names)
+
+    @property
+    def embed_dim(self) -> int:
+        return self.embeddings.shape[1]
+
+    @property
+    def observed(self) -> np.ndarray:
+        """[Q, K] bool: both quality and cost of that answer are known."""
+        return np.isfinite(self.quality) & np.isfinite(self.cost)
+
+    def log_cost_stats(self) -> tuple[float, float]:
+        """(mean, std) of log10 cost (USD) over observed cells: how routers standardise cost."""
+        log_c = np.log10(np.maximum(self.cost[self.observed], 1e-12))
+        return float(log_c.mean()), float(log_c.std() + 1e-6)
+
+    def split(self, name: str) -> np.ndarray:
+        """Query indices of a split; a clear error names the splits that exist."""
+        if name not in self.splits:
+            raise KeyError(f"unknown split {name!r}; this data has {sorted(self.splits)}")
+        return self.splits[name]
+
+    def model_index(self, names: str | Sequence[str]) -> np.ndarray:
+        """Indices of models by name; unknown names raise with the known ones listed."""
+        single = isinstance(names, str)
+        names = [names] if single else list(names)
+        lookup = {m: i for i, m in enumerate(self.model_names)}
+        unknown = [n for n in names if n not in lookup]
+        if unknown:
+            raise KeyError(f"unknown model name(s) {unknown}; known models: {list(self.model_names)}")
+        idx = np.array([lookup[n] for n in names], dtype=np.int32)
+        return idx[0] if single else idx
+
+    def pool_mask(self, pool: Sequence[str] | Sequence[int] | np.ndarray | None) -> np.ndarray:
+        """[K] bool mask of routable models from names, indices or a mask (None = all)."""
+        if pool is None:
+            return np.ones(self.num_models, bool)
+        pool = list(pool) if not isinstance(pool, np.ndarray) else pool
+        if isinstance(pool, np.ndarray) and pool.dtype == bool:
+            if pool.shape != (self.num_models,):
+                raise ValueError(f"pool mask must have shape ({self.num_models},), got {pool.shape}")
+            mask = pool
+        elif len(pool) and isinstance(pool[0], str):
+            mask = np.zeros(self.num_models, bool)
+            mask[self.model_index(pool)] = True
+        else:
+            idx = np.asarray(pool, dtype=np.int64)
+            if idx.size and (idx.min() < 0 or idx.max() >= self.num_models):
+                raise ValueError(f"pool indices must be in [0, {self.num_models}), got {idx.tolist()}")
+            mask = np.zeros(self.num_models, bool)
+            mask[idx] = True
+        if mask.sum() < 1:
+            raise ValueError("the pool of routable models is empty")
+        return mask
+
+    # ------------------------------------------------------------------ derived views
+    def with_splits(self, **splits: Sequence[int]) -> "RoutingData":
+        """A copy with these splits added or replaced (validated)."""
+        merged = {**self.splits, **{k: np.asarray(v, np.int64) for k, v in splits.items()}}
+        for name, idx in merged.items():
+            if idx.ndim != 1 or (idx.size and (idx.min() < 0 or idx.max() >= self.num_queries)):
+                raise DataError(f"split {name!r} must be 1-D indices in [0, {self.num_queries})")
+        return dataclasses.replace(self, splits=merged)
+
+    def holdout(self, split: str, fraction: float, new: str, seed: int = 0,
+                remainder: str | None = None) -> "RoutingData":
+        """Move a random `fraction` of `split` into split `new` (stratified by family).
+
+        The rest is stored under `remainder` (default: `split` itself, shrunk).
+        """
+        if not 0.0 < fraction < 1.0:
+            raise ValueError(f"fraction must be in (0, 1), got {fraction}")
+        idx = self.split(split)
+        rng = np.random.default_rng(seed)
+        out, keep = [], []
+        for f in np.unique(self.family[idx]):
+            members = rng.permutation(idx[self.family[idx] == f])
+            n_out = int(round(fraction * members.size))
+            out.append(members[:n_out])
+            keep.append(members[n_out:])
+        return self.with_splits(**{new: np.sort(np.concatenate(out)),
+                                   (remainder or split): np.sort(np.concatenate(keep))})
+
+    def model_summary(self, split: str | None = None) -> dict[str, np.ndarray]:
+        """Per-model mean quality and mean cost (USD) over a split, ignoring unknown cells."""
+        idx = np.arange(self.num_queries) if split is None else self.split(split)
+        return {"quality": np.nanmean(self.quality[idx], axis=0),
+                "cost": np.nanmean(self.cost[idx], axis=0)}
+
+    def descriptors(self, split: str | None = None) -> np.ndarray:
+        """[K, 1 + F] model descriptors from a calibration split.
+
+        Column 0: log10 of the model's mean cost, centred on the mean over models.
+        Columns 1..F: the model's mean quality per task family, centred per family.
+        `split` defaults to "calib" if the data has one, else "train", else every query.
+        These use only what a new model would also have (a few calibrated answers), so the
+        policy can score a model it never saw in training. Families absent from the split
+        get 0 (no information).
+        """
+        if split is None:
+            split = next((s for s in ("calib", "train") if s in self.splits), None)
+        idx = np.arange(self.num_queries) if split is None else self.split(split)
+        qual, cst, fam = self.quality[idx], self.cost[idx], self.family[idx]
+        log_cost = np.log10(np.maximum(np.nanmean(cst, axis=0), 1e-12))
+        cols = [log_cost - log_cost.mean()]
+        for f in range(self.num_families):
+            rows = qual[fam == f]
+            if rows.shape[0] == 0 or np.all(np.isnan(rows)):
+                cols.append(np.zeros(self.num_models))
+                continue
+            col = np.nan_to_num(np.nanmean(rows, axis=0), nan=np.nanmean(rows))
+            cols.append(col - col.mean())
+        return np.stack(cols, axis=1).astype(np.float32)
+
+    def pareto_frontier(self, split: str | None = None) -> np.ndarray:
+        """Indices of models on the mean cost-quality Pareto frontier, cheapest first."""
+        s = self.model_summary(split)
+        order = np.argsort(s["cost"])
+        frontier, best = [], -np.inf
+        for k in order:
+            if s["quality"][k] > best + 1e-9:
+                frontier.append(int(k))
+                best = s["quality"][k]
+        return np.array(frontier, dtype=np.int32)
+
+
+def random_split(n: int, fractions: Mapping[str, float], seed: int = 0) -> dict[str, np.ndarray]:
+    """Split range(n) at random into named parts with the given fractions (summing to 1)."""
+    total = sum(fractions.values())
+    if abs(total - 1.0) > 1e-6:
+        raise ValueError(f"split fractions must sum to 1, got {total}")
+    perm = np.random.default_rng(seed).permutation(n)
+    bounds = np.cumsum([0] + [int(round(f * n)) for f in fractions.values()])
+    bounds[-1] = n
+    return {name: np.sort(perm[bounds[i]:bounds[i + 1]]) for i, name in enumerate(fractions)}
