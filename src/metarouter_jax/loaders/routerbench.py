@@ -1,0 +1,214 @@
+"""RouterBench format: `sample_id, prompt, eval_name`, one 0/1 column per model, `<model>|total_cost`.
+
+Accepted inputs:
+* a folder of `<part>_{train,test}.csv[.gz]` files (e.g. `routerbench_0shot/`): the file
+  names give the train/test split;
+* one `.csv` / `.csv.gz` file (a seeded random train/test split is made);
+* the official pickled pandas DataFrame (`.pkl`; needs pandas, which is imported lazily).
+
+Embeddings come from a `embeddings_minilm_l6*.npz` beside the data (format in
+`shared/data/README.md`: `<part>_ids` / `<part>_emb`, rows aligned with file rows) or, when
+there is none, from `metarouter_jax.text.TextEmbedder` (the optional `text` extra).
+
+Rows: kept in file order. Unknown scores (NaN) are masked. A query with fewer than two
+observed models cannot give a pairwise comparison or a routing choice, so it is kept in the
+data but left out of every split (RouterBench 0-shot has 14 such ARC rows: one half of a
+`sample_id` split into two rows); the count is reported in `RoutingData.notes`.
+"""
+
+from __future__ import annotations
+
+import ast
+import csv
+import gzip
+import io
+from pathlib import Path
+from typing import Iterable
+
+import numpy as np
+
+from metarouter_jax.data import DataError, RoutingData, data_root, random_split
+
+COST_SUFFIX = "|total_cost"
+REQUIRED = ("sample_id", "prompt", "eval_name")
+QUESTION_EMBEDDINGS = "embeddings_minilm_l6_question.npz"
+FULL_EMBEDDINGS = "embeddings_minilm_l6.npz"
+
+
+def _open_text(path: Path):
+    return gzip.open(path, "rt", newline="") if path.suffix == ".gz" else open(path, newline="")
+
+
+def _read_csv(path: Path) -> list[dict[str, str]]:
+    csv.field_size_limit(1 << 30)
+    with _open_text(path) as f:
+        reader = csv.DictReader(f)
+        if reader.fieldnames is None:
+            raise DataError(f"{path}: empty file, no header")
+        rows = list(reader)
+    for i, row in enumerate(rows):
+        if None in row or any(v is None for v in row.values()):
+            raise DataError(f"{path}: row {i + 2} has a different number of fields than the header")
+    return rows
+
+
+def _read_pickle(path: Path) -> list[dict[str, object]]:
+    try:
+        import pandas as pd
+    except ImportError as err:  # pragma: no cover - depends on the environment
+        raise ImportError("reading the pickled RouterBench DataFrame needs pandas: pip install pandas") from err
+    frame = pd.read_pickle(path)
+    if not hasattr(frame, "to_dict"):
+        raise DataError(f"{path}: expected a pickled pandas DataFrame, got {type(frame).__name__}")
+    return frame.to_dict("records")
+
+
+def question_text(prompt: str) -> str:
+    """The question alone: parse the prompt list, join with newlines, keep the last blank-line block.
+
+    ARC and winogrande prompts start with the same five solved exemplars; the real question
+    is after the last blank line (this is how the question-only embeddings were made).
+    """
+    return full_text(prompt).split("\n\n")[-1]
+
+
+def full_text(prompt: str) -> str:
+    """The prompt as sent: a Python-literal list of strings joined with newlines."""
+    try:
+        parts = ast.literal_eval(prompt)
+    except (ValueError, SyntaxError):
+        return prompt
+    return "\n".join(parts) if isinstance(parts, (list, tuple)) else str(parts)
+
+
+def _parse_table(rows: list[dict], source: str) -> tuple[dict, list[str]]:
+    if not rows:
+        raise DataError(f"{source}: no rows")
+    columns = list(rows[0].keys())
+    missing = [c for c in REQUIRED if c not in columns]
+    if missing:
+        raise DataError(f"{source}: missing column(s) {missing}")
+    cost_cols = [c for c in columns if isinstance(c, str) and c.endswith(COST_SUFFIX)]
+    models = [c[: -len(COST_SUFFIX)] for c in cost_cols]
+    if not models:
+        raise DataError(f"{source}: no '<model>{COST_SUFFIX}' columns")
+    absent = [m for m in models if m not in columns]
+    if absent:
+        raise DataError(f"{source}: score column(s) missing for priced model(s) {absent}")
+    models = sorted(models)
+
+    def number(value, column, i):
+        if value is None or value == "" or (isinstance(value, float) and np.isnan(value)):
+            return np.nan
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            raise DataError(f"{source}: non-numeric value {value!r} in column {column!r}, row {i}") from None
+
+    quality = np.array([[number(r[m], m, i) for m in models] for i, r in enumerate(rows)], np.float32)
+    cost = np.array([[number(r[m + COST_SUFFIX], m + COST_SUFFIX, i) for m in models]
+                     for i, r in enumerate(rows)], np.float32)
+    table = {
+        "sample_id": [str(r["sample_id"]) for r in rows],
+        "prompt": [str(r["prompt"]) for r in rows],
+        "eval_name": [str(r["eval_name"]) for r in rows],
+        "quality": quality,
+        "cost": cost,
+    }
+    return table, models
+
+
+def _load_embeddings(npz_path: Path, part: str, ids: list[str]) -> np.ndarray:
+    with np.load(npz_path) as npz:
+        key_ids, key_emb = (f"{part}_ids", f"{part}_emb") if f"{part}_emb" in npz else ("ids", "emb")
+        if key_emb not in npz:
+            raise DataError(f"{npz_path}: no embeddings for part {part!r} (keys: {sorted(npz.files)})")
+        stored_ids = [str(s) for s in npz[key_ids]]
+        if stored_ids != ids:
+            raise DataError(f"{npz_path}: ids of part {part!r} do not match the rows of the data file")
+        return np.asarray(npz[key_emb], np.float32)
+
+
+def _embed(texts: Iterable[str]) -> np.ndarray:
+    from metarouter_jax.text import TextEmbedder  # optional extra, imported lazily
+
+    return TextEmbedder().embed(list(texts))
+
+
+def load_routerbench(
+    path: str | Path | None = None,
+    *,
+    embeddings: str = "question",
+    valid_fraction: float = 0.1,
+    seed: int = 0,
+) -> RoutingData:
+    """Load a RouterBench-format log.
+
+    Args:
+      path: folder, CSV(.gz) or pickle; default `<data root>/routerbench_0shot`.
+      embeddings: "question" (the question-only npz, the one to route on for 0-shot data),
+        "full" (the whole prompt), or "compute" (embed with the text extra).
+      valid_fraction: share of the train split held out (stratified by family) as "valid"
+        for early stopping and model selection; 0 disables it.
+      seed: for the held-out draw (and for the train/test split of a single file).
+
+    Returns:
+      RoutingData with splits "train", "valid" (if asked), "test".
+    """
+    path = Path(path) if path is not None else data_root() / "routerbench_0shot"
+    if not path.exists():
+        raise FileNotFoundError(f"RouterBench data not found at {path}")
+    if embeddings not in ("question", "full", "compute"):
+        raise ValueError(f"embeddings must be 'question', 'full' or 'compute', got {embeddings!r}")
+    if path.is_dir():
+        files = sorted(p for p in path.iterdir() if p.name.endswith((".csv", ".csv.gz")))
+        if not files:
+            raise DataError(f"{path}: no .csv or .csv.gz files")
+        parts = [(p.name.split(".csv")[0], p) for p in files]
+        npz_dir = path
+    else:
+        parts = [(path.name.split(".")[0], path)]
+        npz_dir = path.parent
+    npz_path = npz_dir / (QUESTION_EMBEDDINGS if embeddings == "question" else FULL_EMBEDDINGS)
+
+    tables, split_of_row, models = [], [], None
+    for part, file in parts:
+        rows = _read_pickle(file) if file.suffix == ".pkl" else _read_csv(file)
+        table, part_models = _parse_table(rows, str(file))
+        if models is not None and part_models != models:
+            raise DataError(f"{file}: model columns differ from the other files")
+        models = part_models
+        if embeddings != "compute" and npz_path.exists():
+            table["emb"] = _load_embeddings(npz_path, part, table["sample_id"])
+        else:
+            text = question_text if embeddings == "question" else full_text
+            table["emb"] = _embed(text(p) for p in table["prompt"])
+        tables.append(table)
+        split = "test" if part.endswith("_test") else "train" if part.endswith("_train") else "all"
+        split_of_row += [split] * len(table["sample_id"])
+
+    cat = lambda key: np.concatenate([t[key] for t in tables])  # noqa: E731
+    ids = sum((t["sample_id"] for t in tables), [])
+    eval_names = sum((t["eval_name"] for t in tables), [])
+    family_names = sorted(set(eval_names))
+    family = np.array([family_names.index(e) for e in eval_names], np.int32)
+    quality, cost = cat("quality"), cat("cost")
+
+    observed = (np.isfinite(quality) & np.isfinite(cost)).sum(axis=1)
+    usable = observed >= 2
+    split_of_row = np.array(split_of_row)
+    if np.all(split_of_row == "all"):
+        split_of_row[:] = np.where(np.isin(np.arange(len(ids)), random_split(len(ids), {"train": 0.7, "test": 0.3},
+                                                                               seed)["test"]), "test", "train")
+    splits = {name: np.nonzero((split_of_row == name) & usable)[0] for name in ("train", "test")}
+    notes = []
+    if (~usable).any():
+        notes.append(f"{int((~usable).sum())} rows with fewer than 2 observed models left out of the splits")
+    dup = len(ids) - len(set(ids))
+    if dup:
+        notes.append(f"{dup} repeated sample_id rows kept as separate queries (aligned with embeddings by position)")
+    data = RoutingData.create(cat("emb"), quality, cost, family, model_names=models,
+                              family_names=family_names, query_ids=ids, splits=splits, notes=notes)
+    if valid_fraction > 0:
+        data = data.holdout("train", valid_fraction, "valid", seed=seed)
+    return data
