@@ -1,0 +1,155 @@
+"""Configuration: static `TrainConfig` (shapes, loop counts, switches) and traced `Hparams`.
+
+Everything that sets a shape or a loop count is static and lives in the frozen dataclass;
+everything a sweep may vary is an array in the `Hparams` pytree, so `jax.vmap(train)` over
+hyperparameters is one program (STYLE.md, habit 2).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from typing import Any
+
+import jax.numpy as jnp
+import numpy as np
+from flax import struct
+
+LATENT_SOURCES = ("contexts", "profile", "none")
+LOSSES = ("full", "bandit")
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """Static meta-training configuration.
+
+    Loop and batch sizes: `num_steps` meta-steps of `tasks_per_step` sampled users, each with
+    `queries_per_task` training queries and a context set of capacity `max_contexts`; steps run
+    in jitted chunks of `chunk_steps`, after each of which the router is scored on held-out
+    users and queries (`valid_split`) and the best parameters are kept (early stopping).
+    """
+
+    num_steps: int = 2000
+    chunk_steps: int = 100
+    tasks_per_step: int = 32
+    queries_per_task: int = 32
+    max_contexts: int = 32
+    # networks
+    hidden: int = 64
+    latent_dim: int = 16
+    query_dim: int = 16
+    gaussian_encoder: bool = False
+    inner_steps: int = 0
+    first_order: bool = False
+    # task distribution
+    profile: str = "linear"
+    log10_lam_range: tuple[float, float] | None = None  # None: the data's Pareto-frontier range
+    beta_range: tuple[float, float] = (3.0, 30.0)        # Bradley-Terry rationality, log-uniform
+    informative_fraction: float = 0.5                    # users whose pairs use the informative strategy
+    pool_dropout: float = 0.0                            # chance a model leaves a training user's pool
+    observe_quality: bool = True
+    # objective
+    loss: str = "full"                                   # "full" (expected utility) or "bandit" (REINFORCE)
+    latent_source: str = "contexts"                      # "profile": known-preference; "none": agnostic
+    # noise-injection switches (their levels are Hparams)
+    label_flips: bool = True
+    outcome_noise: bool = True
+    random_counts: bool = True
+    latent_noise: bool = True
+    # data
+    train_split: str = "train"
+    valid_split: str = "valid"
+    valid_users: int = 128
+    calib_queries: int = 256
+
+    def __post_init__(self):
+        if self.latent_source not in LATENT_SOURCES:
+            raise ValueError(f"latent_source must be one of {LATENT_SOURCES}, got {self.latent_source!r}")
+        if self.loss not in LOSSES:
+            raise ValueError(f"loss must be one of {LOSSES}, got {self.loss!r}")
+        for name in ("num_steps", "chunk_steps", "tasks_per_step", "queries_per_task", "max_contexts",
+                     "hidden", "latent_dim", "query_dim", "valid_users", "calib_queries"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.num_steps % self.chunk_steps:
+            raise ValueError(f"num_steps ({self.num_steps}) must be a multiple of chunk_steps ({self.chunk_steps})")
+        if self.inner_steps < 0:
+            raise ValueError(f"inner_steps must be >= 0, got {self.inner_steps}")
+        if not 0.0 <= self.pool_dropout < 1.0:
+            raise ValueError(f"pool_dropout must be in [0, 1), got {self.pool_dropout}")
+
+    @property
+    def num_chunks(self) -> int:
+        return self.num_steps // self.chunk_steps
+
+    def replace(self, **changes) -> "TrainConfig":
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> "TrainConfig":
+        known = {f.name: f for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - set(known))
+        if unknown:
+            raise ValueError(f"unknown TrainConfig field(s) {unknown}")
+        values = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
+        return cls(**values)
+
+
+@struct.dataclass
+class Hparams:
+    """Traced hyperparameters (arrays); vmap over a batch of them to sweep."""
+
+    learning_rate: jnp.ndarray = 3e-3
+    weight_decay: jnp.ndarray = 1e-4
+    entropy_start: jnp.ndarray = 0.1   # entropy weight, annealed geometrically ...
+    entropy_end: jnp.ndarray = 0.01    # ... to this (DESIGN.md section 9: avoids early collapse)
+    flip_max: jnp.ndarray = 0.1        # label-flip probability ~ U[0, flip_max] per training user
+    outcome_noise: jnp.ndarray = 0.1   # std of Gaussian noise on context outcome features
+    latent_noise: jnp.ndarray = 0.1    # std of Gaussian noise on the latent
+    query_noise: jnp.ndarray = 0.3     # std of Gaussian noise on the policy's query projection
+    pair_weight: jnp.ndarray = 0.5     # held-out pairwise-prediction auxiliary loss
+    profile_weight: jnp.ndarray = 0.5  # profile-prediction auxiliary loss (training profiles are known)
+    kl_weight: jnp.ndarray = 0.01      # KL to N(0, I) for the Gaussian encoder
+
+    @classmethod
+    def create(cls, **values) -> "Hparams":
+        """Hyperparameters as float32 arrays, broadcast to one common shape.
+
+        Give arrays of length S for some fields to get a batch of S configurations (the others
+        are repeated), ready for `jax.vmap(trainer.train)`.
+        """
+        fields = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - fields)
+        if unknown:
+            raise ValueError(f"unknown hyperparameter(s) {unknown}; known: {sorted(fields)}")
+        merged = {k: jnp.asarray(v, jnp.float32) for k, v in {**cls().to_dict(), **values}.items()}
+        try:
+            shape = jnp.broadcast_shapes(*(v.shape for v in merged.values()))
+        except ValueError as err:
+            raise ValueError(f"hyperparameter arrays have incompatible shapes: "
+                             f"{ {k: v.shape for k, v in merged.items() if v.shape} }") from err
+        return cls(**{k: jnp.broadcast_to(v, shape) for k, v in merged.items()})
+
+    @classmethod
+    def grid(cls, **axes) -> "Hparams":
+        """The Cartesian product of the given value lists, flattened to one batch axis [S]."""
+        names = list(axes)
+        mesh = np.meshgrid(*[np.asarray(axes[n], np.float32) for n in names], indexing="ij")
+        return cls.create(**{n: m.ravel() for n, m in zip(names, mesh)})
+
+    @property
+    def batch_shape(self) -> tuple[int, ...]:
+        return tuple(jnp.shape(self.learning_rate))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+
+    def to_json(self) -> dict[str, Any]:
+        return {k: jnp.asarray(v).tolist() for k, v in self.to_dict().items()}
+
+
+def dumps(config: TrainConfig, hparams: Hparams) -> str:
+    return json.dumps({"config": config.to_dict(), "hparams": hparams.to_json()}, indent=2)

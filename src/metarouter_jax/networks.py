@@ -1,0 +1,148 @@
+"""Networks: context encoder, pool-agnostic policy, utility head (Flax NNX).
+
+Every module here is written for ONE user (and one query); callers vmap. Modules are split
+once into (graphdef, params); training and adaptation use plain jax transformations over
+the params pytree (`RouterNet.apply`-style helpers at the bottom).
+
+* The encoder reads contexts in winner/loser order (the preferred answer first), which makes
+  it exactly invariant to swapping (a, b, y) -> (b, a, 1 - y); masked pooling makes it
+  invariant to context order, and with 0 valid contexts it returns the prior.
+* The policy scores each candidate model with ONE shared network over (query, latent,
+  model descriptor), then a masked softmax over the pool: the pool can change freely.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from metarouter_jax.contexts import Contexts
+
+OUTCOME_DIM = 2  # (quality, standardised log10 cost)
+COUNT_SCALE = 4.17  # ~log(1 + 64): scales the context-count input to about [0, 1]
+
+
+@dataclasses.dataclass(frozen=True)
+class NetworkConfig:
+    """Static sizes of the networks."""
+
+    embed_dim: int
+    descriptor_dim: int
+    profile_feature_dim: int
+    profile_target_dim: int
+    query_dim: int = 16          # low-dimensional query pathway (DESIGN.md section 9: keep it small)
+    hidden: int = 64
+    latent_dim: int = 16
+    gaussian: bool = False       # product-of-Gaussians encoder with a KL term
+    observe_quality: bool = True  # contexts carry the answers' quality (real logs may not)
+
+
+def _dense(din, dout, rngs, bias=True):
+    return nnx.Linear(din, dout, use_bias=bias, rngs=rngs)
+
+
+class ContextEncoder(nnx.Module):
+    """Contexts -> latent preference (mean, log-variance) and a learned utility head v(x, d, o, z)."""
+
+    def __init__(self, cfg: NetworkConfig, rngs: nnx.Rngs):
+        self.cfg = cfg
+        d_in = cfg.query_dim + 2 * (cfg.descriptor_dim + OUTCOME_DIM)
+        self.query = _dense(cfg.embed_dim, cfg.query_dim, rngs)
+        self.layer1 = _dense(d_in, cfg.hidden, rngs)
+        self.layer2 = _dense(cfg.hidden, cfg.hidden, rngs)
+        n_out = 2 * cfg.latent_dim if cfg.gaussian else cfg.hidden
+        self.per_context = _dense(cfg.hidden, n_out, rngs)
+        self.head1 = _dense(cfg.hidden + 1, cfg.hidden, rngs)
+        self.head2 = _dense(cfg.hidden, cfg.latent_dim, rngs)
+        # Utility head for the inner refinement and the pairwise auxiliary loss.
+        self.util1 = _dense(cfg.query_dim + cfg.descriptor_dim + OUTCOME_DIM + cfg.latent_dim, cfg.hidden, rngs)
+        self.util2 = _dense(cfg.hidden, 1, rngs)
+        self.log_step = nnx.Param(jnp.full((cfg.latent_dim,), -2.0, jnp.float32))  # meta-SGD inner step sizes
+
+    def _outcome(self, outcome):
+        return outcome if self.cfg.observe_quality else outcome * jnp.array([0.0, 1.0])
+
+    def __call__(self, contexts: Contexts, descriptors):
+        """contexts: one user's ([N, ...]); descriptors: [K, Dd]. Returns (mean [Z], logvar [Z])."""
+        y = contexts.label[:, None] > 0.5
+        win = lambda a, b: jnp.where(y, a, b)  # noqa: E731
+        d_a, d_b = descriptors[contexts.model_a], descriptors[contexts.model_b]
+        o_a, o_b = self._outcome(contexts.outcome_a), self._outcome(contexts.outcome_b)
+        feats = jnp.concatenate([self.query(contexts.query_emb), win(d_a, d_b), win(d_b, d_a),
+                                 win(o_a, o_b), win(o_b, o_a)], -1)                         # [N, F]
+        h = jax.nn.gelu(self.layer2(jax.nn.gelu(self.layer1(feats))))
+        r = self.per_context(h)                                                             # [N, H|2Z]
+        mask = contexts.mask[:, None].astype(r.dtype)
+        n = mask.sum()
+        if self.cfg.gaussian:
+            mu_i, logvar_i = jnp.split(r, 2, axis=-1)
+            prec_i = jnp.exp(-jnp.clip(logvar_i, -6.0, 6.0)) * mask
+            precision = 1.0 + prec_i.sum(0)           # N(0, I) prior times each context's Gaussian
+            mean = (prec_i * mu_i).sum(0) / precision
+            return mean, -jnp.log(precision)
+        pooled = (r * mask).sum(0) / jnp.maximum(n, 1.0)
+        count = jnp.log1p(n)[None] / COUNT_SCALE  # how much evidence; independent of the capacity
+        z = self.head2(jax.nn.gelu(self.head1(jnp.concatenate([pooled, count]))))
+        return z, jnp.zeros_like(z)
+
+    def utility(self, query_emb, descriptor, outcome, latent):
+        """v_psi: scalar learned utility of one answer (query [D], descriptor [Dd], outcome [2])."""
+        x = jnp.concatenate([self.query(query_emb), descriptor, self._outcome(outcome), latent], -1)
+        return self.util2(jax.nn.gelu(self.util1(x)))[0]
+
+
+class Policy(nnx.Module):
+    """score_k = g(h(x), z, d_k), one shared scorer for every candidate model."""
+
+    def __init__(self, cfg: NetworkConfig, rngs: nnx.Rngs):
+        self.query = _dense(cfg.embed_dim, cfg.query_dim, rngs)
+        # The first layer on concat(h, z, d) is split by input, so the per-query, per-user and
+        # per-model parts are computed once and broadcast (same function, less work).
+        self.in_query = _dense(cfg.query_dim, cfg.hidden, rngs)
+        self.in_latent = _dense(cfg.latent_dim, cfg.hidden, rngs, bias=False)
+        self.in_model = _dense(cfg.descriptor_dim, cfg.hidden, rngs, bias=False)
+        self.gate = _dense(cfg.latent_dim, cfg.hidden, rngs)
+        self.hidden = _dense(cfg.hidden, cfg.hidden, rngs)
+        self.out = _dense(cfg.hidden, 1, rngs)
+
+    def query_features(self, query_emb):
+        """[..., D] -> [..., H]: the query pathway, computable once per query."""
+        return self.in_query(jax.nn.gelu(self.query(query_emb)))
+
+    def __call__(self, query_features, latent, descriptors):
+        """query_features [H] (from `query_features`), latent [Z], descriptors [K, Dd] -> scores [K]."""
+        pre = query_features[None, :] + self.in_latent(latent)[None, :] + self.in_model(descriptors)  # [K, H]
+        h = jax.nn.gelu(pre) * (1.0 + jnp.tanh(self.gate(latent)))[None, :]  # latent-conditioned gating
+        return self.out(jax.nn.gelu(self.hidden(h)))[:, 0]
+
+
+class ProfileEmbedding(nnx.Module):
+    """Known-preference router input: profile features -> latent."""
+
+    def __init__(self, cfg: NetworkConfig, rngs: nnx.Rngs):
+        self.layer1 = _dense(cfg.profile_feature_dim, cfg.hidden, rngs)
+        self.layer2 = _dense(cfg.hidden, cfg.latent_dim, rngs)
+
+    def __call__(self, features):
+        return self.layer2(jax.nn.gelu(self.layer1(features)))
+
+
+class RouterNet(nnx.Module):
+    """Everything one router learns: encoder (with utility head), policy, profile heads."""
+
+    def __init__(self, cfg: NetworkConfig, rngs: nnx.Rngs):
+        self.encoder = ContextEncoder(cfg, rngs)
+        self.policy = Policy(cfg, rngs)
+        self.profile_embedding = ProfileEmbedding(cfg, rngs)
+        self.profile_head = _dense(cfg.latent_dim, cfg.profile_target_dim, rngs)
+
+
+def init_router_net(cfg: NetworkConfig, key) -> tuple[nnx.GraphDef, nnx.State]:
+    """Build a RouterNet from a PRNG key and split it into (graphdef, params).
+
+    Traceable in `key`, so a training function that calls it can be vmapped over seeds.
+    """
+    return nnx.split(RouterNet(cfg, nnx.Rngs(params=key)))

@@ -1,0 +1,197 @@
+"""Preference profiles: families of user utilities u(quality, cost), each with a prior.
+
+A profile is a small pytree of arrays (one user); a `ProfileFamily` is a static object
+that samples them and evaluates their utility, in the style of learned_optimization's
+`TaskFamily`. Every family carries `log10_lam` (willingness to pay, quality points per USD)
+so that Bradley-Terry plug-ins can infer it and the known-preference router can be fed it;
+`linear_profile(log10_lam)` embeds the linear special case into a richer family.
+
+All functions are written for ONE user and ONE query; callers vmap.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from metarouter_jax.data import RoutingData
+
+Profile = dict  # name -> array; one user's parameters
+
+
+def _rbf(x, lo, hi, num):
+    """Raw value scaled to [-1, 1] plus `num` radial-basis bumps over [lo, hi].
+
+    A single scalar log10(lam) is easy for a router to ignore (DESIGN.md section 9); the
+    bumps give every region of the range its own input direction.
+    """
+    centres = jnp.linspace(lo, hi, num)
+    width = (hi - lo) / (num - 1)
+    raw = 2.0 * (x - lo) / (hi - lo) - 1.0
+    return jnp.concatenate([raw[None], jnp.exp(-0.5 * ((x - centres) / width) ** 2)])
+
+
+@dataclasses.dataclass(frozen=True)
+class LinearProfiles:
+    """u = q - lam * c, with log10(lam) ~ U[lo, hi]."""
+
+    log10_lam_range: tuple[float, float] = (0.0, 4.0)
+    num_rbf: int = 8
+    name: str = "linear"
+
+    def sample(self, key) -> Profile:
+        lo, hi = self.log10_lam_range
+        return {"log10_lam": jax.random.uniform(key, (), minval=lo, maxval=hi)}
+
+    def linear_profile(self, log10_lam) -> Profile:
+        return {"log10_lam": jnp.asarray(log10_lam, jnp.float32)}
+
+    def utility(self, profile: Profile, quality, cost, family):
+        """quality, cost: [K] (USD); family: scalar id. Returns [K]."""
+        del family
+        return quality - 10.0 ** profile["log10_lam"] * cost
+
+    def features(self, profile: Profile):
+        """[num_rbf + 1] features for the known-preference router."""
+        return _rbf(profile["log10_lam"], *self.log10_lam_range, self.num_rbf)
+
+    def targets(self, profile: Profile):
+        """[1] standardised quantities an auxiliary head learns to predict from the latent."""
+        lo, hi = self.log10_lam_range
+        return (2.0 * (profile["log10_lam"] - lo) / (hi - lo) - 1.0)[None]
+
+    @property
+    def feature_dim(self) -> int:
+        return self.num_rbf + 1
+
+    @property
+    def target_dim(self) -> int:
+        return 1
+
+
+@dataclasses.dataclass(frozen=True)
+class FamilyWeightProfiles(LinearProfiles):
+    """u = w[family] * q - lam * c: a user who values quality differently per task family.
+
+    log w ~ N(0, sigma^2) per family, independently. One lam cannot express "code answers
+    are worth paying for, trivia is not", so a linear model is misspecified for these users.
+    """
+
+    num_families: int = 1
+    weight_sigma: float = 0.8
+    name: str = "family_weights"
+
+    def sample(self, key) -> Profile:
+        key_lam, key_w = jax.random.split(key)
+        profile = super().sample(key_lam)
+        profile["log_weights"] = self.weight_sigma * jax.random.normal(key_w, (self.num_families,))
+        return profile
+
+    def linear_profile(self, log10_lam) -> Profile:
+        return {"log10_lam": jnp.asarray(log10_lam, jnp.float32),
+                "log_weights": jnp.zeros((self.num_families,))}
+
+    def utility(self, profile: Profile, quality, cost, family):
+        weight = jnp.exp(profile["log_weights"][family])
+        return weight * quality - 10.0 ** profile["log10_lam"] * cost
+
+    def features(self, profile: Profile):
+        return jnp.concatenate([super().features(profile), profile["log_weights"] / self.weight_sigma])
+
+    def targets(self, profile: Profile):
+        return jnp.concatenate([super().targets(profile), profile["log_weights"] / self.weight_sigma])
+
+    @property
+    def feature_dim(self) -> int:
+        return self.num_rbf + 1 + self.num_families
+
+    @property
+    def target_dim(self) -> int:
+        return 1 + self.num_families
+
+
+@dataclasses.dataclass(frozen=True)
+class BudgetProfiles(LinearProfiles):
+    """u = q - lam * c - penalty * max(0, c / cap - 1): a soft per-query budget cap (USD).
+
+    log10(cap) ~ U[cap_range]; above the cap the utility falls steeply, whatever the quality.
+    """
+
+    log10_cap_range: tuple[float, float] = (-4.0, -1.5)
+    penalty: float = 2.0
+    name: str = "budget"
+
+    def sample(self, key) -> Profile:
+        key_lam, key_cap = jax.random.split(key)
+        profile = super().sample(key_lam)
+        lo, hi = self.log10_cap_range
+        profile["log10_cap"] = jax.random.uniform(key_cap, (), minval=lo, maxval=hi)
+        return profile
+
+    def linear_profile(self, log10_lam) -> Profile:
+        return {"log10_lam": jnp.asarray(log10_lam, jnp.float32), "log10_cap": jnp.asarray(10.0)}
+
+    def utility(self, profile: Profile, quality, cost, family):
+        over = jnp.maximum(cost / 10.0 ** profile["log10_cap"] - 1.0, 0.0)
+        return super().utility(profile, quality, cost, family) - self.penalty * over
+
+    def features(self, profile: Profile):
+        lo, hi = self.log10_cap_range
+        cap = jnp.clip(2.0 * (profile["log10_cap"] - lo) / (hi - lo) - 1.0, -2.0, 2.0)
+        return jnp.concatenate([super().features(profile), cap[None]])
+
+    def targets(self, profile: Profile):
+        return jnp.concatenate([super().targets(profile), self.features(profile)[-1:]])
+
+    @property
+    def feature_dim(self) -> int:
+        return self.num_rbf + 2
+
+    @property
+    def target_dim(self) -> int:
+        return 2
+
+
+PROFILE_FAMILIES: dict[str, Callable[..., LinearProfiles]] = {
+    "linear": LinearProfiles,
+    "family_weights": FamilyWeightProfiles,
+    "budget": BudgetProfiles,
+}
+
+
+def make_profiles(name: str, data: RoutingData | None = None, **kwargs) -> LinearProfiles:
+    """Build a registered profile family; data-dependent sizes (families) come from `data`."""
+    if name not in PROFILE_FAMILIES:
+        raise KeyError(f"unknown profile family {name!r}; registered: {sorted(PROFILE_FAMILIES)}")
+    cls = PROFILE_FAMILIES[name]
+    if name == "family_weights" and "num_families" not in kwargs:
+        if data is None:
+            raise ValueError("the family_weights profile needs the data (its number of families)")
+        kwargs["num_families"] = data.num_families
+    return cls(**kwargs)
+
+
+def register_profile_family(name: str, factory: Callable[..., LinearProfiles]) -> None:
+    """Add a profile family to the registry (for user-defined utilities)."""
+    if name in PROFILE_FAMILIES:
+        raise ValueError(f"profile family {name!r} is already registered")
+    PROFILE_FAMILIES[name] = factory
+
+
+def frontier_log10_lam_range(data: RoutingData, split: str = "train", margin: float = 0.5) -> tuple[float, float]:
+    """A log10(lam) range in which every Pareto-frontier model is the best fixed choice for some lam.
+
+    Between consecutive frontier models (by mean cost) the switch point is
+    lam = dq / dc; the range covers all switch points with `margin` decades either side.
+    """
+    frontier = data.pareto_frontier(split)
+    summary = data.model_summary(split)
+    q, c = summary["quality"][frontier], summary["cost"][frontier]
+    if frontier.size < 2:
+        return (0.0, 4.0)
+    switch = np.log10(np.diff(q) / np.diff(c))
+    return (float(np.floor((switch.min() - margin) * 2) / 2), float(np.ceil((switch.max() + margin) * 2) / 2))

@@ -1,0 +1,356 @@
+"""Meta-training (the outer loop): `make_train(config, data)` returns pure functions.
+
+One meta-step samples `tasks_per_step` users (profile, rationality, label noise, context
+count, pair strategy, pool), simulates their contexts, adapts, routes a batch of training
+queries per user and takes one optax step on
+
+    - E[normalised utility]  - alpha_H(t) * entropy  + aux losses,
+
+all vmapped over users inside one jit. Steps run as `lax.scan` chunks; after every chunk the
+router is scored on fixed held-out users and queries and the best parameters are kept (early
+stopping: DESIGN.md section 9, routers overfit per-query 0/1 labels). The whole run,
+`train(key, hparams)`, is a `lax.scan` over chunks and can be vmapped over keys and
+hyperparameters; `run_chunk` is the same computation one chunk at a time, for progress bars
+and checkpoints.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx, struct
+
+from metarouter_jax import adaptation
+from metarouter_jax.config import Hparams, TrainConfig
+from metarouter_jax.contexts import sample_contexts
+from metarouter_jax.data import RoutingData
+from metarouter_jax.networks import NetworkConfig, init_router_net
+from metarouter_jax.profiles import LinearProfiles, frontier_log10_lam_range, make_profiles
+from metarouter_jax.tasks import RoutingArrays, masked_log_softmax, query_utility, utility_scale
+
+
+@struct.dataclass
+class TrainState:
+    params: object
+    opt_state: object
+    key: jax.Array
+    step: jax.Array
+    best_params: object
+    best_score: jax.Array
+
+
+@struct.dataclass
+class User:
+    """One simulated user (a task): everything sampled about them."""
+
+    profile: dict
+    scale: jax.Array
+    beta: jax.Array
+    flip: jax.Array
+    count: jax.Array
+    informative: jax.Array
+    pool: jax.Array
+
+
+def make_optimizer(hparams: Hparams, total_steps: int) -> optax.GradientTransformation:
+    """AdamW with gradient clipping and a cosine learning-rate decay (traced rate and decay)."""
+    def schedule(count):
+        frac = jnp.minimum(count / total_steps, 1.0)
+        return hparams.learning_rate * 0.5 * (1.0 + jnp.cos(jnp.pi * frac))
+
+    return optax.chain(optax.clip_by_global_norm(1.0), optax.scale_by_adam(),
+                       optax.add_decayed_weights(hparams.weight_decay), optax.scale_by_learning_rate(schedule))
+
+
+def resolve_profiles(config: TrainConfig, data: RoutingData) -> LinearProfiles:
+    """The training profile family, with the lam range taken from the data when not given."""
+    lam_range = config.log10_lam_range or frontier_log10_lam_range(data, config.train_split)
+    return make_profiles(config.profile, data, log10_lam_range=tuple(lam_range))
+
+
+def network_config(config: TrainConfig, data: RoutingData, profiles: LinearProfiles) -> NetworkConfig:
+    return NetworkConfig(
+        embed_dim=data.embed_dim, descriptor_dim=1 + data.num_families,
+        profile_feature_dim=profiles.feature_dim, profile_target_dim=profiles.target_dim,
+        query_dim=config.query_dim, hidden=config.hidden, latent_dim=config.latent_dim,
+        gaussian=config.gaussian_encoder, observe_quality=config.observe_quality,
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class Trainer:
+    """Pure training functions bound to a config and a dataset (see module docstring)."""
+
+    config: TrainConfig
+    net_config: NetworkConfig
+    profiles: LinearProfiles
+    arrays: RoutingArrays
+    train_queries: jax.Array
+    valid_queries: jax.Array
+    calib_queries: jax.Array
+    graphdef: object
+    trace_counter: list = dataclasses.field(default_factory=lambda: [0])
+    # Optional sharding of the task axis (data parallel over users): a jax.sharding.Sharding
+    # for a [tasks_per_step] array, e.g. NamedSharding(mesh, P("tasks")). None: one device.
+    task_sharding: object = None
+
+    # ------------------------------------------------------------------ users
+    def sample_user(self, key, hparams: Hparams, pool_dropout: float) -> User:
+        cfg, k = self.config, self.arrays.observed.shape[1]
+        keys = jax.random.split(key, 7)
+        profile = self.profiles.sample(keys[0])
+        lo, hi = np.log(cfg.beta_range)
+        beta = jnp.exp(jax.random.uniform(keys[1], (), minval=lo, maxval=hi))
+        flip = jax.random.uniform(keys[2], (), maxval=hparams.flip_max) if cfg.label_flips else jnp.zeros(())
+        count = (jax.random.randint(keys[3], (), 0, cfg.max_contexts + 1) if cfg.random_counts
+                 else jnp.asarray(cfg.max_contexts))
+        informative = jax.random.bernoulli(keys[4], cfg.informative_fraction)
+        pool = jnp.ones(k, bool)
+        if pool_dropout > 0:  # random pools teach the policy that the candidate set changes
+            keep = jax.random.bernoulli(keys[5], 1.0 - pool_dropout, (k,))
+            top2 = jax.lax.top_k(jax.random.uniform(keys[6], (k,)), 2)[1]
+            pool = keep.at[top2].set(True)
+        scale = utility_scale(self.profiles, profile, self.arrays, self.calib_queries)
+        return User(profile, scale, beta, flip, count, informative, pool)
+
+    def user_contexts(self, key, user: User, queries):
+        return sample_contexts(key, self.profiles, user.profile, self.arrays, queries, user.pool,
+                               count=user.count, capacity=self.config.max_contexts, scale=user.scale,
+                               beta=user.beta, flip=user.flip, informative=user.informative)
+
+    def latent(self, params, contexts, user: User, key=None, hparams: Hparams | None = None):
+        """The router's latent for one user, by `latent_source` (with training noise when keyed)."""
+        cfg, desc = self.config, self.arrays.descriptors
+        kl = jnp.zeros(())
+        if cfg.latent_source == "contexts":
+            mean, logvar = adaptation.encode(self.graphdef, params, contexts, desc)
+            z = adaptation.refine(self.graphdef, params, contexts, desc, mean, cfg.inner_steps, cfg.first_order)
+            if cfg.gaussian_encoder:
+                kl = 0.5 * jnp.sum(jnp.exp(logvar) + mean**2 - 1.0 - logvar)
+                if key is not None:
+                    z = z + jnp.exp(0.5 * logvar) * jax.random.normal(jax.random.fold_in(key, 1), z.shape)
+        elif cfg.latent_source == "profile":
+            z = adaptation.profile_latent(self.graphdef, params, self.profiles.features(user.profile))
+        else:
+            z = jnp.zeros((self.net_config.latent_dim,))
+        if key is not None and cfg.latent_noise and cfg.latent_source != "none":
+            z = z + hparams.latent_noise * jax.random.normal(key, z.shape)
+        return z, kl
+
+    # ------------------------------------------------------------------ loss of one user
+    def task_loss(self, params, key, hparams: Hparams, progress):
+        cfg, arrays = self.config, self.arrays
+        keys = jax.random.split(key, 8)
+        user = self.sample_user(keys[0], hparams, cfg.pool_dropout)
+        contexts = self.user_contexts(keys[1], user, self.train_queries)
+        if cfg.outcome_noise:
+            noise = hparams.outcome_noise * jax.random.normal(keys[2], (2,) + contexts.outcome_a.shape)
+            contexts = contexts.replace(outcome_a=contexts.outcome_a + noise[0], outcome_b=contexts.outcome_b + noise[1])
+        z, kl = self.latent(params, contexts, user, keys[3], hparams)
+
+        queries = jax.random.choice(keys[4], self.train_queries, (cfg.queries_per_task,))
+        allowed = arrays.observed[queries] & user.pool                                      # [B, K]
+        feats = adaptation.query_features(self.graphdef, params, arrays.embeddings[queries])  # [B, H]
+        feats = feats + hparams.query_noise * jax.random.normal(keys[5], feats.shape)
+        scores = jax.vmap(adaptation.policy_scores, in_axes=(None, None, 0, None, None))(
+            self.graphdef, params, feats, z, arrays.descriptors)
+        logp = masked_log_softmax(scores, allowed)                                          # [B, K]
+        probs = jnp.exp(logp) * allowed
+        u = jax.vmap(query_utility, in_axes=(None, None, None, 0))(self.profiles, user.profile, arrays, queries)
+        u = u / user.scale
+        # Centring per query changes no expected-utility gradient (probabilities sum to 1) but
+        # lowers the variance of the bandit estimator.
+        u = u - (u * allowed).sum(-1, keepdims=True) / allowed.sum(-1, keepdims=True)
+        expected = (probs * u).sum(-1)                                                      # [B]
+        if cfg.loss == "full":
+            utility_loss = -expected.mean()
+        else:  # REINFORCE on one sampled arm per query, batch-mean baseline
+            arm = jax.random.categorical(keys[6], jnp.where(allowed, logp, -jnp.inf))
+            reward = jnp.take_along_axis(u, arm[:, None], 1)[:, 0]
+            advantage = jax.lax.stop_gradient(reward - reward.mean())
+            utility_loss = -(advantage * jnp.take_along_axis(logp, arm[:, None], 1)[:, 0]).mean()
+        entropy = -(probs * jnp.where(allowed, logp, 0.0)).sum(-1).mean()
+        alpha = hparams.entropy_start * (hparams.entropy_end / hparams.entropy_start) ** progress
+        loss = utility_loss - alpha * entropy
+
+        if cfg.latent_source == "contexts":  # auxiliary signals for the encoder (DESIGN.md section 9)
+            held_out = self.user_contexts(keys[7], user.replace(count=jnp.asarray(cfg.max_contexts)),
+                                          self.train_queries)
+            net = nnx.merge(self.graphdef, params)
+            pair_nll = adaptation.pairwise_nll(net.encoder, held_out, arrays.descriptors, z)
+            profile_err = jnp.mean((net.profile_head(z) - self.profiles.targets(user.profile)) ** 2)
+            loss = loss + hparams.pair_weight * pair_nll + hparams.profile_weight * profile_err
+            loss = loss + hparams.kl_weight * kl
+        return loss, {"loss": loss, "utility": expected.mean(), "entropy": entropy}
+
+    # ------------------------------------------------------------------ validation
+    def validation_users(self, key, hparams: Hparams):
+        """Fixed held-out users: counts spread over 0..N, half with informative pairs."""
+        cfg = self.config
+        keys = jax.random.split(key, cfg.valid_users)
+        users = jax.vmap(lambda k: self.sample_user(k, hparams, 0.0))(keys)
+        counts = jnp.arange(cfg.valid_users) % (cfg.max_contexts + 1)
+        informative = jnp.arange(cfg.valid_users) % 2 == 1
+        users = users.replace(count=counts, informative=informative,
+                              beta=jnp.full_like(users.beta, 10.0), flip=jnp.full_like(users.flip, 0.05))
+        contexts = jax.vmap(lambda k, u: self.user_contexts(k, u, self.valid_queries))(keys, users)
+        return users, contexts
+
+    def validation_score(self, params, users, contexts):
+        """Mean normalised utility of argmax routing on the held-out queries."""
+        arrays, queries = self.arrays, self.valid_queries
+        allowed = arrays.observed[queries]
+
+        def one(user, ctx):
+            z, _ = self.latent(params, ctx, user)
+            scores = adaptation.route_scores(self.graphdef, params, arrays.embeddings[queries], z,
+                                             arrays.descriptors, allowed)
+            u = jax.vmap(query_utility, in_axes=(None, None, None, 0))(self.profiles, user.profile, arrays, queries)
+            routed = jnp.take_along_axis(u, jnp.argmax(scores, -1)[:, None], 1).mean()
+            rand = ((u * allowed).sum(-1) / allowed.sum(-1)).mean()
+            best = jnp.where(allowed, u, -jnp.inf).max(-1).mean()
+            return (routed - rand) / (best - rand + 1e-9)
+
+        return jax.vmap(one)(users, contexts).mean()
+
+    # ------------------------------------------------------------------ steps, chunks, runs
+    def init(self, key, hparams: Hparams) -> TrainState:
+        key_net, key_run = jax.random.split(key)
+        _, params = init_router_net(self.net_config, key_net)
+        opt_state = make_optimizer(hparams, self.config.num_steps).init(params)
+        return TrainState(params, opt_state, key_run, jnp.zeros((), jnp.int32), params, jnp.asarray(-jnp.inf, jnp.float32))
+
+    def meta_step(self, state: TrainState, hparams: Hparams):
+        cfg = self.config
+        key, key_tasks = jax.random.split(state.key)
+        progress = state.step / cfg.num_steps
+
+        task_keys = jax.random.split(key_tasks, cfg.tasks_per_step)
+        if self.task_sharding is not None:  # XLA propagates the split through the vmapped loss
+            task_keys = jax.lax.with_sharding_constraint(task_keys, self.task_sharding)
+
+        def batch_loss(params):
+            losses, metrics = jax.vmap(self.task_loss, in_axes=(None, 0, None, None))(
+                params, task_keys, hparams, progress)
+            return losses.mean(), jax.tree.map(jnp.mean, metrics)
+
+        grads, metrics = jax.grad(batch_loss, has_aux=True)(state.params)
+        optimizer = make_optimizer(hparams, cfg.num_steps)
+        updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        return state.replace(params=params, opt_state=opt_state, key=key, step=state.step + 1), metrics
+
+    def run_chunk(self, state: TrainState, hparams: Hparams, valid_key):
+        """`chunk_steps` meta-steps in a lax.scan, then validation and best-parameter tracking."""
+        self.trace_counter[0] += 1  # Python side effect: counts traces, not calls
+        state, metrics = jax.lax.scan(lambda s, _: self.meta_step(s, hparams), state, None,
+                                      length=self.config.chunk_steps)
+        users, contexts = self.validation_users(valid_key, hparams)
+        score = self.validation_score(state.params, users, contexts)
+        better = score > state.best_score
+        best = jax.tree.map(lambda new, old: jnp.where(better, new, old), state.params, state.best_params)
+        state = state.replace(best_params=best, best_score=jnp.maximum(score, state.best_score))
+        metrics = jax.tree.map(jnp.mean, metrics)
+        return state, {**metrics, "valid_utility": score}
+
+    # ------------------------------------------------------------------ data as arguments
+    def data_args(self):
+        """The dataset arrays, to pass into jitted functions as arguments (not as constants)."""
+        return (self.arrays, self.train_queries, self.valid_queries, self.calib_queries)
+
+    def bind(self, data_args) -> "Trainer":
+        """This trainer over other (e.g. traced) dataset arrays."""
+        arrays, train_q, valid_q, calib_q = data_args
+        return dataclasses.replace(self, arrays=arrays, train_queries=train_q, valid_queries=valid_q,
+                                   calib_queries=calib_q)
+
+    @functools.cached_property
+    def jit_chunk(self):
+        """`run_chunk` jitted with the data as an argument: fn(data_args, state, hparams, valid_key)."""
+        return jax.jit(lambda args, state, hparams, key: self.bind(args).run_chunk(state, hparams, key))
+
+    @functools.cached_property
+    def jit_init(self):
+        return jax.jit(self.init)
+
+    def train_with_data(self, data_args, key, hparams: Hparams):
+        """`train` with the dataset arrays as an explicit argument (for jit/vmap without constants)."""
+        return self.bind(data_args).train(key, hparams)
+
+    def train(self, key, hparams: Hparams):
+        """The whole run: init, then a lax.scan over chunks. Pure; vmap it over keys/hparams."""
+        key_init, key_valid = jax.random.split(key)
+        state = self.init(key_init, hparams)
+        state, history = jax.lax.scan(lambda s, _: self.run_chunk(s, hparams, key_valid), state, None,
+                                      length=self.config.num_chunks)
+        return state, history
+
+
+def make_train(config: TrainConfig, data: RoutingData) -> Trainer:
+    """Bind a config to a dataset; `Trainer.train(key, hparams)` is the pure training function."""
+    for split in (config.train_split, config.valid_split):
+        data.split(split)  # clear error if a split is missing
+    profiles = resolve_profiles(config, data)
+    net_config = network_config(config, data, profiles)
+    graphdef, _ = init_router_net(net_config, jax.random.key(0))
+    train_q = data.split(config.train_split)
+    calib = np.random.default_rng(0).permutation(train_q)[: config.calib_queries]
+    return Trainer(config, net_config, profiles, RoutingArrays.from_data(data, config.train_split),
+                   jnp.asarray(train_q), jnp.asarray(data.split(config.valid_split)), jnp.asarray(calib),
+                   graphdef)
+
+
+def split_keys(key):
+    """(init/run key, validation key) exactly as `Trainer.train` splits them."""
+    return jax.random.split(key)
+
+
+
+def run_training(trainer: Trainer, key, hparams: Hparams, *, on_chunk=None, checkpointer=None):
+    """Run `trainer` chunk by chunk (jitted once), with optional progress and checkpoints.
+
+    Gives the same result as `trainer.train(key, hparams)` computed one chunk at a time; with a
+    `TrainCheckpointer` it saves every `checkpointer.every` steps and resumes from the latest
+    saved state when there is one (same key, same result as an uninterrupted run).
+
+    Args:
+      on_chunk: called as on_chunk(chunk_index, num_chunks, metrics: dict[str, float]).
+    Returns:
+      (final TrainState, history: dict name -> np.ndarray [num_chunks]).
+    """
+    cfg = trainer.config
+    key_init, key_valid = jax.random.split(key)
+    state = trainer.jit_init(key_init, hparams)
+    history: dict[str, list[float]] = {}
+    if checkpointer is not None and checkpointer.latest_step() is not None:
+        state, saved_history = checkpointer.restore((state, _history_template(cfg)))
+        history = {k: list(np.asarray(v)[: int(state.step) // cfg.chunk_steps]) for k, v in saved_history.items()}
+    data_args = trainer.data_args()
+    for index in range(int(state.step) // cfg.chunk_steps, cfg.num_chunks):
+        state, metrics = trainer.jit_chunk(data_args, state, hparams, key_valid)
+        metrics = {k: float(v) for k, v in metrics.items()}
+        for k, v in metrics.items():
+            history.setdefault(k, []).append(v)
+        step = (index + 1) * cfg.chunk_steps
+        if checkpointer is not None and (checkpointer.due(step) or step == cfg.num_steps):
+            checkpointer.save(step, (state, _padded_history(history, cfg)))
+        if on_chunk is not None:
+            on_chunk(index, cfg.num_chunks, metrics)
+    return state, {k: np.asarray(v) for k, v in history.items()}
+
+
+HISTORY_KEYS = ("entropy", "loss", "utility", "valid_utility")
+
+
+def _history_template(cfg: TrainConfig):
+    return {k: jnp.zeros((cfg.num_chunks,), jnp.float32) for k in HISTORY_KEYS}
+
+
+def _padded_history(history, cfg: TrainConfig):
+    return {k: jnp.zeros((cfg.num_chunks,), jnp.float32).at[: len(history[k])].set(jnp.asarray(history[k]))
+            for k in HISTORY_KEYS}

@@ -1,0 +1,45 @@
+"""Shared fixtures: tiny configs, a tiny trained router, the real-data folder."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+import metarouter_jax as mr
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def real_data_dir() -> Path:
+    return Path(os.environ.get("METAROUTER_DATA", REPO.parent / "shared" / "data"))
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    path = real_data_dir()
+    if not path.is_dir():
+        pytest.skip(f"real routing data not found at {path} (set METAROUTER_DATA)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def small_data():
+    return mr.synthetic_data(seed=0, num_queries=1200, embed_dim=32)
+
+
+TINY = mr.TrainConfig(num_steps=40, chunk_steps=20, tasks_per_step=8, queries_per_task=16, max_contexts=8,
+                      hidden=32, latent_dim=8, query_dim=8, valid_users=16, calib_queries=64)
+
+
+@pytest.fixture(scope="session")
+def tiny_config():
+    return TINY
+
+
+@pytest.fixture(scope="session")
+def trained_router(small_data):
+    """A small router trained long enough to beat random clearly (about 20 s on 2 cores)."""
+    config = TINY.replace(num_steps=600, chunk_steps=100, tasks_per_step=16)
+    return mr.MetaRouter.fit(small_data, config, seed=0)

@@ -1,0 +1,87 @@
+"""RoutingData validation, descriptors and the synthetic default's statistical character."""
+
+import numpy as np
+import pytest
+
+import metarouter_jax as mr
+from metarouter_jax.data import DataError, RoutingData
+
+
+def make(q=6, k=3, d=4, **over):
+    rng = np.random.default_rng(0)
+    args = dict(embeddings=rng.normal(size=(q, d)), quality=rng.integers(0, 2, (q, k)).astype(float),
+                cost=rng.uniform(1e-4, 1e-2, (q, k)), family=np.zeros(q, int))
+    args.update(over)
+    return RoutingData.create(args["embeddings"], args["quality"], args["cost"], args["family"],
+                              model_names=[f"m{i}" for i in range(args["quality"].shape[1])],
+                              family_names=["f"])
+
+
+def test_valid_data_builds():
+    data = make()
+    assert data.num_queries == 6 and data.num_models == 3 and data.observed.all()
+
+
+@pytest.mark.parametrize("over, message", [
+    (dict(embeddings=np.zeros((6,))), "embeddings must be"),
+    (dict(quality=np.zeros((5, 3))), "quality must be"),
+    (dict(cost=np.zeros((6, 2))), "cost must have the shape"),
+    (dict(quality=np.full((6, 3), 1.5)), "quality must lie in"),
+    (dict(cost=-np.ones((6, 3))), "negative cost"),
+    (dict(family=np.full(6, 3)), "family ids"),
+    (dict(embeddings=np.full((6, 4), np.nan)), "embeddings hold NaN"),
+    (dict(quality=np.full((6, 3), np.nan)), "no observed model"),
+])
+def test_bad_input_is_named(over, message):
+    with pytest.raises(DataError, match=message):
+        make(**over)
+
+
+def test_nan_is_masked_and_reported_not_zeroed():
+    quality = np.ones((6, 3))
+    quality[0, 1] = np.nan
+    data = make(quality=quality)
+    assert not data.observed[0, 1] and np.isnan(data.quality[0, 1])
+    assert any("masked" in note for note in data.notes)
+    from metarouter_jax.tasks import RoutingArrays
+    arrays = RoutingArrays.from_data(data)
+    assert not bool(arrays.observed[0, 1])
+
+
+def test_unknown_model_and_split_names():
+    data = make()
+    with pytest.raises(KeyError, match="unknown model"):
+        data.model_index(["m0", "gpt-9"])
+    with pytest.raises(KeyError, match="unknown split"):
+        data.split("nope")
+    with pytest.raises(ValueError, match="empty"):
+        data.pool_mask(np.zeros(3, bool))
+
+
+def test_descriptors_shape_and_centring(small_data):
+    desc = small_data.descriptors("train")
+    assert desc.shape == (small_data.num_models, 1 + small_data.num_families)
+    np.testing.assert_allclose(desc.mean(0), 0.0, atol=1e-5)
+
+
+def test_synthetic_has_the_character_of_real_logs():
+    data = mr.synthetic_data(seed=0)
+    assert set(np.unique(data.quality)) == {0.0, 1.0}
+    lo, hi = np.percentile(data.cost, [1, 99])
+    assert np.log10(hi / lo) >= 3.0                    # costs over three orders of magnitude
+    best_per_family = {int(np.argmax(data.quality[data.family == f].mean(0)[:-1])) for f in range(data.num_families)}
+    assert len(best_per_family) >= 2                   # below the frontier model, no one model is best everywhere
+    assert data.pareto_frontier("train").size >= 3
+    again = mr.synthetic_data(seed=0)
+    np.testing.assert_array_equal(data.quality, again.quality)   # seeded
+
+
+def test_frontier_range_makes_every_frontier_model_best_somewhere():
+    data = mr.synthetic_data(seed=0)
+    from metarouter_jax.profiles import frontier_log10_lam_range
+
+    lo, hi = frontier_log10_lam_range(data)
+    s = data.model_summary("train")
+    frontier = set(data.pareto_frontier("train").tolist())
+    winners = {int(np.argmax(s["quality"] - 10 ** l * s["cost"])) for l in np.linspace(lo, hi, 400)}
+    assert frontier <= winners

@@ -1,0 +1,101 @@
+"""Encoder invariances, the prior at 0 contexts, pool-restricted routing, vmap == loop."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import metarouter_jax as mr
+from metarouter_jax import adaptation
+from metarouter_jax.config import Hparams
+from metarouter_jax.training import make_train
+
+
+@pytest.fixture(scope="module", params=[False, True], ids=["mean", "gaussian"])
+def setup(request, small_data, tiny_config):
+    trainer = make_train(tiny_config.replace(gaussian_encoder=request.param, inner_steps=2), small_data)
+    state = trainer.init(jax.random.key(1), Hparams.create())
+    users = jax.vmap(lambda k: trainer.sample_user(k, Hparams.create(), 0.0))(jax.random.split(jax.random.key(2), 3))
+    users = users.replace(count=jnp.array([3, 5, 8]))
+    contexts = jax.vmap(lambda k, u: trainer.user_contexts(k, u, trainer.train_queries))(
+        jax.random.split(jax.random.key(3), 3), users)
+    return trainer, state.params, contexts
+
+
+def one(tree, i):
+    return jax.tree.map(lambda x: x[i], tree)
+
+
+def latent(trainer, params, ctx):
+    return adaptation.adapt(trainer.graphdef, params, ctx, trainer.arrays.descriptors, inner_steps=2)
+
+
+def test_encoder_is_invariant_to_context_order(setup):
+    trainer, params, contexts = setup
+    ctx = one(contexts, 2)                      # 8 valid contexts, capacity 8
+    perm = np.random.default_rng(0).permutation(ctx.capacity)
+    shuffled = jax.tree.map(lambda x: x[perm], ctx)
+    np.testing.assert_allclose(latent(trainer, params, ctx), latent(trainer, params, shuffled), atol=1e-5)
+
+
+def test_encoder_is_invariant_to_swapping_a_and_b(setup):
+    trainer, params, contexts = setup
+    ctx = one(contexts, 1)
+    swapped = ctx.replace(model_a=ctx.model_b, model_b=ctx.model_a, outcome_a=ctx.outcome_b,
+                          outcome_b=ctx.outcome_a, label=1.0 - ctx.label)
+    np.testing.assert_allclose(latent(trainer, params, ctx), latent(trainer, params, swapped), atol=1e-5)
+
+
+def test_zero_contexts_give_the_prior(setup):
+    trainer, params, contexts = setup
+    empty_a = one(contexts, 0).replace(mask=jnp.zeros(8, bool))
+    empty_b = one(contexts, 2).replace(mask=jnp.zeros(8, bool))   # different (masked) garbage
+    z_a, z_b = latent(trainer, params, empty_a), latent(trainer, params, empty_b)
+    np.testing.assert_allclose(z_a, z_b, atol=1e-6)
+    if trainer.config.gaussian_encoder:       # product of Gaussians with no factor = the N(0, I) prior
+        mean, logvar = adaptation.encode(trainer.graphdef, params, empty_a, trainer.arrays.descriptors)
+        np.testing.assert_allclose(mean, 0.0, atol=1e-7)
+        np.testing.assert_allclose(logvar, 0.0, atol=1e-7)
+
+
+def test_vmap_over_tasks_equals_a_python_loop(setup):
+    trainer, params, contexts = setup
+    batched = jax.vmap(latent, in_axes=(None, None, 0))(trainer, params, contexts)
+    looped = jnp.stack([latent(trainer, params, one(contexts, i)) for i in range(3)])
+    np.testing.assert_allclose(batched, looped, atol=1e-5)
+    keys = jax.random.split(jax.random.key(0), 3)
+    hp = Hparams.create()
+    losses, _ = jax.vmap(trainer.task_loss, in_axes=(None, 0, None, None))(params, keys, hp, 0.5)
+    loop = jnp.stack([trainer.task_loss(params, k, hp, 0.5)[0] for k in keys])
+    np.testing.assert_allclose(losses, loop, rtol=1e-4, atol=1e-5)
+
+
+def test_policy_never_routes_outside_the_pool(trained_router, small_data):
+    rng = np.random.default_rng(0)
+    latents = rng.normal(size=(20, trained_router.net_config.latent_dim)) * 3
+    emb = small_data.embeddings[small_data.split("test")[:200]]
+    for pool in (["tiny-1b", "frontier-xl"], [1], np.array([False, True, True, False, False])):
+        mask = trained_router._pool_mask(pool)
+        choice = trained_router.route(latents, emb, pool=pool)
+        assert choice.shape == (20, 200) and mask[choice].all()
+
+
+def test_route_rejects_bad_input(trained_router, small_data):
+    z = np.zeros(trained_router.net_config.latent_dim)
+    with pytest.raises(ValueError, match="query_emb must be"):
+        trained_router.route(z, np.zeros((3, 5)))
+    with pytest.raises(ValueError, match="NaN"):
+        trained_router.route(z, np.full((3, small_data.embed_dim), np.nan))
+    with pytest.raises(KeyError, match="unknown model"):
+        trained_router.route(z, small_data.embeddings[:3], pool=["gpt-17"])
+    with pytest.raises(ValueError, match="latent must"):
+        trained_router.route(np.zeros(3), small_data.embeddings[:3])
+
+
+def test_adapt_many_users_at_once(trained_router, small_data):
+    names = small_data.model_names
+    ctx = mr.Contexts.from_feedback(small_data, np.arange(12).reshape(4, 3), [[names[0]] * 3] * 4,
+                                    [[names[4]] * 3] * 4, [[True] * 3, [False] * 3] * 2, capacity=8)
+    z = trained_router.adapt(ctx)
+    assert z.shape == (4, trained_router.net_config.latent_dim)
+    np.testing.assert_allclose(z[0], trained_router.adapt(jax.tree.map(lambda x: x[0], ctx)), atol=1e-5)
