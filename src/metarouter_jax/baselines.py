@@ -1,0 +1,80 @@
+"""Explicit-inference and hindsight baselines.
+
+* Bradley-Terry plug-ins: infer log10(lam) of a linear utility from the contexts on a grid
+  over the prior range, by maximum likelihood or by the posterior mean under the (uniform in
+  log10 lam) prior, then route with the known-preference router given that profile. They
+  are handed the true rationality beta and flip rate of the test users, so they are
+  well-specified on linear users: the explicit-inference bar the meta-learned encoder must
+  meet (DESIGN.md sections 8-9).
+* Hindsight baselines on a user's true utilities: random routing (exact expectation),
+  the best fixed model, and the per-query oracle.
+
+All functions are for ONE user; callers vmap.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from metarouter_jax.contexts import Contexts
+from metarouter_jax.tasks import RoutingArrays, utility_scale
+
+GRID_SIZE = 161
+
+
+def lam_grid(profiles, size: int = GRID_SIZE):
+    """[G] grid of log10(lam) over the profile family's prior range."""
+    lo, hi = profiles.log10_lam_range
+    return jnp.linspace(lo, hi, size)
+
+
+def grid_scales(profiles, arrays: RoutingArrays, calib_queries, grid):
+    """[G] utility scale of the linear profile at each grid point (as the simulator normalises)."""
+    return jax.vmap(lambda l: utility_scale(profiles, profiles.linear_profile(l), arrays, calib_queries))(grid)
+
+
+def context_log_likelihood(contexts: Contexts, arrays: RoutingArrays, grid, scales, beta, flip):
+    """[G] log-likelihood of one user's context labels under a linear utility at each grid lam."""
+    cost = lambda o: 10.0 ** (o[:, 1] * arrays.log_cost_std + arrays.log_cost_mean)  # noqa: E731
+    q_a, q_b = contexts.outcome_a[:, 0], contexts.outcome_b[:, 0]
+    c_a, c_b = cost(contexts.outcome_a), cost(contexts.outcome_b)
+
+    def loglik(log10_lam, scale):
+        lam = 10.0 ** log10_lam
+        p_a = jax.nn.sigmoid(beta * ((q_a - lam * c_a) - (q_b - lam * c_b)) / scale)
+        p_a = flip + (1.0 - 2.0 * flip) * p_a
+        ll = jnp.where(contexts.label > 0.5, jnp.log(p_a + 1e-12), jnp.log(1.0 - p_a + 1e-12))
+        return jnp.sum(ll * contexts.mask)
+
+    return jax.vmap(loglik)(grid, scales)
+
+
+def bt_estimates(contexts: Contexts, arrays: RoutingArrays, grid, scales, beta, flip):
+    """(MLE, posterior mean) of log10(lam). With no contexts both are the prior's centre."""
+    ll = context_log_likelihood(contexts, arrays, grid, scales, beta, flip)
+    posterior = jax.nn.softmax(ll)
+    centre = 0.5 * (grid[0] + grid[-1])
+    has_data = contexts.mask.any()
+    # With few comparisons the likelihood is often flat at its maximum; take the middle of the
+    # arg-max plateau rather than its first point.
+    at_max = ll >= ll.max() - 1e-6
+    mle = jnp.sum(jnp.where(at_max, grid, 0.0)) / jnp.sum(at_max)
+    return jnp.where(has_data, mle, centre), jnp.where(has_data, jnp.sum(posterior * grid), centre)
+
+
+def hindsight(utility, allowed):
+    """One user's hindsight figures on a query set.
+
+    utility: [Q, K] normalised utility; allowed: [Q, K] bool.
+    Returns (random, oracle, model_means [K]): mean utility of uniform random routing, of the
+    per-query best model, and of each single model over the queries where it is observed
+    (-inf if never observed); its argmax is the best fixed model in hindsight.
+    """
+    count = allowed.sum(-1)
+    random = jnp.mean((utility * allowed).sum(-1) / count)
+    oracle = jnp.mean(jnp.where(allowed, utility, -jnp.inf).max(-1))
+    # A model's mean over the queries where it is observed; never-observed models never win.
+    seen = allowed.sum(0)
+    per_model = jnp.where(seen > 0, (utility * allowed).sum(0) / jnp.maximum(seen, 1), -jnp.inf)
+    return random, oracle, per_model

@@ -1,0 +1,162 @@
+"""Evaluation: normalised utility and preference recovery PR(n), against every baseline.
+
+Test users are profiles drawn from the router's prior (or another `profiles`), simulated as
+Bradley-Terry users (beta = 10, 5% label flips by default) giving feedback on queries of the
+evaluation split. Each user's contexts are drawn once at the largest n and nested (the first
+n are the n-context set), so the curve over n is not blurred by resampling. Every query of
+the split is routed by argmax among the pool's models observed for that query.
+
+Per user: normalised utility NU = (U - U_random) / (U_oracle - U_random), with U the mean
+(scale-normalised) utility of the routed answers. Reported: mean NU over users, PR(n) =
+(NU(n) - NU_agnostic) / (NU_known - NU_agnostic) of those means, and the mean quality and
+mean cost (USD) of the routed answers.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from metarouter_jax import adaptation, baselines
+from metarouter_jax.contexts import PAIR_STRATEGIES, sample_contexts
+from metarouter_jax.data import RoutingData
+from metarouter_jax.tasks import query_utility, utility_scale
+
+DEFAULT_N_CONTEXTS = (0, 1, 2, 4, 6, 8, 16, 32)
+ADAPTIVE = ("metarouter", "bt_posterior", "bt_mle")
+FLAT = ("random", "best_fixed", "agnostic", "known")
+METHODS = ADAPTIVE + FLAT
+METRICS = ("normalized_utility", "preference_recovery", "quality", "cost")
+
+
+@dataclasses.dataclass
+class EvalReport:
+    """results[strategy][method][n] = {metric: value}; flat baselines repeat over n."""
+
+    results: dict
+    settings: dict
+
+    def to_json(self) -> dict:
+        return {s: {m: {str(n): v for n, v in by_n.items()} for m, by_n in methods.items()}
+                for s, methods in self.results.items()}
+
+    def write_json(self, path) -> None:
+        with open(path, "w") as f:
+            json.dump(self.to_json(), f, indent=2)
+
+    def table(self, strategy: str, metric: str = "normalized_utility") -> str:
+        """A text table: methods x n for one pair strategy and metric."""
+        methods = self.results[strategy]
+        ns = sorted(next(iter(methods.values())))
+        head = f"{'method':<14}" + "".join(f"{'n=' + str(n):>8}" for n in ns)
+        rows = [head, "-" * len(head)]
+        for method, by_n in methods.items():
+            rows.append(f"{method:<14}" + "".join(f"{by_n[n][metric]:>8.3f}" for n in ns))
+        return "\n".join(rows)
+
+    def format(self) -> str:
+        out = []
+        for strategy in self.results:
+            s = self.settings
+            out.append(f"pair strategy: {strategy}  (users={s['n_users']}, queries={s['n_queries']}, "
+                       f"split={s['split']}, beta={s['beta']}, flip={s['flip']}, profile={s['profile']})")
+            out.append("normalised utility")
+            out.append(self.table(strategy, "normalized_utility"))
+            out.append("preference recovery PR(n)")
+            out.append(self.table(strategy, "preference_recovery"))
+            out.append("")
+        return "\n".join(out)
+
+
+def evaluate(router, data: RoutingData, split: str = "test", n_contexts=DEFAULT_N_CONTEXTS, n_users: int = 256,
+             seed: int = 0, strategies=PAIR_STRATEGIES, pool=None, beta: float = 10.0, flip: float = 0.05,
+             profiles=None, user_batch: int = 16) -> EvalReport:
+    """Evaluate a fitted `MetaRouter` (with its known/agnostic companions) on `data[split]`."""
+    for name in ("known", "agnostic"):
+        if name not in router.params:
+            raise ValueError(f"evaluation needs the {name!r} companion router: fit with companions=True")
+    unknown = [s for s in strategies if s not in PAIR_STRATEGIES]
+    if unknown:
+        raise ValueError(f"unknown pair strategies {unknown}; known: {PAIR_STRATEGIES}")
+    n_contexts = tuple(int(n) for n in n_contexts)
+    if min(n_contexts) < 0:
+        raise ValueError(f"numbers of contexts must be >= 0, got {n_contexts}")
+    profiles = profiles or router.profiles
+    arrays = router.arrays_for(data)
+    queries = jnp.asarray(data.split(split))
+    calib = jnp.asarray(np.random.default_rng(0).permutation(data.split(router.config.train_split))[
+        : router.config.calib_queries])
+    pool_mask = jnp.asarray(router._pool_mask(pool))
+    allowed = arrays.observed[queries] & pool_mask                                   # [Q, K]
+    capacity = max(max(n_contexts), 1)
+    graphdef, params = router.graphdef, router.params
+    grid = baselines.lam_grid(router.profiles)
+    grid_scales = baselines.grid_scales(router.profiles, arrays, calib, grid)
+    emb = arrays.embeddings[queries]
+    feats = {name: adaptation.query_features(graphdef, params[name], emb) for name in ("metarouter", "known", "agnostic")}
+    zeros = jnp.zeros((router.net_config.latent_dim,))
+
+    def route(name, z):
+        scores = jax.vmap(adaptation.policy_scores, in_axes=(None, None, 0, None, None))(
+            graphdef, params[name], feats[name], z, arrays.descriptors)
+        return jnp.argmax(jnp.where(allowed, scores, -jnp.inf), -1)                     # [Q]
+
+    def one_user(key, informative):
+        key_profile, key_ctx = jax.random.split(key)
+        profile = profiles.sample(key_profile)
+        scale = utility_scale(profiles, profile, arrays, calib)
+        u = jax.vmap(query_utility, in_axes=(None, None, None, 0))(profiles, profile, arrays, queries) / scale
+        ctx_full = sample_contexts(key_ctx, profiles, profile, arrays, queries, pool_mask, count=capacity,
+                                   capacity=capacity, scale=scale, beta=beta, flip=flip, informative=informative)
+        u_random, u_oracle, model_means = baselines.hindsight(u, allowed)
+
+        def outcome(choice):
+            take = lambda x: jnp.take_along_axis(x, choice[:, None], 1)[:, 0].mean()  # noqa: E731
+            util = take(u)
+            return jnp.stack([(util - u_random) / (u_oracle - u_random + 1e-9),
+                              take(arrays.quality[queries]), take(arrays.cost[queries])])
+
+        def known_choice(profile_):
+            return route("known", adaptation.profile_latent(graphdef, params["known"], router.profiles.features(profile_)))
+
+        def at_n(n):
+            ctx = ctx_full.replace(mask=jnp.arange(capacity) < n)
+            z = adaptation.adapt(graphdef, params["metarouter"], ctx, arrays.descriptors, router.config.inner_steps)
+            mle, post = baselines.bt_estimates(ctx, arrays, grid, grid_scales, beta, flip)
+            return jnp.stack([outcome(route("metarouter", z)),
+                              outcome(known_choice(router.profiles.linear_profile(post))),
+                              outcome(known_choice(router.profiles.linear_profile(mle)))])
+
+        adaptive = jax.lax.map(at_n, jnp.asarray(n_contexts))                           # [n, 3, 3]
+        # Best fixed model in hindsight; where it is unobserved, the best observed one.
+        fixed = jnp.argmax(jnp.where(allowed, model_means[None, :], -jnp.inf), -1)
+        mean_allowed = lambda x: jnp.mean((x * allowed).sum(-1) / allowed.sum(-1))  # noqa: E731
+        rand = jnp.stack([jnp.zeros(()), mean_allowed(arrays.quality[queries]), mean_allowed(arrays.cost[queries])])
+        flat = jnp.stack([rand, outcome(fixed), outcome(route("agnostic", zeros)),
+                          outcome(known_choice(profile))])                                  # [4, 3]
+        return adaptive, flat
+
+    results, n_queries = {}, int(queries.shape[0])
+    keys = jax.random.split(jax.random.key(seed), n_users)
+    run = jax.jit(lambda ks, inf: jax.lax.map(lambda k: one_user(k, inf), ks, batch_size=user_batch))
+    for strategy in strategies:
+        adaptive, flat = run(keys, jnp.asarray(strategy == "informative"))
+        adaptive, flat = np.asarray(adaptive.mean(0)), np.asarray(flat.mean(0))       # [n, 3, 3], [4, 3]
+        nu_agnostic, nu_known = flat[FLAT.index("agnostic"), 0], flat[FLAT.index("known"), 0]
+
+        def metrics(row):
+            pr = (row[0] - nu_agnostic) / (nu_known - nu_agnostic) if abs(nu_known - nu_agnostic) > 1e-9 else float("nan")
+            return {"normalized_utility": float(row[0]), "preference_recovery": float(pr),
+                    "quality": float(row[1]), "cost": float(row[2])}
+
+        table = {m: {n: metrics(adaptive[i, j]) for i, n in enumerate(n_contexts)} for j, m in enumerate(ADAPTIVE)}
+        table.update({m: {n: metrics(flat[j]) for n in n_contexts} for j, m in enumerate(FLAT)})
+        results[strategy] = table
+    settings = {"split": split, "n_users": n_users, "n_queries": n_queries, "seed": seed, "beta": beta,
+                "flip": flip, "profile": profiles.name, "n_contexts": list(n_contexts),
+                "pool": [m for m, keep in zip(router.model_names, np.asarray(pool_mask)) if keep]}
+    return EvalReport(results, settings)

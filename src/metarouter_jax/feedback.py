@@ -1,0 +1,74 @@
+"""Real users' feedback from JSONL files: one pairwise judgement per line.
+
+    {"query": "Write a function that ...", "model_a": "gpt-4", "model_b": "mixtral",
+     "preferred": "a", "quality_a": 1.0, "cost_a": 0.0031, "quality_b": 0.0, "cost_b": 0.0002}
+
+`preferred` is "a"/"b" (or a model name, or true/false for "a preferred"). The outcomes
+(quality in [0, 1], cost in USD) are what the user saw; where a line omits them, the model's
+mean quality and cost from the router's calibration data stand in.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from metarouter_jax.contexts import Contexts
+
+REQUIRED_KEYS = ("query", "model_a", "model_b", "preferred")
+
+
+def read_feedback(path: str | Path) -> list[dict]:
+    """Parse and validate a feedback JSONL file; errors name the line and the problem."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"feedback file not found: {path}")
+    records = []
+    for number, line in enumerate(path.read_text().splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise ValueError(f"{path}:{number}: not valid JSON ({err.msg})") from None
+        missing = [k for k in REQUIRED_KEYS if k not in record]
+        if missing:
+            raise ValueError(f"{path}:{number}: missing key(s) {missing}")
+        pref = record["preferred"]
+        if pref in ("a", "A", True, 1):
+            record["prefers_a"] = True
+        elif pref in ("b", "B", False, 0):
+            record["prefers_a"] = False
+        elif pref in (record["model_a"], record["model_b"]):
+            record["prefers_a"] = pref == record["model_a"]
+        else:
+            raise ValueError(f"{path}:{number}: 'preferred' must be 'a', 'b' or one of the two models, got {pref!r}")
+        records.append(record)
+    return records
+
+
+def contexts_from_jsonl(router, path: str | Path, embedder, capacity: int | None = None) -> Contexts:
+    """Contexts for `router` from a feedback file, embedding the query texts with `embedder`."""
+    records = read_feedback(path)
+    capacity = capacity or max(router.config.max_contexts, len(records))
+    names = list(router.model_names)
+    for i, r in enumerate(records):
+        for key in ("model_a", "model_b"):
+            if r[key] not in names:
+                raise KeyError(f"feedback line {i + 1}: unknown model {r[key]!r}; the router knows {names}")
+    means = router.model_means
+    fill = lambda r, key, which, col: float(r.get(f"{key}_{which}", means[col][names.index(r[f'model_{which}'])]))  # noqa: E731
+    emb = embedder.embed([r["query"] for r in records]) if records else np.zeros((0, router.info.embed_dim))
+    return router.contexts_from_outcomes(
+        query_emb=emb,
+        model_a=[names.index(r["model_a"]) for r in records],
+        model_b=[names.index(r["model_b"]) for r in records],
+        prefers_a=[r["prefers_a"] for r in records],
+        quality_a=[fill(r, "quality", "a", "quality") for r in records],
+        cost_a=[fill(r, "cost", "a", "cost") for r in records],
+        quality_b=[fill(r, "quality", "b", "quality") for r in records],
+        cost_b=[fill(r, "cost", "b", "cost") for r in records],
+        capacity=capacity,
+    )

@@ -1,0 +1,240 @@
+"""`MetaRouter`: the public object. Meta-train, save/load, adapt to users, route queries.
+
+A fitted MetaRouter holds three routers trained on the same user distribution:
+`metarouter` (latent from the user's contexts), and, for evaluation, the companions
+`known` (latent from the true profile: the upper bound) and `agnostic` (no latent).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from metarouter_jax import adaptation, checkpoint
+from metarouter_jax.config import Hparams, TrainConfig
+from metarouter_jax.contexts import Contexts
+from metarouter_jax.data import RoutingData
+from metarouter_jax.networks import NetworkConfig, init_router_net
+from metarouter_jax.profiles import make_profiles
+from metarouter_jax.tasks import RoutingArrays
+from metarouter_jax.training import make_train, run_training
+
+LATENT_SOURCE = {"metarouter": "contexts", "known": "profile", "agnostic": "none"}
+FORMAT_VERSION = 1
+
+
+@dataclasses.dataclass(frozen=True)
+class DataInfo:
+    """What a router must remember about its training data to route new queries."""
+
+    model_names: tuple[str, ...]
+    family_names: tuple[str, ...]
+    descriptors: np.ndarray  # [K, Dd]
+    log_cost_mean: float
+    log_cost_std: float
+    embed_dim: int
+    mean_quality: tuple[float, ...]  # per model, on the training split
+    mean_cost: tuple[float, ...]     # per model, USD, on the training split
+
+    def to_json(self) -> dict:
+        return {**dataclasses.asdict(self), "descriptors": self.descriptors.tolist()}
+
+    @classmethod
+    def from_json(cls, d: dict) -> "DataInfo":
+        return cls(tuple(d["model_names"]), tuple(d["family_names"]), np.asarray(d["descriptors"], np.float32),
+                   float(d["log_cost_mean"]), float(d["log_cost_std"]), int(d["embed_dim"]),
+                   tuple(d["mean_quality"]), tuple(d["mean_cost"]))
+
+
+class MetaRouter:
+    """A meta-trained, preference-aware router (see the README for the API tour)."""
+
+    def __init__(self, config: TrainConfig, hparams: Hparams, net_config: NetworkConfig, profiles,
+                 params: dict, info: DataInfo, history: dict | None = None):
+        self.config, self.hparams, self.net_config = config, hparams, net_config
+        self.profiles, self.params, self.info = profiles, params, info
+        self.history = history or {}
+        self.graphdef, _ = init_router_net(net_config, jax.random.key(0))
+        self._adapt = jax.jit(self._adapt_batched)
+        self._route = jax.jit(self._route_batched)
+
+    # ------------------------------------------------------------------ training
+    @classmethod
+    def fit(cls, data: RoutingData, config: TrainConfig | None = None, hparams: Hparams | None = None,
+            seed: int = 0, *, companions: bool = True, progress: Callable | None = None,
+            checkpoint_dir: str | Path | None = None, save_every: int = 0, keep: int = 3) -> "MetaRouter":
+        """Meta-train on `data` (and the known/agnostic companions unless `companions=False`).
+
+        Args:
+          progress: called as progress(router_name, chunk, num_chunks, metrics).
+          checkpoint_dir: if given, training states are saved every `save_every` steps under
+            `<dir>/<router_name>/` (last `keep` kept) and a rerun resumes from them.
+        """
+        config = config or TrainConfig()
+        hparams = hparams or Hparams.create()
+        names = ("metarouter", "known", "agnostic") if companions else ("metarouter",)
+        params, history, trainer = {}, {}, None
+        for i, name in enumerate(names):
+            trainer = make_train(config.replace(latent_source=LATENT_SOURCE[name]), data)
+            ckpt = None
+            if checkpoint_dir is not None:
+                ckpt = checkpoint.TrainCheckpointer(Path(checkpoint_dir) / name, every=save_every, keep=keep)
+            on_chunk = (lambda c, n, m, name=name: progress(name, c, n, m)) if progress else None
+            try:
+                state, hist = run_training(trainer, jax.random.fold_in(jax.random.key(seed), i), hparams,
+                                           on_chunk=on_chunk, checkpointer=ckpt)
+            finally:
+                if ckpt is not None:
+                    ckpt.close()
+            params[name], history[name] = state.best_params, hist
+        arrays = trainer.arrays
+        summary = data.model_summary(config.train_split)
+        info = DataInfo(data.model_names, data.family_names, np.asarray(arrays.descriptors),
+                        float(arrays.log_cost_mean), float(arrays.log_cost_std), data.embed_dim,
+                        tuple(map(float, summary["quality"])), tuple(map(float, summary["cost"])))
+        return cls(config, hparams, trainer.net_config, trainer.profiles, params, info, history)
+
+    # ------------------------------------------------------------------ persistence
+    def save(self, path: str | Path) -> None:
+        """Write the router to directory `path` (atomically: nothing half-written is left)."""
+        meta = {
+            "format_version": FORMAT_VERSION,
+            "config": self.config.to_dict(),
+            "hparams": self.hparams.to_json(),
+            "network": dataclasses.asdict(self.net_config),
+            "profiles": {"name": self.profiles.name,
+                         **{k: v for k, v in dataclasses.asdict(self.profiles).items() if k != "name"}},
+            "data": self.info.to_json(),
+            "routers": sorted(self.params),
+            "history": {r: {k: np.asarray(v).tolist() for k, v in h.items()} for r, h in self.history.items()},
+        }
+        checkpoint.save_tree(path, self.params, meta)
+
+    @classmethod
+    def load(cls, path: str | Path) -> "MetaRouter":
+        """Load a router written by `save`; a clear `CheckpointError` if missing or corrupt."""
+        meta = checkpoint.load_metadata(path)
+        try:
+            if meta.get("format_version") != FORMAT_VERSION:
+                raise checkpoint.CheckpointError(f"{path}: unsupported format version {meta.get('format_version')}")
+            config = TrainConfig.from_dict(meta["config"])
+            hparams = Hparams.create(**meta["hparams"])
+            net_config = NetworkConfig(**meta["network"])
+            prof = dict(meta["profiles"])
+            profiles = make_profiles(prof.pop("name"), **{k: tuple(v) if isinstance(v, list) else v
+                                                           for k, v in prof.items()})
+            info = DataInfo.from_json(meta["data"])
+            names = meta["routers"]
+        except (KeyError, TypeError, ValueError) as err:
+            raise checkpoint.CheckpointError(f"{path}/router.json is corrupt: {err!r}") from err
+        _, template = init_router_net(net_config, jax.random.key(0))
+        params = checkpoint.load_tree(path, {name: template for name in names})
+        history = {r: {k: np.asarray(v) for k, v in h.items()} for r, h in meta.get("history", {}).items()}
+        return cls(config, hparams, net_config, profiles, params, info, history)
+
+    # ------------------------------------------------------------------ inference
+    @property
+    def model_names(self) -> tuple[str, ...]:
+        return self.info.model_names
+
+    @property
+    def model_means(self) -> dict[str, tuple[float, ...]]:
+        """Per-model mean quality and mean cost (USD) on the training split."""
+        return {"quality": self.info.mean_quality, "cost": self.info.mean_cost}
+
+    def contexts_from_outcomes(self, query_emb, model_a, model_b, prefers_a, quality_a, cost_a,
+                               quality_b, cost_b, capacity: int | None = None) -> Contexts:
+        """Contexts in this router's units from explicit outcomes (see `Contexts.from_outcomes`)."""
+        return Contexts.from_outcomes(
+            query_emb, model_a, model_b, prefers_a, quality_a, cost_a, quality_b, cost_b,
+            capacity=capacity or self.config.max_contexts, num_models=len(self.model_names),
+            log_cost_stats=(self.info.log_cost_mean, self.info.log_cost_std))
+
+    def arrays_for(self, data: RoutingData, descriptor_split: str | None = None) -> RoutingArrays:
+        """Device arrays of `data` in this router's units (its cost standardisation and, for the
+        same model set, its own descriptors; otherwise descriptors from `data`'s calibration split)."""
+        arrays = RoutingArrays.from_data(data, descriptor_split or self.config.train_split)
+        if data.embed_dim != self.info.embed_dim:
+            raise ValueError(f"data embeddings are {data.embed_dim}-d, the router was trained on {self.info.embed_dim}-d")
+        descriptors = (jnp.asarray(self.info.descriptors) if data.model_names == self.model_names
+                       else arrays.descriptors)
+        observed = jnp.asarray(data.observed)
+        log_cost = jnp.where(observed, (jnp.log10(jnp.maximum(arrays.cost, 1e-12)) - self.info.log_cost_mean)
+                             / self.info.log_cost_std, 0.0)
+        return arrays.replace(descriptors=descriptors, log_cost=log_cost,
+                              log_cost_mean=jnp.asarray(self.info.log_cost_mean, jnp.float32),
+                              log_cost_std=jnp.asarray(self.info.log_cost_std, jnp.float32))
+
+    def _adapt_batched(self, params, contexts: Contexts, descriptors):
+        batch_shape = contexts.mask.shape[:-1]
+        flat = jax.tree.map(lambda x: x.reshape((-1,) + x.shape[len(batch_shape):]), contexts)
+        z = jax.vmap(adaptation.adapt, in_axes=(None, None, 0, None, None))(
+            self.graphdef, params, flat, descriptors, self.config.inner_steps)
+        return z.reshape(batch_shape + z.shape[-1:])
+
+    def adapt(self, contexts: Contexts, router: str = "metarouter") -> jax.Array:
+        """Latent preferences [..., Z] from contexts [..., N] (leading axes: many users at once)."""
+        if contexts.query_emb.shape[-1] != self.info.embed_dim:
+            raise ValueError(f"contexts hold {contexts.query_emb.shape[-1]}-d query embeddings, "
+                             f"the router expects {self.info.embed_dim}-d")
+        return self._adapt(self.params[router], contexts, jnp.asarray(self.info.descriptors))
+
+    def _route_batched(self, params, latent, query_emb, descriptors, allowed):
+        def one_user(z):
+            return jnp.argmax(adaptation.route_scores(self.graphdef, params, query_emb, z, descriptors, allowed), -1)
+
+        batch_shape = latent.shape[:-1]
+        out = jax.vmap(one_user)(latent.reshape((-1, latent.shape[-1])))
+        return out.reshape(batch_shape + out.shape[-1:])
+
+    def route(self, latent, query_emb, pool: Sequence[str] | Sequence[int] | np.ndarray | None = None,
+              router: str = "metarouter") -> np.ndarray:
+        """Model index per query: latent [..., Z], query_emb [Q, D] -> [..., Q] int32.
+
+        pool: the routable models (names, indices or a [K] bool mask); None = all.
+        """
+        latent = jnp.asarray(latent, jnp.float32)
+        query_emb = np.asarray(query_emb, np.float32)
+        if latent.shape[-1:] != (self.net_config.latent_dim,):
+            raise ValueError(f"latent must end in {self.net_config.latent_dim}, got shape {latent.shape}")
+        if query_emb.ndim != 2 or query_emb.shape[1] != self.info.embed_dim:
+            raise ValueError(f"query_emb must be [Q, {self.info.embed_dim}], got shape {query_emb.shape}")
+        if not np.all(np.isfinite(query_emb)):
+            raise ValueError("query embeddings hold NaN/inf")
+        allowed = jnp.asarray(self._pool_mask(pool))
+        return np.asarray(self._route(self.params[router], latent, jnp.asarray(query_emb),
+                                      jnp.asarray(self.info.descriptors), allowed))
+
+    def _pool_mask(self, pool) -> np.ndarray:
+        names = self.model_names
+        if pool is None:
+            return np.ones(len(names), bool)
+        pool = np.asarray(pool)
+        if pool.dtype == bool:
+            mask = pool
+        elif pool.dtype.kind in "US":
+            unknown = [p for p in pool.tolist() if p not in names]
+            if unknown:
+                raise KeyError(f"unknown model name(s) {unknown} in pool; known models: {list(names)}")
+            mask = np.isin(np.asarray(names), pool)
+        else:
+            if pool.size and (pool.min() < 0 or pool.max() >= len(names)):
+                raise ValueError(f"pool indices must be in [0, {len(names)}), got {pool.tolist()}")
+            mask = np.zeros(len(names), bool)
+            mask[pool.astype(int)] = True
+        if mask.shape != (len(names),) or not mask.any():
+            raise ValueError("the pool must name at least one of the router's models")
+        return mask
+
+    def route_text(self, latent, texts: Sequence[str], pool=None, embedder=None) -> list:
+        """Embed raw query texts (the optional `text` extra) and route them; returns model names."""
+        if embedder is None:
+            from metarouter_jax.text import TextEmbedder
+            embedder = TextEmbedder()
+        choice = self.route(latent, embedder.embed(list(texts)), pool=pool)
+        return np.asarray(self.model_names, dtype=object)[choice].tolist()

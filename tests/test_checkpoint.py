@@ -1,0 +1,75 @@
+"""Checkpoints: router round trip, exact resume, clear errors on missing or corrupt files."""
+
+import json
+import shutil
+
+import jax
+import numpy as np
+import pytest
+
+import metarouter_jax as mr
+from metarouter_jax.checkpoint import CheckpointError, TrainCheckpointer
+from metarouter_jax.config import Hparams
+from metarouter_jax.training import make_train, run_training
+
+
+def test_router_round_trip(trained_router, small_data, tmp_path):
+    trained_router.save(tmp_path / "router")
+    loaded = mr.MetaRouter.load(tmp_path / "router")
+    ctx = mr.Contexts.from_feedback(small_data, [0, 1], [0, 1], [4, 3], [True, False], capacity=8)
+    z = trained_router.adapt(ctx)
+    np.testing.assert_array_equal(z, loaded.adapt(ctx))
+    emb = small_data.embeddings[:50]
+    np.testing.assert_array_equal(trained_router.route(z, emb), loaded.route(z, emb))
+    assert loaded.config == trained_router.config and loaded.model_names == trained_router.model_names
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".router")]   # no temp left behind
+
+
+def test_resume_is_bit_exact(small_data, tiny_config, tmp_path):
+    config = tiny_config.replace(num_steps=80, chunk_steps=20)
+    trainer = make_train(config, small_data)
+    hp = Hparams.create()
+    key = jax.random.key(7)
+    full, _ = run_training(trainer, key, hp)
+
+    class Interrupt(Exception):
+        pass
+
+    def stop_after_two(index, num, metrics):
+        if index == 1:
+            raise Interrupt
+
+    ckpt = TrainCheckpointer(tmp_path / "ck", every=20, keep=2)
+    with pytest.raises(Interrupt):
+        run_training(trainer, key, hp, on_chunk=stop_after_two, checkpointer=ckpt)
+    assert ckpt.latest_step() == 40 and ckpt.all_steps() == [20, 40]
+    resumed, history = run_training(trainer, key, hp, checkpointer=ckpt)
+    assert ckpt.all_steps() == [60, 80]                    # keeps the last k
+    ckpt.close()
+    jax.tree.map(np.testing.assert_array_equal, full.params, resumed.params)
+    assert len(history["loss"]) == config.num_chunks
+
+
+def test_missing_and_corrupt_checkpoints(trained_router, small_data, tmp_path):
+    with pytest.raises(CheckpointError, match="not a directory"):
+        mr.MetaRouter.load(tmp_path / "nothing")
+    trained_router.save(tmp_path / "r")
+    (tmp_path / "r" / "router.json").write_text("{not json")
+    with pytest.raises(CheckpointError, match="corrupt"):
+        mr.MetaRouter.load(tmp_path / "r")
+    trained_router.save(tmp_path / "r2")
+    shutil.rmtree(tmp_path / "r2" / "arrays")
+    with pytest.raises(CheckpointError, match="missing"):
+        mr.MetaRouter.load(tmp_path / "r2")
+    trained_router.save(tmp_path / "r3")
+    for f in (tmp_path / "r3" / "arrays").rglob("*"):
+        if f.is_file() and f.stat().st_size > 100:
+            f.write_bytes(b"\0" * 17)
+    with pytest.raises(CheckpointError):
+        mr.MetaRouter.load(tmp_path / "r3")
+    trained_router.save(tmp_path / "r4")
+    meta = json.loads((tmp_path / "r4" / "router.json").read_text())
+    meta["network"]["hidden"] = 7
+    (tmp_path / "r4" / "router.json").write_text(json.dumps(meta))
+    with pytest.raises(CheckpointError, match="different configuration"):
+        mr.MetaRouter.load(tmp_path / "r4")

@@ -1,0 +1,53 @@
+"""Evaluation report: structure, flat baselines, the plug-ins, and the anchors of the metrics."""
+
+import json
+
+import pytest
+
+import metarouter_jax as mr
+from metarouter_jax.evaluation import METHODS
+
+
+@pytest.fixture(scope="module")
+def report(trained_router, small_data):
+    return mr.evaluate(trained_router, small_data, n_users=32, n_contexts=(0, 2, 8))
+
+
+def test_report_has_every_method_strategy_and_n(report):
+    assert set(report.results) == {"uniform", "informative"}
+    for table in report.results.values():
+        assert set(table) == set(METHODS)
+        for by_n in table.values():
+            assert sorted(by_n) == [0, 2, 8]
+            assert all(set(m) == {"normalized_utility", "preference_recovery", "quality", "cost"} for m in by_n.values())
+
+
+def test_metric_anchors(report):
+    for table in report.results.values():
+        for n in (0, 2, 8):
+            assert table["random"][n]["normalized_utility"] == 0.0
+            assert table["known"][n]["preference_recovery"] == pytest.approx(1.0)
+            assert table["agnostic"][n]["preference_recovery"] == pytest.approx(0.0)
+            assert table["known"][n] == table["known"][0]           # flat baselines repeat over n
+        # With no contexts both plug-ins fall back to the prior's centre: the same routing.
+        assert table["bt_mle"][0] == table["bt_posterior"][0]
+        assert 0.0 < table["best_fixed"][0]["normalized_utility"] < 1.0
+
+
+def test_json_schema(report, tmp_path):
+    report.write_json(tmp_path / "r.json")
+    loaded = json.loads((tmp_path / "r.json").read_text())
+    assert set(loaded["uniform"]["metarouter"]["8"]) == {"normalized_utility", "preference_recovery", "quality", "cost"}
+    assert "pair strategy: informative" in report.format()
+
+
+def test_bad_evaluation_requests(trained_router, small_data):
+    with pytest.raises(ValueError, match="pair strategies"):
+        mr.evaluate(trained_router, small_data, strategies=("active",))
+    with pytest.raises(KeyError, match="unknown split"):
+        mr.evaluate(trained_router, small_data, split="holdout")
+    solo = mr.MetaRouter(trained_router.config, trained_router.hparams, trained_router.net_config,
+                         trained_router.profiles, {"metarouter": trained_router.params["metarouter"]},
+                         trained_router.info)
+    with pytest.raises(ValueError, match="companion"):
+        mr.evaluate(solo, small_data)
