@@ -1,0 +1,202 @@
+"""The `metarouter` command line: train, eval, route, data info.
+
+    metarouter train --data synthetic --out runs/synthetic num_steps=2000 hidden=64 lr=3e-3
+    metarouter eval runs/synthetic/router --json runs/synthetic/eval.json
+    metarouter route runs/llmrouter/router --feedback feedback.jsonl "Write a function that ..."
+    metarouter data info routerbench_0shot --plot frontier.png
+
+Config overrides are `field=value` pairs for `TrainConfig` fields and `Hparams` fields.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+import time
+from pathlib import Path
+
+from metarouter_jax.checkpoint import CheckpointError
+from metarouter_jax.config import Hparams, TrainConfig
+from metarouter_jax.data import DataError
+
+
+def parse_overrides(pairs: list[str]) -> tuple[dict, dict]:
+    """Split `key=value` pairs into TrainConfig and Hparams overrides (values parsed as JSON when possible)."""
+    config_fields = {f.name: f for f in dataclasses.fields(TrainConfig)}
+    hparam_fields = {f.name for f in dataclasses.fields(Hparams)}
+    aliases = {"lr": "learning_rate", "steps": "num_steps", "tasks": "tasks_per_step"}
+    config, hparams = {}, {}
+    for pair in pairs:
+        if "=" not in pair:
+            raise SystemExit(f"error: override {pair!r} is not of the form key=value")
+        key, raw = pair.split("=", 1)
+        key = aliases.get(key, key)
+        try:
+            value = json.loads(raw)
+        except json.JSONDecodeError:
+            value = raw
+        if isinstance(value, list):
+            value = tuple(value)
+        if key in config_fields:
+            config[key] = value
+        elif key in hparam_fields:
+            hparams[key] = value
+        else:
+            known = sorted(set(config_fields) | hparam_fields | set(aliases))
+            raise SystemExit(f"error: unknown setting {key!r}; known: {', '.join(known)}")
+    return config, hparams
+
+
+class Progress:
+    """A tqdm bar per router with the running loss and validation utility."""
+
+    def __init__(self, enabled: bool = True):
+        self.enabled, self.bars = enabled, {}
+
+    def __call__(self, name, chunk, num_chunks, metrics):
+        if not self.enabled:
+            return
+        from tqdm.auto import tqdm
+
+        if name not in self.bars:
+            self.bars[name] = tqdm(total=num_chunks, desc=f"train {name:<10}", unit="chunk", leave=True)
+        bar = self.bars[name]
+        bar.set_postfix(loss=f"{metrics['loss']:.3f}", utility=f"{metrics['utility']:.3f}",
+                        valid=f"{metrics['valid_utility']:.3f}")
+        bar.update(1)
+        if chunk + 1 == num_chunks:
+            bar.close()
+
+
+def load_data(name_or_path: str, seed: int = 0):
+    from metarouter_jax.loaders import load_dataset
+
+    return load_dataset(name_or_path, seed=seed)
+
+
+def cmd_train(args) -> int:
+    import metarouter_jax as mr
+
+    config_over, hparam_over = parse_overrides(args.overrides)
+    config = TrainConfig(**config_over)
+    hparams = Hparams.create(**hparam_over)
+    data = load_data(args.data, args.seed)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "config.json").write_text(json.dumps(
+        {"data": args.data, "seed": args.seed, "config": config.to_dict(), "hparams": hparams.to_json()}, indent=2))
+    print(f"data: {args.data}: {data.num_queries} queries, {data.num_models} models, "
+          f"splits {{{', '.join(f'{k}: {len(v)}' for k, v in data.splits.items())}}}")
+    start = time.time()
+    router = mr.MetaRouter.fit(data, config, hparams, seed=args.seed, progress=Progress(not args.quiet),
+                               checkpoint_dir=out / "checkpoints", save_every=args.save_every, keep=args.keep)
+    router.save(out / "router")
+    print(f"trained in {time.time() - start:.0f} s; router saved to {out / 'router'}")
+    for name, hist in router.history.items():
+        print(f"  {name:<10} best held-out normalised utility {max(hist['valid_utility']):.3f}")
+    return 0
+
+
+def cmd_eval(args) -> int:
+    import metarouter_jax as mr
+
+    router = mr.MetaRouter.load(args.checkpoint)
+    data_name = args.data
+    if data_name is None:  # the data the router was trained on, as recorded by `metarouter train`
+        cfg_file = Path(args.checkpoint).parent / "config.json"
+        data_name = json.loads(cfg_file.read_text())["data"] if cfg_file.exists() else "synthetic"
+    data = load_data(data_name, args.seed)
+    profiles = None
+    if args.profile:
+        from metarouter_jax.profiles import make_profiles
+
+        profiles = make_profiles(args.profile, data, log10_lam_range=router.profiles.log10_lam_range)
+    start = time.time()
+    report = mr.evaluate(router, data, split=args.split, n_users=args.users, seed=args.seed,
+                         n_contexts=tuple(args.n_contexts), strategies=tuple(args.strategies), profiles=profiles)
+    print(report.format())
+    print(f"evaluated in {time.time() - start:.0f} s")
+    if args.json:
+        report.write_json(args.json)
+        print(f"wrote {args.json}")
+    return 0
+
+
+def cmd_data_info(args) -> int:
+    from metarouter_jax.inspect_data import dataset_info, format_info, plot_frontier
+
+    data = load_data(args.name)
+    print(format_info(dataset_info(data)))
+    if args.plot:
+        print(f"wrote {plot_frontier(data, args.plot)}")
+    return 0
+
+
+def cmd_route(args) -> int:
+    import metarouter_jax as mr
+    from metarouter_jax.feedback import contexts_from_jsonl
+
+    router = mr.MetaRouter.load(args.checkpoint)
+    embedder = mr.TextEmbedder()
+    contexts = contexts_from_jsonl(router, args.feedback, embedder)
+    latent = router.adapt(contexts)
+    for query, model in zip(args.queries, router.route_text(latent, args.queries, embedder=embedder)):
+        print(f"{model}\t{query}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="metarouter", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    train = sub.add_parser("train", help="meta-train a router (and its known/agnostic companions)")
+    train.add_argument("--data", default="synthetic", help="synthetic, a dataset name, or a path")
+    train.add_argument("--out", default="runs/default", help="output folder (router, config.json, checkpoints)")
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--save-every", type=int, default=500, help="checkpoint every N steps (0: only at the end)")
+    train.add_argument("--keep", type=int, default=3, help="checkpoints to keep")
+    train.add_argument("--quiet", action="store_true", help="no progress bar")
+    train.add_argument("overrides", nargs="*", help="key=value settings, e.g. num_steps=2000 lr=3e-3")
+    train.set_defaults(func=cmd_train)
+
+    ev = sub.add_parser("eval", help="evaluate a saved router against the baselines")
+    ev.add_argument("checkpoint", help="a router folder written by `metarouter train` (OUT/router)")
+    ev.add_argument("--data", default=None, help="dataset (default: the one in OUT/config.json)")
+    ev.add_argument("--split", default="test")
+    ev.add_argument("--users", type=int, default=256)
+    ev.add_argument("--seed", type=int, default=0)
+    ev.add_argument("--n-contexts", type=int, nargs="+", default=[0, 1, 2, 4, 6, 8, 16, 32])
+    ev.add_argument("--strategies", nargs="+", default=["uniform", "informative"])
+    ev.add_argument("--profile", default=None, help="test-user profile family (default: the training one)")
+    ev.add_argument("--json", default=None, help="write {strategy: {method: {n: metrics}}} here")
+    ev.set_defaults(func=cmd_eval)
+
+    route = sub.add_parser("route", help="adapt to a user's feedback (JSONL) and route raw text queries")
+    route.add_argument("checkpoint")
+    route.add_argument("--feedback", required=True, help="JSONL: {query, model_a, model_b, preferred} per line")
+    route.add_argument("queries", nargs="+")
+    route.set_defaults(func=cmd_route)
+
+    data = sub.add_parser("data", help="inspect routing data")
+    data_sub = data.add_subparsers(dest="data_command", required=True)
+    info = data_sub.add_parser("info", help="queries per split/family, model quality/cost, Pareto frontier")
+    info.add_argument("name", help="synthetic, a dataset name, or a path")
+    info.add_argument("--plot", default=None, help="write the cost-quality frontier to this PNG")
+    info.set_defaults(func=cmd_data_info)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (CheckpointError, DataError, FileNotFoundError, KeyError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,42 @@
+"""The `metarouter` command line, end to end on a tiny config."""
+
+import json
+
+import pytest
+
+from metarouter_jax.cli import main, parse_overrides
+
+
+def test_overrides_are_parsed_and_checked():
+    config, hparams = parse_overrides(["num_steps=40", "lr=0.01", "beta_range=[2,20]", "profile=budget"])
+    assert config == {"num_steps": 40, "beta_range": (2, 20), "profile": "budget"}
+    assert hparams == {"learning_rate": 0.01}
+    with pytest.raises(SystemExit, match="unknown setting"):
+        parse_overrides(["hiddn=3"])
+    with pytest.raises(SystemExit, match="key=value"):
+        parse_overrides(["hidden"])
+
+
+def test_train_then_eval(tmp_path, capsys):
+    out = tmp_path / "run"
+    tiny = ["num_steps=20", "chunk_steps=10", "tasks_per_step=4", "queries_per_task=8", "max_contexts=4",
+            "hidden=16", "latent_dim=4", "query_dim=4", "valid_users=8", "calib_queries=32"]
+    assert main(["train", "--data", "synthetic", "--out", str(out), "--quiet", "--save-every", "10", *tiny]) == 0
+    assert (out / "config.json").exists() and (out / "router" / "router.json").exists()
+    assert json.loads((out / "config.json").read_text())["config"]["num_steps"] == 20
+    assert (out / "checkpoints" / "metarouter").is_dir()
+    capsys.readouterr()
+    assert main(["eval", str(out / "router"), "--users", "8", "--n-contexts", "0", "2", "--json",
+                 str(tmp_path / "eval.json")]) == 0
+    printed = capsys.readouterr().out
+    assert "pair strategy: uniform" in printed and "pair strategy: informative" in printed
+    assert "preference recovery" in printed and "bt_posterior" in printed
+    result = json.loads((tmp_path / "eval.json").read_text())
+    assert set(result["informative"]["best_fixed"]) == {"0", "2"}
+
+
+def test_clear_errors(tmp_path, capsys):
+    assert main(["eval", str(tmp_path / "missing")]) == 2
+    assert "no saved router" in capsys.readouterr().err
+    assert main(["data", "info", "no-such-dataset"]) == 2
+    assert "unknown" in capsys.readouterr().err.lower()
