@@ -58,11 +58,22 @@ def refine(graphdef, params, contexts: Contexts, descriptors, latent, inner_step
     return latent
 
 
-def adapt(graphdef, params, contexts: Contexts, descriptors, inner_steps: int = 0,
-          first_order: bool = False):
-    """One user's latent preference [Z] from their contexts (the posterior mean, refined)."""
+def infer(graphdef, params, contexts: Contexts, descriptors, inner_steps: int = 0, first_order: bool = False):
+    """One user's inferred preference in the encoder's space (the posterior mean, refined)."""
     mean, _ = encode(graphdef, params, contexts, descriptors)
     return refine(graphdef, params, contexts, descriptors, mean, inner_steps, first_order)
+
+
+def policy_latent(graphdef, params, inferred):
+    """Encoder output -> the policy's latent [Z]."""
+    return nnx.merge(graphdef, params).policy_latent(inferred)
+
+
+def adapt(graphdef, params, contexts: Contexts, descriptors, inner_steps: int = 0,
+          first_order: bool = False):
+    """One user's latent preference [Z] for the policy, from their contexts."""
+    inferred = infer(graphdef, params, contexts, descriptors, inner_steps, first_order)
+    return policy_latent(graphdef, params, inferred)
 
 
 def profile_latent(graphdef, params, features):

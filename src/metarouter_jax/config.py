@@ -37,8 +37,10 @@ class TrainConfig:
     # networks
     hidden: int = 64
     latent_dim: int = 16
-    query_dim: int = 16
+    query_dim: int = 8             # small query pathway: routers overfit per-query 0/1 labels
     gaussian_encoder: bool = False
+    profile_latent: bool = True    # encoder infers profile features, shared embedding with `known`
+    context_query: bool = False    # the encoder sees the contexts' query embeddings (memorisation risk)
     inner_steps: int = 0
     first_order: bool = False
     # task distribution
@@ -51,6 +53,7 @@ class TrainConfig:
     # objective
     loss: str = "full"                                   # "full" (expected utility) or "bandit" (REINFORCE)
     latent_source: str = "contexts"                      # "profile": known-preference; "none": agnostic
+    joint_known: bool = True      # with profile_latent: also train the known-profile pathway each step
     # noise-injection switches (their levels are Hparams)
     label_flips: bool = True
     outcome_noise: bool = True
@@ -103,7 +106,7 @@ class Hparams:
     """Traced hyperparameters (arrays); vmap over a batch of them to sweep."""
 
     learning_rate: jnp.ndarray = 3e-3
-    weight_decay: jnp.ndarray = 1e-4
+    weight_decay: jnp.ndarray = 1e-3
     entropy_start: jnp.ndarray = 0.1   # entropy weight, annealed geometrically ...
     entropy_end: jnp.ndarray = 0.01    # ... to this (DESIGN.md section 9: avoids early collapse)
     flip_max: jnp.ndarray = 0.1        # label-flip probability ~ U[0, flip_max] per training user

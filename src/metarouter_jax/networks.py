@@ -38,6 +38,13 @@ class NetworkConfig:
     latent_dim: int = 16
     gaussian: bool = False       # product-of-Gaussians encoder with a KL term
     observe_quality: bool = True  # contexts carry the answers' quality (real logs may not)
+    profile_latent: bool = True  # the encoder infers profile features; one embedding serves both
+    context_query: bool = True   # contexts show the encoder their query (off: outcomes and models only)
+
+    @property
+    def encoder_dim(self) -> int:
+        """Size of the encoder's output: the profile-feature space, or a free latent."""
+        return self.profile_feature_dim if self.profile_latent else self.latent_dim
 
 
 def _dense(din, dout, rngs, bias=True):
@@ -45,7 +52,12 @@ def _dense(din, dout, rngs, bias=True):
 
 
 class ContextEncoder(nnx.Module):
-    """Contexts -> latent preference (mean, log-variance) and a learned utility head v(x, d, o, z)."""
+    """Contexts -> inferred preference (mean, log-variance) and a learned utility head v(x, d, o, z).
+
+    With `profile_latent` the output lives in the profile-feature space (trained towards the
+    true features of the sampled profile, so its regression optimum is their posterior mean)
+    and reaches the policy through the same `ProfileEmbedding` as the known profile does.
+    """
 
     def __init__(self, cfg: NetworkConfig, rngs: nnx.Rngs):
         self.cfg = cfg
@@ -53,14 +65,14 @@ class ContextEncoder(nnx.Module):
         self.query = _dense(cfg.embed_dim, cfg.query_dim, rngs)
         self.layer1 = _dense(d_in, cfg.hidden, rngs)
         self.layer2 = _dense(cfg.hidden, cfg.hidden, rngs)
-        n_out = 2 * cfg.latent_dim if cfg.gaussian else cfg.hidden
+        n_out = 2 * cfg.encoder_dim if cfg.gaussian else cfg.hidden
         self.per_context = _dense(cfg.hidden, n_out, rngs)
         self.head1 = _dense(cfg.hidden + 1, cfg.hidden, rngs)
-        self.head2 = _dense(cfg.hidden, cfg.latent_dim, rngs)
+        self.head2 = _dense(cfg.hidden, cfg.encoder_dim, rngs)
         # Utility head for the inner refinement and the pairwise auxiliary loss.
-        self.util1 = _dense(cfg.query_dim + cfg.descriptor_dim + OUTCOME_DIM + cfg.latent_dim, cfg.hidden, rngs)
+        self.util1 = _dense(cfg.query_dim + cfg.descriptor_dim + OUTCOME_DIM + cfg.encoder_dim, cfg.hidden, rngs)
         self.util2 = _dense(cfg.hidden, 1, rngs)
-        self.log_step = nnx.Param(jnp.full((cfg.latent_dim,), -2.0, jnp.float32))  # meta-SGD inner step sizes
+        self.log_step = nnx.Param(jnp.full((cfg.encoder_dim,), -2.0, jnp.float32))  # meta-SGD inner step sizes
 
     def _outcome(self, outcome):
         return outcome if self.cfg.observe_quality else outcome * jnp.array([0.0, 1.0])
@@ -71,7 +83,10 @@ class ContextEncoder(nnx.Module):
         win = lambda a, b: jnp.where(y, a, b)  # noqa: E731
         d_a, d_b = descriptors[contexts.model_a], descriptors[contexts.model_b]
         o_a, o_b = self._outcome(contexts.outcome_a), self._outcome(contexts.outcome_b)
-        feats = jnp.concatenate([self.query(contexts.query_emb), win(d_a, d_b), win(d_b, d_a),
+        query = self.query(contexts.query_emb)
+        if not self.cfg.context_query:  # on real logs the query identity invites memorising labels
+            query = jnp.zeros_like(query)
+        feats = jnp.concatenate([query, win(d_a, d_b), win(d_b, d_a),
                                  win(o_a, o_b), win(o_b, o_a)], -1)                         # [N, F]
         h = jax.nn.gelu(self.layer2(jax.nn.gelu(self.layer1(feats))))
         r = self.per_context(h)                                                             # [N, H|2Z]
@@ -137,7 +152,11 @@ class RouterNet(nnx.Module):
         self.encoder = ContextEncoder(cfg, rngs)
         self.policy = Policy(cfg, rngs)
         self.profile_embedding = ProfileEmbedding(cfg, rngs)
-        self.profile_head = _dense(cfg.latent_dim, cfg.profile_target_dim, rngs)
+        self.profile_head = _dense(cfg.encoder_dim, cfg.profile_target_dim, rngs)
+
+    def policy_latent(self, inferred):
+        """The policy's latent [Z] from the encoder's output."""
+        return self.profile_embedding(inferred) if self.encoder.cfg.profile_latent else inferred
 
 
 def init_router_net(cfg: NetworkConfig, key) -> tuple[nnx.GraphDef, nnx.State]:

@@ -77,9 +77,15 @@ class MetaRouter:
         """
         config = config or TrainConfig()
         hparams = hparams or Hparams.create()
+        # With a profile-space latent the known-preference pathway is trained inside the
+        # MetaRouter's own steps (same policy and embedding), so it needs no run of its own.
+        shared_known = config.profile_latent and config.joint_known
         names = ("metarouter", "known", "agnostic") if companions else ("metarouter",)
         params, history, trainer = {}, {}, None
         for i, name in enumerate(names):
+            if name == "known" and shared_known:
+                params["known"] = params["metarouter"]
+                continue
             trainer = make_train(config.replace(latent_source=LATENT_SOURCE[name]), data)
             ckpt = None
             if checkpoint_dir is not None:

@@ -34,6 +34,9 @@ from metarouter_jax.profiles import LinearProfiles, frontier_log10_lam_range, ma
 from metarouter_jax.tasks import RoutingArrays, masked_log_softmax, query_utility, utility_scale
 
 
+FEW_CONTEXTS = 8
+
+
 @struct.dataclass
 class TrainState:
     params: object
@@ -79,6 +82,7 @@ def network_config(config: TrainConfig, data: RoutingData, profiles: LinearProfi
         profile_feature_dim=profiles.feature_dim, profile_target_dim=profiles.target_dim,
         query_dim=config.query_dim, hidden=config.hidden, latent_dim=config.latent_dim,
         gaussian=config.gaussian_encoder, observe_quality=config.observe_quality,
+        profile_latent=config.profile_latent, context_query=config.context_query,
     )
 
 
@@ -107,8 +111,12 @@ class Trainer:
         lo, hi = np.log(cfg.beta_range)
         beta = jnp.exp(jax.random.uniform(keys[1], (), minval=lo, maxval=hi))
         flip = jax.random.uniform(keys[2], (), maxval=hparams.flip_max) if cfg.label_flips else jnp.zeros(())
-        count = (jax.random.randint(keys[3], (), 0, cfg.max_contexts + 1) if cfg.random_counts
-                 else jnp.asarray(cfg.max_contexts))
+        if cfg.random_counts:  # half the users give few feedbacks: the regime that matters (n ~ 6)
+            few = jax.random.randint(keys[3], (), 0, min(cfg.max_contexts, FEW_CONTEXTS) + 1)
+            any_count = jax.random.randint(jax.random.fold_in(keys[3], 1), (), 0, cfg.max_contexts + 1)
+            count = jnp.where(jax.random.bernoulli(jax.random.fold_in(keys[3], 2)), few, any_count)
+        else:
+            count = jnp.asarray(cfg.max_contexts)
         informative = jax.random.bernoulli(keys[4], cfg.informative_fraction)
         pool = jnp.ones(k, bool)
         if pool_dropout > 0:  # random pools teach the policy that the candidate set changes
@@ -124,23 +132,29 @@ class Trainer:
                                beta=user.beta, flip=user.flip, informative=user.informative)
 
     def latent(self, params, contexts, user: User, key=None, hparams: Hparams | None = None):
-        """The router's latent for one user, by `latent_source` (with training noise when keyed)."""
+        """The router's latent for one user, by `latent_source` (with training noise when keyed).
+
+        Returns (policy latent [Z], encoder output or None, KL term)."""
         cfg, desc = self.config, self.arrays.descriptors
-        kl = jnp.zeros(())
+        kl, inferred = jnp.zeros(()), None
         if cfg.latent_source == "contexts":
             mean, logvar = adaptation.encode(self.graphdef, params, contexts, desc)
-            z = adaptation.refine(self.graphdef, params, contexts, desc, mean, cfg.inner_steps, cfg.first_order)
+            inferred = adaptation.refine(self.graphdef, params, contexts, desc, mean, cfg.inner_steps,
+                                         cfg.first_order)
+            sample = inferred
             if cfg.gaussian_encoder:
                 kl = 0.5 * jnp.sum(jnp.exp(logvar) + mean**2 - 1.0 - logvar)
                 if key is not None:
-                    z = z + jnp.exp(0.5 * logvar) * jax.random.normal(jax.random.fold_in(key, 1), z.shape)
+                    sample = inferred + jnp.exp(0.5 * logvar) * jax.random.normal(jax.random.fold_in(key, 1),
+                                                                                  inferred.shape)
+            z = adaptation.policy_latent(self.graphdef, params, sample)
         elif cfg.latent_source == "profile":
             z = adaptation.profile_latent(self.graphdef, params, self.profiles.features(user.profile))
         else:
             z = jnp.zeros((self.net_config.latent_dim,))
         if key is not None and cfg.latent_noise and cfg.latent_source != "none":
             z = z + hparams.latent_noise * jax.random.normal(key, z.shape)
-        return z, kl
+        return z, inferred, kl
 
     # ------------------------------------------------------------------ loss of one user
     def task_loss(self, params, key, hparams: Hparams, progress):
@@ -151,42 +165,58 @@ class Trainer:
         if cfg.outcome_noise:
             noise = hparams.outcome_noise * jax.random.normal(keys[2], (2,) + contexts.outcome_a.shape)
             contexts = contexts.replace(outcome_a=contexts.outcome_a + noise[0], outcome_b=contexts.outcome_b + noise[1])
-        z, kl = self.latent(params, contexts, user, keys[3], hparams)
+        z, inferred, kl = self.latent(params, contexts, user, keys[3], hparams)
 
         queries = jax.random.choice(keys[4], self.train_queries, (cfg.queries_per_task,))
         allowed = arrays.observed[queries] & user.pool                                      # [B, K]
         feats = adaptation.query_features(self.graphdef, params, arrays.embeddings[queries])  # [B, H]
         feats = feats + hparams.query_noise * jax.random.normal(keys[5], feats.shape)
-        scores = jax.vmap(adaptation.policy_scores, in_axes=(None, None, 0, None, None))(
-            self.graphdef, params, feats, z, arrays.descriptors)
-        logp = masked_log_softmax(scores, allowed)                                          # [B, K]
-        probs = jnp.exp(logp) * allowed
         u = jax.vmap(query_utility, in_axes=(None, None, None, 0))(self.profiles, user.profile, arrays, queries)
         u = u / user.scale
         # Centring per query changes no expected-utility gradient (probabilities sum to 1) but
         # lowers the variance of the bandit estimator.
         u = u - (u * allowed).sum(-1, keepdims=True) / allowed.sum(-1, keepdims=True)
-        expected = (probs * u).sum(-1)                                                      # [B]
-        if cfg.loss == "full":
-            utility_loss = -expected.mean()
-        else:  # REINFORCE on one sampled arm per query, batch-mean baseline
-            arm = jax.random.categorical(keys[6], jnp.where(allowed, logp, -jnp.inf))
-            reward = jnp.take_along_axis(u, arm[:, None], 1)[:, 0]
-            advantage = jax.lax.stop_gradient(reward - reward.mean())
-            utility_loss = -(advantage * jnp.take_along_axis(logp, arm[:, None], 1)[:, 0]).mean()
-        entropy = -(probs * jnp.where(allowed, logp, 0.0)).sum(-1).mean()
         alpha = hparams.entropy_start * (hparams.entropy_end / hparams.entropy_start) ** progress
-        loss = utility_loss - alpha * entropy
+        loss, expected, entropy = self.routing_loss(params, feats, z, u, allowed, alpha, keys[6])
 
         if cfg.latent_source == "contexts":  # auxiliary signals for the encoder (DESIGN.md section 9)
             held_out = self.user_contexts(keys[7], user.replace(count=jnp.asarray(cfg.max_contexts)),
                                           self.train_queries)
             net = nnx.merge(self.graphdef, params)
-            pair_nll = adaptation.pairwise_nll(net.encoder, held_out, arrays.descriptors, z)
-            profile_err = jnp.mean((net.profile_head(z) - self.profiles.targets(user.profile)) ** 2)
+            pair_nll = adaptation.pairwise_nll(net.encoder, held_out, arrays.descriptors, inferred)
+            if cfg.profile_latent:  # regression onto the true features: optimum = posterior mean
+                profile_err = jnp.mean((inferred - self.profiles.features(user.profile)) ** 2)
+            else:
+                profile_err = jnp.mean((net.profile_head(inferred) - self.profiles.targets(user.profile)) ** 2)
             loss = loss + hparams.pair_weight * pair_nll + hparams.profile_weight * profile_err
             loss = loss + hparams.kl_weight * kl
+            if cfg.profile_latent and cfg.joint_known:  # the known-profile pathway shares the policy
+                z_known = adaptation.profile_latent(self.graphdef, params, self.profiles.features(user.profile))
+                known_loss, _, _ = self.routing_loss(params, feats, z_known, u, allowed, alpha,
+                                                     jax.random.fold_in(keys[6], 1))
+                loss = loss + known_loss
         return loss, {"loss": loss, "utility": expected.mean(), "entropy": entropy}
+
+    def routing_loss(self, params, feats, z, u, allowed, alpha, key):
+        """-E[normalised utility] - alpha * entropy of the policy on one user's queries.
+
+        feats: [B, H] policy query features; z: [Z]; u: [B, K] centred normalised utilities.
+        Returns (loss, expected utility [B], mean entropy).
+        """
+        scores = jax.vmap(adaptation.policy_scores, in_axes=(None, None, 0, None, None))(
+            self.graphdef, params, feats, z, self.arrays.descriptors)
+        logp = masked_log_softmax(scores, allowed)                                          # [B, K]
+        probs = jnp.exp(logp) * allowed
+        expected = (probs * u).sum(-1)                                                      # [B]
+        if self.config.loss == "full":
+            utility_loss = -expected.mean()
+        else:  # REINFORCE on one sampled arm per query, batch-mean baseline
+            arm = jax.random.categorical(key, jnp.where(allowed, logp, -jnp.inf))
+            reward = jnp.take_along_axis(u, arm[:, None], 1)[:, 0]
+            advantage = jax.lax.stop_gradient(reward - reward.mean())
+            utility_loss = -(advantage * jnp.take_along_axis(logp, arm[:, None], 1)[:, 0]).mean()
+        entropy = -(probs * jnp.where(allowed, logp, 0.0)).sum(-1).mean()
+        return utility_loss - alpha * entropy, expected, entropy
 
     # ------------------------------------------------------------------ validation
     def validation_users(self, key, hparams: Hparams):
@@ -207,7 +237,7 @@ class Trainer:
         allowed = arrays.observed[queries]
 
         def one(user, ctx):
-            z, _ = self.latent(params, ctx, user)
+            z, _, _ = self.latent(params, ctx, user)
             scores = adaptation.route_scores(self.graphdef, params, arrays.embeddings[queries], z,
                                              arrays.descriptors, allowed)
             u = jax.vmap(query_utility, in_axes=(None, None, None, 0))(self.profiles, user.profile, arrays, queries)
