@@ -341,7 +341,7 @@ def split_keys(key):
 
 
 
-def run_training(trainer: Trainer, key, hparams: Hparams, *, on_chunk=None, checkpointer=None):
+def run_training(trainer: Trainer, key, hparams: Hparams, *, on_chunk=None, checkpointer=None, init_params=None):
     """Run `trainer` chunk by chunk (jitted once), with optional progress and checkpoints.
 
     Gives the same result as `trainer.train(key, hparams)` computed one chunk at a time; with a
@@ -350,12 +350,15 @@ def run_training(trainer: Trainer, key, hparams: Hparams, *, on_chunk=None, chec
 
     Args:
       on_chunk: called as on_chunk(chunk_index, num_chunks, metrics: dict[str, float]).
+      init_params: start from these parameters instead of a fresh initialisation (warm start).
     Returns:
       (final TrainState, history: dict name -> np.ndarray [num_chunks]).
     """
     cfg = trainer.config
     key_init, key_valid = jax.random.split(key)
     state = trainer.jit_init(key_init, hparams)
+    if init_params is not None:
+        state = state.replace(params=init_params, best_params=init_params)
     history: dict[str, list[float]] = {}
     if checkpointer is not None and checkpointer.latest_step() is not None:
         state, saved_history = checkpointer.restore((state, _history_template(cfg)))
