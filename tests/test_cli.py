@@ -40,3 +40,11 @@ def test_clear_errors(tmp_path, capsys):
     assert "no saved router" in capsys.readouterr().err
     assert main(["data", "info", "no-such-dataset"]) == 2
     assert "unknown" in capsys.readouterr().err.lower()
+
+
+def test_data_info_with_plot(tmp_path, capsys):
+    png = tmp_path / "frontier.png"
+    assert main(["data", "info", "synthetic", "--plot", str(png)]) == 0
+    out = capsys.readouterr().out
+    assert "frontier-xl" in out and "train" in out
+    assert png.exists() and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
