@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import os
+
+# Tests run tiny programs whose time is mostly XLA compilation; skipping the backend's
+# optimisation passes halves it and changes no result beyond float tolerance.
+os.environ.setdefault("XLA_FLAGS", "--xla_backend_optimization_level=0")
 from pathlib import Path
 
 import pytest

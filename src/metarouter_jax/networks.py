@@ -121,7 +121,7 @@ class Policy(nnx.Module):
         self.in_model = _dense(cfg.descriptor_dim, cfg.hidden, rngs, bias=False)
         self.gate = _dense(cfg.latent_dim, cfg.hidden, rngs)
         self.hidden = _dense(cfg.hidden, cfg.hidden, rngs)
-        self.out = _dense(cfg.hidden, 1, rngs)
+        self.out = _dense(cfg.hidden, 1, rngs, bias=False)  # a shared offset cancels in the softmax
 
     def query_features(self, query_emb):
         """[..., D] -> [..., H]: the query pathway, computable once per query."""
