@@ -4,6 +4,7 @@
     metarouter eval runs/synthetic/router --json runs/synthetic/eval.json
     metarouter route runs/llmrouter/router --feedback feedback.jsonl "Write a function that ..."
     metarouter data info routerbench_0shot --plot frontier.png
+    metarouter sweep --seeds 0 1 --grid lr=1e-3,3e-3 entropy_start=0.05,0.1 num_steps=2000
 
 Config overrides are `field=value` pairs for `TrainConfig` fields and `Hparams` fields.
 """
@@ -147,6 +148,92 @@ def cmd_route(args) -> int:
     return 0
 
 
+def cmd_sweep(args) -> int:
+    """seeds x grid as one vmapped program; tables, a plot and the best router under --out."""
+    import math
+
+    import jax
+
+    from metarouter_jax import sweep
+    from metarouter_jax.parallel import CONFIG_AXIS, default_mesh
+
+    # --seeds and --grid take several values, so key=value settings after them land in their lists.
+    seeds, settings = [], args.overrides + args.grid
+    for item in args.seeds:
+        if "=" in item:
+            settings.append(item)
+        elif item.lstrip("-").isdigit():
+            seeds.append(int(item))
+        else:
+            raise SystemExit(f"error: --seeds takes integers, got {item!r}")
+    config_over, grid = {}, {}
+    for item in settings:
+        config_item, hparam_item = parse_overrides([item])   # checks the key, resolves aliases
+        if config_item:
+            (name, value), = config_item.items()
+            if isinstance(value, str) and "," in value:
+                raise SystemExit(f"error: {name} is a static TrainConfig field (it sets shapes or loop counts): "
+                                 f"it cannot vary inside one sweep; run one sweep per value")
+            config_over[name] = value
+            continue
+        (name,) = hparam_item
+        values = []
+        for raw in item.split("=", 1)[1].split(","):
+            try:
+                values.append(float(raw))
+            except ValueError:
+                raise SystemExit(f"error: {name}={raw!r}: hyperparameter values must be numbers") from None
+        grid[name] = grid.get(name, []) + values
+    config = TrainConfig(**config_over)
+    data = load_data(args.data, args.data_seed)
+    mesh = default_mesh(CONFIG_AXIS) if jax.device_count() > 1 else None
+    size = len(seeds) * math.prod(len(v) for v in grid.values())
+    print(f"data: {args.data}: {data.num_queries} queries, {data.num_models} models; "
+          f"sweep: {size} configurations x {config.num_steps} steps on {jax.device_count()} device(s)")
+
+    bar = None
+    if not args.quiet:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=config.num_chunks, desc="sweep", unit="chunk")
+
+    def on_chunk(index, num_chunks, metrics):
+        if bar is not None:
+            bar.set_postfix(valid_max=f"{metrics['valid_utility'].max():.3f}",
+                            valid_mean=f"{metrics['valid_utility'].mean():.3f}")
+            bar.update(1)
+
+    start = time.time()
+    try:
+        result = sweep.run_sweep(data, config, grid, seeds, mesh=mesh, on_chunk=on_chunk)
+    finally:
+        if bar is not None:
+            bar.close()
+    print(f"swept in {time.time() - start:.0f} s")
+    out = Path(args.out)
+    paths = sweep.write_tables(result, out)
+    if not args.no_plot:
+        try:
+            paths.append(sweep.plot_sweep(result, out / "sweep.png"))
+        except ImportError:
+            print("sweep.png skipped: matplotlib is not installed (pip install 'metarouter_jax[plot]')")
+    print(sweep.format_markdown(result), end="")
+    best = result.best_index
+    router = sweep.best_router(result, data, companions=args.companions,
+                               on_chunk=Progress(not args.quiet) if args.companions else None)
+    router.save(out / "best_router")
+    (out / "config.json").write_text(json.dumps(
+        {"data": args.data, "data_seed": args.data_seed, "seed": int(result.seeds[best]), "config": config.to_dict(),
+         "hparams": router.hparams.to_json(), "seeds": seeds, "grid": grid,
+         "best": result.rows()[best]}, indent=2))
+    print(f"best: configuration {best} {result.configs[best]}: best held-out utility "
+          f"{result.best_utility[best]:.3f}; router saved to {out / 'best_router'}")
+    if not args.companions:
+        print("  (no known/agnostic companions: rerun with --companions for `metarouter eval`)")
+    print(f"wrote {', '.join(str(p) for p in paths)}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="metarouter", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -179,6 +266,20 @@ def build_parser() -> argparse.ArgumentParser:
     route.add_argument("--feedback", required=True, help="JSONL: {query, model_a, model_b, preferred} per line")
     route.add_argument("queries", nargs="+")
     route.set_defaults(func=cmd_route)
+
+    sw = sub.add_parser("sweep", help="train seeds x a hyperparameter grid as one program; keep the best router")
+    sw.add_argument("--data", default="synthetic", help="synthetic, a dataset name, or a path")
+    sw.add_argument("--out", default="runs/sweep", help="output folder (sweep.csv/.md/.png, best_router)")
+    sw.add_argument("--seeds", nargs="+", default=["0"], help="training seeds (each runs the whole grid)")
+    sw.add_argument("--data-seed", type=int, default=0, help="seed of the dataset (synthetic data, splits)")
+    sw.add_argument("--grid", nargs="*", default=[], metavar="NAME=V1,V2",
+                    help="hyperparameter axes, e.g. learning_rate=1e-3,3e-3 entropy_start=0.05,0.1")
+    sw.add_argument("--companions", action="store_true",
+                    help="also train the known/agnostic companions of the best configuration (for eval)")
+    sw.add_argument("--no-plot", action="store_true", help="skip sweep.png (no matplotlib needed)")
+    sw.add_argument("--quiet", action="store_true", help="no progress bar")
+    sw.add_argument("overrides", nargs="*", help="key=value TrainConfig settings, e.g. num_steps=2000")
+    sw.set_defaults(func=cmd_sweep)
 
     data = sub.add_parser("data", help="inspect routing data")
     data_sub = data.add_subparsers(dest="data_command", required=True)
