@@ -1,0 +1,88 @@
+"""Adaptation: one user's adapt + route latency, and users adapted per second in a batch.
+
+Uses the jitted pure functions of `metarouter_jax.adaptation` with the parameters of an
+initialised (untrained) RouterNet at the default sizes: timing does not depend on training.
+Contexts are real feedback shapes: random queries of the data and random model pairs, all
+`contexts` slots valid. Both without and with inner refinement steps (`inner_steps`).
+
+    python benchmarks/bench_adapt.py [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from common import block_time, compile_timed, load_bench_data, median_time
+from metarouter_jax import adaptation
+from metarouter_jax.config import TrainConfig
+from metarouter_jax.contexts import Contexts
+from metarouter_jax.networks import init_router_net
+from metarouter_jax.training import make_train
+
+
+def random_contexts(data, users: int, contexts: int, seed: int = 0) -> Contexts:
+    """[users, contexts] feedback on random queries and random distinct model pairs."""
+    rng = np.random.default_rng(seed)
+    k = data.num_models
+    query = rng.integers(0, data.num_queries, (users, contexts))
+    model_a = rng.integers(0, k, (users, contexts))
+    model_b = (model_a + rng.integers(1, k, (users, contexts))) % k
+    return Contexts.from_feedback(data, query, model_a, model_b, rng.random((users, contexts)) < 0.5,
+                                  capacity=contexts)
+
+
+def run(data, users: int = 1024, contexts: int = 16, calls: int = 200, repeats: int = 20,
+        inner_steps=(0, 3)) -> dict:
+    trainer = make_train(TrainConfig(max_contexts=contexts), data)
+    graphdef, params = init_router_net(trainer.net_config, jax.random.key(0))
+    descriptors = trainer.arrays.descriptors
+    batch = random_contexts(data, users, contexts)
+    one = jax.tree.map(lambda x: x[0], batch)
+    query = jnp.asarray(data.embeddings[:1])                                   # [1, D]
+    allowed = jnp.ones((data.num_models,), bool)
+
+    rows = []
+    for steps in inner_steps:
+        def adapt_batch(params_, contexts_, descriptors_, steps=steps):
+            return jax.vmap(adaptation.adapt, in_axes=(None, None, 0, None, None))(
+                graphdef, params_, contexts_, descriptors_, steps)                # [U, Z]
+
+        def adapt_route(params_, contexts_, descriptors_, query_, allowed_, steps=steps):
+            latent = adaptation.adapt(graphdef, params_, contexts_, descriptors_, steps)
+            return jnp.argmax(adaptation.route_scores(graphdef, params_, query_, latent, descriptors_, allowed_), -1)
+
+        compiled, compile_s, _ = compile_timed(jax.jit(adapt_batch), params, batch, descriptors)
+        seconds, _ = median_time(compiled, params, batch, descriptors, repeats=repeats)
+        single, single_compile_s, _ = compile_timed(jax.jit(adapt_route), params, one, descriptors, query, allowed)
+        for _ in range(10):                                                     # warm-up
+            block_time(single, params, one, descriptors, query, allowed)
+        latencies = np.array([block_time(single, params, one, descriptors, query, allowed)[0] for _ in range(calls)])
+        rows.append({
+            "inner_steps": steps, "batch_ms": 1e3 * seconds, "users_per_s": users / seconds,
+            "batch_compile_s": compile_s, "single_p50_ms": 1e3 * float(np.percentile(latencies, 50)),
+            "single_p99_ms": 1e3 * float(np.percentile(latencies, 99)), "single_compile_s": single_compile_s,
+        })
+    head = rows[0]
+    return {"batch_1024_ms" if users == 1024 else f"batch_{users}_ms": head["batch_ms"],
+            "users_per_s": head["users_per_s"], "single_p50_ms": head["single_p50_ms"],
+            "single_p99_ms": head["single_p99_ms"], "inner_steps": head["inner_steps"], "users": users,
+            "contexts": contexts, "calls": calls, "by_inner_steps": rows}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--data", default="synthetic")
+    args = parser.parse_args()
+    data = load_bench_data(args.data)
+    out = run(data, calls=50, repeats=5) if args.quick else run(data)
+    print(json.dumps(out, indent=2))
+
+
+if __name__ == "__main__":
+    main()

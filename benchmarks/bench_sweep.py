@@ -1,0 +1,105 @@
+"""Sweeps: S configurations as ONE vmapped program against a Python loop of single runs.
+
+Configurations are seeds x learning rate x entropy weight x outcome-noise level (16 in all;
+S = 1, 4, 16 take the first S). The vmapped sweep is
+`jax.jit(jax.vmap(trainer.train_with_data, in_axes=(None, 0, 0)))`, compiled once per S;
+the sequential one is the loop a user would write, a jitted single-configuration
+`train_with_data` compiled once and called S times (blocking on each result).
+
+Timings: compile (ahead of time) is measured separately; the vmapped run is the median of
+`repeats` runs after a warm-up; a sequential run of S configurations is S x the median of
+the 16 single runs (every single run is the same program on same-shaped data), the loop's
+own wall time being recorded beside it. speedup = (sequential compile + run) / (vmapped
+compile + run); MFU counts the FLOPs of the training steps and validations.
+
+    python benchmarks/bench_sweep.py [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+
+import jax
+
+from bench_train import step_flops, validation_flops
+from common import block_time, compile_timed, load_bench_data, matmul_peak, median_time
+from metarouter_jax.config import TrainConfig
+from metarouter_jax.sweep import sweep_hparams
+from metarouter_jax.training import make_train
+
+SMALL = TrainConfig(tasks_per_step=8, hidden=64, num_steps=200, chunk_steps=100)
+GRID = {"learning_rate": [1e-3, 3e-3], "entropy_start": [0.05, 0.1], "outcome_noise": [0.1, 0.2]}
+SEEDS = (0, 1)
+SIZES = (1, 4, 16)
+
+
+def configurations(size: int):
+    """(keys [S], Hparams [S]): the first `size` of seeds x GRID, keyed as `run_sweep` keys them."""
+    hparams, seeds = sweep_hparams(GRID, SEEDS)
+    if size > len(seeds):
+        raise ValueError(f"at most {len(seeds)} configurations, asked for {size}")
+    keys = jax.vmap(lambda s: jax.random.fold_in(jax.random.key(s), 0))(seeds[:size])
+    return keys, jax.tree.map(lambda x: x[:size], hparams)
+
+
+def run(data, sizes=SIZES, config: TrainConfig = SMALL, repeats: int = 3, peak: float | None = None) -> dict:
+    peak = peak or matmul_peak()["flops_per_s"]
+    trainer = make_train(config, data)
+    args = trainer.data_args()
+    keys, hparams = configurations(max(sizes))
+    singles = [(keys[i], jax.tree.map(lambda x: x[i], hparams)) for i in range(max(sizes))]
+
+    # FLOPs of one configuration's run: its meta-steps and its per-chunk validations.
+    state = trainer.jit_init(keys[0], singles[0][1])
+    step = step_flops(trainer, args, state, singles[0][1])
+    valid = validation_flops(trainer, args, state.params, singles[0][1], keys[0])
+    run_flops = config.num_steps * step + config.num_chunks * valid if step and valid else None
+
+    single, seq_compile_s, _ = compile_timed(jax.jit(trainer.train_with_data), args, *singles[0])
+    block_time(single, args, *singles[0])                                   # warm-up
+    single_times = [block_time(single, args, key, hp)[0] for key, hp in singles]
+    single_s = statistics.median(single_times)
+
+    rows = []
+    for size in sizes:
+        vmapped = jax.jit(jax.vmap(trainer.train_with_data, in_axes=(None, 0, 0)))
+        batch = (keys[:size], jax.tree.map(lambda x: x[:size], hparams))
+        compiled, compile_s, _ = compile_timed(vmapped, args, *batch)
+        seconds, times = median_time(compiled, args, *batch, repeats=repeats)
+        sequential_s = size * single_s
+        rows.append({
+            "configs": size, "vmapped_compile_s": compile_s, "vmapped_run_s": seconds, "vmapped_times_s": times,
+            "sequential_compile_s": seq_compile_s, "sequential_run_s": sequential_s,
+            "sequential_loop_s": sum(single_times[:size]),
+            "speedup": (seq_compile_s + sequential_s) / (compile_s + seconds),
+            "speedup_without_compile": sequential_s / seconds,
+            "mfu": size * run_flops / seconds / peak if run_flops else None,
+            "configs_per_s": size / seconds,
+        })
+    largest = rows[-1]
+    return {"speedup_small": largest["speedup"], "mfu_small": largest["mfu"], "configs": largest["configs"],
+            "speedup_small_without_compile": largest["speedup_without_compile"],
+            "mfu_single": run_flops / single_s / peak if run_flops else None,
+            "single_run_s": single_s, "single_times_s": single_times,
+            "run_flops_per_config": run_flops, "step_flops": step, "validation_flops": valid,
+            "config": {k: getattr(config, k) for k in ("tasks_per_step", "hidden", "num_steps", "chunk_steps")},
+            "grid": {**GRID, "seed": list(SEEDS)}, "peak_flops_per_s": peak, "by_size": rows}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--data", default="synthetic")
+    args = parser.parse_args()
+    data = load_bench_data(args.data)
+    if args.quick:
+        out = run(data, (1, 4), SMALL.replace(num_steps=20, chunk_steps=10), repeats=1)
+    else:
+        out = run(data)
+    print(json.dumps(out, indent=2))
+
+
+if __name__ == "__main__":
+    main()
