@@ -10,7 +10,6 @@ experiments/results/synthetic_<profile>.json and a Markdown summary.
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 

@@ -18,7 +18,6 @@ then the label is flipped with probability eps. Which pair is shown is the pair 
 
 from __future__ import annotations
 
-from typing import Sequence
 
 import jax
 import jax.numpy as jnp

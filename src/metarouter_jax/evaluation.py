@@ -25,6 +25,7 @@ from metarouter_jax import adaptation, baselines
 from metarouter_jax.contexts import PAIR_STRATEGIES, sample_contexts
 from metarouter_jax.data import RoutingData
 from metarouter_jax.tasks import query_utility, utility_scale
+from metarouter_jax.training import calibration_queries
 
 DEFAULT_N_CONTEXTS = (0, 1, 2, 4, 6, 8, 16, 32)
 ADAPTIVE = ("metarouter", "bt_posterior", "bt_mle")
@@ -88,8 +89,7 @@ def evaluate(router, data: RoutingData, split: str = "test", n_contexts=DEFAULT_
     profiles = profiles or router.profiles
     arrays = router.arrays_for(data)
     queries = jnp.asarray(data.split(split))
-    calib = jnp.asarray(np.random.default_rng(0).permutation(data.split(router.config.train_split))[
-        : router.config.calib_queries])
+    calib = jnp.asarray(calibration_queries(data, router.config))  # the scales users were trained with
     pool_mask = jnp.asarray(router._pool_mask(pool))
     allowed = arrays.observed[queries] & pool_mask                                   # [Q, K]
     capacity = max(max(n_contexts), 1)

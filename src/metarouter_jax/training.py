@@ -321,6 +321,11 @@ class Trainer:
         return state, history
 
 
+def calibration_queries(data: RoutingData, config: TrainConfig) -> np.ndarray:
+    """The training queries on which each user's utility scale is measured (fixed, seeded)."""
+    return np.random.default_rng(0).permutation(data.split(config.train_split))[: config.calib_queries]
+
+
 def make_train(config: TrainConfig, data: RoutingData) -> Trainer:
     """Bind a config to a dataset; `Trainer.train(key, hparams)` is the pure training function."""
     for split in (config.train_split, config.valid_split):
@@ -329,16 +334,10 @@ def make_train(config: TrainConfig, data: RoutingData) -> Trainer:
     net_config = network_config(config, data, profiles)
     graphdef, _ = init_router_net(net_config, jax.random.key(0))
     train_q = data.split(config.train_split)
-    calib = np.random.default_rng(0).permutation(train_q)[: config.calib_queries]
+    calib = calibration_queries(data, config)
     return Trainer(config, net_config, profiles, RoutingArrays.from_data(data, config.train_split),
                    jnp.asarray(train_q), jnp.asarray(data.split(config.valid_split)), jnp.asarray(calib),
                    graphdef)
-
-
-def split_keys(key):
-    """(init/run key, validation key) exactly as `Trainer.train` splits them."""
-    return jax.random.split(key)
-
 
 
 def run_training(trainer: Trainer, key, hparams: Hparams, *, on_chunk=None, checkpointer=None, init_params=None):

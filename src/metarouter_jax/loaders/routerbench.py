@@ -21,7 +21,6 @@ from __future__ import annotations
 import ast
 import csv
 import gzip
-import io
 from pathlib import Path
 from typing import Iterable
 
