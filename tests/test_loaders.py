@@ -438,3 +438,19 @@ def test_routerbench_csv_missing_column(tmp_path):
     path.write_text("sample_id,prompt,a,a|total_cost\n1,['q'],1.0,0.1\n")
     with pytest.raises(DataError, match=r"x_train.csv: missing column\(s\) \['eval_name'\]"):
         load_routerbench(path, embeddings="question")
+
+
+def test_routerbench_official_pickle_layout(data_dir, tmp_path):
+    """The official RouterBench pickle: one DataFrame with `<model>|model_response` columns too."""
+    pd = pytest.importorskip("pandas")
+    pytest.importorskip("tokenizers")
+    frame = pd.read_csv(data_dir / "routerbench_0shot" / "mbpp_test.csv.gz")
+    models = [c[: -len("|total_cost")] for c in frame.columns if c.endswith("|total_cost")]
+    for m in models:
+        frame[f"{m}|model_response"] = "def f(): pass"
+    frame.to_pickle(tmp_path / "routerbench_0shot.pkl")
+    data = load_routerbench(tmp_path / "routerbench_0shot.pkl", embeddings="compute", valid_fraction=0)
+    assert data.num_queries == len(frame) and sorted(data.model_names) == sorted(models)
+    assert set(data.splits) == {"train", "test"} and data.embed_dim == 384
+    np.testing.assert_array_equal(data.quality[:, data.model_index("gpt-4-1106-preview")],
+                                  frame["gpt-4-1106-preview"].to_numpy(np.float32))
