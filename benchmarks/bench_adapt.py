@@ -10,14 +10,12 @@ Contexts are real feedback shapes: random queries of the data and random model p
 
 from __future__ import annotations
 
-import argparse
-import json
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from common import block_time, compile_timed, load_bench_data, median_time
+from common import block_time, compile_timed, script_main, median_time
 from metarouter_jax import adaptation
 from metarouter_jax.config import TrainConfig
 from metarouter_jax.contexts import Contexts
@@ -75,13 +73,7 @@ def run(data, users: int = 1024, contexts: int = 16, calls: int = 200, repeats: 
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--data", default="synthetic")
-    args = parser.parse_args()
-    data = load_bench_data(args.data)
-    out = run(data, calls=50, repeats=5) if args.quick else run(data)
-    print(json.dumps(out, indent=2))
+    script_main(__doc__, run, lambda data: run(data, calls=50, repeats=5))
 
 
 if __name__ == "__main__":

@@ -10,14 +10,12 @@ at the default sizes. Text: `bench_text.run` (the MiniLM embedder; null when the
 
 from __future__ import annotations
 
-import argparse
-import json
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from common import compile_timed, load_bench_data, median_time
+from common import compile_timed, script_main, median_time
 from metarouter_jax import adaptation
 from metarouter_jax.config import TrainConfig
 from metarouter_jax.networks import init_router_net
@@ -61,13 +59,7 @@ def run(data, n_queries: int = 100_000, text_queries: int = 512, repeats: int = 
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--data", default="synthetic")
-    args = parser.parse_args()
-    data = load_bench_data(args.data)
-    out = run(data, 10_000, 64, 2, 1) if args.quick else run(data)
-    print(json.dumps(out, indent=2))
+    script_main(__doc__, run, lambda data: run(data, 10_000, 64, 2, 1))
 
 
 if __name__ == "__main__":

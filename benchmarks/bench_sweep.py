@@ -17,14 +17,12 @@ compile + run); MFU counts the FLOPs of the training steps and validations.
 
 from __future__ import annotations
 
-import argparse
-import json
 import statistics
 
 import jax
 
 from bench_train import step_flops, validation_flops
-from common import block_time, compile_timed, load_bench_data, matmul_peak, median_time
+from common import block_time, compile_timed, script_main, matmul_peak, median_time
 from metarouter_jax.config import TrainConfig
 from metarouter_jax.sweep import sweep_hparams
 from metarouter_jax.training import make_train
@@ -89,16 +87,7 @@ def run(data, sizes=SIZES, config: TrainConfig = SMALL, repeats: int = 3, peak: 
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--data", default="synthetic")
-    args = parser.parse_args()
-    data = load_bench_data(args.data)
-    if args.quick:
-        out = run(data, (1, 4), SMALL.replace(num_steps=20, chunk_steps=10), repeats=1)
-    else:
-        out = run(data)
-    print(json.dumps(out, indent=2))
+    script_main(__doc__, run, lambda data: run(data, (1, 4), SMALL.replace(num_steps=20, chunk_steps=10), repeats=1))
 
 
 if __name__ == "__main__":

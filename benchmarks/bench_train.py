@@ -15,12 +15,10 @@ task by hand as a sanity check (XLA also counts elementwise work, so expect a ra
 
 from __future__ import annotations
 
-import argparse
-import json
 
 import jax
 
-from common import compile_timed, load_bench_data, matmul_peak, median_time
+from common import compile_timed, script_main, matmul_peak, median_time
 from metarouter_jax.config import Hparams, TrainConfig
 from metarouter_jax.networks import OUTCOME_DIM
 from metarouter_jax.training import make_train
@@ -102,16 +100,7 @@ def run(data, batch_sizes=BATCH_SIZES, chunk_steps: int = 50, repeats: int = 3, 
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--data", default="synthetic")
-    args = parser.parse_args()
-    data = load_bench_data(args.data)
-    if args.quick:
-        out = run(data, (8, 32), chunk_steps=10, repeats=2)
-    else:
-        out = run(data)
-    print(json.dumps(out, indent=2))
+    script_main(__doc__, run, lambda data: run(data, (8, 32), chunk_steps=10, repeats=2))
 
 
 if __name__ == "__main__":

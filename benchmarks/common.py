@@ -127,3 +127,16 @@ def _version(package: str) -> str | None:
         return version(package)
     except PackageNotFoundError:
         return None
+
+
+def script_main(doc: str, run, quick_run) -> None:
+    """Command line of one benchmark script: `--quick` for a smoke run, `--data NAME`; prints JSON."""
+    import argparse
+    import json
+
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--data", default="synthetic")
+    args = parser.parse_args()
+    data = load_bench_data(args.data)
+    print(json.dumps(quick_run(data) if args.quick else run(data), indent=2))

@@ -45,6 +45,14 @@ class DataInfo:
         return {**dataclasses.asdict(self), "descriptors": self.descriptors.tolist()}
 
     @classmethod
+    def from_data(cls, data: RoutingData, arrays: RoutingArrays, split: str) -> "DataInfo":
+        """What to remember of `data`, with descriptors and cost units from its training `arrays`."""
+        summary = data.model_summary(split)
+        return cls(data.model_names, data.family_names, np.asarray(arrays.descriptors),
+                   float(arrays.log_cost_mean), float(arrays.log_cost_std), data.embed_dim,
+                   tuple(map(float, summary["quality"])), tuple(map(float, summary["cost"])))
+
+    @classmethod
     def from_json(cls, d: dict) -> "DataInfo":
         return cls(tuple(d["model_names"]), tuple(d["family_names"]), np.asarray(d["descriptors"], np.float32),
                    float(d["log_cost_mean"]), float(d["log_cost_std"]), int(d["embed_dim"]),
@@ -102,11 +110,7 @@ class MetaRouter:
                 if ckpt is not None:
                     ckpt.close()
             params[name], history[name] = state.best_params, hist
-        arrays = trainer.arrays
-        summary = data.model_summary(config.train_split)
-        info = DataInfo(data.model_names, data.family_names, np.asarray(arrays.descriptors),
-                        float(arrays.log_cost_mean), float(arrays.log_cost_std), data.embed_dim,
-                        tuple(map(float, summary["quality"])), tuple(map(float, summary["cost"])))
+        info = DataInfo.from_data(data, trainer.arrays, config.train_split)
         return cls(config, hparams, trainer.net_config, trainer.profiles, params, info, history)
 
     # ------------------------------------------------------------------ persistence

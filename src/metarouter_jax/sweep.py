@@ -156,7 +156,8 @@ def best_router(result: SweepResult, data: RoutingData, *, companions: bool = Fa
     """A `MetaRouter` holding the sweep's best configuration (its best parameters).
 
     companions=True also trains the known/agnostic companions with that configuration's
-    hyperparameters and seed (as `MetaRouter.fit` does), which `evaluate` needs.
+    hyperparameters and seed, which `evaluate` needs. Unlike `MetaRouter.fit`, the swept
+    MetaRouters start from scratch, not from their known-preference router.
     on_chunk: progress of the companions, as on_chunk(router_name, chunk, num_chunks, metrics).
     """
     i = result.best_index
@@ -165,18 +166,12 @@ def best_router(result: SweepResult, data: RoutingData, *, companions: bool = Fa
     history = {"metarouter": {k: v[i] for k, v in result.history.items()}}
     if companions:
         for j, name in enumerate(("known", "agnostic"), start=1):   # fold_in indices as in fit
-            if name == "known" and config.profile_latent and config.joint_known:
-                params["known"] = params["metarouter"]     # trained jointly, as in MetaRouter.fit
-                continue
             companion = make_train(config.replace(latent_source=LATENT_SOURCE[name]), data)
             progress = (lambda c, n, m, name=name: on_chunk(name, c, n, m)) if on_chunk else None
             state, history[name] = run_training(companion, jax.random.fold_in(jax.random.key(seed), j), hparams,
                                                 on_chunk=progress)
             params[name] = state.best_params
-    arrays, summary = RoutingArrays.from_data(data, config.train_split), data.model_summary(config.train_split)
-    info = DataInfo(data.model_names, data.family_names, np.asarray(arrays.descriptors),
-                    float(arrays.log_cost_mean), float(arrays.log_cost_std), data.embed_dim,
-                    tuple(map(float, summary["quality"])), tuple(map(float, summary["cost"])))
+    info = DataInfo.from_data(data, RoutingArrays.from_data(data, config.train_split), config.train_split)
     return MetaRouter(config, hparams, result.net_config, result.profiles, params, info, history)
 
 
