@@ -26,13 +26,12 @@ from metarouter_jax.training import make_train
 BATCH_SIZES = (8, 16, 32, 64, 128)
 
 
-def validation_flops(trainer, data_args, params, hparams, key) -> float | None:
-    """XLA FLOPs of one validation (sample held-out users' contexts, adapt, route, score)."""
-    def validate(args, params_, hparams_, key_):
-        bound = trainer.bind(args)
-        return bound.validation_score(params_, *bound.validation_users(key_, hparams_))
+def validation_flops(trainer, data_args, params, valid) -> float | None:
+    """XLA FLOPs of one validation (adapt the fixed held-out users, route, score)."""
+    def validate(args, params_, valid_):
+        return trainer.bind(args).validation_score(params_, *valid_)
 
-    return compile_timed(jax.jit(validate), data_args, params, hparams, key)[2]
+    return compile_timed(jax.jit(validate), data_args, params, valid)[2]
 
 
 def step_flops(trainer, data_args, state, hparams) -> float | None:
@@ -75,10 +74,11 @@ def run(data, batch_sizes=BATCH_SIZES, chunk_steps: int = 50, repeats: int = 3, 
         config = base.replace(tasks_per_step=tasks, chunk_steps=chunk_steps, num_steps=20 * chunk_steps)
         trainer = make_train(config, data)
         state, args = trainer.jit_init(key_init, hparams), trainer.data_args()
-        chunk, compile_s, chunk_flops = compile_timed(trainer.jit_chunk, args, state, hparams, key_valid)
+        valid_set = trainer.jit_validation_users(args, key_valid, hparams)  # once per run, as in training
+        chunk, compile_s, chunk_flops = compile_timed(trainer.jit_chunk, args, state, hparams, valid_set)
         if valid is None:
-            valid = validation_flops(trainer, args, state.params, hparams, key_valid)
-        seconds, times = median_time(chunk, args, state, hparams, key_valid, repeats=repeats)
+            valid = validation_flops(trainer, args, state.params, valid_set)
+        seconds, times = median_time(chunk, args, state, hparams, valid_set, repeats=repeats)
         step = chunk_flops - valid if chunk_flops and valid else None
         flops = chunk_steps * step + valid if step else None
         rows.append({

@@ -81,7 +81,7 @@ def breakdown(trainer, hparams, repeats: int) -> dict:
     def contexts_of(args_, keys_):
         bound = trainer.bind(args_)
         def one(key):
-            return bound.user_contexts(key, bound.sample_user(key, hparams, 0.0), bound.train_queries)
+            return bound.user_contexts(key, bound.sample_user(key, hparams, 0.0), bound.train_source)
         return jax.vmap(one)(keys_)
 
     contexts = jax.jit(contexts_of)(args, keys)
@@ -105,6 +105,13 @@ def breakdown(trainer, hparams, repeats: int) -> dict:
         compiled, _, _ = compile_timed(fn, *operands)
         out[name] = 1e3 * median_time(compiled, *operands, repeats=max(repeats, 5))[0]
     return out
+
+
+def chunk_args(trainer, hparams):
+    """(data_args, initial state, hparams, fixed validation set): the operands of `jit_chunk`."""
+    args = trainer.data_args()
+    return (args, trainer.jit_init(jax.random.key(0), hparams), hparams,
+            trainer.jit_validation_users(args, jax.random.key(1), hparams))
 
 
 def main() -> None:
@@ -145,26 +152,26 @@ def main() -> None:
     for name in names:
         changes, what = VARIANTS[name]
         trainer = make_train(base.replace(**changes), data)
-        state = trainer.jit_init(jax.random.key(0), hparams)
-        chunk, compile_s, _ = compile_timed(trainer.jit_chunk, trainer.data_args(), state, hparams, jax.random.key(1))
-        seconds, _ = median_time(chunk, trainer.data_args(), state, hparams, jax.random.key(1), repeats=args.repeats)
+        operands = chunk_args(trainer, hparams)
+        chunk, compile_s, _ = compile_timed(trainer.jit_chunk, *operands)
+        seconds, _ = median_time(chunk, *operands, repeats=args.repeats)
         timings[name] = seconds
         print(f"{name:>16}: chunk {1e3 * seconds:7.1f} ms ({1e3 * seconds / args.chunk_steps:5.2f} ms/step incl. "
               f"validation), compile {compile_s:.0f} s   [{what}]", flush=True)
     if args.prng:
         jax.config.update("jax_default_prng_impl", args.prng)
         trainer = make_train(base, data)
-        state = trainer.jit_init(jax.random.key(0), hparams)
-        chunk, compile_s, _ = compile_timed(trainer.jit_chunk, trainer.data_args(), state, hparams, jax.random.key(1))
-        seconds, _ = median_time(chunk, trainer.data_args(), state, hparams, jax.random.key(1), repeats=args.repeats)
+        operands = chunk_args(trainer, hparams)
+        chunk, compile_s, _ = compile_timed(trainer.jit_chunk, *operands)
+        seconds, _ = median_time(chunk, *operands, repeats=args.repeats)
         print(f"{'prng ' + args.prng:>16}: chunk {1e3 * seconds:7.1f} ms, compile {compile_s:.0f} s", flush=True)
     if args.trace:
         trainer = make_train(base, data)
-        state = trainer.jit_init(jax.random.key(0), hparams)
-        trainer.jit_chunk(trainer.data_args(), state, hparams, jax.random.key(1))
+        operands = chunk_args(trainer, hparams)
+        trainer.jit_chunk(*operands)
         with jax.profiler.trace(args.trace):
             for _ in range(3):
-                jax.block_until_ready(trainer.jit_chunk(trainer.data_args(), state, hparams, jax.random.key(1)))
+                jax.block_until_ready(trainer.jit_chunk(*operands))
         print(f"trace written to {args.trace}")
 
 

@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from metarouter_jax import baselines
-from metarouter_jax.contexts import sample_contexts
+from metarouter_jax.contexts import PairSource, sample_contexts
 from metarouter_jax.profiles import LinearProfiles
 from metarouter_jax.tasks import RoutingArrays, utility_scale
 
@@ -14,6 +14,7 @@ def test_posterior_mean_converges_to_the_true_lam(small_data):
     arrays = RoutingArrays.from_data(small_data)
     profiles = LinearProfiles((0.0, 3.5))
     queries = jnp.asarray(small_data.split("train"))
+    source = PairSource.build(arrays, small_data.split("train"))
     calib = queries[:128]
     grid = baselines.lam_grid(profiles)
     scales = baselines.grid_scales(profiles, arrays, calib, grid)
@@ -22,7 +23,7 @@ def test_posterior_mean_converges_to_the_true_lam(small_data):
         key_lam, key_ctx = jax.random.split(key)
         profile = profiles.sample(key_lam)
         scale = utility_scale(profiles, profile, arrays, calib)
-        ctx = sample_contexts(key_ctx, profiles, profile, arrays, queries, jnp.ones(5, bool), count=n, capacity=32,
+        ctx = sample_contexts(key_ctx, profiles, profile, arrays, source, jnp.ones(5, bool), count=n, capacity=32,
                               scale=scale, beta=10.0, flip=0.05, informative=True)
         mle, post = baselines.bt_estimates(ctx, arrays, grid, scales, 10.0, 0.05)
         return jnp.abs(post - profile["log10_lam"]), jnp.abs(mle - profile["log10_lam"])

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import metarouter_jax as mr
-from metarouter_jax.contexts import sample_contexts
+from metarouter_jax.contexts import PairSource, sample_contexts, sample_pair
 from metarouter_jax.profiles import LinearProfiles
 from metarouter_jax.tasks import RoutingArrays, utility_scale
 
@@ -64,7 +64,8 @@ def _simulate(data, informative, pool=None, count=16, key=0):
     queries = jnp.asarray(data.split("train"))
     scale = utility_scale(profiles, profile, arrays, queries[:64])
     pool = jnp.ones(data.num_models, bool) if pool is None else jnp.asarray(pool)
-    return arrays, sample_contexts(jax.random.key(key), profiles, profile, arrays, queries, pool, count=count,
+    source = PairSource.build(arrays, queries)
+    return arrays, sample_contexts(jax.random.key(key), profiles, profile, arrays, source, pool, count=count,
                                    capacity=16, scale=scale, beta=10.0, flip=0.0, informative=informative)
 
 
@@ -84,3 +85,52 @@ def test_informative_pairs_are_trade_offs(small_data):
         dc = ctx.outcome_a[:, 1] - ctx.outcome_b[:, 1]
         trade.append(float(jnp.mean(dq * dc > 0)))
     assert trade[1] > 0.9 and trade[1] > trade[0] + 0.3
+
+
+def test_pair_source_lists_every_trade_off_sorted(small_data):
+    arrays = RoutingArrays.from_data(small_data)
+    queries = small_data.split("train")[:50]
+    source = PairSource.build(arrays, queries)
+    q, a, b = (np.asarray(x) for x in (source.tradeoff_query, source.tradeoff_a, source.tradeoff_b))
+    quality, cost = np.asarray(arrays.quality), np.asarray(arrays.cost)
+    dq, dc = quality[q, a] - quality[q, b], cost[q, a] - cost[q, b]
+    assert np.all(dq > 0) and np.all(dc > 0) and np.all(np.isin(q, queries))
+    np.testing.assert_allclose(np.asarray(source.switch), np.log10(dq / dc), rtol=1e-5)
+    assert np.all(np.diff(np.asarray(source.switch)) >= 0)
+    # Brute force: the number of (query, dearer-and-better, other) triples.
+    qq, cc = quality[queries], cost[queries]
+    expected = sum(int(((qq[:, i] > qq[:, j]) & (cc[:, i] > cc[:, j])).sum())
+                   for i in range(5) for j in range(5) if i != j)
+    assert int(source.num_tradeoffs) == len(q) == expected
+
+
+def test_informative_switch_points_spread_over_the_prior_range(small_data):
+    arrays = RoutingArrays.from_data(small_data)
+    source = PairSource.build(arrays, small_data.split("train"))
+    keys = jax.random.split(jax.random.key(3), 2000)
+    q, a, b = jax.vmap(sample_pair, in_axes=(0, None, None, None, None, None))(
+        keys, arrays, source, jnp.ones(5, bool), True, (0.0, 3.5))
+    quality, cost = np.asarray(arrays.quality), np.asarray(arrays.cost)
+    q, a, b = np.asarray(q), np.asarray(a), np.asarray(b)
+    switch = np.log10((quality[q, a] - quality[q, b]) / (cost[q, a] - cost[q, b]))
+    assert np.all(np.isfinite(switch))                        # every pair is a trade-off
+    quarters = np.histogram(switch, bins=4, range=(0.0, 3.5))[0] / switch.size
+    assert np.all(quarters > 0.15), quarters                  # every quarter of the range is tested
+    assert np.mean(a != b) == 1.0 and 0.4 < np.mean(cost[q, a] > cost[q, b]) < 0.6  # both orders shown
+
+
+def test_no_trade_offs_fall_back_to_uniform_pairs():
+    q = np.array([[1.0, 0.0, 0.0], [1.0, 1.0, 0.0]] * 10, np.float32)   # the cheapest answer is never worse
+    c = np.tile(np.array([0.001, 0.01, 0.1], np.float32), (20, 1))
+    data = mr.RoutingData.create(embeddings=np.random.default_rng(0).normal(size=(20, 4)), quality=q, cost=c,
+                                 family=np.zeros(20, np.int32), family_names=["all"],
+                                 model_names=["a", "b", "c"])
+    arrays = RoutingArrays.from_data(data)
+    source = PairSource.build(arrays, np.arange(20))
+    assert int(source.num_tradeoffs) == 0
+    profiles = LinearProfiles((0.0, 3.0))
+    ctx = sample_contexts(jax.random.key(0), profiles, profiles.linear_profile(1.0), arrays, source,
+                          jnp.ones(3, bool), count=8, capacity=8, scale=1.0, beta=10.0, flip=0.0, informative=True)
+    assert bool(jnp.all(ctx.model_a != ctx.model_b))
+    with pytest.raises(ValueError, match="non-empty"):
+        PairSource.build(arrays, np.array([], np.int64))

@@ -17,7 +17,7 @@ def setup(request, small_data, tiny_config):
     state = trainer.init(jax.random.key(1), Hparams.create())
     users = jax.vmap(lambda k: trainer.sample_user(k, Hparams.create(), 0.0))(jax.random.split(jax.random.key(2), 3))
     users = users.replace(count=jnp.array([3, 5, 8]))
-    contexts = jax.vmap(lambda k, u: trainer.user_contexts(k, u, trainer.train_queries))(
+    contexts = jax.vmap(lambda k, u: trainer.user_contexts(k, u, trainer.train_source))(
         jax.random.split(jax.random.key(3), 3), users)
     return trainer, state.params, contexts
 
@@ -75,7 +75,7 @@ def test_policy_never_routes_outside_the_pool(trained_router, small_data):
     latents = rng.normal(size=(20, trained_router.net_config.latent_dim)) * 3
     emb = small_data.embeddings[small_data.split("test")[:200]]
     for pool in (["tiny-1b", "frontier-xl"], [1], np.array([False, True, True, False, False])):
-        mask = trained_router._pool_mask(pool)
+        mask = trained_router.pool_mask(pool)
         choice = trained_router.route(latents, emb, pool=pool)
         assert choice.shape == (20, 200) and mask[choice].all()
 

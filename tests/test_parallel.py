@@ -46,7 +46,8 @@ def child() -> dict:
     plain, plain_hist = run_training(trainer, jax.random.key(0), hparams)
     sharded_trainer = shard_tasks(trainer)
     sharded, sharded_hist = run_training(sharded_trainer, jax.random.key(0), hparams)
-    hlo = sharded_trainer.jit_chunk.lower(sharded_trainer.data_args(), sharded, hparams, jax.random.key(1)).as_text()
+    valid = sharded_trainer.jit_validation_users(sharded_trainer.data_args(), jax.random.key(1), hparams)
+    hlo = sharded_trainer.jit_chunk.lower(sharded_trainer.data_args(), sharded, hparams, valid).as_text()
     try:
         shard_tasks(make_train(CONFIG.replace(tasks_per_step=12), data))
         task_error = ""

@@ -8,12 +8,16 @@ Simulated users follow Bradley-Terry: P(y = 1) = sigmoid(beta * (u_a - u_b) / sc
 then the label is flipped with probability eps. Which pair is shown is the pair strategy:
 
 * `uniform`: a random query and a random pair of observed models;
-* `informative`: among a few uniform draws, a pair whose quality and cost disagree (the
-  dearer answer is the better one) and whose switch point - the willingness to pay
-  lam* = dq / dc at which a linear user is indifferent - lies inside the prior's range of
-  log10(lam); failing that, any pair that disagrees; failing that, a uniform pair. On 0/1
-  logs a random pair is mostly decided by correctness alone, and a trade-off that every user
-  in the prior answers the same way says nothing about which user this is (DESIGN.md 4).
+* `informative`: a trade-off pair - the dearer answer is the better one - whose switch point
+  (the willingness to pay lam* = dq / dc at which a linear user is indifferent) is nearest a
+  target drawn uniformly over the prior's range of log10(lam). On 0/1 logs a random pair is
+  mostly decided by correctness alone, and a trade-off that every user in the prior answers
+  the same way says nothing about which user this is (DESIGN.md 4); spreading the switch
+  points over the range lets a few answers bracket the user's lam.
+
+Simulation draws from a `PairSource`: a query set with its trade-off pairs precomputed and
+sorted by switch point, so an informative pair is one uniform draw, a binary search and a
+gather (no rejection loop over random pairs).
 """
 
 from __future__ import annotations
@@ -28,7 +32,8 @@ from metarouter_jax.data import RoutingData
 from metarouter_jax.tasks import RoutingArrays, query_utility
 
 PAIR_STRATEGIES = ("uniform", "informative")
-INFORMATIVE_TRIES = 16
+CANDIDATES = 8   # trade-off pairs tried around the target switch point (the first in the pool wins)
+WINDOW = 32      # ... drawn from this many neighbours either side in the sorted table
 
 
 @struct.dataclass
@@ -163,29 +168,81 @@ def _model_indices(data: RoutingData, models) -> np.ndarray:
 
 
 # ---------------------------------------------------------------------------- simulation
-def _sample_pair(key, arrays: RoutingArrays, queries, pool):
-    """One uniform (query, a, b) with a != b both observed and in the pool."""
+@struct.dataclass
+class PairSource:
+    """A query set to draw simulated feedback from, with its trade-off pairs precomputed.
+
+    queries: [Q] query indices. tradeoff_query, tradeoff_a, tradeoff_b: [P] int32, every
+    observed pair (q, a, b) of the set in which answer a is both dearer and better than b;
+    switch: [P] float32, their switch points log10(dq / dc), ascending. num_tradeoffs: P
+    (the arrays hold one padding entry with switch = +inf when P = 0).
+    """
+
+    queries: jax.Array
+    tradeoff_query: jax.Array
+    tradeoff_a: jax.Array
+    tradeoff_b: jax.Array
+    switch: jax.Array
+    num_tradeoffs: jax.Array
+
+    @classmethod
+    def build(cls, arrays: RoutingArrays, queries) -> "PairSource":
+        """Enumerate the trade-off pairs of `queries` (host-side numpy, once per query set)."""
+        queries = np.asarray(queries, np.int64)
+        if queries.ndim != 1 or queries.size == 0:
+            raise ValueError(f"a pair source needs a non-empty 1-d array of query indices, got shape {queries.shape}")
+        quality = np.asarray(arrays.quality)[queries]
+        cost = np.asarray(arrays.cost)[queries]
+        observed = np.asarray(arrays.observed)[queries]
+        dq = quality[:, :, None] - quality[:, None, :]                                # [Q, K, K]: a - b
+        dc = cost[:, :, None] - cost[:, None, :]
+        both = observed[:, :, None] & observed[:, None, :]
+        row, a, b = np.nonzero(both & (dq > 0) & (dc > 0))
+        order = np.argsort(np.log10(dq[row, a, b] / dc[row, a, b]), kind="stable")
+        switch = np.log10(dq[row, a, b] / dc[row, a, b])[order].astype(np.float32)
+        row, a, b = row[order], a[order], b[order]
+        num = len(switch)
+        if num == 0:  # nothing to choose from: informative falls back to uniform pairs
+            row, a, b = np.zeros(1, np.int64), np.zeros(1, np.int64), np.ones(1, np.int64)
+            switch = np.full(1, np.inf, np.float32)
+        return cls(queries=jnp.asarray(queries, jnp.int32), tradeoff_query=jnp.asarray(queries[row], jnp.int32),
+                   tradeoff_a=jnp.asarray(a, jnp.int32), tradeoff_b=jnp.asarray(b, jnp.int32),
+                   switch=jnp.asarray(switch), num_tradeoffs=jnp.asarray(num, jnp.int32))
+
+
+def _uniform_pair(key, arrays: RoutingArrays, source: PairSource, pool):
+    """A random query of the source and a random pair a != b of models observed and in the pool."""
     key_q, key_ab = jax.random.split(key)
-    query = jax.random.choice(key_q, queries)
+    query = source.queries[jax.random.randint(key_q, (), 0, source.queries.shape[0])]
     allowed = arrays.observed[query] & pool
     gumbel = jax.random.gumbel(key_ab, allowed.shape)
     _, (a, b) = jax.lax.top_k(jnp.where(allowed, gumbel, -jnp.inf), 2)
     return query, a, b
 
 
-def sample_pair(key, arrays: RoutingArrays, queries, pool, informative, log10_lam_range):
-    """A (query, a, b) by the pair strategy; `informative` is a traced bool."""
-    keys = jax.random.split(key, INFORMATIVE_TRIES)
-    query, a, b = jax.vmap(_sample_pair, in_axes=(0, None, None, None))(keys, arrays, queries, pool)
-    dq = arrays.quality[query, a] - arrays.quality[query, b]
-    dc = arrays.cost[query, a] - arrays.cost[query, b]
-    trade_off = dq * dc > 0  # the dearer answer is the better one
-    switch = jnp.log10(jnp.where(trade_off, dq / jnp.where(trade_off, dc, 1.0), 1.0))
+def _informative_pair(key, source: PairSource, pool, log10_lam_range):
+    """A trade-off pair in the pool whose switch point is near a uniform target; (q, a, b, found)."""
+    key_t, key_offset, key_swap = jax.random.split(key, 3)
     lo, hi = log10_lam_range
-    telling = trade_off & (switch >= lo) & (switch <= hi)
-    best = jnp.where(telling.any(), jnp.argmax(telling), jnp.argmax(trade_off))
-    pick = jnp.where(informative & trade_off.any(), best, 0)
-    return query[pick], a[pick], b[pick]
+    target = jax.random.uniform(key_t, (), minval=lo, maxval=hi)
+    centre = jnp.searchsorted(source.switch, target)
+    offsets = jax.random.randint(key_offset, (CANDIDATES,), -WINDOW, WINDOW + 1)
+    index = jnp.clip(centre + offsets, 0, jnp.maximum(source.num_tradeoffs - 1, 0))
+    a, b = source.tradeoff_a[index], source.tradeoff_b[index]
+    ok = pool[a] & pool[b] & (source.num_tradeoffs > 0)
+    pick = jnp.argmax(ok)
+    a, b = a[pick], b[pick]
+    swap = jax.random.bernoulli(key_swap)  # either order: the dearer answer is not always shown first
+    return source.tradeoff_query[index[pick]], jnp.where(swap, b, a), jnp.where(swap, a, b), ok.any()
+
+
+def sample_pair(key, arrays: RoutingArrays, source: PairSource, pool, informative, log10_lam_range):
+    """A (query, a, b) by the pair strategy; `informative` is a traced bool."""
+    key_uniform, key_informative = jax.random.split(key)
+    uniform = _uniform_pair(key_uniform, arrays, source, pool)
+    *telling, found = _informative_pair(key_informative, source, pool, log10_lam_range)
+    use = informative & found
+    return tuple(jnp.where(use, t, u) for t, u in zip(telling, uniform))
 
 
 def bradley_terry_label(key, profiles, profile, arrays, query, a, b, scale, beta, flip):
@@ -196,12 +253,12 @@ def bradley_terry_label(key, profiles, profile, arrays, query, a, b, scale, beta
     return jnp.where(jax.random.bernoulli(key_flip, flip), ~y, y).astype(jnp.float32)
 
 
-def sample_contexts(key, profiles, profile, arrays: RoutingArrays, queries, pool, *, count, capacity: int,
-                    scale, beta, flip, informative) -> Contexts:
-    """Simulate one user's context set (capacity static, `count` valid; all else traced)."""
+def sample_contexts(key, profiles, profile, arrays: RoutingArrays, source: PairSource, pool, *, count,
+                    capacity: int, scale, beta, flip, informative) -> Contexts:
+    """Simulate one user's context set on `source`'s queries (capacity static, `count` valid)."""
     keys_pair, keys_label = jax.random.split(key)
     query, a, b = jax.vmap(sample_pair, in_axes=(0, None, None, None, None, None))(
-        jax.random.split(keys_pair, capacity), arrays, queries, pool, informative, profiles.log10_lam_range)
+        jax.random.split(keys_pair, capacity), arrays, source, pool, informative, profiles.log10_lam_range)
     label = jax.vmap(bradley_terry_label, in_axes=(0, None, None, None, 0, 0, 0, None, None, None))(
         jax.random.split(keys_label, capacity), profiles, profile, arrays, query, a, b, scale, beta, flip)
     outcome = lambda m: jnp.stack([arrays.quality[query, m], arrays.log_cost[query, m]], -1)  # noqa: E731

@@ -22,7 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from metarouter_jax import adaptation, baselines
-from metarouter_jax.contexts import PAIR_STRATEGIES, sample_contexts
+from metarouter_jax.contexts import PAIR_STRATEGIES, PairSource, sample_contexts
 from metarouter_jax.data import RoutingData
 from metarouter_jax.tasks import query_utility, utility_scale
 from metarouter_jax.training import calibration_queries
@@ -89,8 +89,9 @@ def evaluate(router, data: RoutingData, split: str = "test", n_contexts=DEFAULT_
     profiles = profiles or router.profiles
     arrays = router.arrays_for(data)
     queries = jnp.asarray(data.split(split))
+    source = PairSource.build(arrays, data.split(split))
     calib = jnp.asarray(calibration_queries(data, router.config))  # the scales users were trained with
-    pool_mask = jnp.asarray(router._pool_mask(pool))
+    pool_mask = jnp.asarray(router.pool_mask(pool))
     allowed = arrays.observed[queries] & pool_mask                                   # [Q, K]
     capacity = max(max(n_contexts), 1)
     graphdef, params = router.graphdef, router.params
@@ -110,7 +111,7 @@ def evaluate(router, data: RoutingData, split: str = "test", n_contexts=DEFAULT_
         profile = profiles.sample(key_profile)
         scale = utility_scale(profiles, profile, arrays, calib)
         u = jax.vmap(query_utility, in_axes=(None, None, None, 0))(profiles, profile, arrays, queries) / scale
-        ctx_full = sample_contexts(key_ctx, profiles, profile, arrays, queries, pool_mask, count=capacity,
+        ctx_full = sample_contexts(key_ctx, profiles, profile, arrays, source, pool_mask, count=capacity,
                                    capacity=capacity, scale=scale, beta=beta, flip=flip, informative=informative)
         u_random, u_oracle, model_means = baselines.hindsight(u, allowed)
 

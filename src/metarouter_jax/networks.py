@@ -165,3 +165,9 @@ def init_router_net(cfg: NetworkConfig, key) -> tuple[nnx.GraphDef, nnx.State]:
     Traceable in `key`, so a training function that calls it can be vmapped over seeds.
     """
     return nnx.split(RouterNet(cfg, nnx.Rngs(params=key)))
+
+
+def router_graphdef(cfg: NetworkConfig) -> nnx.GraphDef:
+    """The RouterNet structure alone, traced abstractly (no parameters are computed)."""
+    graphdef, _ = nnx.split(nnx.eval_shape(lambda: RouterNet(cfg, nnx.Rngs(params=0))))
+    return graphdef

@@ -19,7 +19,7 @@ from metarouter_jax import adaptation, checkpoint
 from metarouter_jax.config import Hparams, TrainConfig
 from metarouter_jax.contexts import Contexts
 from metarouter_jax.data import RoutingData
-from metarouter_jax.networks import NetworkConfig, init_router_net
+from metarouter_jax.networks import NetworkConfig, init_router_net, router_graphdef
 from metarouter_jax.profiles import make_profiles
 from metarouter_jax.tasks import RoutingArrays
 from metarouter_jax.training import make_train, run_training
@@ -67,7 +67,7 @@ class MetaRouter:
         self.config, self.hparams, self.net_config = config, hparams, net_config
         self.profiles, self.params, self.info = profiles, params, info
         self.history = history or {}
-        self.graphdef, _ = init_router_net(net_config, jax.random.key(0))
+        self.graphdef = router_graphdef(net_config)
         self._adapt = jax.jit(self._adapt_batched)
         self._route = jax.jit(self._route_batched)
 
@@ -220,11 +220,12 @@ class MetaRouter:
             raise ValueError(f"query_emb must be [Q, {self.info.embed_dim}], got shape {query_emb.shape}")
         if not np.all(np.isfinite(query_emb)):
             raise ValueError("query embeddings hold NaN/inf")
-        allowed = jnp.asarray(self._pool_mask(pool))
+        allowed = jnp.asarray(self.pool_mask(pool))
         return np.asarray(self._route(self.params[router], latent, jnp.asarray(query_emb),
                                       jnp.asarray(self.info.descriptors), allowed))
 
-    def _pool_mask(self, pool) -> np.ndarray:
+    def pool_mask(self, pool) -> np.ndarray:
+        """[K] bool mask of a pool given as None (every model), a bool mask, names or indices."""
         names = self.model_names
         if pool is None:
             return np.ones(len(names), bool)

@@ -130,14 +130,16 @@ def run_sweep(data: RoutingData, config: TrainConfig, hparam_grid: dict[str, Seq
     states = [trainer.jit_init(key_init[i], jax.tree.map(lambda x: x[i], hparams_run)) for i in range(padded)]
     states = jax.tree.map(lambda *leaves: jnp.stack(leaves), *states)
     data_args = trainer.data_args()
+    valid = jax.jit(lambda args, keys_, hps: jax.vmap(trainer.bind(args).validation_users)(keys_, hps))(
+        data_args, key_valid, hparams_run)                                     # each run's fixed validation set
     if mesh is not None:
         data_args = replicate(data_args, mesh)
-        states, hparams_run, key_valid = shard_configs((states, hparams_run, key_valid), mesh)
-    chunk = jax.jit(lambda args, states_, hps, keys_: jax.vmap(trainer.bind(args).run_chunk)(states_, hps, keys_))
+        states, hparams_run, valid = shard_configs((states, hparams_run, valid), mesh)
+    chunk = jax.jit(lambda args, states_, hps, valid_: jax.vmap(trainer.bind(args).run_chunk)(states_, hps, valid_))
 
     history: dict[str, list[np.ndarray]] = {}
     for index in range(config.num_chunks):
-        states, metrics = chunk(data_args, states, hparams_run, key_valid)
+        states, metrics = chunk(data_args, states, hparams_run, valid)
         metrics = {k: v[:size] for k, v in to_host(metrics).items()}
         for k, v in metrics.items():
             history.setdefault(k, []).append(v)

@@ -27,9 +27,9 @@ from flax import nnx, struct
 
 from metarouter_jax import adaptation
 from metarouter_jax.config import Hparams, TrainConfig
-from metarouter_jax.contexts import sample_contexts
+from metarouter_jax.contexts import PairSource, sample_contexts
 from metarouter_jax.data import RoutingData
-from metarouter_jax.networks import NetworkConfig, init_router_net
+from metarouter_jax.networks import NetworkConfig, init_router_net, router_graphdef
 from metarouter_jax.profiles import LinearProfiles, frontier_log10_lam_range, make_profiles
 from metarouter_jax.tasks import RoutingArrays, masked_log_softmax, query_utility, utility_scale
 
@@ -94,14 +94,22 @@ class Trainer:
     net_config: NetworkConfig
     profiles: LinearProfiles
     arrays: RoutingArrays
-    train_queries: jax.Array
-    valid_queries: jax.Array
+    train_source: PairSource     # training queries (and their trade-off pairs)
+    valid_source: PairSource     # held-out training queries for early stopping
     calib_queries: jax.Array
     graphdef: object
     trace_counter: list = dataclasses.field(default_factory=lambda: [0])
     # Optional sharding of the task axis (data parallel over users): a jax.sharding.Sharding
     # for a [tasks_per_step] array, e.g. NamedSharding(mesh, P("tasks")). None: one device.
     task_sharding: object = None
+
+    @property
+    def train_queries(self) -> jax.Array:
+        return self.train_source.queries
+
+    @property
+    def valid_queries(self) -> jax.Array:
+        return self.valid_source.queries
 
     # ------------------------------------------------------------------ users
     def sample_user(self, key, hparams: Hparams, pool_dropout: float) -> User:
@@ -126,8 +134,8 @@ class Trainer:
         scale = utility_scale(self.profiles, profile, self.arrays, self.calib_queries)
         return User(profile, scale, beta, flip, count, informative, pool)
 
-    def user_contexts(self, key, user: User, queries):
-        return sample_contexts(key, self.profiles, user.profile, self.arrays, queries, user.pool,
+    def user_contexts(self, key, user: User, source: PairSource):
+        return sample_contexts(key, self.profiles, user.profile, self.arrays, source, user.pool,
                                count=user.count, capacity=self.config.max_contexts, scale=user.scale,
                                beta=user.beta, flip=user.flip, informative=user.informative)
 
@@ -161,7 +169,7 @@ class Trainer:
         cfg, arrays = self.config, self.arrays
         keys = jax.random.split(key, 8)
         user = self.sample_user(keys[0], hparams, cfg.pool_dropout)
-        contexts = self.user_contexts(keys[1], user, self.train_queries)
+        contexts = self.user_contexts(keys[1], user, self.train_source)
         if cfg.outcome_noise:
             noise = hparams.outcome_noise * jax.random.normal(keys[2], (2,) + contexts.outcome_a.shape)
             contexts = contexts.replace(outcome_a=contexts.outcome_a + noise[0], outcome_b=contexts.outcome_b + noise[1])
@@ -181,7 +189,7 @@ class Trainer:
 
         if cfg.latent_source == "contexts":  # auxiliary signals for the encoder (DESIGN.md section 9)
             held_out = self.user_contexts(keys[7], user.replace(count=jnp.asarray(cfg.max_contexts)),
-                                          self.train_queries)
+                                          self.train_source)
             net = nnx.merge(self.graphdef, params)
             pair_nll = adaptation.pairwise_nll(net.encoder, held_out, arrays.descriptors, inferred)
             if cfg.profile_latent:  # regression onto the true features: optimum = posterior mean
@@ -220,7 +228,9 @@ class Trainer:
 
     # ------------------------------------------------------------------ validation
     def validation_users(self, key, hparams: Hparams):
-        """Fixed held-out users: counts spread over 0..N, half with informative pairs."""
+        """Fixed held-out users and their contexts: counts spread over 0..N, half with informative pairs.
+
+        Sampled once per run (`train`, `run_training`) and scored after every chunk."""
         cfg = self.config
         keys = jax.random.split(key, cfg.valid_users)
         users = jax.vmap(lambda k: self.sample_user(k, hparams, 0.0))(keys)
@@ -228,7 +238,7 @@ class Trainer:
         informative = jnp.arange(cfg.valid_users) % 2 == 1
         users = users.replace(count=counts, informative=informative,
                               beta=jnp.full_like(users.beta, 10.0), flip=jnp.full_like(users.flip, 0.05))
-        contexts = jax.vmap(lambda k, u: self.user_contexts(k, u, self.valid_queries))(keys, users)
+        contexts = jax.vmap(lambda k, u: self.user_contexts(k, u, self.valid_source))(keys, users)
         return users, contexts
 
     def validation_score(self, params, users, contexts):
@@ -275,12 +285,14 @@ class Trainer:
         params = optax.apply_updates(state.params, updates)
         return state.replace(params=params, opt_state=opt_state, key=key, step=state.step + 1), metrics
 
-    def run_chunk(self, state: TrainState, hparams: Hparams, valid_key):
-        """`chunk_steps` meta-steps in a lax.scan, then validation and best-parameter tracking."""
+    def run_chunk(self, state: TrainState, hparams: Hparams, valid):
+        """`chunk_steps` meta-steps in a lax.scan, then validation and best-parameter tracking.
+
+        valid: the run's fixed validation set, `validation_users(valid_key, hparams)`."""
         self.trace_counter[0] += 1  # Python side effect: counts traces, not calls
         state, metrics = jax.lax.scan(lambda s, _: self.meta_step(s, hparams), state, None,
                                       length=self.config.chunk_steps)
-        users, contexts = self.validation_users(valid_key, hparams)
+        users, contexts = valid
         score = self.validation_score(state.params, users, contexts)
         better = score > state.best_score
         best = jax.tree.map(lambda new, old: jnp.where(better, new, old), state.params, state.best_params)
@@ -291,18 +303,23 @@ class Trainer:
     # ------------------------------------------------------------------ data as arguments
     def data_args(self):
         """The dataset arrays, to pass into jitted functions as arguments (not as constants)."""
-        return (self.arrays, self.train_queries, self.valid_queries, self.calib_queries)
+        return (self.arrays, self.train_source, self.valid_source, self.calib_queries)
 
     def bind(self, data_args) -> "Trainer":
         """This trainer over other (e.g. traced) dataset arrays."""
-        arrays, train_q, valid_q, calib_q = data_args
-        return dataclasses.replace(self, arrays=arrays, train_queries=train_q, valid_queries=valid_q,
+        arrays, train_source, valid_source, calib_q = data_args
+        return dataclasses.replace(self, arrays=arrays, train_source=train_source, valid_source=valid_source,
                                    calib_queries=calib_q)
 
     @functools.cached_property
     def jit_chunk(self):
-        """`run_chunk` jitted with the data as an argument: fn(data_args, state, hparams, valid_key)."""
-        return jax.jit(lambda args, state, hparams, key: self.bind(args).run_chunk(state, hparams, key))
+        """`run_chunk` jitted with the data as an argument: fn(data_args, state, hparams, valid)."""
+        return jax.jit(lambda args, state, hparams, valid: self.bind(args).run_chunk(state, hparams, valid))
+
+    @functools.cached_property
+    def jit_validation_users(self):
+        """`validation_users` jitted with the data as an argument: fn(data_args, valid_key, hparams)."""
+        return jax.jit(lambda args, key, hparams: self.bind(args).validation_users(key, hparams))
 
     @functools.cached_property
     def jit_init(self):
@@ -316,7 +333,8 @@ class Trainer:
         """The whole run: init, then a lax.scan over chunks. Pure; vmap it over keys/hparams."""
         key_init, key_valid = jax.random.split(key)
         state = self.init(key_init, hparams)
-        state, history = jax.lax.scan(lambda s, _: self.run_chunk(s, hparams, key_valid), state, None,
+        valid = self.validation_users(key_valid, hparams)
+        state, history = jax.lax.scan(lambda s, _: self.run_chunk(s, hparams, valid), state, None,
                                       length=self.config.num_chunks)
         return state, history
 
@@ -332,12 +350,11 @@ def make_train(config: TrainConfig, data: RoutingData) -> Trainer:
         data.split(split)  # clear error if a split is missing
     profiles = resolve_profiles(config, data)
     net_config = network_config(config, data, profiles)
-    graphdef, _ = init_router_net(net_config, jax.random.key(0))
-    train_q = data.split(config.train_split)
+    graphdef = router_graphdef(net_config)
+    arrays = RoutingArrays.from_data(data, config.train_split)
     calib = calibration_queries(data, config)
-    return Trainer(config, net_config, profiles, RoutingArrays.from_data(data, config.train_split),
-                   jnp.asarray(train_q), jnp.asarray(data.split(config.valid_split)), jnp.asarray(calib),
-                   graphdef)
+    return Trainer(config, net_config, profiles, arrays, PairSource.build(arrays, data.split(config.train_split)),
+                   PairSource.build(arrays, data.split(config.valid_split)), jnp.asarray(calib), graphdef)
 
 
 def run_training(trainer: Trainer, key, hparams: Hparams, *, on_chunk=None, checkpointer=None, init_params=None):
@@ -363,8 +380,9 @@ def run_training(trainer: Trainer, key, hparams: Hparams, *, on_chunk=None, chec
         state, saved_history = checkpointer.restore((state, _history_template(cfg)))
         history = {k: list(np.asarray(v)[: int(state.step) // cfg.chunk_steps]) for k, v in saved_history.items()}
     data_args = trainer.data_args()
+    valid = trainer.jit_validation_users(data_args, key_valid, hparams)
     for index in range(int(state.step) // cfg.chunk_steps, cfg.num_chunks):
-        state, metrics = trainer.jit_chunk(data_args, state, hparams, key_valid)
+        state, metrics = trainer.jit_chunk(data_args, state, hparams, valid)
         metrics = {k: float(v) for k, v in metrics.items()}
         for k, v in metrics.items():
             history.setdefault(k, []).append(v)
