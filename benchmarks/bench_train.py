@@ -20,7 +20,7 @@ import jax
 
 from common import compile_timed, script_main, matmul_peak, median_time
 from metarouter_jax.config import Hparams, TrainConfig
-from metarouter_jax.networks import OUTCOME_DIM
+from metarouter_jax.networks import OUTCOME_DIM, TRADE_OFF_DIM
 from metarouter_jax.training import make_train
 
 BATCH_SIZES = (8, 16, 32, 64, 128)
@@ -43,21 +43,26 @@ def step_flops(trainer, data_args, state, hparams) -> float | None:
 def matmul_flops_per_task(trainer) -> float:
     """Matmul FLOPs (2 m n k) of one task's forward pass x 3 (forward + backward), by hand.
 
-    Contexts encoder over N contexts, the policy over B queries x K models (twice when the
-    known-profile pathway trains jointly), the pairwise auxiliary loss (two utility-head
-    passes per held-out context); inner refinement and vector-sized layers ignored.
+    Contexts encoder over N contexts (and the G atoms' routing weights), the policy over B
+    queries x K models (twice when the known-profile pathway trains jointly), the pairwise
+    auxiliary loss (two utility-head passes per held-out context); inner refinement and
+    vector-sized layers ignored.
     """
     cfg, net = trainer.config, trainer.net_config
     n, b, k = cfg.max_contexts, cfg.queries_per_task, trainer.arrays.observed.shape[1]
     d, q, h, e, dd = net.embed_dim, net.query_dim, net.hidden, net.encoder_dim, net.descriptor_dim
     contexts = cfg.latent_source == "contexts"
-    policy_passes = 2 if contexts and cfg.profile_latent and cfg.joint_known else 1
-    policy = b * (d * q + q * h) + policy_passes * b * k * (h * h + h)
+    policy_passes = 2 if contexts and cfg.profile_latent and cfg.joint_known and "policy" not in cfg.frozen else 1
+    z, g = net.latent_dim, net.posterior_atoms
+    policy = b * (d * q + q * h) + policy_passes * b * k * (dd * h + h * h + h * z)
     encoder = utility = 0
     if contexts:
-        encoder_in = q + 2 * (dd + OUTCOME_DIM)
-        per_context = d * q + encoder_in * h + h * h + h * (2 * e if net.gaussian else h)
-        encoder = n * per_context + (h + 1) * h + h * e
+        encoder_in = q + 2 * (dd + OUTCOME_DIM) + TRADE_OFF_DIM
+        per_context = d * q + encoder_in * h + h * h
+        if g:  # per-context atom log-likelihoods; every atom's routing weights
+            encoder = n * (per_context + h * g) + g * (e * h + h * z + z * z)
+        else:
+            encoder = n * (per_context + h * (2 * e if net.gaussian else h)) + (h + 1) * h + h * e
         utility = 2 * n * (d * q + (q + dd + OUTCOME_DIM + e) * h + h)
     return 3.0 * 2.0 * (encoder + policy + utility)
 

@@ -11,9 +11,13 @@ from metarouter_jax.config import Hparams
 from metarouter_jax.training import make_train
 
 
-@pytest.fixture(scope="module", params=[False, True], ids=["mean", "gaussian"])
+ENCODERS = {"atoms": {}, "mean": {"posterior_atoms": 0},
+            "gaussian": {"posterior_atoms": 0, "gaussian_encoder": True}}
+
+
+@pytest.fixture(scope="module", params=list(ENCODERS))
 def setup(request, small_data, tiny_config):
-    trainer = make_train(tiny_config.replace(gaussian_encoder=request.param, inner_steps=2), small_data)
+    trainer = make_train(tiny_config.replace(inner_steps=2, **ENCODERS[request.param]), small_data)
     state = trainer.init(jax.random.key(1), Hparams.create())
     users = jax.vmap(lambda k: trainer.sample_user(k, Hparams.create(), 0.0))(jax.random.split(jax.random.key(2), 3))
     users = users.replace(count=jnp.array([3, 5, 8]))
@@ -27,7 +31,8 @@ def one(tree, i):
 
 
 def latent(trainer, params, ctx):
-    return adaptation.adapt(trainer.graphdef, params, ctx, trainer.arrays.descriptors, inner_steps=2)
+    return adaptation.adapt(trainer.graphdef, params, ctx, trainer.arrays.descriptors, inner_steps=2,
+                            atoms=trainer.atoms)
 
 
 def test_encoder_is_invariant_to_context_order(setup):
@@ -52,6 +57,11 @@ def test_zero_contexts_give_the_prior(setup):
     empty_b = one(contexts, 2).replace(mask=jnp.zeros(8, bool))   # different (masked) garbage
     z_a, z_b = latent(trainer, params, empty_a), latent(trainer, params, empty_b)
     np.testing.assert_allclose(z_a, z_b, atol=1e-6)
+    if trainer.atoms is not None:              # the learned prior over the atoms, untouched by refinement
+        weights = adaptation.posterior_weights(trainer.graphdef, params, empty_a, trainer.arrays.descriptors,
+                                               trainer.atoms, inner_steps=2)
+        prior = jax.nn.softmax(params["encoder"]["prior_logits"][...])
+        np.testing.assert_allclose(weights, prior, atol=1e-6)
     if trainer.config.gaussian_encoder:       # product of Gaussians with no factor = the N(0, I) prior
         mean, logvar = adaptation.encode(trainer.graphdef, params, empty_a, trainer.arrays.descriptors)
         np.testing.assert_allclose(mean, 0.0, atol=1e-7)
@@ -68,6 +78,24 @@ def test_vmap_over_tasks_equals_a_python_loop(setup):
     losses, _ = jax.vmap(trainer.task_loss, in_axes=(None, 0, None, None))(params, keys, hp, 0.5)
     loop = jnp.stack([trainer.task_loss(params, k, hp, 0.5)[0] for k in keys])
     np.testing.assert_allclose(losses, loop, rtol=1e-4, atol=1e-5)
+
+
+def test_atomic_posterior_routes_by_the_posterior_expected_score(setup):
+    """Scores are linear in the routing weights: the adapted user scores every answer by the
+    posterior average of the atoms' scores (the Bayes decision), in one policy pass."""
+    trainer, params, contexts = setup
+    if trainer.atoms is None:
+        pytest.skip("point-estimate encoder")
+    ctx, desc = one(contexts, 2), trainer.arrays.descriptors
+    weights = adaptation.posterior_weights(trainer.graphdef, params, ctx, desc, trainer.atoms)
+    emb = trainer.arrays.embeddings[:5]
+    allowed = jnp.ones((5, desc.shape[0]), bool)
+    user = adaptation.adapt(trainer.graphdef, params, ctx, desc, atoms=trainer.atoms)
+    mixed = adaptation.route_scores(trainer.graphdef, params, emb, user, desc, allowed)
+    per_atom = jax.vmap(lambda z: adaptation.route_scores(trainer.graphdef, params, emb, z, desc, allowed))(
+        adaptation.atom_latents(trainer.graphdef, params, trainer.atoms))                  # [G, Q, K]
+    np.testing.assert_allclose(mixed, jnp.einsum("g,gqk->qk", weights, per_atom), rtol=1e-4, atol=1e-5)
+    assert weights.shape == (trainer.config.posterior_atoms,) and abs(float(weights.sum()) - 1.0) < 1e-5
 
 
 def test_policy_never_routes_outside_the_pool(trained_router, small_data):

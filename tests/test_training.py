@@ -7,7 +7,8 @@ import pytest
 
 import metarouter_jax as mr
 from metarouter_jax.config import Hparams
-from metarouter_jax.training import make_train, run_training
+from metarouter_jax.profiles import make_atoms, make_profiles
+from metarouter_jax.training import atom_log_score, make_train, run_training
 
 
 def test_chunk_compiles_once(small_data, tiny_config):
@@ -40,7 +41,8 @@ def test_chunked_run_equals_whole_run(small_data, tiny_config):
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6), whole.params, chunked.params)
 
 
-@pytest.mark.parametrize("changes", [dict(loss="bandit"), dict(inner_steps=2, gaussian_encoder=True),
+@pytest.mark.parametrize("changes", [dict(loss="bandit"), dict(inner_steps=2, gaussian_encoder=True, posterior_atoms=0),
+                                     dict(inner_steps=1, first_order=True),
                                      dict(pool_dropout=0.3, profile="family_weights"),
                                      dict(label_flips=False, outcome_noise=False, random_counts=False,
                                           latent_noise=False, observe_quality=False)])
@@ -62,6 +64,38 @@ def test_bad_config_is_named(small_data):
         make_train(mr.TrainConfig(profile="quadratic"), small_data)
     with pytest.raises(ValueError, match="unknown hyperparameter"):
         Hparams.create(learning_rat=1e-3)
+    with pytest.raises(ValueError, match="at least 2 atoms"):
+        mr.TrainConfig(posterior_atoms=1)
+    with pytest.raises(ValueError, match="gaussian_encoder=False"):
+        mr.TrainConfig(gaussian_encoder=True)                     # the default encoder is an atomic posterior
+    with pytest.raises(ValueError, match="unknown network parts"):
+        mr.TrainConfig(frozen=("decoder",))
+
+
+def test_frozen_parts_do_not_move(small_data, tiny_config):
+    trainer = make_train(tiny_config.replace(frozen=("policy", "profile_embedding")), small_data)
+    hp = Hparams.create()
+    start = trainer.jit_init(jax.random.key(0), hp)
+    end, _ = run_training(trainer, jax.random.key(0), hp, init_params=start.params)
+    for part in ("policy", "profile_embedding", "encoder"):
+        moved = max(float(jnp.abs(a - b).max()) for a, b in zip(jax.tree.leaves(start.params[part]),
+                                                                jax.tree.leaves(end.params[part])))
+        assert (moved == 0.0) == (part != "encoder"), (part, moved)
+
+
+def test_atomic_posterior_score_prefers_mass_near_the_truth(small_data):
+    profiles = make_profiles("linear", log10_lam_range=(0.0, 4.0))
+    atoms = make_atoms(profiles, 16)
+    np.testing.assert_allclose(np.sort(np.asarray(atoms.features[:, 0])), np.linspace(-1, 1, 33)[1::2], atol=1e-6)
+    truth = profiles.targets(profiles.linear_profile(1.1))
+    nearest = int(jnp.argmin(jnp.abs(atoms.targets[:, 0] - truth[0])))
+    peaked = jnp.full(16, 0.01 / 15).at[nearest].set(0.99)
+    wrong = jnp.full(16, 0.01 / 15).at[(nearest + 8) % 16].set(0.99)
+    flat = jnp.full(16, 1 / 16)
+    scores = [float(atom_log_score(w, atoms, truth)) for w in (peaked, flat, wrong)]
+    assert scores[0] < scores[1] < scores[2]
+    family = make_profiles("family_weights", small_data)
+    assert make_atoms(family, 8).targets.shape == (8, 1 + small_data.num_families)
 
 
 def test_trained_router_beats_random_by_a_clear_margin(trained_router, small_data):

@@ -1,9 +1,17 @@
 """Adaptation (the inner loop): contexts -> latent preference, and routing with a latent.
 
 `adapt` is a pure function of (params, contexts): an amortised encoder pass, then optionally
-T gradient steps on the latent that lower the Bradley-Terry negative log-likelihood of the
-context labels under the learned utility head (meta-SGD step sizes, learned per dimension).
-With 0 valid contexts the likelihood is flat, so refinement leaves the prior unchanged.
+T gradient steps that lower the Bradley-Terry negative log-likelihood of the context labels
+under the learned utility head (meta-SGD step sizes, learned per dimension). With 0 valid
+contexts the likelihood is flat, so refinement leaves the prior unchanged.
+
+Two kinds of encoder output (`NetworkConfig.posterior_atoms`):
+
+* a point estimate (default 0 atoms): the inferred profile features, routed as if known;
+* an atomic posterior over G fixed prior profiles (`profiles.make_atoms`): the user's routing
+  weights are the posterior average of the atoms' known-router weights. Since policy scores
+  are linear in those weights, this routes by the posterior expected score: the Bayes
+  decision, which hedges where a point estimate would cross a cliff (DESIGN.md section 9).
 
 Functions take ONE user; `jax.vmap` them for many (the `MetaRouter` methods do).
 """
@@ -64,21 +72,53 @@ def infer(graphdef, params, contexts: Contexts, descriptors, inner_steps: int = 
     return refine(graphdef, params, contexts, descriptors, mean, inner_steps, first_order)
 
 
+def posterior_weights(graphdef, params, contexts: Contexts, descriptors, atoms, inner_steps: int = 0,
+                      first_order: bool = False):
+    """[G] posterior probabilities of the atoms (refined like `refine`, on the logits)."""
+    encoder = nnx.merge(graphdef, params).encoder
+    logits = encoder.posterior_logits(contexts, descriptors)
+    if inner_steps:
+        step = jnp.exp(encoder.log_step[...])
+
+        def inner_step(x, _):
+            nll = lambda x_: pairwise_nll(encoder, contexts, descriptors, jax.nn.softmax(x_) @ atoms.features)  # noqa: E731
+            grad = jax.grad(nll)(x)
+            return x - step * (jax.lax.stop_gradient(grad) if first_order else grad), None
+
+        logits, _ = jax.lax.scan(inner_step, logits, None, length=inner_steps)
+    return jax.nn.softmax(logits)
+
+
+def atom_latents(graphdef, params, atoms):
+    """[G, R] the known router's routing weights of every atom."""
+    return jax.vmap(nnx.merge(graphdef, params).known_latent)(atoms.features)
+
+
 def policy_latent(graphdef, params, inferred):
-    """Encoder output -> the policy's latent [Z]."""
+    """Encoder output -> the user's routing weights [R] (the latent the policy reads)."""
     return nnx.merge(graphdef, params).policy_latent(inferred)
 
 
 def adapt(graphdef, params, contexts: Contexts, descriptors, inner_steps: int = 0,
-          first_order: bool = False):
-    """One user's latent preference [Z] for the policy, from their contexts."""
+          first_order: bool = False, atoms=None):
+    """One user's routing weights [R] (the adapted latent the policy reads), from their contexts.
+
+    atoms: the router's `Atoms` when its encoder is an atomic posterior (else None)."""
+    if atoms is not None:
+        weights = posterior_weights(graphdef, params, contexts, descriptors, atoms, inner_steps, first_order)
+        return weights @ atom_latents(graphdef, params, atoms)
     inferred = infer(graphdef, params, contexts, descriptors, inner_steps, first_order)
     return policy_latent(graphdef, params, inferred)
 
 
 def profile_latent(graphdef, params, features):
-    """The known-preference router's latent: an embedding of the true profile's features."""
-    return nnx.merge(graphdef, params).profile_embedding(features)
+    """The known-preference router's routing weights, from the true profile's features."""
+    return nnx.merge(graphdef, params).known_latent(features)
+
+
+def prior_latent(graphdef, params):
+    """The preference-agnostic routing weights (no contexts, no profile)."""
+    return nnx.merge(graphdef, params).prior_latent()
 
 
 def query_features(graphdef, params, query_emb):
@@ -87,14 +127,14 @@ def query_features(graphdef, params, query_emb):
 
 
 def policy_scores(graphdef, params, query_feats, latent, descriptors):
-    """Scores [K] of every model for one query (features [H]) and one latent [Z]."""
+    """Scores [K] of every model for one query (features [H]) and one user's routing weights [R]."""
     return nnx.merge(graphdef, params).policy(query_feats, latent, descriptors)
 
 
 def route_scores(graphdef, params, query_emb, latent, descriptors, allowed):
     """Masked scores [Q, K] for one user over many queries; disallowed models get -1e9.
 
-    query_emb: [Q, D]; latent: [Z]; descriptors: [K, Dd]; allowed: [K] or [Q, K] bool.
+    query_emb: [Q, D]; latent: routing weights [R]; descriptors: [K, Dd]; allowed: [K] or [Q, K] bool.
     """
     model = nnx.merge(graphdef, params)
     feats = model.policy.query_features(query_emb)                        # [Q, H]

@@ -17,6 +17,7 @@ from flax import struct
 
 LATENT_SOURCES = ("contexts", "profile", "none")
 LOSSES = ("full", "bandit")
+FREEZABLE = ("encoder", "policy", "profile_embedding", "profile_head")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -41,6 +42,7 @@ class TrainConfig:
     gaussian_encoder: bool = False
     profile_latent: bool = True    # encoder infers profile features, shared embedding with `known`
     context_query: bool = False    # the encoder sees the contexts' query embeddings (memorisation risk)
+    posterior_atoms: int = 128     # > 0: atomic posterior over this many prior profiles, Bayes-decision routing
     inner_steps: int = 0
     first_order: bool = False
     # task distribution
@@ -54,6 +56,9 @@ class TrainConfig:
     loss: str = "full"                                   # "full" (expected utility) or "bandit" (REINFORCE)
     latent_source: str = "contexts"                      # "profile": known-preference; "none": agnostic
     joint_known: bool = True      # with profile_latent: also train the known-profile pathway each step
+    freeze_known: bool = True     # MetaRouter.fit: the warm-started MetaRouter keeps the known router's
+                                  # policy and profile embedding fixed and trains its encoder on top
+    frozen: tuple[str, ...] = ()  # RouterNet parts whose parameters do not train (set by fit)
     # noise-injection switches (their levels are Hparams)
     label_flips: bool = True
     outcome_noise: bool = True
@@ -78,6 +83,12 @@ class TrainConfig:
             raise ValueError(f"num_steps ({self.num_steps}) must be a multiple of chunk_steps ({self.chunk_steps})")
         if self.inner_steps < 0:
             raise ValueError(f"inner_steps must be >= 0, got {self.inner_steps}")
+        if self.posterior_atoms and (self.posterior_atoms < 2 or not self.profile_latent or self.gaussian_encoder):
+            raise ValueError(f"posterior_atoms={self.posterior_atoms}: an atomic posterior needs at least 2 atoms, "
+                             "profile_latent=True and gaussian_encoder=False")
+        unknown = sorted(set(self.frozen) - set(FREEZABLE))
+        if unknown:
+            raise ValueError(f"frozen holds unknown network parts {unknown}; parts: {FREEZABLE}")
         if not 0.0 <= self.pool_dropout < 1.0:
             raise ValueError(f"pool_dropout must be in [0, 1), got {self.pool_dropout}")
 

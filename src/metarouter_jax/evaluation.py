@@ -99,7 +99,6 @@ def evaluate(router, data: RoutingData, split: str = "test", n_contexts=DEFAULT_
     grid_scales = baselines.grid_scales(router.profiles, arrays, calib, grid)
     emb = arrays.embeddings[queries]
     feats = {name: adaptation.query_features(graphdef, params[name], emb) for name in ("metarouter", "known", "agnostic")}
-    zeros = jnp.zeros((router.net_config.latent_dim,))
 
     def route(name, z):
         scores = jax.vmap(adaptation.policy_scores, in_axes=(None, None, 0, None, None))(
@@ -126,7 +125,8 @@ def evaluate(router, data: RoutingData, split: str = "test", n_contexts=DEFAULT_
 
         def at_n(n):
             ctx = ctx_full.replace(mask=jnp.arange(capacity) < n)
-            z = adaptation.adapt(graphdef, params["metarouter"], ctx, arrays.descriptors, router.config.inner_steps)
+            z = adaptation.adapt(graphdef, params["metarouter"], ctx, arrays.descriptors, router.config.inner_steps,
+                                 router.config.first_order, router.atoms)
             mle, post = baselines.bt_estimates(ctx, arrays, grid, grid_scales, beta, flip)
             return jnp.stack([outcome(route("metarouter", z)),
                               outcome(known_choice(router.profiles.linear_profile(post))),
@@ -137,7 +137,7 @@ def evaluate(router, data: RoutingData, split: str = "test", n_contexts=DEFAULT_
         fixed = jnp.argmax(jnp.where(allowed, model_means[None, :], -jnp.inf), -1)
         mean_allowed = lambda x: jnp.mean((x * allowed).sum(-1) / allowed.sum(-1))  # noqa: E731
         rand = jnp.stack([jnp.zeros(()), mean_allowed(arrays.quality[queries]), mean_allowed(arrays.cost[queries])])
-        flat = jnp.stack([rand, outcome(fixed), outcome(route("agnostic", zeros)),
+        flat = jnp.stack([rand, outcome(fixed), outcome(route("agnostic", adaptation.prior_latent(graphdef, params["agnostic"]))),
                           outcome(known_choice(profile))])                                  # [4, 3]
         return adaptive, flat
 

@@ -22,6 +22,7 @@ from flax import nnx
 from metarouter_jax.contexts import Contexts
 
 OUTCOME_DIM = 2  # (quality, standardised log10 cost)
+TRADE_OFF_DIM = 3  # (dq, standardised log10 |dc|, sign of dc) of a context, winner minus loser
 COUNT_SCALE = 4.17  # ~log(1 + 64): scales the context-count input to about [0, 1]
 
 
@@ -40,6 +41,9 @@ class NetworkConfig:
     observe_quality: bool = True  # contexts carry the answers' quality (real logs may not)
     profile_latent: bool = True  # the encoder infers profile features; one embedding serves both
     context_query: bool = True   # contexts show the encoder their query (off: outcomes and models only)
+    posterior_atoms: int = 0     # > 0: an atomic posterior over this many prior profiles (Bayes decision)
+    log_cost_mean: float = 0.0   # the data's log10-cost standardisation (contexts carry standardised costs)
+    log_cost_std: float = 1.0
 
     @property
     def encoder_dim(self) -> int:
@@ -61,7 +65,7 @@ class ContextEncoder(nnx.Module):
 
     def __init__(self, cfg: NetworkConfig, rngs: nnx.Rngs):
         self.cfg = cfg
-        d_in = cfg.query_dim + 2 * (cfg.descriptor_dim + OUTCOME_DIM)
+        d_in = cfg.query_dim + 2 * (cfg.descriptor_dim + OUTCOME_DIM) + TRADE_OFF_DIM
         self.query = _dense(cfg.embed_dim, cfg.query_dim, rngs)
         self.layer1 = _dense(d_in, cfg.hidden, rngs)
         self.layer2 = _dense(cfg.hidden, cfg.hidden, rngs)
@@ -72,13 +76,29 @@ class ContextEncoder(nnx.Module):
         # Utility head for the inner refinement and the pairwise auxiliary loss.
         self.util1 = _dense(cfg.query_dim + cfg.descriptor_dim + OUTCOME_DIM + cfg.encoder_dim, cfg.hidden, rngs)
         self.util2 = _dense(cfg.hidden, 1, rngs)
-        self.log_step = nnx.Param(jnp.full((cfg.encoder_dim,), -2.0, jnp.float32))  # meta-SGD inner step sizes
+        # Atomic posterior: each context adds learned log-likelihoods of G fixed prior profiles,
+        # summed like independent evidence (a product of likelihoods) onto learned prior logits.
+        if cfg.posterior_atoms:
+            self.atom_logits = _dense(cfg.hidden, cfg.posterior_atoms, rngs)
+            self.prior_logits = nnx.Param(jnp.zeros((cfg.posterior_atoms,), jnp.float32))
+        step_dim = cfg.posterior_atoms or cfg.encoder_dim
+        self.log_step = nnx.Param(jnp.full((step_dim,), -2.0, jnp.float32))  # meta-SGD inner step sizes
 
     def _outcome(self, outcome):
         return outcome if self.cfg.observe_quality else outcome * jnp.array([0.0, 1.0])
 
-    def __call__(self, contexts: Contexts, descriptors):
-        """contexts: one user's ([N, ...]); descriptors: [K, Dd]. Returns (mean [Z], logvar [Z])."""
+    def _trade_off(self, winner, loser):
+        """[N, 3] what a linear user's choice tests: the quality gain dq, the standardised log10 of
+        the USD cost gap |dc| and its sign (the switch point is log10(dq / dc) for a trade-off)."""
+        mean, std = self.cfg.log_cost_mean, self.cfg.log_cost_std
+        x_w, x_l = winner[:, 1] * std + mean, loser[:, 1] * std + mean          # log10 USD
+        gap = jnp.abs(x_w - x_l)
+        log_dc = jnp.maximum(x_w, x_l) + jnp.log10(jnp.maximum(1.0 - 10.0 ** (-gap), 1e-6))
+        dq = winner[:, 0] - loser[:, 0] if self.cfg.observe_quality else jnp.zeros_like(gap)
+        return jnp.stack([dq, (log_dc - mean) / std, jnp.sign(x_w - x_l)], -1)
+
+    def _per_context(self, contexts: Contexts, descriptors):
+        """[N, H] features of each context, read in winner/loser order (swap-invariant)."""
         y = contexts.label[:, None] > 0.5
         win = lambda a, b: jnp.where(y, a, b)  # noqa: E731
         d_a, d_b = descriptors[contexts.model_a], descriptors[contexts.model_b]
@@ -86,10 +106,20 @@ class ContextEncoder(nnx.Module):
         query = self.query(contexts.query_emb)
         if not self.cfg.context_query:  # on real logs the query identity invites memorising labels
             query = jnp.zeros_like(query)
-        feats = jnp.concatenate([query, win(d_a, d_b), win(d_b, d_a),
-                                 win(o_a, o_b), win(o_b, o_a)], -1)                         # [N, F]
-        h = jax.nn.gelu(self.layer2(jax.nn.gelu(self.layer1(feats))))
-        r = self.per_context(h)                                                             # [N, H|2Z]
+        feats = jnp.concatenate([query, win(d_a, d_b), win(d_b, d_a), win(o_a, o_b), win(o_b, o_a),
+                                 self._trade_off(win(o_a, o_b), win(o_b, o_a))], -1)        # [N, F]
+        return jax.nn.gelu(self.layer2(jax.nn.gelu(self.layer1(feats))))
+
+    def posterior_logits(self, contexts: Contexts, descriptors):
+        """[G] unnormalised log-posterior over the atoms: prior + sum of per-context log-likelihoods.
+
+        Exactly the prior with 0 valid contexts; invariant to context order and to swaps."""
+        ll = self.atom_logits(self._per_context(contexts, descriptors))                     # [N, G]
+        return self.prior_logits[...] + (ll * contexts.mask[:, None]).sum(0)
+
+    def __call__(self, contexts: Contexts, descriptors):
+        """contexts: one user's ([N, ...]); descriptors: [K, Dd]. Returns (mean [Z], logvar [Z])."""
+        r = self.per_context(self._per_context(contexts, descriptors))                       # [N, H|2Z]
         mask = contexts.mask[:, None].astype(r.dtype)
         n = mask.sum()
         if self.cfg.gaussian:
@@ -110,28 +140,41 @@ class ContextEncoder(nnx.Module):
 
 
 class Policy(nnx.Module):
-    """score_k = g(h(x), z, d_k), one shared scorer for every candidate model."""
+    """score_k = <w(z), psi(h(x), d_k)>: the user's weights over R learned utility components.
+
+    psi, one shared network over (query features, model descriptor), describes each candidate
+    answer by R components (R = latent_dim), the same for every user; the latent only weighs
+    them (w is linear in z). A linear user's utility q - lam * c is such a form with R = 2,
+    and because scores are linear in w, a posterior mixture of users is exactly one weight
+    vector: sum_g p_g <w_g, psi> = <sum_g p_g w_g, psi> (the Bayes decision, DESIGN.md 9).
+    """
 
     def __init__(self, cfg: NetworkConfig, rngs: nnx.Rngs):
         self.query = _dense(cfg.embed_dim, cfg.query_dim, rngs)
-        # The first layer on concat(h, z, d) is split by input, so the per-query, per-user and
-        # per-model parts are computed once and broadcast (same function, less work).
+        # The first layer on concat(h, d) is split by input, so the per-query and per-model
+        # parts are computed once and broadcast (same function, less work).
         self.in_query = _dense(cfg.query_dim, cfg.hidden, rngs)
-        self.in_latent = _dense(cfg.latent_dim, cfg.hidden, rngs, bias=False)
         self.in_model = _dense(cfg.descriptor_dim, cfg.hidden, rngs, bias=False)
-        self.gate = _dense(cfg.latent_dim, cfg.hidden, rngs)
         self.hidden = _dense(cfg.hidden, cfg.hidden, rngs)
-        self.out = _dense(cfg.hidden, 1, rngs, bias=False)  # a shared offset cancels in the softmax
+        self.components = _dense(cfg.hidden, cfg.latent_dim, rngs, bias=False)
+        self.weights = _dense(cfg.latent_dim, cfg.latent_dim, rngs)  # latent -> routing weights
 
     def query_features(self, query_emb):
         """[..., D] -> [..., H]: the query pathway, computable once per query."""
         return self.in_query(jax.nn.gelu(self.query(query_emb)))
 
-    def __call__(self, query_features, latent, descriptors):
-        """query_features [H] (from `query_features`), latent [Z], descriptors [K, Dd] -> scores [K]."""
-        pre = query_features[None, :] + self.in_latent(latent)[None, :] + self.in_model(descriptors)  # [K, H]
-        h = jax.nn.gelu(pre) * (1.0 + jnp.tanh(self.gate(latent)))[None, :]  # latent-conditioned gating
-        return self.out(jax.nn.gelu(self.hidden(h)))[:, 0]
+    def answer_components(self, query_features, descriptors):
+        """query_features [H], descriptors [K, Dd] -> [K, R] components of each candidate answer."""
+        h = jax.nn.gelu(query_features[None, :] + self.in_model(descriptors))
+        return self.components(jax.nn.gelu(self.hidden(h)))
+
+    def routing_weights(self, latent):
+        """[Z] latent -> [R] routing weights (affine: mixtures of latents mix the weights)."""
+        return self.weights(latent)
+
+    def __call__(self, query_features, routing_weights, descriptors):
+        """query_features [H], routing weights [R], descriptors [K, Dd] -> scores [K]."""
+        return self.answer_components(query_features, descriptors) @ routing_weights
 
 
 class ProfileEmbedding(nnx.Module):
@@ -155,8 +198,17 @@ class RouterNet(nnx.Module):
         self.profile_head = _dense(cfg.encoder_dim, cfg.profile_target_dim, rngs)
 
     def policy_latent(self, inferred):
-        """The policy's latent [Z] from the encoder's output."""
-        return self.profile_embedding(inferred) if self.encoder.cfg.profile_latent else inferred
+        """The routing weights [R] for the encoder's output."""
+        latent = self.profile_embedding(inferred) if self.encoder.cfg.profile_latent else inferred
+        return self.policy.routing_weights(latent)
+
+    def known_latent(self, features):
+        """The routing weights [R] of a known profile (its features)."""
+        return self.policy.routing_weights(self.profile_embedding(features))
+
+    def prior_latent(self):
+        """The routing weights [R] of a router that sees no preference at all."""
+        return self.policy.routing_weights(jnp.zeros((self.encoder.cfg.latent_dim,)))
 
 
 def init_router_net(cfg: NetworkConfig, key) -> tuple[nnx.GraphDef, nnx.State]:

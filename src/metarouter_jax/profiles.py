@@ -17,6 +17,7 @@ from typing import Callable
 import jax
 import jax.numpy as jnp
 import numpy as np
+from flax import struct
 
 from metarouter_jax.data import RoutingData
 
@@ -154,6 +155,36 @@ class BudgetProfiles(LinearProfiles):
     @property
     def target_dim(self) -> int:
         return 2
+
+
+@struct.dataclass
+class Atoms:
+    """A fixed set of G profiles spanning the prior: the support of an atomic posterior.
+
+    features: [G, F] their `features` (the known router's input); targets: [G, T] their
+    standardised `targets`; width: kernel width in target space (median distance from an atom
+    to its nearest neighbour), used to score a posterior against a true profile.
+    """
+
+    features: jax.Array
+    targets: jax.Array
+    width: jax.Array
+
+
+def make_atoms(profiles: LinearProfiles, num: int) -> Atoms:
+    """G atoms: log10(lam) on the midpoints of G equal bins of the prior range (exactly a grid
+    for linear users), the family's other parameters drawn from its prior with a fixed key."""
+    if num < 2:
+        raise ValueError(f"an atomic posterior needs at least 2 atoms, got {num}")
+    key_sample, key_order = jax.random.split(jax.random.key(0))
+    atoms = jax.vmap(profiles.sample)(jax.random.split(key_sample, num))
+    lo, hi = profiles.log10_lam_range
+    lam = lo + (hi - lo) * (jnp.arange(num) + 0.5) / num
+    atoms["log10_lam"] = lam if len(atoms) == 1 else jax.random.permutation(key_order, lam)
+    features = jax.vmap(profiles.features)(atoms)
+    targets = np.asarray(jax.vmap(profiles.targets)(atoms))
+    dist = np.sqrt(((targets[:, None] - targets[None]) ** 2).sum(-1)) + np.diag(np.full(num, np.inf))
+    return Atoms(features=features, targets=jnp.asarray(targets), width=jnp.asarray(np.median(dist.min(1)), jnp.float32))
 
 
 PROFILE_FAMILIES: dict[str, Callable[..., LinearProfiles]] = {

@@ -20,7 +20,7 @@ from metarouter_jax.config import Hparams, TrainConfig
 from metarouter_jax.contexts import Contexts
 from metarouter_jax.data import RoutingData
 from metarouter_jax.networks import NetworkConfig, init_router_net, router_graphdef
-from metarouter_jax.profiles import make_profiles
+from metarouter_jax.profiles import make_atoms, make_profiles
 from metarouter_jax.tasks import RoutingArrays
 from metarouter_jax.training import make_train, run_training
 
@@ -68,6 +68,7 @@ class MetaRouter:
         self.profiles, self.params, self.info = profiles, params, info
         self.history = history or {}
         self.graphdef = router_graphdef(net_config)
+        self.atoms = make_atoms(profiles, net_config.posterior_atoms) if net_config.posterior_atoms else None
         self._adapt = jax.jit(self._adapt_batched)
         self._route = jax.jit(self._route_batched)
 
@@ -97,7 +98,10 @@ class MetaRouter:
         for name in names:
             if name == "agnostic" and not companions:
                 continue
-            trainer = make_train(config.replace(latent_source=LATENT_SOURCE[name]), data)
+            run_config = config.replace(latent_source=LATENT_SOURCE[name])
+            if name == "metarouter" and warm_start and config.freeze_known:
+                run_config = run_config.replace(frozen=("policy", "profile_embedding"))
+            trainer = make_train(run_config, data)
             ckpt = None
             if checkpoint_dir is not None:
                 ckpt = checkpoint.TrainCheckpointer(Path(checkpoint_dir) / name, every=save_every, keep=keep)
@@ -187,8 +191,8 @@ class MetaRouter:
     def _adapt_batched(self, params, contexts: Contexts, descriptors):
         batch_shape = contexts.mask.shape[:-1]
         flat = jax.tree.map(lambda x: x.reshape((-1,) + x.shape[len(batch_shape):]), contexts)
-        z = jax.vmap(adaptation.adapt, in_axes=(None, None, 0, None, None))(
-            self.graphdef, params, flat, descriptors, self.config.inner_steps)
+        z = jax.vmap(adaptation.adapt, in_axes=(None, None, 0, None, None, None, None))(
+            self.graphdef, params, flat, descriptors, self.config.inner_steps, self.config.first_order, self.atoms)
         return z.reshape(batch_shape + z.shape[-1:])
 
     def adapt(self, contexts: Contexts, router: str = "metarouter") -> jax.Array:

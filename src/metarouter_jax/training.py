@@ -30,7 +30,7 @@ from metarouter_jax.config import Hparams, TrainConfig
 from metarouter_jax.contexts import PairSource, sample_contexts
 from metarouter_jax.data import RoutingData
 from metarouter_jax.networks import NetworkConfig, init_router_net, router_graphdef
-from metarouter_jax.profiles import LinearProfiles, frontier_log10_lam_range, make_profiles
+from metarouter_jax.profiles import Atoms, LinearProfiles, frontier_log10_lam_range, make_atoms, make_profiles
 from metarouter_jax.tasks import RoutingArrays, masked_log_softmax, query_utility, utility_scale
 
 
@@ -83,6 +83,8 @@ def network_config(config: TrainConfig, data: RoutingData, profiles: LinearProfi
         query_dim=config.query_dim, hidden=config.hidden, latent_dim=config.latent_dim,
         gaussian=config.gaussian_encoder, observe_quality=config.observe_quality,
         profile_latent=config.profile_latent, context_query=config.context_query,
+        posterior_atoms=config.posterior_atoms,
+        log_cost_mean=float(data.log_cost_stats()[0]), log_cost_std=float(data.log_cost_stats()[1]),
     )
 
 
@@ -98,10 +100,16 @@ class Trainer:
     valid_source: PairSource     # held-out training queries for early stopping
     calib_queries: jax.Array
     graphdef: object
+    atoms: Atoms | None = None   # the atomic posterior's support (config.posterior_atoms > 0)
     trace_counter: list = dataclasses.field(default_factory=lambda: [0])
     # Optional sharding of the task axis (data parallel over users): a jax.sharding.Sharding
     # for a [tasks_per_step] array, e.g. NamedSharding(mesh, P("tasks")). None: one device.
     task_sharding: object = None
+
+    @property
+    def known_frozen(self) -> bool:
+        """The known-profile pathway (policy and profile embedding) does not train."""
+        return {"policy", "profile_embedding"} <= set(self.config.frozen)
 
     @property
     def train_queries(self) -> jax.Array:
@@ -142,10 +150,15 @@ class Trainer:
     def latent(self, params, contexts, user: User, key=None, hparams: Hparams | None = None):
         """The router's latent for one user, by `latent_source` (with training noise when keyed).
 
-        Returns (policy latent [Z], encoder output or None, KL term)."""
+        Returns (routing weights [R], encoder output or None, KL term, atom posterior [G] or None)."""
         cfg, desc = self.config, self.arrays.descriptors
-        kl, inferred = jnp.zeros(()), None
-        if cfg.latent_source == "contexts":
+        kl, inferred, weights = jnp.zeros(()), None, None
+        if cfg.latent_source == "contexts" and self.atoms is not None:
+            weights = adaptation.posterior_weights(self.graphdef, params, contexts, desc, self.atoms, cfg.inner_steps,
+                                                   cfg.first_order)
+            inferred = weights @ self.atoms.features
+            z = weights @ adaptation.atom_latents(self.graphdef, params, self.atoms)
+        elif cfg.latent_source == "contexts":
             mean, logvar = adaptation.encode(self.graphdef, params, contexts, desc)
             inferred = adaptation.refine(self.graphdef, params, contexts, desc, mean, cfg.inner_steps,
                                          cfg.first_order)
@@ -159,10 +172,10 @@ class Trainer:
         elif cfg.latent_source == "profile":
             z = adaptation.profile_latent(self.graphdef, params, self.profiles.features(user.profile))
         else:
-            z = jnp.zeros((self.net_config.latent_dim,))
+            z = adaptation.prior_latent(self.graphdef, params)
         if key is not None and cfg.latent_noise and cfg.latent_source != "none":
             z = z + hparams.latent_noise * jax.random.normal(key, z.shape)
-        return z, inferred, kl
+        return z, inferred, kl, weights
 
     # ------------------------------------------------------------------ loss of one user
     def task_loss(self, params, key, hparams: Hparams, progress):
@@ -173,7 +186,7 @@ class Trainer:
         if cfg.outcome_noise:
             noise = hparams.outcome_noise * jax.random.normal(keys[2], (2,) + contexts.outcome_a.shape)
             contexts = contexts.replace(outcome_a=contexts.outcome_a + noise[0], outcome_b=contexts.outcome_b + noise[1])
-        z, inferred, kl = self.latent(params, contexts, user, keys[3], hparams)
+        z, inferred, kl, weights = self.latent(params, contexts, user, keys[3], hparams)
 
         queries = jax.random.choice(keys[4], self.train_queries, (cfg.queries_per_task,))
         allowed = arrays.observed[queries] & user.pool                                      # [B, K]
@@ -192,13 +205,15 @@ class Trainer:
                                           self.train_source)
             net = nnx.merge(self.graphdef, params)
             pair_nll = adaptation.pairwise_nll(net.encoder, held_out, arrays.descriptors, inferred)
-            if cfg.profile_latent:  # regression onto the true features: optimum = posterior mean
+            if weights is not None:  # a proper score of the atomic posterior against the true profile
+                profile_err = atom_log_score(weights, self.atoms, self.profiles.targets(user.profile))
+            elif cfg.profile_latent:  # regression onto the true features: optimum = posterior mean
                 profile_err = jnp.mean((inferred - self.profiles.features(user.profile)) ** 2)
             else:
                 profile_err = jnp.mean((net.profile_head(inferred) - self.profiles.targets(user.profile)) ** 2)
             loss = loss + hparams.pair_weight * pair_nll + hparams.profile_weight * profile_err
             loss = loss + hparams.kl_weight * kl
-            if cfg.profile_latent and cfg.joint_known:  # the known-profile pathway shares the policy
+            if cfg.profile_latent and cfg.joint_known and not self.known_frozen:  # it shares the policy
                 z_known = adaptation.profile_latent(self.graphdef, params, self.profiles.features(user.profile))
                 known_loss, _, _ = self.routing_loss(params, feats, z_known, u, allowed, alpha,
                                                      jax.random.fold_in(keys[6], 1))
@@ -247,7 +262,7 @@ class Trainer:
         allowed = arrays.observed[queries]
 
         def one(user, ctx):
-            z, _, _ = self.latent(params, ctx, user)
+            z, _, _, _ = self.latent(params, ctx, user)
             scores = adaptation.route_scores(self.graphdef, params, arrays.embeddings[queries], z,
                                              arrays.descriptors, allowed)
             u = jax.vmap(query_utility, in_axes=(None, None, None, 0))(self.profiles, user.profile, arrays, queries)
@@ -282,6 +297,9 @@ class Trainer:
         grads, metrics = jax.grad(batch_loss, has_aux=True)(state.params)
         optimizer = make_optimizer(hparams, cfg.num_steps)
         updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+        if cfg.frozen:  # no update at all (weight decay included) for the frozen parts
+            updates = jax.tree_util.tree_map_with_path(
+                lambda path, u: jnp.zeros_like(u) if _part(path) in cfg.frozen else u, updates)
         params = optax.apply_updates(state.params, updates)
         return state.replace(params=params, opt_state=opt_state, key=key, step=state.step + 1), metrics
 
@@ -339,6 +357,19 @@ class Trainer:
         return state, history
 
 
+def _part(path) -> str:
+    """The RouterNet part ("encoder", "policy", ...) a parameter's pytree path starts in."""
+    first = path[0]
+    return str(getattr(first, "key", getattr(first, "name", first)))
+
+
+def atom_log_score(weights, atoms: Atoms, target):
+    """-log of the atomic posterior's kernel density at the true profile's targets (a proper score:
+    minimised in expectation when the weights are the posterior mass near each atom)."""
+    dist2 = jnp.sum((atoms.targets - target) ** 2, -1)
+    return -jax.nn.logsumexp(jnp.log(weights + 1e-12) - 0.5 * dist2 / atoms.width**2)
+
+
 def calibration_queries(data: RoutingData, config: TrainConfig) -> np.ndarray:
     """The training queries on which each user's utility scale is measured (fixed, seeded)."""
     return np.random.default_rng(0).permutation(data.split(config.train_split))[: config.calib_queries]
@@ -353,8 +384,9 @@ def make_train(config: TrainConfig, data: RoutingData) -> Trainer:
     graphdef = router_graphdef(net_config)
     arrays = RoutingArrays.from_data(data, config.train_split)
     calib = calibration_queries(data, config)
+    atoms = make_atoms(profiles, config.posterior_atoms) if config.posterior_atoms else None
     return Trainer(config, net_config, profiles, arrays, PairSource.build(arrays, data.split(config.train_split)),
-                   PairSource.build(arrays, data.split(config.valid_split)), jnp.asarray(calib), graphdef)
+                   PairSource.build(arrays, data.split(config.valid_split)), jnp.asarray(calib), graphdef, atoms)
 
 
 def run_training(trainer: Trainer, key, hparams: Hparams, *, on_chunk=None, checkpointer=None, init_params=None):
