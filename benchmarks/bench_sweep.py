@@ -52,7 +52,8 @@ def run(data, sizes=SIZES, config: TrainConfig = SMALL, repeats: int = 3, peak: 
     # FLOPs of one configuration's run: its meta-steps and its per-chunk validations.
     state = trainer.jit_init(keys[0], singles[0][1])
     step = step_flops(trainer, args, state, singles[0][1])
-    valid = validation_flops(trainer, args, state.params, singles[0][1], keys[0])
+    valid_set = trainer.jit_validation_users(args, keys[0], singles[0][1])
+    valid = validation_flops(trainer, args, state.params, valid_set)
     run_flops = config.num_steps * step + config.num_chunks * valid if step and valid else None
 
     single, seq_compile_s, _ = compile_timed(jax.jit(trainer.train_with_data), args, *singles[0])

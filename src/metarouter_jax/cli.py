@@ -199,6 +199,7 @@ def cmd_sweep(args) -> int:
 
     def on_chunk(index, num_chunks, metrics):
         if bar is not None:
+            bar.total = num_chunks   # a warm start sweeps the known routers first
             bar.set_postfix(valid_max=f"{metrics['valid_utility'].max():.3f}",
                             valid_mean=f"{metrics['valid_utility'].mean():.3f}")
             bar.update(1)
@@ -228,8 +229,9 @@ def cmd_sweep(args) -> int:
          "best": result.rows()[best]}, indent=2))
     print(f"best: configuration {best} {result.configs[best]}: best held-out utility "
           f"{result.best_utility[best]:.3f}; router saved to {out / 'best_router'}")
-    if not args.companions:
-        print("  (no known/agnostic companions: rerun with --companions for `metarouter eval`)")
+    missing = [name for name in ("known", "agnostic") if name not in router.params]
+    if missing:
+        print(f"  (no {'/'.join(missing)} companion: rerun with --companions for `metarouter eval`)")
     print(f"wrote {', '.join(str(p) for p in paths)}")
     return 0
 

@@ -25,6 +25,8 @@ from metarouter_jax.tasks import RoutingArrays
 from metarouter_jax.training import make_train, run_training
 
 LATENT_SOURCE = {"metarouter": "contexts", "known": "profile", "agnostic": "none"}
+KEY_INDEX = {"metarouter": 0, "known": 1, "agnostic": 2}  # fold_in(key(seed), i): each router's key
+FROZEN_WHEN_WARM = ("policy", "profile_embedding")       # the known router's parts a warm start keeps
 FORMAT_VERSION = 1
 
 
@@ -93,14 +95,13 @@ class MetaRouter:
         # MetaRouter's own score alone did not (measured on RouterBench 0-shot).
         warm_start = config.profile_latent and config.joint_known
         names = ("known", "metarouter", "agnostic") if companions or warm_start else ("metarouter",)
-        index = {"metarouter": 0, "known": 1, "agnostic": 2}
         params, history, trainer = {}, {}, None
         for name in names:
             if name == "agnostic" and not companions:
                 continue
             run_config = config.replace(latent_source=LATENT_SOURCE[name])
             if name == "metarouter" and warm_start and config.freeze_known:
-                run_config = run_config.replace(frozen=("policy", "profile_embedding"))
+                run_config = run_config.replace(frozen=FROZEN_WHEN_WARM)
             trainer = make_train(run_config, data)
             ckpt = None
             if checkpoint_dir is not None:
@@ -108,7 +109,7 @@ class MetaRouter:
             on_chunk = (lambda c, n, m, name=name: progress(name, c, n, m)) if progress else None
             try:
                 init = params["known"] if name == "metarouter" and warm_start else None
-                state, hist = run_training(trainer, jax.random.fold_in(jax.random.key(seed), index[name]), hparams,
+                state, hist = run_training(trainer, jax.random.fold_in(jax.random.key(seed), KEY_INDEX[name]), hparams,
                                            on_chunk=on_chunk, checkpointer=ckpt, init_params=init)
             finally:
                 if ckpt is not None:

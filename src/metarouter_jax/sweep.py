@@ -7,7 +7,8 @@ still one compiled program). With a mesh of several devices the configuration ax
 sharded across them (`parallel.shard_configs`).
 
 Configuration i with seed s is trained exactly as `MetaRouter.fit(data, config, hparams_i,
-seed=s, companions=False)` trains its router (same keys), up to float reassociation.
+seed=s, companions=False)` trains its routers (same keys, the same warm start from the known
+router), up to float reassociation.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from metarouter_jax.data import RoutingData
 from metarouter_jax.networks import NetworkConfig
 from metarouter_jax.parallel import replicate, shard_configs, to_host
 from metarouter_jax.profiles import LinearProfiles
-from metarouter_jax.router import LATENT_SOURCE, DataInfo, MetaRouter
+from metarouter_jax.router import FROZEN_WHEN_WARM, KEY_INDEX, LATENT_SOURCE, DataInfo, MetaRouter
 from metarouter_jax.tasks import RoutingArrays
 from metarouter_jax.training import make_train, run_training
 
@@ -39,6 +40,7 @@ class SweepResult:
     final_utility / best_utility: [S] held-out normalised utility after the last chunk / the
     best over chunks (the early-stopping score, whose parameters are kept); history: name ->
     [S, C] per-chunk metrics; best_params: the best parameters, every leaf [S, ...];
+    known_params, known_history: the same for the known-preference routers of a warm start;
     net_config, profiles: what the parameters belong to (as in `MetaRouter`).
     """
 
@@ -52,6 +54,8 @@ class SweepResult:
     best_utility: np.ndarray
     history: dict[str, np.ndarray]
     best_params: object
+    known_params: object = None       # the known routers the MetaRouters started from ([S, ...]), if any
+    known_history: dict | None = None
 
     @property
     def size(self) -> int:
@@ -107,28 +111,22 @@ def _pad(tree, size: int):
     return jax.tree.map(lambda x: jnp.concatenate([x, jnp.repeat(x[-1:], size - x.shape[0], 0)]), tree)
 
 
-def run_sweep(data: RoutingData, config: TrainConfig, hparam_grid: dict[str, Sequence[float]],
-              seeds: Sequence[int], mesh=None, *, on_chunk: Callable | None = None) -> SweepResult:
-    """Train every (seed, grid point) configuration side by side as one compiled program.
+def _train_configs(trainer, seeds: np.ndarray, hparams: Hparams, key_index: int, padded: int, mesh, *,
+                   init_params=None, on_chunk: Callable | None = None, chunk_offset: int = 0, total_chunks: int = 0):
+    """Train S configurations of one router side by side (one jitted, vmapped chunk function).
 
-    Args:
-      hparam_grid: Hparams field -> values; the sweep is seeds x the Cartesian product.
-      mesh: a 1-D `jax.sharding.Mesh` to shard the configurations across (padded to a
-        multiple of its size with copies of the last one); None: the default device.
-      on_chunk: called as on_chunk(chunk_index, num_chunks, metrics: name -> np.ndarray [S]).
-    """
-    trainer = make_train(config, data)
-    hparams, seeds = sweep_hparams(hparam_grid, seeds)
-    size = len(seeds)
-    padded = size if mesh is None else -(-size // mesh.size) * mesh.size
-    # The keys MetaRouter.fit uses for its first router ("metarouter"), then train's split.
-    keys = jax.vmap(lambda s: jax.random.split(jax.random.fold_in(jax.random.key(s), 0)))(jnp.asarray(seeds))
+    Keys as `MetaRouter.fit` gives its router number `key_index`. Returns (final states with
+    leaves [padded, ...], history name -> [S, C])."""
+    config, size = trainer.config, len(seeds)
+    keys = jax.vmap(lambda s: jax.random.split(jax.random.fold_in(jax.random.key(s), key_index)))(jnp.asarray(seeds))
     key_init, key_valid = _pad((keys[:, 0], keys[:, 1]), padded)
     hparams_run = _pad(hparams, padded)
 
     # One jitted init per configuration, stacked: compiles about 2.5x faster than a vmapped init.
     states = [trainer.jit_init(key_init[i], jax.tree.map(lambda x: x[i], hparams_run)) for i in range(padded)]
     states = jax.tree.map(lambda *leaves: jnp.stack(leaves), *states)
+    if init_params is not None:  # warm start (as run_training's init_params)
+        states = states.replace(params=init_params, best_params=init_params)
     data_args = trainer.data_args()
     valid = jax.jit(lambda args, keys_, hps: jax.vmap(trainer.bind(args).validation_users)(keys_, hps))(
         data_args, key_valid, hparams_run)                                     # each run's fixed validation set
@@ -144,34 +142,73 @@ def run_sweep(data: RoutingData, config: TrainConfig, hparam_grid: dict[str, Seq
         for k, v in metrics.items():
             history.setdefault(k, []).append(v)
         if on_chunk is not None:
-            on_chunk(index, config.num_chunks, metrics)
+            on_chunk(chunk_offset + index, total_chunks or config.num_chunks, metrics)
+    return states, {k: np.stack(v, axis=1) for k, v in history.items()}                 # [S, C]
 
-    history_arrays = {k: np.stack(v, axis=1) for k, v in history.items()}          # [S, C]
+
+def run_sweep(data: RoutingData, config: TrainConfig, hparam_grid: dict[str, Sequence[float]],
+              seeds: Sequence[int], mesh=None, *, on_chunk: Callable | None = None) -> SweepResult:
+    """Train every (seed, grid point) configuration side by side as one compiled program.
+
+    As in `MetaRouter.fit`, with a profile-space latent shared with the known-preference router
+    (`profile_latent` and `joint_known`), the known routers of all configurations are swept
+    first and each MetaRouter starts from its own (with `freeze_known`, on their frozen policy).
+
+    Args:
+      hparam_grid: Hparams field -> values; the sweep is seeds x the Cartesian product.
+      mesh: a 1-D `jax.sharding.Mesh` to shard the configurations across (padded to a
+        multiple of its size with copies of the last one); None: the default device.
+      on_chunk: called as on_chunk(chunk_index, num_chunks, metrics: name -> np.ndarray [S]);
+        with the warm start the index runs through the known routers' chunks, then the
+        MetaRouters' (num_chunks counts both).
+    """
+    hparams, seeds = sweep_hparams(hparam_grid, seeds)
+    size = len(seeds)
+    padded = size if mesh is None else -(-size // mesh.size) * mesh.size
+    warm_start = config.latent_source == "contexts" and config.profile_latent and config.joint_known
+    stages = 2 if warm_start else 1
+    common = dict(on_chunk=on_chunk, total_chunks=stages * config.num_chunks)
+    known_params, known_history, run_config, init = None, None, config, None
+    if warm_start:
+        known = make_train(config.replace(latent_source=LATENT_SOURCE["known"]), data)
+        states, known_history = _train_configs(known, seeds, hparams, KEY_INDEX["known"], padded, mesh, **common)
+        init = states.best_params
+        known_params = jax.tree.map(lambda x: jnp.asarray(x[:size]), to_host(init))
+        if config.freeze_known:
+            run_config = config.replace(frozen=FROZEN_WHEN_WARM)
+    trainer = make_train(run_config, data)
+    states, history = _train_configs(trainer, seeds, hparams, KEY_INDEX["metarouter"], padded, mesh,
+                                     init_params=init, chunk_offset=(stages - 1) * config.num_chunks, **common)
     best_params = jax.tree.map(lambda x: jnp.asarray(x[:size]), to_host(states.best_params))
     return SweepResult(config, trainer.net_config, trainer.profiles, seeds, hparams, tuple(hparam_grid),
-                       history_arrays["valid_utility"][:, -1],
-                       to_host(states.best_score)[:size], history_arrays, best_params)
+                       history["valid_utility"][:, -1], to_host(states.best_score)[:size], history, best_params,
+                       known_params, known_history)
 
 
 def best_router(result: SweepResult, data: RoutingData, *, companions: bool = False,
                 on_chunk: Callable | None = None) -> MetaRouter:
     """A `MetaRouter` holding the sweep's best configuration (its best parameters).
 
-    companions=True also trains the known/agnostic companions with that configuration's
-    hyperparameters and seed, which `evaluate` needs. Unlike `MetaRouter.fit`, the swept
-    MetaRouters start from scratch, not from their known-preference router.
+    It holds the known-preference router the MetaRouter started from, when there was one;
+    companions=True also trains the agnostic companion (and the known one if the sweep had
+    none) with that configuration's hyperparameters and seed, which `evaluate` needs.
     on_chunk: progress of the companions, as on_chunk(router_name, chunk, num_chunks, metrics).
     """
     i = result.best_index
     config, hparams, seed = result.config, result.hparams_at(i), int(result.seeds[i])
     params = {"metarouter": result.params_at(i)}
     history = {"metarouter": {k: v[i] for k, v in result.history.items()}}
+    if result.known_params is not None:
+        params["known"] = jax.tree.map(lambda x: x[i], result.known_params)
+        history["known"] = {k: v[i] for k, v in result.known_history.items()}
     if companions:
-        for j, name in enumerate(("known", "agnostic"), start=1):   # fold_in indices as in fit
+        for name in ("known", "agnostic"):
+            if name in params:
+                continue
             companion = make_train(config.replace(latent_source=LATENT_SOURCE[name]), data)
             progress = (lambda c, n, m, name=name: on_chunk(name, c, n, m)) if on_chunk else None
-            state, history[name] = run_training(companion, jax.random.fold_in(jax.random.key(seed), j), hparams,
-                                                on_chunk=progress)
+            state, history[name] = run_training(companion, jax.random.fold_in(jax.random.key(seed), KEY_INDEX[name]),
+                                                hparams, on_chunk=progress)
             params[name] = state.best_params
     info = DataInfo.from_data(data, RoutingArrays.from_data(data, config.train_split), config.train_split)
     return MetaRouter(config, hparams, result.net_config, result.profiles, params, info, history)
