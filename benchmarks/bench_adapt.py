@@ -47,11 +47,11 @@ def run(data, users: int = 1024, contexts: int = 16, calls: int = 200, repeats: 
     rows = []
     for steps in inner_steps:
         def adapt_batch(params_, contexts_, descriptors_, steps=steps):
-            return jax.vmap(adaptation.adapt, in_axes=(None, None, 0, None, None))(
-                graphdef, params_, contexts_, descriptors_, steps)                # [U, Z]
+            return jax.vmap(adaptation.adapt, in_axes=(None, None, 0, None, None, None, None))(
+                graphdef, params_, contexts_, descriptors_, steps, False, trainer.atoms)  # [U, Z]
 
         def adapt_route(params_, contexts_, descriptors_, query_, allowed_, steps=steps):
-            latent = adaptation.adapt(graphdef, params_, contexts_, descriptors_, steps)
+            latent = adaptation.adapt(graphdef, params_, contexts_, descriptors_, steps, atoms=trainer.atoms)
             return jnp.argmax(adaptation.route_scores(graphdef, params_, query_, latent, descriptors_, allowed_), -1)
 
         compiled, compile_s, _ = compile_timed(jax.jit(adapt_batch), params, batch, descriptors)

@@ -8,6 +8,7 @@ import pytest
 import metarouter_jax as mr
 from metarouter_jax import adaptation
 from metarouter_jax.config import Hparams
+from metarouter_jax.profiles import make_atoms
 from metarouter_jax.training import make_train
 
 
@@ -127,3 +128,16 @@ def test_adapt_many_users_at_once(trained_router, small_data):
     z = trained_router.adapt(ctx)
     assert z.shape == (4, trained_router.net_config.latent_dim)
     np.testing.assert_allclose(z[0], trained_router.adapt(jax.tree.map(lambda x: x[0], ctx)), atol=1e-5)
+
+
+def test_adapt_names_a_missing_or_wrong_atom_set(setup):
+    trainer, params, contexts = setup
+    ctx, desc = one(contexts, 0), trainer.arrays.descriptors
+    if trainer.atoms is None:
+        with pytest.raises(ValueError, match="point estimate"):
+            adaptation.adapt(trainer.graphdef, params, ctx, desc, atoms=make_atoms(trainer.profiles, 4))
+    else:
+        with pytest.raises(ValueError, match="pass atoms="):
+            adaptation.adapt(trainer.graphdef, params, ctx, desc)
+        with pytest.raises(ValueError, match="pass atoms="):
+            adaptation.adapt(trainer.graphdef, params, ctx, desc, atoms=make_atoms(trainer.profiles, 4))

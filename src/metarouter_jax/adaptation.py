@@ -104,6 +104,11 @@ def adapt(graphdef, params, contexts: Contexts, descriptors, inner_steps: int = 
     """One user's routing weights [R] (the adapted latent the policy reads), from their contexts.
 
     atoms: the router's `Atoms` when its encoder is an atomic posterior (else None)."""
+    num_atoms = nnx.merge(graphdef, params).encoder.cfg.posterior_atoms
+    if (atoms is None) != (num_atoms == 0) or (atoms is not None and atoms.features.shape[0] != num_atoms):
+        raise ValueError(f"this encoder has posterior_atoms={num_atoms}: pass atoms=make_atoms(profiles, "
+                         f"{num_atoms}) (the router's `atoms`)" if num_atoms else
+                         "this encoder is a point estimate (posterior_atoms=0): pass atoms=None")
     if atoms is not None:
         weights = posterior_weights(graphdef, params, contexts, descriptors, atoms, inner_steps, first_order)
         return weights @ atom_latents(graphdef, params, atoms)
