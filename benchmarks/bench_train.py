@@ -57,7 +57,7 @@ def matmul_flops_per_task(trainer) -> float:
     policy = b * (d * q + q * h) + policy_passes * b * k * (dd * h + h * h + h * z)
     encoder = utility = 0
     if contexts:
-        encoder_in = q + 2 * (dd + OUTCOME_DIM) + TRADE_OFF_DIM
+        encoder_in = q + 2 * (dd + OUTCOME_DIM) + TRADE_OFF_DIM + net.num_families
         per_context = d * q + encoder_in * h + h * h
         if g:  # per-context atom log-likelihoods; every atom's routing weights
             encoder = n * (per_context + h * g) + g * (e * h + h * z + z * z)

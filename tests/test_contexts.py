@@ -134,3 +134,14 @@ def test_no_trade_offs_fall_back_to_uniform_pairs():
     assert bool(jnp.all(ctx.model_a != ctx.model_b))
     with pytest.raises(ValueError, match="non-empty"):
         PairSource.build(arrays, np.array([], np.int64))
+
+
+def test_contexts_carry_the_query_family(small_data):
+    ctx = mr.Contexts.from_feedback(small_data, [5, 9], [0, 1], [2, 3], [True, False], capacity=4)
+    np.testing.assert_array_equal(np.asarray(ctx.family), [small_data.family[5], small_data.family[9], -1, -1])
+    raw = mr.Contexts.from_outcomes(np.zeros((1, 8)), [0], [1], [True], [1.0], [0.01], [0.0], [0.001],
+                                    capacity=2, log_cost_stats=(-3.0, 1.0), num_models=2)
+    np.testing.assert_array_equal(np.asarray(raw.family), [-1, -1])         # raw text: unknown family
+    with pytest.raises(ValueError, match="family must have shape"):
+        mr.Contexts.from_outcomes(np.zeros((1, 8)), [0], [1], [True], [1.0], [0.01], [0.0], [0.001],
+                                  capacity=2, log_cost_stats=(-3.0, 1.0), num_models=2, family=[0, 1])

@@ -42,7 +42,7 @@ def test_chunked_run_equals_whole_run(small_data, tiny_config):
 
 
 @pytest.mark.parametrize("changes", [dict(loss="bandit"), dict(inner_steps=2, gaussian_encoder=True, posterior_atoms=0),
-                                     dict(inner_steps=1, first_order=True),
+                                     dict(inner_steps=1, first_order=True, context_family=True),
                                      dict(pool_dropout=0.3, profile="family_weights"),
                                      dict(label_flips=False, outcome_noise=False, random_counts=False,
                                           latent_noise=False, observe_quality=False)])

@@ -42,6 +42,7 @@ class TrainConfig:
     gaussian_encoder: bool = False
     profile_latent: bool = True    # encoder infers profile features, shared embedding with `known`
     context_query: bool = False    # the encoder sees the contexts' query embeddings (memorisation risk)
+    context_family: bool = False   # ... and their task family (one-hot; did not help family-weight users at n = 6)
     posterior_atoms: int = 128     # > 0: atomic posterior over this many prior profiles, Bayes-decision routing
     inner_steps: int = 0
     first_order: bool = False

@@ -42,7 +42,8 @@ class Contexts:
 
     query_emb: [..., N, D]; model_a, model_b: [..., N] int32 model indices;
     outcome_a, outcome_b: [..., N, 2] (quality, standardised log10 cost);
-    label: [..., N] float32 (1 = a preferred); mask: [..., N] bool (valid contexts).
+    label: [..., N] float32 (1 = a preferred); mask: [..., N] bool (valid contexts);
+    family: [..., N] int32 task family of each context's query (-1 where unknown, e.g. raw text).
     """
 
     query_emb: jax.Array
@@ -52,6 +53,7 @@ class Contexts:
     outcome_b: jax.Array
     label: jax.Array
     mask: jax.Array
+    family: jax.Array
 
     @property
     def capacity(self) -> int:
@@ -69,7 +71,7 @@ class Contexts:
             query_emb=jnp.zeros(shape + (embed_dim,)),
             model_a=jnp.zeros(shape, jnp.int32), model_b=jnp.ones(shape, jnp.int32),
             outcome_a=jnp.zeros(shape + (2,)), outcome_b=jnp.zeros(shape + (2,)),
-            label=jnp.zeros(shape), mask=jnp.zeros(shape, bool),
+            label=jnp.zeros(shape), mask=jnp.zeros(shape, bool), family=jnp.full(shape, -1, jnp.int32),
         )
 
     @classmethod
@@ -99,16 +101,19 @@ class Contexts:
             data.embeddings[query_idx], model_a, model_b, prefers_a,
             data.quality[query_idx, model_a], data.cost[query_idx, model_a],
             data.quality[query_idx, model_b], data.cost[query_idx, model_b],
-            capacity=capacity, log_cost_stats=data.log_cost_stats(), num_models=data.num_models)
+            capacity=capacity, log_cost_stats=data.log_cost_stats(), num_models=data.num_models,
+            family=data.family[query_idx])
 
     @classmethod
     def from_outcomes(cls, query_emb, model_a, model_b, prefers_a, quality_a, cost_a, quality_b, cost_b, *,
-                      capacity: int, log_cost_stats: tuple[float, float], num_models: int) -> "Contexts":
+                      capacity: int, log_cost_stats: tuple[float, float], num_models: int,
+                      family=None) -> "Contexts":
         """Contexts from explicit outcomes (queries need not be in any dataset, e.g. raw text).
 
         query_emb: [..., n, D]; model_a, model_b: [..., n] indices; prefers_a: [..., n];
         quality_*: [..., n] in [0, 1]; cost_*: [..., n] USD; log_cost_stats: the router's
-        (mean, std) of log10 cost, so that these contexts are in its training units.
+        (mean, std) of log10 cost, so that these contexts are in its training units;
+        family: [..., n] task-family ids of the queries, or None (unknown: -1).
         """
         model_a, model_b = np.asarray(model_a, np.int32), np.asarray(model_b, np.int32)
         prefers_a = np.asarray(prefers_a, dtype=np.float32)
@@ -142,6 +147,9 @@ class Contexts:
             if name.startswith("cost") and np.any(v < 0):
                 raise ValueError(f"{name} must be >= 0 (USD)")
             outcomes[name] = v
+        family = np.full(model_a.shape, -1, np.int32) if family is None else np.asarray(family, np.int32)
+        if family.shape != model_a.shape:
+            raise ValueError(f"family must have shape {model_a.shape}, got {family.shape}")
         mean, std = log_cost_stats
         standard = lambda c: (np.log10(np.maximum(c, 1e-12)) - mean) / std  # noqa: E731
         pad = [(0, 0)] * (model_a.ndim - 1) + [(0, capacity - n)]
@@ -154,6 +162,7 @@ class Contexts:
             model_b=padded(model_b) + jnp.asarray(np.arange(capacity) >= n, jnp.int32),  # padding: a != b
             outcome_a=padded(out_a, 1), outcome_b=padded(out_b, 1),
             label=padded(prefers_a), mask=padded(np.ones(model_a.shape, bool)),
+            family=jnp.asarray(np.pad(family, pad, constant_values=-1)),
         )
 
 
@@ -265,5 +274,5 @@ def sample_contexts(key, profiles, profile, arrays: RoutingArrays, source: PairS
     return Contexts(
         query_emb=arrays.embeddings[query], model_a=a, model_b=b,
         outcome_a=outcome(a), outcome_b=outcome(b), label=label,
-        mask=jnp.arange(capacity) < count,
+        mask=jnp.arange(capacity) < count, family=arrays.family[query],
     )

@@ -42,6 +42,7 @@ class NetworkConfig:
     profile_latent: bool = True  # the encoder infers profile features; one embedding serves both
     context_query: bool = True   # contexts show the encoder their query (off: outcomes and models only)
     posterior_atoms: int = 0     # > 0: an atomic posterior over this many prior profiles (Bayes decision)
+    num_families: int = 0        # > 0: contexts show the encoder their query's task family (one-hot)
     log_cost_mean: float = 0.0   # the data's log10-cost standardisation (contexts carry standardised costs)
     log_cost_std: float = 1.0
 
@@ -65,7 +66,7 @@ class ContextEncoder(nnx.Module):
 
     def __init__(self, cfg: NetworkConfig, rngs: nnx.Rngs):
         self.cfg = cfg
-        d_in = cfg.query_dim + 2 * (cfg.descriptor_dim + OUTCOME_DIM) + TRADE_OFF_DIM
+        d_in = cfg.query_dim + 2 * (cfg.descriptor_dim + OUTCOME_DIM) + TRADE_OFF_DIM + cfg.num_families
         self.query = _dense(cfg.embed_dim, cfg.query_dim, rngs)
         self.layer1 = _dense(d_in, cfg.hidden, rngs)
         self.layer2 = _dense(cfg.hidden, cfg.hidden, rngs)
@@ -106,8 +107,9 @@ class ContextEncoder(nnx.Module):
         query = self.query(contexts.query_emb)
         if not self.cfg.context_query:  # on real logs the query identity invites memorising labels
             query = jnp.zeros_like(query)
+        family = jax.nn.one_hot(contexts.family, self.cfg.num_families)  # unknown (-1): all zeros
         feats = jnp.concatenate([query, win(d_a, d_b), win(d_b, d_a), win(o_a, o_b), win(o_b, o_a),
-                                 self._trade_off(win(o_a, o_b), win(o_b, o_a))], -1)        # [N, F]
+                                 self._trade_off(win(o_a, o_b), win(o_b, o_a)), family], -1)  # [N, F]
         return jax.nn.gelu(self.layer2(jax.nn.gelu(self.layer1(feats))))
 
     def posterior_logits(self, contexts: Contexts, descriptors):

@@ -167,12 +167,12 @@ class MetaRouter:
         return {"quality": self.info.mean_quality, "cost": self.info.mean_cost}
 
     def contexts_from_outcomes(self, query_emb, model_a, model_b, prefers_a, quality_a, cost_a,
-                               quality_b, cost_b, capacity: int | None = None) -> Contexts:
+                               quality_b, cost_b, capacity: int | None = None, family=None) -> Contexts:
         """Contexts in this router's units from explicit outcomes (see `Contexts.from_outcomes`)."""
         return Contexts.from_outcomes(
             query_emb, model_a, model_b, prefers_a, quality_a, cost_a, quality_b, cost_b,
             capacity=capacity or self.config.max_contexts, num_models=len(self.model_names),
-            log_cost_stats=(self.info.log_cost_mean, self.info.log_cost_std))
+            log_cost_stats=(self.info.log_cost_mean, self.info.log_cost_std), family=family)
 
     def arrays_for(self, data: RoutingData, descriptor_split: str | None = None) -> RoutingArrays:
         """Device arrays of `data` in this router's units (its cost standardisation and, for the

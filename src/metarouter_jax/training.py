@@ -83,7 +83,7 @@ def network_config(config: TrainConfig, data: RoutingData, profiles: LinearProfi
         query_dim=config.query_dim, hidden=config.hidden, latent_dim=config.latent_dim,
         gaussian=config.gaussian_encoder, observe_quality=config.observe_quality,
         profile_latent=config.profile_latent, context_query=config.context_query,
-        posterior_atoms=config.posterior_atoms,
+        posterior_atoms=config.posterior_atoms, num_families=data.num_families if config.context_family else 0,
         log_cost_mean=float(data.log_cost_stats()[0]), log_cost_std=float(data.log_cost_stats()[1]),
     )
 
