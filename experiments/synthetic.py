@@ -1,17 +1,21 @@
-"""Synthetic default: MetaRouter vs baselines for linear and family-weight users.
+"""Synthetic default: MetaRouter vs baselines for linear and family-weight users, over seeds.
 
-    python experiments/synthetic.py [--steps 2000] [--users 256] [--seed 0]
+    python experiments/synthetic.py [--seeds 0 1 2] [--steps 2000] [--users 256]
 
-Trains one router per profile family (the MetaRouter with its shared known-profile pathway,
-and the agnostic companion), evaluates both pair strategies and writes
-experiments/results/synthetic_<profile>.json and a Markdown summary.
+Trains one router per profile family and seed (the known-preference router, the MetaRouter
+warm-started from it, and the agnostic companion), evaluates both pair strategies on 256 test
+users (drawn with the same seed) and writes experiments/results/synthetic_<profile>.json (every
+seed) and synthetic.md (mean +- std over seeds).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import time
 from pathlib import Path
+
+import numpy as np
 
 import metarouter_jax as mr
 
@@ -20,38 +24,45 @@ NS = (0, 1, 2, 4, 6, 8, 16, 32)
 SHOWN = ("metarouter", "bt_posterior", "bt_mle", "known", "agnostic", "best_fixed")
 
 
-def markdown(report: mr.EvalReport, metric: str) -> str:
-    lines = []
-    for strategy, table in report.results.items():
-        lines.append(f"\n{metric.replace('_', ' ')}, {strategy} pairs\n")
-        lines.append("| method | " + " | ".join(f"n={n}" for n in NS) + " |")
-        lines.append("|---|" + "---|" * len(NS))
-        for method in SHOWN:
-            lines.append(f"| {method} | " + " | ".join(f"{table[method][n][metric]:.3f}" for n in NS) + " |")
+def markdown(runs: dict, strategy: str, metric: str) -> str:
+    lines = [f"\n{metric.replace('_', ' ')}, {strategy} pairs\n",
+             "| method | " + " | ".join(f"n={n}" for n in NS) + " |", "|---|" + "---|" * len(NS)]
+    for method in SHOWN:
+        cells = []
+        for n in NS:
+            vals = np.array([run[strategy][method][str(n)][metric] for run in runs.values()])
+            cells.append(f"{vals.mean():.3f} ± {vals.std():.3f}")
+        lines.append(f"| {method} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--steps", type=int, default=2000)
     parser.add_argument("--users", type=int, default=256)
-    parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--profiles", nargs="+", default=["linear", "family_weights"])
     args = parser.parse_args()
     OUT.mkdir(exist_ok=True)
     data = mr.synthetic_data(seed=0)
-    summary = []
+    summary = [f"Synthetic default, {args.users} test users, seeds {args.seeds}, mean +- std over seeds"]
     for profile in args.profiles:
-        start = time.time()
-        router = mr.MetaRouter.fit(data, mr.TrainConfig(num_steps=args.steps, profile=profile), seed=args.seed)
-        trained = time.time() - start
-        report = mr.evaluate(router, data, n_users=args.users, seed=args.seed, n_contexts=NS)
-        report.write_json(OUT / f"synthetic_{profile}.json")
-        print(report.format(), flush=True)
-        summary.append(f"\n### {profile} users (train {trained:.0f} s, seed {args.seed}, {args.steps} steps)\n")
-        summary.append(markdown(report, "normalized_utility"))
-        summary.append(markdown(report, "preference_recovery"))
+        config = mr.TrainConfig(num_steps=args.steps, profile=profile)
+        runs, seconds = {}, []
+        for seed in args.seeds:
+            start = time.time()
+            router = mr.MetaRouter.fit(data, config, seed=seed)
+            seconds.append(time.time() - start)
+            report = mr.evaluate(router, data, n_users=args.users, seed=seed, n_contexts=NS)
+            runs[str(seed)] = report.to_json()
+            print(f"{profile}, seed {seed}: trained in {seconds[-1]:.0f} s\n{report.format()}", flush=True)
+        (OUT / f"synthetic_{profile}.json").write_text(json.dumps({"config": config.to_dict(), "runs": runs}, indent=2))
+        summary.append(f"\n### {profile} users (training {np.mean(seconds):.0f} s per seed, {args.steps} steps)\n")
+        for strategy in ("uniform", "informative"):
+            for metric in ("normalized_utility", "preference_recovery"):
+                summary.append(markdown(runs, strategy, metric))
     (OUT / "synthetic.md").write_text("\n".join(summary) + "\n")
+    print("\n".join(summary))
 
 
 if __name__ == "__main__":

@@ -18,7 +18,17 @@ ENCODERS = {"atoms": {}, "mean": {"posterior_atoms": 0},
 
 @pytest.fixture(scope="module", params=list(ENCODERS))
 def setup(request, small_data, tiny_config):
-    trainer = make_train(tiny_config.replace(inner_steps=2, **ENCODERS[request.param]), small_data)
+    return build(small_data, tiny_config, ENCODERS[request.param])
+
+
+@pytest.fixture(scope="module")
+def atom_setup(small_data, tiny_config):
+    return build(small_data, tiny_config, ENCODERS["atoms"])
+
+
+def build(small_data, tiny_config, changes):
+    """A tiny trainer with untrained parameters and three users' contexts (3, 5 and 8 valid)."""
+    trainer = make_train(tiny_config.replace(inner_steps=2, **changes), small_data)
     state = trainer.init(jax.random.key(1), Hparams.create())
     users = jax.vmap(lambda k: trainer.sample_user(k, Hparams.create(), 0.0))(jax.random.split(jax.random.key(2), 3))
     users = users.replace(count=jnp.array([3, 5, 8]))
@@ -81,12 +91,10 @@ def test_vmap_over_tasks_equals_a_python_loop(setup):
     np.testing.assert_allclose(losses, loop, rtol=1e-4, atol=1e-5)
 
 
-def test_atomic_posterior_routes_by_the_posterior_expected_score(setup):
+def test_atomic_posterior_routes_by_the_posterior_expected_score(atom_setup):
     """Scores are linear in the routing weights: the adapted user scores every answer by the
     posterior average of the atoms' scores (the Bayes decision), in one policy pass."""
-    trainer, params, contexts = setup
-    if trainer.atoms is None:
-        pytest.skip("point-estimate encoder")
+    trainer, params, contexts = atom_setup
     ctx, desc = one(contexts, 2), trainer.arrays.descriptors
     weights = adaptation.posterior_weights(trainer.graphdef, params, ctx, desc, trainer.atoms)
     emb = trainer.arrays.embeddings[:5]
