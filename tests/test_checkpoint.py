@@ -73,3 +73,8 @@ def test_missing_and_corrupt_checkpoints(trained_router, small_data, tmp_path):
     (tmp_path / "r4" / "router.json").write_text(json.dumps(meta))
     with pytest.raises(CheckpointError, match="different configuration"):
         mr.MetaRouter.load(tmp_path / "r4")
+    meta = json.loads((tmp_path / "r4" / "router.json").read_text())
+    meta["network"]["hidden"], meta["format_version"] = trained_router.net_config.hidden, 1
+    (tmp_path / "r4" / "router.json").write_text(json.dumps(meta))
+    with pytest.raises(CheckpointError, match="format version 1.*must be retrained"):
+        mr.MetaRouter.load(tmp_path / "r4")

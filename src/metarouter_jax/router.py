@@ -27,7 +27,7 @@ from metarouter_jax.training import make_train, run_training
 LATENT_SOURCE = {"metarouter": "contexts", "known": "profile", "agnostic": "none"}
 KEY_INDEX = {"metarouter": 0, "known": 1, "agnostic": 2}  # fold_in(key(seed), i): each router's key
 FROZEN_WHEN_WARM = ("policy", "profile_embedding")       # the known router's parts a warm start keeps
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: policy scores linear in the routing weights, atomic-posterior encoder
 
 
 @dataclasses.dataclass(frozen=True)
@@ -140,7 +140,9 @@ class MetaRouter:
         meta = checkpoint.load_metadata(path)
         try:
             if meta.get("format_version") != FORMAT_VERSION:
-                raise checkpoint.CheckpointError(f"{path}: unsupported format version {meta.get('format_version')}")
+                raise checkpoint.CheckpointError(
+                    f"{path}: format version {meta.get('format_version')}, this metarouter_jax reads version "
+                    f"{FORMAT_VERSION} (routers saved by another version must be retrained)")
             config = TrainConfig.from_dict(meta["config"])
             hparams = Hparams.create(**meta["hparams"])
             net_config = NetworkConfig(**meta["network"])
@@ -197,7 +199,10 @@ class MetaRouter:
         return z.reshape(batch_shape + z.shape[-1:])
 
     def adapt(self, contexts: Contexts, router: str = "metarouter") -> jax.Array:
-        """Latent preferences [..., Z] from contexts [..., N] (leading axes: many users at once)."""
+        """Each user's routing weights [..., Z] (the adapted latent) from contexts [..., N].
+
+        Leading axes: many users at once. With the default atomic-posterior encoder the weights
+        are the posterior average of the prior profiles' weights (Bayes-decision routing)."""
         if contexts.query_emb.shape[-1] != self.info.embed_dim:
             raise ValueError(f"contexts hold {contexts.query_emb.shape[-1]}-d query embeddings, "
                              f"the router expects {self.info.embed_dim}-d")
@@ -213,7 +218,7 @@ class MetaRouter:
 
     def route(self, latent, query_emb, pool: Sequence[str] | Sequence[int] | np.ndarray | None = None,
               router: str = "metarouter") -> np.ndarray:
-        """Model index per query: latent [..., Z], query_emb [Q, D] -> [..., Q] int32.
+        """Model index per query: latent (routing weights) [..., Z], query_emb [Q, D] -> [..., Q] int32.
 
         pool: the routable models (names, indices or a [K] bool mask); None = all.
         """

@@ -223,7 +223,7 @@ class Trainer:
     def routing_loss(self, params, feats, z, u, allowed, alpha, key):
         """-E[normalised utility] - alpha * entropy of the policy on one user's queries.
 
-        feats: [B, H] policy query features; z: [Z]; u: [B, K] centred normalised utilities.
+        feats: [B, H] policy query features; z: [Z] routing weights; u: [B, K] centred normalised utilities.
         Returns (loss, expected utility [B], mean entropy).
         """
         scores = jax.vmap(adaptation.policy_scores, in_axes=(None, None, 0, None, None))(
