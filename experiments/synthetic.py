@@ -21,7 +21,7 @@ import metarouter_jax as mr
 
 OUT = Path(__file__).resolve().parent / "results"
 NS = (0, 1, 2, 4, 6, 8, 16, 32)
-SHOWN = ("metarouter", "bt_posterior", "bt_mle", "known", "agnostic", "best_fixed")
+SHOWN = ("metarouter", "bt_bayes", "bt_posterior", "bt_mle", "known", "agnostic", "best_fixed")
 
 
 def markdown(runs: dict, strategy: str, metric: str) -> str:

@@ -32,6 +32,8 @@ def test_metric_anchors(report):
         # With no contexts both plug-ins fall back to the prior's centre: the same routing.
         assert table["bt_mle"][0] == table["bt_posterior"][0]
         assert 0.0 < table["best_fixed"][0]["normalized_utility"] < 1.0
+    # The Bayes decision with no contexts depends on the prior alone, not on the pair strategy.
+    assert report.results["uniform"]["bt_bayes"][0] == report.results["informative"]["bt_bayes"][0]
 
 
 def test_json_schema(report, tmp_path):

@@ -6,6 +6,9 @@
   are handed the true rationality beta and flip rate of the test users, so they are
   well-specified on linear users: the explicit-inference bar the meta-learned encoder must
   meet (DESIGN.md sections 8-9).
+* The Bradley-Terry Bayes decision: the same exact grid posterior, routed by the known
+  router's posterior expected score (its routing weights averaged over the posterior; the
+  scores are linear in them). What the MetaRouter's atomic posterior learns to approximate.
 * Hindsight baselines on a user's true utilities: random routing (exact expectation),
   the best fixed model, and the per-query oracle.
 
@@ -48,6 +51,11 @@ def context_log_likelihood(contexts: Contexts, arrays: RoutingArrays, grid, scal
         return jnp.sum(ll * contexts.mask)
 
     return jax.vmap(loglik)(grid, scales)
+
+
+def bt_posterior_weights(contexts: Contexts, arrays: RoutingArrays, grid, scales, beta, flip):
+    """[G] the exact posterior over the grid of log10(lam) (uniform prior; the prior with no contexts)."""
+    return jax.nn.softmax(context_log_likelihood(contexts, arrays, grid, scales, beta, flip))
 
 
 def bt_estimates(contexts: Contexts, arrays: RoutingArrays, grid, scales, beta, flip):

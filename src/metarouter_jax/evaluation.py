@@ -28,7 +28,7 @@ from metarouter_jax.tasks import query_utility, utility_scale
 from metarouter_jax.training import calibration_queries
 
 DEFAULT_N_CONTEXTS = (0, 1, 2, 4, 6, 8, 16, 32)
-ADAPTIVE = ("metarouter", "bt_posterior", "bt_mle")
+ADAPTIVE = ("metarouter", "bt_posterior", "bt_mle", "bt_bayes")
 FLAT = ("random", "best_fixed", "agnostic", "known")
 METHODS = ADAPTIVE + FLAT
 METRICS = ("normalized_utility", "preference_recovery", "quality", "cost")
@@ -97,6 +97,8 @@ def evaluate(router, data: RoutingData, split: str = "test", n_contexts=DEFAULT_
     graphdef, params = router.graphdef, router.params
     grid = baselines.lam_grid(router.profiles)
     grid_scales = baselines.grid_scales(router.profiles, arrays, calib, grid)
+    grid_latents = jax.vmap(lambda l: adaptation.profile_latent(                     # [G, R] known weights
+        graphdef, params["known"], router.profiles.features(router.profiles.linear_profile(l))))(grid)
     emb = arrays.embeddings[queries]
     feats = {name: adaptation.query_features(graphdef, params[name], emb) for name in ("metarouter", "known", "agnostic")}
 
@@ -128,11 +130,13 @@ def evaluate(router, data: RoutingData, split: str = "test", n_contexts=DEFAULT_
             z = adaptation.adapt(graphdef, params["metarouter"], ctx, arrays.descriptors, router.config.inner_steps,
                                  router.config.first_order, router.atoms)
             mle, post = baselines.bt_estimates(ctx, arrays, grid, grid_scales, beta, flip)
+            weights = baselines.bt_posterior_weights(ctx, arrays, grid, grid_scales, beta, flip)
             return jnp.stack([outcome(route("metarouter", z)),
                               outcome(known_choice(router.profiles.linear_profile(post))),
-                              outcome(known_choice(router.profiles.linear_profile(mle)))])
+                              outcome(known_choice(router.profiles.linear_profile(mle))),
+                              outcome(route("known", weights @ grid_latents))])
 
-        adaptive = jax.lax.map(at_n, jnp.asarray(n_contexts))                           # [n, 3, 3]
+        adaptive = jax.lax.map(at_n, jnp.asarray(n_contexts))                           # [n, 4, 3]
         # Best fixed model in hindsight; where it is unobserved, the best observed one.
         fixed = jnp.argmax(jnp.where(allowed, model_means[None, :], -jnp.inf), -1)
         mean_allowed = lambda x: jnp.mean((x * allowed).sum(-1) / allowed.sum(-1))  # noqa: E731
@@ -146,7 +150,7 @@ def evaluate(router, data: RoutingData, split: str = "test", n_contexts=DEFAULT_
     run = jax.jit(lambda ks, inf: jax.lax.map(lambda k: one_user(k, inf), ks, batch_size=user_batch))
     for strategy in strategies:
         adaptive, flat = run(keys, jnp.asarray(strategy == "informative"))
-        adaptive, flat = np.asarray(adaptive.mean(0)), np.asarray(flat.mean(0))       # [n, 3, 3], [4, 3]
+        adaptive, flat = np.asarray(adaptive.mean(0)), np.asarray(flat.mean(0))       # [n, 4, 3], [4, 3]
         nu_agnostic, nu_known = flat[FLAT.index("agnostic"), 0], flat[FLAT.index("known"), 0]
 
         def metrics(row):
