@@ -81,6 +81,12 @@ def _fmt(value, digits: int = 3) -> str:
     return str(value)
 
 
+def _table(header: list[str], rows: list[list]) -> list[str]:
+    """Markdown table lines."""
+    return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)] + \
+        ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
+
+
 def markdown(results: dict) -> str:
     env = results["env"]
     quick = "QUICK smoke run (small sizes, few repeats): not for comparison. " if results["settings"]["quick"] else ""
@@ -97,36 +103,34 @@ def markdown(results: dict) -> str:
               for r in results["targets"]]
     train = results.get("train", {})
     if "by_batch_size" in train:
-        lines += ["", f"## Meta-training (chunks of {train['chunk_steps']} steps; sizes {train['config']})", "",
-                  "| tasks/step | compile s | steps/s | tasks/s | MFLOP/step (XLA) | MFLOP/step (matmuls by hand) "
-                  "| GFLOP/s | MFU |", "|---|---|---|---|---|---|---|---|"]
-        for r in train["by_batch_size"]:
-            lines.append(f"| {r['tasks_per_step']} | {r['compile_s']:.1f} | {r['steps_per_s']:.1f} | "
-                         f"{r['tasks_per_s']:,.0f} | {_fmt((r['step_flops'] or 0) / 1e6)} | "
-                         f"{_fmt(r['step_flops_by_hand'] / 1e6)} | {_fmt((r['flops_per_s'] or 0) / 1e9)} | "
-                         f"{_fmt(r['mfu'])} |")
+        lines += ["", f"## Meta-training (chunks of {train['chunk_steps']} steps; sizes {train['config']})", ""]
+        lines += _table(["tasks/step", "compile s", "steps/s", "tasks/s", "MFLOP/step (XLA)",
+                         "MFLOP/step (matmuls by hand)", "GFLOP/s", "MFU"],
+                        [[r["tasks_per_step"], f"{r['compile_s']:.1f}", f"{r['steps_per_s']:.1f}",
+                          f"{r['tasks_per_s']:,.0f}", _fmt((r["step_flops"] or 0) / 1e6),
+                          _fmt(r["step_flops_by_hand"] / 1e6), _fmt((r["flops_per_s"] or 0) / 1e9), _fmt(r["mfu"])]
+                         for r in train["by_batch_size"]])
     sweep = results.get("sweep", {})
     if "by_size" in sweep:
         lines += ["", f"## Sweeps (small config {sweep['config']}; one run alone: {sweep['single_run_s']:.2f} s, "
                   f"MFU {_fmt(sweep['mfu_single'])})", "",
                   "Speed-up: over the user's loop (`make_train` + `run_training` per configuration, each "
-                  "compiled once); shared compile: over one compiled program called once per configuration.", "",
-                  "| configs | vmapped compile s | vmapped run s | user loop s | speed-up | shared-compile loop: "
-                  "compile s, run s | speed-up (shared compile) | speed-up w/o compile | MFU |",
-                  "|---|---|---|---|---|---|---|---|---|"]
-        for r in sweep["by_size"]:
-            lines.append(f"| {r['configs']} | {r['vmapped_compile_s']:.1f} | {r['vmapped_run_s']:.2f} | "
-                         f"{r['user_loop_s']:.1f} | {r['speedup']:.2f} | {r['sequential_compile_s']:.1f}, "
-                         f"{r['sequential_run_s']:.2f} | {r['speedup_shared_compile']:.2f} | "
-                         f"{r['speedup_without_compile']:.2f} | {_fmt(r['mfu'])} |")
+                  "compiled once); shared compile: over one compiled program called once per configuration.", ""]
+        lines += _table(["configs", "vmapped compile s", "vmapped run s", "user loop s", "speed-up",
+                         "shared-compile loop: compile s, run s", "speed-up (shared compile)", "speed-up w/o compile",
+                         "MFU"],
+                        [[r["configs"], f"{r['vmapped_compile_s']:.1f}", f"{r['vmapped_run_s']:.2f}",
+                          f"{r['user_loop_s']:.1f}", f"{r['speedup']:.2f}",
+                          f"{r['sequential_compile_s']:.1f}, {r['sequential_run_s']:.2f}",
+                          f"{r['speedup_shared_compile']:.2f}", f"{r['speedup_without_compile']:.2f}", _fmt(r["mfu"])]
+                         for r in sweep["by_size"]])
     adapt = results.get("adapt", {})
     if "by_inner_steps" in adapt:
         lines += ["", f"## Adaptation ({adapt['users']} users x {adapt['contexts']} contexts; "
-                  f"single user over {adapt['calls']} calls)", "",
-                  "| inner steps | batch ms | users/s | single adapt+route p50 ms | p99 ms |", "|---|---|---|---|---|"]
-        for r in adapt["by_inner_steps"]:
-            lines.append(f"| {r['inner_steps']} | {r['batch_ms']:.2f} | {r['users_per_s']:,.0f} | "
-                         f"{r['single_p50_ms']:.3f} | {r['single_p99_ms']:.3f} |")
+                  f"single user over {adapt['calls']} calls)", ""]
+        lines += _table(["inner steps", "batch ms", "users/s", "single adapt+route p50 ms", "p99 ms"],
+                        [[r["inner_steps"], f"{r['batch_ms']:.2f}", f"{r['users_per_s']:,.0f}",
+                          f"{r['single_p50_ms']:.3f}", f"{r['single_p99_ms']:.3f}"] for r in adapt["by_inner_steps"]])
     route = results.get("route", {})
     if "embeddings" in route:
         text = route["text"]

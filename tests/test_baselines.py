@@ -25,7 +25,7 @@ def test_posterior_mean_converges_to_the_true_lam(small_data):
         scale = utility_scale(profiles, profile, arrays, calib)
         ctx = sample_contexts(key_ctx, profiles, profile, arrays, source, jnp.ones(5, bool), count=n, capacity=32,
                               scale=scale, beta=10.0, flip=0.05, informative=True)
-        mle, post = baselines.bt_estimates(ctx, arrays, grid, scales, 10.0, 0.05)
+        mle, post, _ = baselines.bt_estimates(ctx, arrays, grid, scales, 10.0, 0.05)
         return jnp.abs(post - profile["log10_lam"]), jnp.abs(mle - profile["log10_lam"])
 
     keys = jax.random.split(jax.random.key(0), 200)

@@ -53,13 +53,10 @@ def context_log_likelihood(contexts: Contexts, arrays: RoutingArrays, grid, scal
     return jax.vmap(loglik)(grid, scales)
 
 
-def bt_posterior_weights(contexts: Contexts, arrays: RoutingArrays, grid, scales, beta, flip):
-    """[G] the exact posterior over the grid of log10(lam) (uniform prior; the prior with no contexts)."""
-    return jax.nn.softmax(context_log_likelihood(contexts, arrays, grid, scales, beta, flip))
-
-
 def bt_estimates(contexts: Contexts, arrays: RoutingArrays, grid, scales, beta, flip):
-    """(MLE, posterior mean) of log10(lam). With no contexts both are the prior's centre."""
+    """(MLE, posterior mean, posterior [G]) of log10(lam) on the grid, under a uniform prior.
+
+    With no contexts both estimates are the prior's centre and the posterior is the prior."""
     ll = context_log_likelihood(contexts, arrays, grid, scales, beta, flip)
     posterior = jax.nn.softmax(ll)
     centre = 0.5 * (grid[0] + grid[-1])
@@ -68,7 +65,7 @@ def bt_estimates(contexts: Contexts, arrays: RoutingArrays, grid, scales, beta, 
     # arg-max plateau rather than its first point.
     at_max = ll >= ll.max() - 1e-6
     mle = jnp.sum(jnp.where(at_max, grid, 0.0)) / jnp.sum(at_max)
-    return jnp.where(has_data, mle, centre), jnp.where(has_data, jnp.sum(posterior * grid), centre)
+    return jnp.where(has_data, mle, centre), jnp.where(has_data, jnp.sum(posterior * grid), centre), posterior
 
 
 def hindsight(utility, allowed):

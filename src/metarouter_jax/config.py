@@ -18,6 +18,7 @@ from flax import struct
 LATENT_SOURCES = ("contexts", "profile", "none")
 LOSSES = ("full", "bandit")
 FREEZABLE = ("encoder", "policy", "profile_embedding", "profile_head")
+FROZEN_WHEN_WARM = ("policy", "profile_embedding")  # the known router's parts a warm-started MetaRouter keeps
 
 
 @dataclasses.dataclass(frozen=True)

@@ -207,9 +207,9 @@ class PairSource:
         dc = cost[:, :, None] - cost[:, None, :]
         both = observed[:, :, None] & observed[:, None, :]
         row, a, b = np.nonzero(both & (dq > 0) & (dc > 0))
-        order = np.argsort(np.log10(dq[row, a, b] / dc[row, a, b]), kind="stable")
-        switch = np.log10(dq[row, a, b] / dc[row, a, b])[order].astype(np.float32)
-        row, a, b = row[order], a[order], b[order]
+        switch = np.log10(dq[row, a, b] / dc[row, a, b])
+        order = np.argsort(switch, kind="stable")
+        switch, row, a, b = switch[order].astype(np.float32), row[order], a[order], b[order]
         num = len(switch)
         if num == 0:  # nothing to choose from: informative falls back to uniform pairs
             row, a, b = np.zeros(1, np.int64), np.zeros(1, np.int64), np.ones(1, np.int64)

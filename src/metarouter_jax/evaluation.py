@@ -97,8 +97,12 @@ def evaluate(router, data: RoutingData, split: str = "test", n_contexts=DEFAULT_
     graphdef, params = router.graphdef, router.params
     grid = baselines.lam_grid(router.profiles)
     grid_scales = baselines.grid_scales(router.profiles, arrays, calib, grid)
-    grid_latents = jax.vmap(lambda l: adaptation.profile_latent(                     # [G, R] known weights
-        graphdef, params["known"], router.profiles.features(router.profiles.linear_profile(l))))(grid)
+
+    def known_latent(profile_):
+        """The known router's routing weights for a profile of the router's family."""
+        return adaptation.profile_latent(graphdef, params["known"], router.profiles.features(profile_))
+
+    grid_latents = jax.vmap(lambda lam: known_latent(router.profiles.linear_profile(lam)))(grid)   # [G, R]
     emb = arrays.embeddings[queries]
     feats = {name: adaptation.query_features(graphdef, params[name], emb) for name in ("metarouter", "known", "agnostic")}
 
@@ -106,6 +110,11 @@ def evaluate(router, data: RoutingData, split: str = "test", n_contexts=DEFAULT_
         scores = jax.vmap(adaptation.policy_scores, in_axes=(None, None, 0, None, None))(
             graphdef, params[name], feats[name], z, arrays.descriptors)
         return jnp.argmax(jnp.where(allowed, scores, -jnp.inf), -1)                     # [Q]
+
+    # The same for every user: random routing's quality and cost, the agnostic router's choices.
+    mean_allowed = lambda x: jnp.mean((x * allowed).sum(-1) / allowed.sum(-1))  # noqa: E731
+    rand = jnp.stack([jnp.zeros(()), mean_allowed(arrays.quality[queries]), mean_allowed(arrays.cost[queries])])
+    agnostic = route("agnostic", adaptation.prior_latent(graphdef, params["agnostic"]))
 
     def one_user(key, informative):
         key_profile, key_ctx = jax.random.split(key)
@@ -123,14 +132,13 @@ def evaluate(router, data: RoutingData, split: str = "test", n_contexts=DEFAULT_
                               take(arrays.quality[queries]), take(arrays.cost[queries])])
 
         def known_choice(profile_):
-            return route("known", adaptation.profile_latent(graphdef, params["known"], router.profiles.features(profile_)))
+            return route("known", known_latent(profile_))
 
         def at_n(n):
             ctx = ctx_full.replace(mask=jnp.arange(capacity) < n)
             z = adaptation.adapt(graphdef, params["metarouter"], ctx, arrays.descriptors, router.config.inner_steps,
                                  router.config.first_order, router.atoms)
-            mle, post = baselines.bt_estimates(ctx, arrays, grid, grid_scales, beta, flip)
-            weights = baselines.bt_posterior_weights(ctx, arrays, grid, grid_scales, beta, flip)
+            mle, post, weights = baselines.bt_estimates(ctx, arrays, grid, grid_scales, beta, flip)
             return jnp.stack([outcome(route("metarouter", z)),
                               outcome(known_choice(router.profiles.linear_profile(post))),
                               outcome(known_choice(router.profiles.linear_profile(mle))),
@@ -139,9 +147,7 @@ def evaluate(router, data: RoutingData, split: str = "test", n_contexts=DEFAULT_
         adaptive = jax.lax.map(at_n, jnp.asarray(n_contexts))                           # [n, 4, 3]
         # Best fixed model in hindsight; where it is unobserved, the best observed one.
         fixed = jnp.argmax(jnp.where(allowed, model_means[None, :], -jnp.inf), -1)
-        mean_allowed = lambda x: jnp.mean((x * allowed).sum(-1) / allowed.sum(-1))  # noqa: E731
-        rand = jnp.stack([jnp.zeros(()), mean_allowed(arrays.quality[queries]), mean_allowed(arrays.cost[queries])])
-        flat = jnp.stack([rand, outcome(fixed), outcome(route("agnostic", adaptation.prior_latent(graphdef, params["agnostic"]))),
+        flat = jnp.stack([rand, outcome(fixed), outcome(agnostic),
                           outcome(known_choice(profile))])                                  # [4, 3]
         return adaptive, flat
 

@@ -16,7 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from metarouter_jax import adaptation, checkpoint
-from metarouter_jax.config import Hparams, TrainConfig
+from metarouter_jax.config import FROZEN_WHEN_WARM, Hparams, TrainConfig
 from metarouter_jax.contexts import Contexts
 from metarouter_jax.data import RoutingData
 from metarouter_jax.networks import NetworkConfig, init_router_net, router_graphdef
@@ -26,7 +26,22 @@ from metarouter_jax.training import make_train, run_training
 
 LATENT_SOURCE = {"metarouter": "contexts", "known": "profile", "agnostic": "none"}
 KEY_INDEX = {"metarouter": 0, "known": 1, "agnostic": 2}  # fold_in(key(seed), i): each router's key
-FROZEN_WHEN_WARM = ("policy", "profile_embedding")       # the known router's parts a warm start keeps
+
+
+def warm_starts(config: TrainConfig) -> bool:
+    """Whether the MetaRouter starts from the known router (a profile-space latent shared with it).
+
+    On 0/1 logs this keeps the policy as well generalised as the known router, which early
+    stopping on the MetaRouter's own score alone did not (measured on RouterBench 0-shot)."""
+    return config.profile_latent and config.joint_known
+
+
+def router_config(config: TrainConfig, name: str) -> TrainConfig:
+    """The configuration one of a MetaRouter's routers trains with (`fit` and sweeps alike)."""
+    run = config.replace(latent_source=LATENT_SOURCE[name])
+    if name == "metarouter" and warm_starts(config) and config.freeze_known:
+        run = run.replace(frozen=FROZEN_WHEN_WARM)
+    return run
 FORMAT_VERSION = 2  # 2: policy scores linear in the routing weights, atomic-posterior encoder
 
 
@@ -88,21 +103,15 @@ class MetaRouter:
         """
         config = config or TrainConfig()
         hparams = hparams or Hparams.create()
-        # With a profile-space latent the MetaRouter shares its policy and profile embedding
-        # with the known-preference router: that router is trained first, and the MetaRouter
-        # starts from it (its known pathway keeps training in the same steps). On 0/1 logs this
-        # keeps the policy as well generalised as the known router, which early stopping on the
-        # MetaRouter's own score alone did not (measured on RouterBench 0-shot).
-        warm_start = config.profile_latent and config.joint_known
+        # With a warm start the known-preference router is trained first and the MetaRouter
+        # starts from it (with `freeze_known`, its encoder trains on the frozen known policy).
+        warm_start = warm_starts(config)
         names = ("known", "metarouter", "agnostic") if companions or warm_start else ("metarouter",)
         params, history, trainer = {}, {}, None
         for name in names:
             if name == "agnostic" and not companions:
                 continue
-            run_config = config.replace(latent_source=LATENT_SOURCE[name])
-            if name == "metarouter" and warm_start and config.freeze_known:
-                run_config = run_config.replace(frozen=FROZEN_WHEN_WARM)
-            trainer = make_train(run_config, data)
+            trainer = make_train(router_config(config, name), data)
             ckpt = None
             if checkpoint_dir is not None:
                 ckpt = checkpoint.TrainCheckpointer(Path(checkpoint_dir) / name, every=save_every, keep=keep)

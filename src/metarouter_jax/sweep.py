@@ -27,7 +27,7 @@ from metarouter_jax.data import RoutingData
 from metarouter_jax.networks import NetworkConfig
 from metarouter_jax.parallel import replicate, shard_configs, to_host
 from metarouter_jax.profiles import LinearProfiles
-from metarouter_jax.router import FROZEN_WHEN_WARM, KEY_INDEX, LATENT_SOURCE, DataInfo, MetaRouter
+from metarouter_jax.router import KEY_INDEX, DataInfo, MetaRouter, router_config, warm_starts
 from metarouter_jax.tasks import RoutingArrays
 from metarouter_jax.training import make_train, run_training
 
@@ -165,17 +165,16 @@ def run_sweep(data: RoutingData, config: TrainConfig, hparam_grid: dict[str, Seq
     hparams, seeds = sweep_hparams(hparam_grid, seeds)
     size = len(seeds)
     padded = size if mesh is None else -(-size // mesh.size) * mesh.size
-    warm_start = config.latent_source == "contexts" and config.profile_latent and config.joint_known
+    warm_start = config.latent_source == "contexts" and warm_starts(config)
     stages = 2 if warm_start else 1
     common = dict(on_chunk=on_chunk, total_chunks=stages * config.num_chunks)
     known_params, known_history, run_config, init = None, None, config, None
     if warm_start:
-        known = make_train(config.replace(latent_source=LATENT_SOURCE["known"]), data)
+        known = make_train(router_config(config, "known"), data)
         states, known_history = _train_configs(known, seeds, hparams, KEY_INDEX["known"], padded, mesh, **common)
         init = states.best_params
         known_params = jax.tree.map(lambda x: jnp.asarray(x[:size]), to_host(init))
-        if config.freeze_known:
-            run_config = config.replace(frozen=FROZEN_WHEN_WARM)
+        run_config = router_config(config, "metarouter")
     trainer = make_train(run_config, data)
     states, history = _train_configs(trainer, seeds, hparams, KEY_INDEX["metarouter"], padded, mesh,
                                      init_params=init, chunk_offset=(stages - 1) * config.num_chunks, **common)
@@ -205,7 +204,7 @@ def best_router(result: SweepResult, data: RoutingData, *, companions: bool = Fa
         for name in ("known", "agnostic"):
             if name in params:
                 continue
-            companion = make_train(config.replace(latent_source=LATENT_SOURCE[name]), data)
+            companion = make_train(router_config(config, name), data)
             progress = (lambda c, n, m, name=name: on_chunk(name, c, n, m)) if on_chunk else None
             state, history[name] = run_training(companion, jax.random.fold_in(jax.random.key(seed), KEY_INDEX[name]),
                                                 hparams, on_chunk=progress)

@@ -26,7 +26,7 @@ import optax
 from flax import nnx, struct
 
 from metarouter_jax import adaptation
-from metarouter_jax.config import Hparams, TrainConfig
+from metarouter_jax.config import FROZEN_WHEN_WARM, Hparams, TrainConfig
 from metarouter_jax.contexts import PairSource, sample_contexts
 from metarouter_jax.data import RoutingData
 from metarouter_jax.networks import NetworkConfig, init_router_net, router_graphdef
@@ -77,6 +77,7 @@ def resolve_profiles(config: TrainConfig, data: RoutingData) -> LinearProfiles:
 
 
 def network_config(config: TrainConfig, data: RoutingData, profiles: LinearProfiles) -> NetworkConfig:
+    log_cost_mean, log_cost_std = data.log_cost_stats()
     return NetworkConfig(
         embed_dim=data.embed_dim, descriptor_dim=1 + data.num_families,
         profile_feature_dim=profiles.feature_dim, profile_target_dim=profiles.target_dim,
@@ -84,7 +85,7 @@ def network_config(config: TrainConfig, data: RoutingData, profiles: LinearProfi
         gaussian=config.gaussian_encoder, observe_quality=config.observe_quality,
         profile_latent=config.profile_latent, context_query=config.context_query,
         posterior_atoms=config.posterior_atoms, num_families=data.num_families if config.context_family else 0,
-        log_cost_mean=float(data.log_cost_stats()[0]), log_cost_std=float(data.log_cost_stats()[1]),
+        log_cost_mean=log_cost_mean, log_cost_std=log_cost_std,
     )
 
 
@@ -109,7 +110,7 @@ class Trainer:
     @property
     def known_frozen(self) -> bool:
         """The known-profile pathway (policy and profile embedding) does not train."""
-        return {"policy", "profile_embedding"} <= set(self.config.frozen)
+        return set(FROZEN_WHEN_WARM) <= set(self.config.frozen)
 
     @property
     def train_queries(self) -> jax.Array:
