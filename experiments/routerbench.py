@@ -1,6 +1,6 @@
 """RouterBench 0-shot: MetaRouter vs baselines, mean and spread over meta-training seeds.
 
-    python experiments/routerbench.py [--seeds 0 1 2] [--steps 2000] [--users 256]
+    python experiments/routerbench.py [--seeds 0 1 2] [--steps 2000] [--users 256] [--set KEY=VALUE ...] [--out DIR]
 
 Meta-trains on the train split (10% of it held out, stratified by family, for early stopping
 and model selection), evaluates users on the test split, both pair strategies, linear
@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 import metarouter_jax as mr
+from metarouter_jax.cli import parse_overrides
 
 OUT = Path(__file__).resolve().parent / "results"
 NS = (0, 1, 2, 4, 6, 8, 16, 32)
@@ -30,10 +31,17 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=2000)
     parser.add_argument("--users", type=int, default=256)
     parser.add_argument("--data", default=None, help="RouterBench folder (default: $METAROUTER_DATA/routerbench_0shot)")
+    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                        help="TrainConfig overrides, e.g. hidden=128 (as `metarouter train`)")
+    parser.add_argument("--out", type=Path, default=OUT, help=f"results folder (default {OUT})")
     args = parser.parse_args()
-    OUT.mkdir(exist_ok=True)
+    overrides, hparams = parse_overrides(args.set)
+    if hparams:
+        parser.error(f"only TrainConfig fields can be set here, not {sorted(hparams)}")
+    out = args.out
+    out.mkdir(parents=True, exist_ok=True)
     data = mr.load_routerbench(args.data)
-    config = mr.TrainConfig(num_steps=args.steps, log10_lam_range=(0.0, 4.0))
+    config = mr.TrainConfig(**{"num_steps": args.steps, "log10_lam_range": (0.0, 4.0), **overrides})
     runs = {}
     for seed in args.seeds:
         start = time.time()
@@ -42,7 +50,7 @@ def main() -> None:
         runs[seed] = report.to_json()
         print(f"seed {seed}: {time.time() - start:.0f} s", flush=True)
         print(report.format(), flush=True)
-    (OUT / "routerbench.json").write_text(json.dumps({"config": config.to_dict(), "runs": runs}, indent=2))
+    (out / "routerbench.json").write_text(json.dumps({"config": config.to_dict(), "runs": runs}, indent=2))
 
     lines = [f"RouterBench 0-shot, test split, {args.users} users, seeds {args.seeds}, mean +- std over seeds"]
     for strategy in ("uniform", "informative"):
@@ -56,7 +64,7 @@ def main() -> None:
                     vals = np.array([runs[s][strategy][method][str(n)][metric] for s in args.seeds])
                     cells.append(f"{vals.mean():.3f} ± {vals.std():.3f}")
                 lines.append(f"| {method} | " + " | ".join(cells) + " |")
-    (OUT / "routerbench.md").write_text("\n".join(lines) + "\n")
+    (out / "routerbench.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
 

@@ -1,6 +1,6 @@
 """Synthetic default: MetaRouter vs baselines for linear and family-weight users, over seeds.
 
-    python experiments/synthetic.py [--seeds 0 1 2] [--steps 2000] [--users 256]
+    python experiments/synthetic.py [--seeds 0 1 2] [--steps 2000] [--users 256] [--set KEY=VALUE ...] [--out DIR]
 
 Trains one router per profile family and seed (the known-preference router, the MetaRouter
 warm-started from it, and the agnostic companion), evaluates both pair strategies on 256 test
@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 import metarouter_jax as mr
+from metarouter_jax.cli import parse_overrides
 
 OUT = Path(__file__).resolve().parent / "results"
 NS = (0, 1, 2, 4, 6, 8, 16, 32)
@@ -42,12 +43,19 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=2000)
     parser.add_argument("--users", type=int, default=256)
     parser.add_argument("--profiles", nargs="+", default=["linear", "family_weights"])
+    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                        help="TrainConfig overrides, e.g. hidden=128 (as `metarouter train`)")
+    parser.add_argument("--out", type=Path, default=OUT, help=f"results folder (default {OUT})")
     args = parser.parse_args()
-    OUT.mkdir(exist_ok=True)
+    overrides, hparams = parse_overrides(args.set)
+    if hparams:
+        parser.error(f"only TrainConfig fields can be set here, not {sorted(hparams)}")
+    out = args.out
+    out.mkdir(parents=True, exist_ok=True)
     data = mr.synthetic_data(seed=0)
     summary = [f"Synthetic default, {args.users} test users, seeds {args.seeds}, mean +- std over seeds"]
     for profile in args.profiles:
-        config = mr.TrainConfig(num_steps=args.steps, profile=profile)
+        config = mr.TrainConfig(**{"num_steps": args.steps, "profile": profile, **overrides})
         runs, seconds = {}, []
         for seed in args.seeds:
             start = time.time()
@@ -56,12 +64,12 @@ def main() -> None:
             report = mr.evaluate(router, data, n_users=args.users, seed=seed, n_contexts=NS)
             runs[str(seed)] = report.to_json()
             print(f"{profile}, seed {seed}: trained in {seconds[-1]:.0f} s\n{report.format()}", flush=True)
-        (OUT / f"synthetic_{profile}.json").write_text(json.dumps({"config": config.to_dict(), "runs": runs}, indent=2))
+        (out / f"synthetic_{profile}.json").write_text(json.dumps({"config": config.to_dict(), "runs": runs}, indent=2))
         summary.append(f"\n### {profile} users (training {np.mean(seconds):.0f} s per seed, {args.steps} steps)\n")
         for strategy in ("uniform", "informative"):
             for metric in ("normalized_utility", "preference_recovery"):
                 summary.append(markdown(runs, strategy, metric))
-    (OUT / "synthetic.md").write_text("\n".join(summary) + "\n")
+    (out / "synthetic.md").write_text("\n".join(summary) + "\n")
     print("\n".join(summary))
 
 
