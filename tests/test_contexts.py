@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import metarouter_jax as mr
-from metarouter_jax.contexts import PairSource, sample_contexts, sample_pair
+from metarouter_jax.contexts import PairSource, sample_contexts, sample_pair, switch_targets
 from metarouter_jax.profiles import LinearProfiles
 from metarouter_jax.tasks import RoutingArrays, utility_scale
 
@@ -108,8 +108,9 @@ def test_informative_switch_points_spread_over_the_prior_range(small_data):
     arrays = RoutingArrays.from_data(small_data)
     source = PairSource.build(arrays, small_data.split("train"))
     keys = jax.random.split(jax.random.key(3), 2000)
-    q, a, b = jax.vmap(sample_pair, in_axes=(0, None, None, None, None, None))(
-        keys, arrays, source, jnp.ones(5, bool), True, (0.0, 3.5))
+    targets = jax.random.uniform(jax.random.key(4), (2000,), minval=0.0, maxval=3.5)
+    q, a, b = jax.vmap(sample_pair, in_axes=(0, None, None, None, None, 0))(
+        keys, arrays, source, jnp.ones(5, bool), True, targets)
     quality, cost = np.asarray(arrays.quality), np.asarray(arrays.cost)
     q, a, b = np.asarray(q), np.asarray(a), np.asarray(b)
     switch = np.log10((quality[q, a] - quality[q, b]) / (cost[q, a] - cost[q, b]))
@@ -145,3 +146,18 @@ def test_contexts_carry_the_query_family(small_data):
     with pytest.raises(ValueError, match="family must have shape"):
         mr.Contexts.from_outcomes(np.zeros((1, 8)), [0], [1], [True], [1.0], [0.01], [0.0], [0.001],
                                   capacity=2, log_cost_stats=(-3.0, 1.0), num_models=2, family=[0, 1])
+
+
+def test_switch_targets_spread_every_prefix_evenly():
+    """Each prefix of a user's informative targets covers the range: its largest gap (wrapping
+    around) stays within about 2.7 / n of the range, where n independent uniform draws leave
+    gaps of about log(n) / n; over users the targets are uniform."""
+    lo, hi = 0.5, 4.5
+    targets = np.asarray(jax.vmap(lambda k: switch_targets(k, 32, (lo, hi)))(jax.random.split(jax.random.key(0), 500)))
+    assert targets.shape == (500, 32) and targets.min() >= lo and targets.max() < hi
+    unit = (targets - lo) / (hi - lo)
+    for n in (2, 4, 6, 8, 16, 32):
+        pts = np.sort(unit[:, :n], axis=1)
+        gaps = np.diff(np.concatenate([pts, pts[:, :1] + 1.0], axis=1), axis=1)
+        assert gaps.max() < 2.7 / n, (n, gaps.max())
+    assert np.all(np.histogram(unit[:, 0], bins=4, range=(0, 1))[0] > 90)       # the start is uniform

@@ -9,11 +9,15 @@ then the label is flipped with probability eps. Which pair is shown is the pair 
 
 * `uniform`: a random query and a random pair of observed models;
 * `informative`: a trade-off pair - the dearer answer is the better one - whose switch point
-  (the willingness to pay lam* = dq / dc at which a linear user is indifferent) is nearest a
-  target drawn uniformly over the prior's range of log10(lam). On 0/1 logs a random pair is
-  mostly decided by correctness alone, and a trade-off that every user in the prior answers
-  the same way says nothing about which user this is (DESIGN.md 4); spreading the switch
-  points over the range lets a few answers bracket the user's lam.
+  (the willingness to pay lam* = dq / dc at which a linear user is indifferent) is near a
+  target in the prior's range of log10(lam). On 0/1 logs a random pair is mostly decided by
+  correctness alone, and a trade-off that every user in the prior answers the same way says
+  nothing about which user this is (DESIGN.md 4); spreading the switch points over the range
+  lets a few answers bracket the user's lam. The targets of one user's set are a randomly
+  shifted golden-ratio (Kronecker) sequence over the range: every prefix of it, the first n
+  feedbacks for any n, covers the range evenly (gaps of at most three sizes, about 1/n of
+  the range), where independent uniform targets leave gaps twice as wide around a typical
+  user and spend feedbacks on near-duplicate questions.
 
 Simulation draws from a `PairSource`: a query set with its trade-off pairs precomputed and
 sorted by switch point, so an informative pair is one uniform draw, a binary search and a
@@ -34,6 +38,7 @@ from metarouter_jax.tasks import RoutingArrays, query_utility
 PAIR_STRATEGIES = ("uniform", "informative")
 CANDIDATES = 8   # trade-off pairs tried around the target switch point (the first in the pool wins)
 WINDOW = 32      # ... drawn from this many neighbours either side in the sorted table
+GOLDEN = 0.6180339887498949  # (sqrt(5) - 1) / 2: the additive recurrence with the most even prefixes
 
 
 @struct.dataclass
@@ -229,11 +234,17 @@ def _uniform_pair(key, arrays: RoutingArrays, source: PairSource, pool):
     return query, a, b
 
 
-def _informative_pair(key, source: PairSource, pool, log10_lam_range):
-    """A trade-off pair in the pool whose switch point is near a uniform target; (q, a, b, found)."""
-    key_t, key_offset, key_swap = jax.random.split(key, 3)
+def switch_targets(key, capacity: int, log10_lam_range) -> jax.Array:
+    """[capacity] target switch points of one user's informative pairs: a golden-ratio sequence
+    over the log10(lam) range from a uniform random start, so every prefix spreads evenly."""
     lo, hi = log10_lam_range
-    target = jax.random.uniform(key_t, (), minval=lo, maxval=hi)
+    start = jax.random.uniform(key, ())
+    return lo + (hi - lo) * jnp.mod(start + GOLDEN * jnp.arange(capacity, dtype=jnp.float32), 1.0)
+
+
+def _informative_pair(key, source: PairSource, pool, target):
+    """A trade-off pair in the pool whose switch point is near `target`; (q, a, b, found)."""
+    key_offset, key_swap = jax.random.split(key)
     centre = jnp.searchsorted(source.switch, target)
     offsets = jax.random.randint(key_offset, (CANDIDATES,), -WINDOW, WINDOW + 1)
     index = jnp.clip(centre + offsets, 0, jnp.maximum(source.num_tradeoffs - 1, 0))
@@ -245,11 +256,12 @@ def _informative_pair(key, source: PairSource, pool, log10_lam_range):
     return source.tradeoff_query[index[pick]], jnp.where(swap, b, a), jnp.where(swap, a, b), ok.any()
 
 
-def sample_pair(key, arrays: RoutingArrays, source: PairSource, pool, informative, log10_lam_range):
-    """A (query, a, b) by the pair strategy; `informative` is a traced bool."""
+def sample_pair(key, arrays: RoutingArrays, source: PairSource, pool, informative, target):
+    """A (query, a, b) by the pair strategy; `informative` is a traced bool, `target` the switch
+    point (log10 lam) an informative pair should test (see `switch_targets`)."""
     key_uniform, key_informative = jax.random.split(key)
     uniform = _uniform_pair(key_uniform, arrays, source, pool)
-    *telling, found = _informative_pair(key_informative, source, pool, log10_lam_range)
+    *telling, found = _informative_pair(key_informative, source, pool, target)
     use = informative & found
     return tuple(jnp.where(use, t, u) for t, u in zip(telling, uniform))
 
@@ -265,9 +277,10 @@ def bradley_terry_label(key, profiles, profile, arrays, query, a, b, scale, beta
 def sample_contexts(key, profiles, profile, arrays: RoutingArrays, source: PairSource, pool, *, count,
                     capacity: int, scale, beta, flip, informative) -> Contexts:
     """Simulate one user's context set on `source`'s queries (capacity static, `count` valid)."""
-    keys_pair, keys_label = jax.random.split(key)
-    query, a, b = jax.vmap(sample_pair, in_axes=(0, None, None, None, None, None))(
-        jax.random.split(keys_pair, capacity), arrays, source, pool, informative, profiles.log10_lam_range)
+    keys_pair, keys_label, key_targets = jax.random.split(key, 3)
+    targets = switch_targets(key_targets, capacity, profiles.log10_lam_range)
+    query, a, b = jax.vmap(sample_pair, in_axes=(0, None, None, None, None, 0))(
+        jax.random.split(keys_pair, capacity), arrays, source, pool, informative, targets)
     label = jax.vmap(bradley_terry_label, in_axes=(0, None, None, None, 0, 0, 0, None, None, None))(
         jax.random.split(keys_label, capacity), profiles, profile, arrays, query, a, b, scale, beta, flip)
     outcome = lambda m: jnp.stack([arrays.quality[query, m], arrays.log_cost[query, m]], -1)  # noqa: E731
