@@ -10,6 +10,11 @@ own compiled program, the step's is the difference, and the chunk does
 chunk_steps * step + validation FLOPs. `matmul_flops_per_task` counts the matmuls of one
 task by hand as a sanity check (XLA also counts elementwise work, so expect a ratio >~ 1).
 
+Where the MFU saturates: the same step at wider hidden layers (`WIDTHS`), next to a plain
+reference step of the same size, a two-hidden-layer MLP trained with SGD on as many rows as the
+policy's largest matmuls (tasks x queries x models), whole loop in one `lax.scan`: the MFU a
+textbook step of these shapes reaches on this machine.
+
     python benchmarks/bench_train.py [--quick]
 """
 
@@ -17,6 +22,7 @@ from __future__ import annotations
 
 
 import jax
+import jax.numpy as jnp
 
 from common import compile_timed, script_main, matmul_peak, median_time
 from metarouter_jax.config import Hparams, TrainConfig
@@ -24,6 +30,7 @@ from metarouter_jax.networks import OUTCOME_DIM, TRADE_OFF_DIM
 from metarouter_jax.training import make_train
 
 BATCH_SIZES = (8, 16, 32, 64, 128)
+WIDTHS = (64, 128, 256)
 
 
 def validation_flops(trainer, data_args, params, valid) -> float | None:
@@ -67,37 +74,73 @@ def matmul_flops_per_task(trainer) -> float:
     return 3.0 * 2.0 * (encoder + policy + utility)
 
 
+def plain_mlp(rows: int, hidden: int, peak: float, steps: int = 50, repeats: int = 3, out: int = 16) -> dict:
+    """MFU of a textbook step of comparable size: a [rows, hidden] batch through two gelu layers of
+    `hidden` and a linear [hidden, out] head, log-softmax loss, SGD, `steps` steps in one lax.scan."""
+    keys = jax.random.split(jax.random.key(0), 5)
+    x = jax.random.normal(keys[0], (rows, hidden))
+    y = jax.nn.softmax(jax.random.normal(keys[1], (rows, out)))
+    scale = hidden**-0.5
+    params = {"w1": scale * jax.random.normal(keys[2], (hidden, hidden)), "b1": jnp.zeros(hidden),
+              "w2": scale * jax.random.normal(keys[3], (hidden, hidden)), "b2": jnp.zeros(hidden),
+              "w3": scale * jax.random.normal(keys[4], (hidden, out))}
+
+    def loss(p):
+        h = jax.nn.gelu(x @ p["w1"] + p["b1"])
+        h = jax.nn.gelu(h @ p["w2"] + p["b2"])
+        return -jnp.mean(jnp.sum(y * jax.nn.log_softmax(h @ p["w3"]), -1))
+
+    def train(p):
+        def step(p, _):
+            return jax.tree.map(lambda w, g: w - 1e-3 * g, p, jax.grad(loss)(p)), None
+        return jax.lax.scan(step, p, None, length=steps)[0]
+
+    compiled, compile_s, flops = compile_timed(jax.jit(train), params)
+    seconds, _ = median_time(compiled, params, repeats=repeats)
+    flops = steps * flops if flops else 3 * 2 * steps * rows * hidden * (2 * hidden + out)  # body counted once
+    return {"hidden": hidden, "rows": rows, "flops_per_s": flops / seconds, "mfu": flops / seconds / peak,
+            "compile_s": compile_s}
+
+
 def run(data, batch_sizes=BATCH_SIZES, chunk_steps: int = 50, repeats: int = 3, peak: float | None = None,
-        base: TrainConfig | None = None) -> dict:
+        base: TrainConfig | None = None, widths=WIDTHS) -> dict:
     """Throughput and MFU per task batch size; the headline is the default batch size's row."""
     base = base or TrainConfig()
     peak = peak or matmul_peak()["flops_per_s"]
     hparams = Hparams.create()
     key_init, key_valid = jax.random.split(jax.random.key(0))
     rows, valid = [], None
-    for tasks in batch_sizes:
-        config = base.replace(tasks_per_step=tasks, chunk_steps=chunk_steps, num_steps=20 * chunk_steps)
+    for tasks, hidden in [(t, base.hidden) for t in batch_sizes] + [(base.tasks_per_step, w) for w in widths
+                                                                    if w != base.hidden]:
+        config = base.replace(tasks_per_step=tasks, chunk_steps=chunk_steps, num_steps=20 * chunk_steps, hidden=hidden)
         trainer = make_train(config, data)
         state, args = trainer.jit_init(key_init, hparams), trainer.data_args()
         valid_set = trainer.jit_validation_users(args, key_valid, hparams)  # once per run, as in training
         chunk, compile_s, chunk_flops = compile_timed(trainer.jit_chunk, args, state, hparams, valid_set)
-        if valid is None:
+        if valid is None or hidden != base.hidden:  # the validation's FLOPs depend on the width
             valid = validation_flops(trainer, args, state.params, valid_set)
         seconds, times = median_time(chunk, args, state, hparams, valid_set, repeats=repeats)
         step = chunk_flops - valid if chunk_flops and valid else None
         flops = chunk_steps * step + valid if step else None
         rows.append({
-            "tasks_per_step": tasks, "compile_s": compile_s, "chunk_s": seconds, "chunk_times_s": times,
+            "tasks_per_step": tasks, "hidden": hidden, "compile_s": compile_s, "chunk_s": seconds, "chunk_times_s": times,
             "steps_per_s": chunk_steps / seconds, "tasks_per_s": tasks * chunk_steps / seconds,
             "step_flops": step, "step_flops_by_hand": tasks * matmul_flops_per_task(trainer),
             "validation_flops": valid, "flops_per_s": flops / seconds if flops else None,
             "mfu": flops / seconds / peak if flops else None,
         })
+    by_width = [r for r in rows if r["tasks_per_step"] == base.tasks_per_step]
+    rows = [r for r in rows if r["hidden"] == base.hidden]
     default = [r for r in rows if r["tasks_per_step"] == base.tasks_per_step] or rows[-1:]
     head = default[0]
+    policy_rows = base.tasks_per_step * base.queries_per_task * data.num_models
+    plain = [plain_mlp(policy_rows, w, peak, repeats=repeats) | {"step_mfu": r["mfu"]}
+             for w, r in sorted({r["hidden"]: r for r in by_width}.items())]
     return {"mfu": head["mfu"], "tasks_per_s": head["tasks_per_s"], "steps_per_s": head["steps_per_s"],
             "compile_s": head["compile_s"], "tasks_per_step": head["tasks_per_step"],
             "best_mfu": max((r["mfu"] or 0.0) for r in rows), "chunk_steps": chunk_steps,
+            "plain_mlp_mfu": next(p["mfu"] for p in plain if p["hidden"] == base.hidden),
+            "by_width": plain,
             "config": {k: v for k, v in base.to_dict().items()
                        if k in ("hidden", "latent_dim", "query_dim", "max_contexts", "queries_per_task",
                                 "valid_users", "inner_steps")},
@@ -105,7 +148,7 @@ def run(data, batch_sizes=BATCH_SIZES, chunk_steps: int = 50, repeats: int = 3, 
 
 
 def main() -> None:
-    script_main(__doc__, run, lambda data: run(data, (8, 32), chunk_steps=10, repeats=2))
+    script_main(__doc__, run, lambda data: run(data, (8, 32), chunk_steps=10, repeats=2, widths=(64,)))
 
 
 if __name__ == "__main__":

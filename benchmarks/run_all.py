@@ -45,7 +45,7 @@ TARGETS = (
 def settings(quick: bool) -> dict:
     """Keyword arguments of each section's run()."""
     if quick:
-        return {"train": dict(batch_sizes=(32,), chunk_steps=10, repeats=2),
+        return {"train": dict(batch_sizes=(32,), chunk_steps=10, repeats=2, widths=(64, 128)),
                 "sweep": dict(sizes=(4,), config=bench_sweep.SMALL.replace(num_steps=20, chunk_steps=10), repeats=1),
                 "adapt": dict(calls=50, repeats=5),
                 "route": dict(n_queries=10_000, text_queries=64, repeats=2, text_repeats=1)}
@@ -110,6 +110,13 @@ def markdown(results: dict) -> str:
                           f"{r['tasks_per_s']:,.0f}", _fmt((r["step_flops"] or 0) / 1e6),
                           _fmt(r["step_flops_by_hand"] / 1e6), _fmt((r["flops_per_s"] or 0) / 1e9), _fmt(r["mfu"])]
                          for r in train["by_batch_size"]])
+    if "by_width" in train:
+        lines += ["", f"Where the MFU saturates: the step at T = {train['tasks_per_step']} and wider hidden layers, "
+                  "against a plain two-layer MLP step (SGD, one `lax.scan`) on as many rows as the policy's "
+                  "largest matmuls:", ""]
+        lines += _table(["hidden", "step MFU", "plain MLP rows", "plain MLP GFLOP/s", "plain MLP MFU"],
+                        [[r["hidden"], _fmt(r["step_mfu"]), f"{r['rows']:,}", _fmt(r["flops_per_s"] / 1e9),
+                          _fmt(r["mfu"])] for r in train["by_width"]])
     sweep = results.get("sweep", {})
     if "by_size" in sweep:
         lines += ["", f"## Sweeps (small config {sweep['config']}; one run alone: {sweep['single_run_s']:.2f} s, "
