@@ -20,7 +20,7 @@ then the label is flipped with probability eps. Which pair is shown is the pair 
   user and spend feedbacks on near-duplicate questions.
 
 Simulation draws from a `PairSource`: a query set with its trade-off pairs precomputed and
-sorted by switch point, so an informative pair is one uniform draw, a binary search and a
+sorted by switch point, so an informative pair is one target, a binary search and a
 gather (no rejection loop over random pairs).
 """
 
