@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import metarouter_jax as mr
-from metarouter_jax.contexts import PairSource, sample_contexts, sample_pair, switch_targets
+from metarouter_jax.contexts import PairSource, sample_active_contexts, sample_contexts, sample_pair, switch_targets
 from metarouter_jax.profiles import LinearProfiles
 from metarouter_jax.tasks import RoutingArrays, utility_scale
 
@@ -60,7 +60,7 @@ def test_nan_outcome_is_refused():
 def _simulate(data, informative, pool=None, count=16, key=0):
     arrays = RoutingArrays.from_data(data)
     profiles = LinearProfiles((0.0, 3.5))
-    profile = profiles.linear_profile(2.0)
+    profile = profiles.linear_profile(2.25)
     queries = jnp.asarray(data.split("train"))
     scale = utility_scale(profiles, profile, arrays, queries[:64])
     pool = jnp.ones(data.num_models, bool) if pool is None else jnp.asarray(pool)
@@ -161,3 +161,32 @@ def test_switch_targets_spread_every_prefix_evenly():
         gaps = np.diff(np.concatenate([pts, pts[:, :1] + 1.0], axis=1), axis=1)
         assert gaps.max() < 2.7 / n, (n, gaps.max())
     assert np.all(np.histogram(unit[:, 0], bins=4, range=(0, 1))[0] > 90)       # the start is uniform
+
+
+def test_active_contexts_ask_where_the_feedback_so_far_points(small_data):
+    """The t-th pair is asked at next_target(the first t contexts): here a target that climbs
+    by 0.5 decade per answer, so pair t's switch point sits near 0.5 + 0.5 t."""
+    arrays = RoutingArrays.from_data(small_data)
+    source = PairSource.build(arrays, small_data.split("train"))
+    profiles = mr.make_profiles("linear", log10_lam_range=(0.0, 4.0))
+    profile = profiles.linear_profile(2.25)
+
+    def climb(contexts):
+        return 0.5 + 0.5 * contexts.mask.sum()
+
+    ctx = jax.jit(lambda k: sample_active_contexts(
+        k, profiles, profile, arrays, source, jnp.ones(5, bool), capacity=6, scale=1.0, beta=1e5, flip=0.0,
+        next_target=climb))(jax.random.key(0))
+    assert bool(ctx.mask.all()) and set(np.unique(np.asarray(ctx.label))) <= {0.0, 1.0}
+    quality, cost = np.asarray(arrays.quality), np.asarray(arrays.cost)
+    q = np.asarray(ctx.query_emb) @ np.asarray(arrays.embeddings).T              # recover the queries
+    rows = np.argmax(q - 0.5 * (np.asarray(arrays.embeddings) ** 2).sum(-1), axis=1)
+    a, b = np.asarray(ctx.model_a), np.asarray(ctx.model_b)
+    hi, lo = np.where(cost[rows, a] > cost[rows, b], a, b), np.where(cost[rows, a] > cost[rows, b], b, a)
+    switch = np.log10((quality[rows, hi] - quality[rows, lo]) / (cost[rows, hi] - cost[rows, lo]))
+    np.testing.assert_allclose(switch, 0.5 + 0.5 * np.arange(6), atol=0.35)
+    # A near-deterministic user (log10 lam = 2.25) pays for the dearer, better answer exactly when
+    # its switch point is above 2.25.
+    dearer_won = np.where(cost[rows, a] > cost[rows, b], ctx.label, 1.0 - np.asarray(ctx.label))
+    clear = np.abs(switch - 2.25) > 0.02
+    np.testing.assert_array_equal(dearer_won[clear], (switch[clear] > 2.25).astype(float))

@@ -1,5 +1,6 @@
 """Evaluation report: structure, flat baselines, the plug-ins, and the anchors of the metrics."""
 
+import copy
 import json
 
 import pytest
@@ -45,7 +46,11 @@ def test_json_schema(report, tmp_path):
 
 def test_bad_evaluation_requests(trained_router, small_data):
     with pytest.raises(ValueError, match="pair strategies"):
-        mr.evaluate(trained_router, small_data, strategies=("active",))
+        mr.evaluate(trained_router, small_data, strategies=("bisect",))
+    point = copy.copy(trained_router)
+    point.atoms = None  # as a point-estimate encoder (posterior_atoms=0) has
+    with pytest.raises(ValueError, match="atomic-posterior"):
+        mr.evaluate(point, small_data, strategies=("active",))
     with pytest.raises(KeyError, match="unknown split"):
         mr.evaluate(trained_router, small_data, split="holdout")
     solo = mr.MetaRouter(trained_router.config, trained_router.hparams, trained_router.net_config,
@@ -53,3 +58,17 @@ def test_bad_evaluation_requests(trained_router, small_data):
                          trained_router.info)
     with pytest.raises(ValueError, match="companion"):
         mr.evaluate(solo, small_data)
+
+
+def test_active_strategy(trained_router, small_data, report):
+    """Asked one at a time: the same users and flat baselines, the prior at n = 0, and the
+    questions it asks are at least as telling as an up-front design on this router."""
+    active = mr.evaluate(trained_router, small_data, n_users=32, n_contexts=(0, 2, 8), strategies=("active",))
+    table, informative = active.results["active"], report.results["informative"]
+    assert set(table) == set(METHODS)
+    for method in ("known", "agnostic", "best_fixed", "random"):
+        assert table[method][0] == informative[method][0]
+    for method in ("metarouter", "bt_bayes"):  # no feedback yet: routing by the prior alone
+        assert table[method][0]["normalized_utility"] == pytest.approx(informative[method][0]["normalized_utility"])
+    assert table["metarouter"][8]["normalized_utility"] > table["metarouter"][0]["normalized_utility"]
+    assert "pair strategy: active" in active.format()

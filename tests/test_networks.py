@@ -149,3 +149,18 @@ def test_adapt_names_a_missing_or_wrong_atom_set(setup):
             adaptation.adapt(trainer.graphdef, params, ctx, desc)
         with pytest.raises(ValueError, match="pass atoms="):
             adaptation.adapt(trainer.graphdef, params, ctx, desc, atoms=make_atoms(trainer.profiles, 4))
+
+
+def test_posterior_median_of_log10_lam():
+    """The median under atom weights: a point mass gives its atom, the uniform posterior the grid's
+    middle, and mass split 30/70 between two atoms the heavier one (order of the atoms is free)."""
+    atoms = make_atoms(mr.make_profiles("family_weights", num_families=3, log10_lam_range=(0.0, 4.0)), 8)
+    lam = np.asarray(atoms.log10_lam)
+    assert sorted(lam.tolist()) == pytest.approx([0.25, 0.75, 1.25, 1.75, 2.25, 2.75, 3.25, 3.75])
+    assert not np.all(np.diff(lam) > 0)                     # permuted: the median must sort them
+    median = lambda w: float(adaptation.posterior_median_log10_lam(jnp.asarray(w, jnp.float32), atoms))  # noqa: E731
+    assert median(np.eye(8)[5]) == pytest.approx(lam[5])
+    assert median(np.full(8, 1 / 8)) in (pytest.approx(1.75), pytest.approx(2.25))
+    w = np.zeros(8)
+    w[np.argmin(lam)], w[np.argmax(lam)] = 0.3, 0.7
+    assert median(w) == pytest.approx(3.75)

@@ -89,6 +89,15 @@ def posterior_weights(graphdef, params, contexts: Contexts, descriptors, atoms, 
     return jax.nn.softmax(logits)
 
 
+def posterior_median_log10_lam(weights, atoms):
+    """The median of log10(lam) under atom weights [G]: the switch point whose answer splits the
+    posterior mass in half (what the `active` pair strategy asks about next)."""
+    order = jnp.argsort(atoms.log10_lam)
+    cdf = jnp.cumsum(weights[order])
+    index = jnp.minimum(jnp.searchsorted(cdf, 0.5 * cdf[-1]), order.shape[0] - 1)
+    return atoms.log10_lam[order][index]
+
+
 def atom_latents(graphdef, params, atoms):
     """[G, R] the known router's routing weights of every atom."""
     return jax.vmap(nnx.merge(graphdef, params).known_latent)(atoms.features)

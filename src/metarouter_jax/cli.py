@@ -258,7 +258,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--users", type=int, default=256)
     ev.add_argument("--seed", type=int, default=0)
     ev.add_argument("--n-contexts", type=int, nargs="+", default=[0, 1, 2, 4, 6, 8, 16, 32])
-    ev.add_argument("--strategies", nargs="+", default=["uniform", "informative"])
+    ev.add_argument("--strategies", nargs="+", default=["uniform", "informative"],
+                    help="pair strategies: uniform, informative, active (asked one at a time)")
     ev.add_argument("--profile", default=None, help="test-user profile family (default: the training one)")
     ev.add_argument("--json", default=None, help="write {strategy: {method: {n: metrics}}} here")
     ev.set_defaults(func=cmd_eval)

@@ -18,6 +18,10 @@ then the label is flipped with probability eps. Which pair is shown is the pair 
   feedbacks for any n, covers the range evenly (gaps of at most three sizes, about 1/n of
   the range), where independent uniform targets leave gaps twice as wide around a typical
   user and spend feedbacks on near-duplicate questions.
+* `active` (evaluation, `sample_active_contexts`): feedbacks asked one at a time, each an
+  informative pair at a target chosen from the feedback so far; evaluation takes the median
+  of the router's own posterior (a noisy bisection of log10(lam)). DESIGN.md section 4 calls
+  choosing the next comparison actively the natural extension of the same interface.
 
 Simulation draws from a `PairSource`: a query set with its trade-off pairs precomputed and
 sorted by switch point, so an informative pair is one target, a binary search and a
@@ -35,7 +39,8 @@ from flax import struct
 from metarouter_jax.data import RoutingData
 from metarouter_jax.tasks import RoutingArrays, query_utility
 
-PAIR_STRATEGIES = ("uniform", "informative")
+PAIR_STRATEGIES = ("uniform", "informative")   # drawn up front (training and evaluation)
+ACTIVE_STRATEGIES = ("active",)                 # chosen one at a time from the feedback so far (evaluation)
 CANDIDATES = 8   # trade-off pairs tried around the target switch point (the first in the pool wins)
 WINDOW = 32      # ... drawn from this many neighbours either side in the sorted table
 GOLDEN = 0.6180339887498949  # (sqrt(5) - 1) / 2: the additive recurrence with the most even prefixes
@@ -289,3 +294,32 @@ def sample_contexts(key, profiles, profile, arrays: RoutingArrays, source: PairS
         outcome_a=outcome(a), outcome_b=outcome(b), label=label,
         mask=jnp.arange(capacity) < count, family=arrays.family[query],
     )
+
+
+def sample_active_contexts(key, profiles, profile, arrays: RoutingArrays, source: PairSource, pool, *,
+                           capacity: int, scale, beta, flip, next_target) -> Contexts:
+    """Simulate one user's feedback asked one at a time (all `capacity` contexts valid).
+
+    The t-th pair is the informative pair at `next_target(contexts)`, a log10(lam) computed
+    from the contexts so far (the first t valid); so the first n contexts are exactly what
+    asking n questions this way gives. A lax.scan over the capacity.
+    """
+    dim = arrays.embeddings.shape[-1]
+    empty = Contexts(query_emb=jnp.zeros((capacity, dim), arrays.embeddings.dtype),
+                     model_a=jnp.zeros((capacity,), jnp.int32), model_b=jnp.ones((capacity,), jnp.int32),
+                     outcome_a=jnp.zeros((capacity, 2)), outcome_b=jnp.zeros((capacity, 2)),
+                     label=jnp.zeros((capacity,)), mask=jnp.zeros((capacity,), bool),
+                     family=jnp.full((capacity,), -1, jnp.int32))
+
+    def ask(contexts, inputs):
+        t, key_t = inputs
+        key_pair, key_label = jax.random.split(key_t)
+        query, a, b = sample_pair(key_pair, arrays, source, pool, True, next_target(contexts))
+        label = bradley_terry_label(key_label, profiles, profile, arrays, query, a, b, scale, beta, flip)
+        outcome = lambda m: jnp.stack([arrays.quality[query, m], arrays.log_cost[query, m]])  # noqa: E731
+        new = {"query_emb": arrays.embeddings[query], "model_a": a, "model_b": b, "outcome_a": outcome(a),
+               "outcome_b": outcome(b), "label": label, "mask": True, "family": arrays.family[query]}
+        return contexts.replace(**{k: getattr(contexts, k).at[t].set(v) for k, v in new.items()}), None
+
+    contexts, _ = jax.lax.scan(ask, empty, (jnp.arange(capacity), jax.random.split(key, capacity)))
+    return contexts

@@ -3,7 +3,9 @@
 Test users are profiles drawn from the router's prior (or another `profiles`), simulated as
 Bradley-Terry users (beta = 10, 5% label flips by default) giving feedback on queries of the
 evaluation split. Each user's contexts are drawn once at the largest n and nested (the first
-n are the n-context set), so the curve over n is not blurred by resampling. Every query of
+n are the n-context set), so the curve over n is not blurred by resampling. With the `active`
+strategy they are asked one at a time, each at the median log10(lam) of the MetaRouter's
+posterior after the answers so far, and every method reads those same contexts. Every query of
 the split is routed by argmax among the pool's models observed for that query.
 
 Per user: normalised utility NU = (U - U_random) / (U_oracle - U_random), with U the mean
@@ -22,7 +24,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from metarouter_jax import adaptation, baselines
-from metarouter_jax.contexts import PAIR_STRATEGIES, PairSource, sample_contexts
+from metarouter_jax.contexts import (ACTIVE_STRATEGIES, PAIR_STRATEGIES, PairSource, sample_active_contexts,
+                                     sample_contexts)
 from metarouter_jax.data import RoutingData
 from metarouter_jax.tasks import query_utility, utility_scale
 from metarouter_jax.training import calibration_queries
@@ -80,9 +83,12 @@ def evaluate(router, data: RoutingData, split: str = "test", n_contexts=DEFAULT_
     for name in ("known", "agnostic"):
         if name not in router.params:
             raise ValueError(f"evaluation needs the {name!r} companion router: fit with companions=True")
-    unknown = [s for s in strategies if s not in PAIR_STRATEGIES]
+    unknown = [s for s in strategies if s not in PAIR_STRATEGIES + ACTIVE_STRATEGIES]
     if unknown:
-        raise ValueError(f"unknown pair strategies {unknown}; known: {PAIR_STRATEGIES}")
+        raise ValueError(f"unknown pair strategies {unknown}; known: {PAIR_STRATEGIES + ACTIVE_STRATEGIES}")
+    if "active" in strategies and router.atoms is None:
+        raise ValueError("the 'active' pair strategy asks at the median of the MetaRouter's posterior: it needs "
+                         "an atomic-posterior router (posterior_atoms > 0), this one has posterior_atoms=0")
     n_contexts = tuple(int(n) for n in n_contexts)
     if min(n_contexts) < 0:
         raise ValueError(f"numbers of contexts must be >= 0, got {n_contexts}")
@@ -116,13 +122,24 @@ def evaluate(router, data: RoutingData, split: str = "test", n_contexts=DEFAULT_
     rand = jnp.stack([jnp.zeros(()), mean_allowed(arrays.quality[queries]), mean_allowed(arrays.cost[queries])])
     agnostic = route("agnostic", adaptation.prior_latent(graphdef, params["agnostic"]))
 
-    def one_user(key, informative):
+    def one_user(key, informative, active=False):
         key_profile, key_ctx = jax.random.split(key)
         profile = profiles.sample(key_profile)
         scale = utility_scale(profiles, profile, arrays, calib)
         u = jax.vmap(query_utility, in_axes=(None, None, None, 0))(profiles, profile, arrays, queries) / scale
-        ctx_full = sample_contexts(key_ctx, profiles, profile, arrays, source, pool_mask, count=capacity,
-                                   capacity=capacity, scale=scale, beta=beta, flip=flip, informative=informative)
+        if active:
+            def next_target(ctx):
+                weights = adaptation.posterior_weights(graphdef, params["metarouter"], ctx, arrays.descriptors,
+                                                       router.atoms, router.config.inner_steps,
+                                                       router.config.first_order)
+                return adaptation.posterior_median_log10_lam(weights, router.atoms)
+
+            ctx_full = sample_active_contexts(key_ctx, profiles, profile, arrays, source, pool_mask,
+                                              capacity=capacity, scale=scale, beta=beta, flip=flip,
+                                              next_target=next_target)
+        else:
+            ctx_full = sample_contexts(key_ctx, profiles, profile, arrays, source, pool_mask, count=capacity,
+                                       capacity=capacity, scale=scale, beta=beta, flip=flip, informative=informative)
         u_random, u_oracle, model_means = baselines.hindsight(u, allowed)
 
         def outcome(choice):
@@ -154,8 +171,12 @@ def evaluate(router, data: RoutingData, split: str = "test", n_contexts=DEFAULT_
     results, n_queries = {}, int(queries.shape[0])
     keys = jax.random.split(jax.random.key(seed), n_users)
     run = jax.jit(lambda ks, inf: jax.lax.map(lambda k: one_user(k, inf), ks, batch_size=user_batch))
+    run_active = jax.jit(lambda ks: jax.lax.map(lambda k: one_user(k, True, active=True), ks, batch_size=user_batch))
     for strategy in strategies:
-        adaptive, flat = run(keys, jnp.asarray(strategy == "informative"))
+        if strategy == "active":
+            adaptive, flat = run_active(keys)
+        else:  # one compiled program serves both up-front strategies (a traced switch)
+            adaptive, flat = run(keys, jnp.asarray(strategy == "informative"))
         adaptive, flat = np.asarray(adaptive.mean(0)), np.asarray(flat.mean(0))       # [n, 4, 3], [4, 3]
         nu_agnostic, nu_known = flat[FLAT.index("agnostic"), 0], flat[FLAT.index("known"), 0]
 

@@ -163,12 +163,14 @@ class Atoms:
 
     features: [G, F] their `features` (the known router's input); targets: [G, T] their
     standardised `targets`; width: kernel width in target space (median distance from an atom
-    to its nearest neighbour), used to score a posterior against a true profile.
+    to its nearest neighbour), used to score a posterior against a true profile; log10_lam:
+    [G] their willingness to pay (what an informative pair tests).
     """
 
     features: jax.Array
     targets: jax.Array
     width: jax.Array
+    log10_lam: jax.Array
 
 
 def make_atoms(profiles: LinearProfiles, num: int) -> Atoms:
@@ -184,7 +186,8 @@ def make_atoms(profiles: LinearProfiles, num: int) -> Atoms:
     features = jax.vmap(profiles.features)(atoms)
     targets = np.asarray(jax.vmap(profiles.targets)(atoms))
     dist = np.sqrt(((targets[:, None] - targets[None]) ** 2).sum(-1)) + np.diag(np.full(num, np.inf))
-    return Atoms(features=features, targets=jnp.asarray(targets), width=jnp.asarray(np.median(dist.min(1)), jnp.float32))
+    return Atoms(features=features, targets=jnp.asarray(targets), width=jnp.asarray(np.median(dist.min(1)), jnp.float32),
+                 log10_lam=jnp.asarray(atoms["log10_lam"], jnp.float32))
 
 
 PROFILE_FAMILIES: dict[str, Callable[..., LinearProfiles]] = {
