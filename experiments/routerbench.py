@@ -3,7 +3,7 @@
     python experiments/routerbench.py [--seeds 0 1 2] [--steps 2000] [--users 256] [--set KEY=VALUE ...] [--out DIR]
 
 Meta-trains on the train split (10% of it held out, stratified by family, for early stopping
-and model selection), evaluates users on the test split, both pair strategies, linear
+and model selection), evaluates users on the test split, all three pair strategies, linear
 profiles with log10(lam) in [0, 4] (the reference range of DESIGN.md section 9). Writes
 experiments/results/routerbench.json (every seed) and routerbench.md (mean +- std).
 """
@@ -22,6 +22,7 @@ from metarouter_jax.cli import parse_overrides
 
 OUT = Path(__file__).resolve().parent / "results"
 NS = (0, 1, 2, 4, 6, 8, 16, 32)
+STRATEGIES = ("uniform", "informative", "active")  # active: asked one at a time at the posterior median
 SHOWN = ("metarouter", "bt_bayes", "bt_posterior", "bt_mle", "known", "agnostic", "best_fixed")
 
 
@@ -46,14 +47,14 @@ def main() -> None:
     for seed in args.seeds:
         start = time.time()
         router = mr.MetaRouter.fit(data, config, seed=seed)
-        report = mr.evaluate(router, data, split="test", n_users=args.users, seed=0, n_contexts=NS)
+        report = mr.evaluate(router, data, split="test", n_users=args.users, seed=0, n_contexts=NS, strategies=STRATEGIES)
         runs[seed] = report.to_json()
         print(f"seed {seed}: {time.time() - start:.0f} s", flush=True)
         print(report.format(), flush=True)
     (out / "routerbench.json").write_text(json.dumps({"config": config.to_dict(), "runs": runs}, indent=2))
 
     lines = [f"RouterBench 0-shot, test split, {args.users} users, seeds {args.seeds}, mean +- std over seeds"]
-    for strategy in ("uniform", "informative"):
+    for strategy in STRATEGIES:
         for metric in ("normalized_utility", "preference_recovery"):
             lines.append(f"\n{metric.replace('_', ' ')}, {strategy} pairs\n")
             lines.append("| method | " + " | ".join(f"n={n}" for n in NS) + " |")

@@ -3,7 +3,7 @@
     python experiments/synthetic.py [--seeds 0 1 2] [--steps 2000] [--users 256] [--set KEY=VALUE ...] [--out DIR]
 
 Trains one router per profile family and seed (the known-preference router, the MetaRouter
-warm-started from it, and the agnostic companion), evaluates both pair strategies on 256 test
+warm-started from it, and the agnostic companion), evaluates the three pair strategies on 256 test
 users (drawn with the same seed) and writes experiments/results/synthetic_<profile>.json (every
 seed) and synthetic.md (mean +- std over seeds).
 """
@@ -22,6 +22,7 @@ from metarouter_jax.cli import parse_overrides
 
 OUT = Path(__file__).resolve().parent / "results"
 NS = (0, 1, 2, 4, 6, 8, 16, 32)
+STRATEGIES = ("uniform", "informative", "active")  # active: asked one at a time at the posterior median
 SHOWN = ("metarouter", "bt_bayes", "bt_posterior", "bt_mle", "known", "agnostic", "best_fixed")
 
 
@@ -61,12 +62,12 @@ def main() -> None:
             start = time.time()
             router = mr.MetaRouter.fit(data, config, seed=seed)
             seconds.append(time.time() - start)
-            report = mr.evaluate(router, data, n_users=args.users, seed=seed, n_contexts=NS)
+            report = mr.evaluate(router, data, n_users=args.users, seed=seed, n_contexts=NS, strategies=STRATEGIES)
             runs[str(seed)] = report.to_json()
             print(f"{profile}, seed {seed}: trained in {seconds[-1]:.0f} s\n{report.format()}", flush=True)
         (out / f"synthetic_{profile}.json").write_text(json.dumps({"config": config.to_dict(), "runs": runs}, indent=2))
         summary.append(f"\n### {profile} users (training {np.mean(seconds):.0f} s per seed, {args.steps} steps)\n")
-        for strategy in ("uniform", "informative"):
+        for strategy in STRATEGIES:
             for metric in ("normalized_utility", "preference_recovery"):
                 summary.append(markdown(runs, strategy, metric))
     (out / "synthetic.md").write_text("\n".join(summary) + "\n")
