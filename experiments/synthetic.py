@@ -23,7 +23,7 @@ from metarouter_jax.cli import parse_overrides
 OUT = Path(__file__).resolve().parent / "results"
 NS = (0, 1, 2, 4, 6, 8, 16, 32)
 STRATEGIES = ("uniform", "informative", "active")  # active: asked one at a time at the posterior median
-SHOWN = ("metarouter", "bt_bayes", "bt_posterior", "bt_mle", "known", "agnostic", "best_fixed")
+SHOWN = ("metarouter", "bt_bayes", "bt_posterior", "bt_marginal", "bt_mle", "known", "agnostic", "best_fixed")
 
 
 def markdown(runs: dict, strategy: str, metric: str) -> str:

@@ -26,7 +26,11 @@ def test_posterior_mean_converges_to_the_true_lam(small_data):
         ctx = sample_contexts(key_ctx, profiles, profile, arrays, source, jnp.ones(5, bool), count=n, capacity=32,
                               scale=scale, beta=10.0, flip=0.05, informative=True)
         mle, post, _ = baselines.bt_estimates(ctx, arrays, grid, scales, 10.0, 0.05)
-        return jnp.abs(post - profile["log10_lam"]), jnp.abs(mle - profile["log10_lam"])
+        # One quadrature point at the true noise: the marginal plug-in is the posterior mean.
+        exact = baselines.marginal_posterior_mean(ctx, arrays, grid, scales, jnp.array([10.0]), jnp.array([0.05]))
+        marginal = baselines.marginal_posterior_mean(ctx, arrays, grid, scales, *baselines.noise_quadrature((3.0, 30.0), 0.1))
+        return (jnp.abs(post - profile["log10_lam"]), jnp.abs(mle - profile["log10_lam"]), post - exact,
+                jnp.abs(marginal - profile["log10_lam"]))
 
     keys = jax.random.split(jax.random.key(0), 200)
     errs = {n: jax.vmap(lambda k: error(k, n))(keys) for n in (0, 4, 32)}
@@ -34,6 +38,19 @@ def test_posterior_mean_converges_to_the_true_lam(small_data):
     assert post[0] > post[4] > post[32]
     assert post[0] > 0.8 and post[32] < 0.5                       # prior |error| ~ 0.875 decades
     assert float(errs[0][1].mean()) == post[0]                    # no data: both are the prior centre
+    for n in (0, 4, 32):
+        np.testing.assert_allclose(errs[n][2], 0.0, atol=1e-4)
+    marginal = {n: float(e[3].mean()) for n, e in errs.items()}
+    assert marginal[0] == post[0] and marginal[32] < 0.5         # it learns too, from the prior centre
+    assert marginal[4] >= post[4] - 0.02                          # knowing the true noise is no handicap
+
+
+def test_noise_quadrature_spans_the_training_prior():
+    betas, flips = baselines.noise_quadrature((3.0, 30.0), 0.1, num_beta=8, num_flip=4)
+    assert betas.shape == flips.shape == (32,)
+    assert 3.0 < float(betas.min()) < float(betas.max()) < 30.0
+    np.testing.assert_allclose(np.sqrt(float(betas.min()) * float(betas.max())), np.sqrt(90.0), rtol=1e-5)  # log-symmetric
+    np.testing.assert_allclose(np.unique(np.asarray(flips)), [0.0125, 0.0375, 0.0625, 0.0875], rtol=1e-5)
 
 
 def test_hindsight_on_an_analytic_case():

@@ -31,7 +31,7 @@ def test_metric_anchors(report):
             assert table["agnostic"][n]["preference_recovery"] == pytest.approx(0.0)
             assert table["known"][n] == table["known"][0]           # flat baselines repeat over n
         # With no contexts both plug-ins fall back to the prior's centre: the same routing.
-        assert table["bt_mle"][0] == table["bt_posterior"][0]
+        assert table["bt_mle"][0] == table["bt_posterior"][0] == table["bt_marginal"][0]
         assert 0.0 < table["best_fixed"][0]["normalized_utility"] < 1.0
     # The Bayes decision with no contexts depends on the prior alone, not on the pair strategy.
     assert report.results["uniform"]["bt_bayes"][0] == report.results["informative"]["bt_bayes"][0]

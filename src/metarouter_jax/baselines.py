@@ -6,6 +6,9 @@
   are handed the true rationality beta and flip rate of the test users, so they are
   well-specified on linear users: the explicit-inference bar the meta-learned encoder must
   meet (DESIGN.md sections 8-9).
+* `bt_marginal`: the posterior-mean plug-in told only what the MetaRouter was trained with:
+  the likelihood averaged over the training prior of beta (log-uniform) and flip rate
+  (uniform), on a midpoint quadrature. The like-for-like explicit-inference comparison.
 * The Bradley-Terry Bayes decision: the same exact grid posterior, routed by the known
   router's posterior expected score (its routing weights averaged over the posterior; the
   scores are linear in them). What the MetaRouter's atomic posterior learns to approximate.
@@ -66,6 +69,23 @@ def bt_estimates(contexts: Contexts, arrays: RoutingArrays, grid, scales, beta, 
     at_max = ll >= ll.max() - 1e-6
     mle = jnp.sum(jnp.where(at_max, grid, 0.0)) / jnp.sum(at_max)
     return jnp.where(has_data, mle, centre), jnp.where(has_data, jnp.sum(posterior * grid), centre), posterior
+
+
+def noise_quadrature(beta_range, flip_max, num_beta: int = 8, num_flip: int = 4):
+    """([B * F] betas, [B * F] flips): midpoints of equal-mass bins of beta ~ log-uniform over
+    `beta_range` and flip ~ U[0, flip_max], every pair (the training users' noise prior)."""
+    lo, hi = jnp.log(jnp.asarray(beta_range, jnp.float32))
+    betas = jnp.exp(lo + (hi - lo) * (jnp.arange(num_beta) + 0.5) / num_beta)
+    flips = flip_max * (jnp.arange(num_flip) + 0.5) / num_flip
+    return jnp.repeat(betas, num_flip), jnp.tile(flips, num_beta)
+
+
+def marginal_posterior_mean(contexts: Contexts, arrays: RoutingArrays, grid, scales, betas, flips):
+    """Posterior mean of log10(lam) (uniform prior on the grid) with the likelihood averaged over
+    the (beta, flip) quadrature; the prior's centre with no contexts."""
+    ll = jax.vmap(lambda b, f: context_log_likelihood(contexts, arrays, grid, scales, b, f))(betas, flips)
+    posterior = jax.nn.softmax(jax.nn.logsumexp(ll, axis=0))
+    return jnp.where(contexts.mask.any(), jnp.sum(posterior * grid), 0.5 * (grid[0] + grid[-1]))
 
 
 def hindsight(utility, allowed):

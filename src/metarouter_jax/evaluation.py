@@ -31,7 +31,7 @@ from metarouter_jax.tasks import query_utility, utility_scale
 from metarouter_jax.training import calibration_queries
 
 DEFAULT_N_CONTEXTS = (0, 1, 2, 4, 6, 8, 16, 32)
-ADAPTIVE = ("metarouter", "bt_posterior", "bt_mle", "bt_bayes")
+ADAPTIVE = ("metarouter", "bt_posterior", "bt_mle", "bt_bayes", "bt_marginal")
 FLAT = ("random", "best_fixed", "agnostic", "known")
 METHODS = ADAPTIVE + FLAT
 METRICS = ("normalized_utility", "preference_recovery", "quality", "cost")
@@ -109,6 +109,9 @@ def evaluate(router, data: RoutingData, split: str = "test", n_contexts=DEFAULT_
         return adaptation.profile_latent(graphdef, params["known"], router.profiles.features(profile_))
 
     grid_latents = jax.vmap(lambda lam: known_latent(router.profiles.linear_profile(lam)))(grid)   # [G, R]
+    # bt_marginal knows only the training users' noise prior, as the MetaRouter does.
+    flip_max = float(router.hparams.flip_max) if router.config.label_flips else 0.0
+    noise_betas, noise_flips = baselines.noise_quadrature(router.config.beta_range, flip_max)
     emb = arrays.embeddings[queries]
     feats = {name: adaptation.query_features(graphdef, params[name], emb) for name in ("metarouter", "known", "agnostic")}
 
@@ -156,12 +159,14 @@ def evaluate(router, data: RoutingData, split: str = "test", n_contexts=DEFAULT_
             z = adaptation.adapt(graphdef, params["metarouter"], ctx, arrays.descriptors, router.config.inner_steps,
                                  router.config.first_order, router.atoms)
             mle, post, weights = baselines.bt_estimates(ctx, arrays, grid, grid_scales, beta, flip)
+            marginal = baselines.marginal_posterior_mean(ctx, arrays, grid, grid_scales, noise_betas, noise_flips)
             return jnp.stack([outcome(route("metarouter", z)),
                               outcome(known_choice(router.profiles.linear_profile(post))),
                               outcome(known_choice(router.profiles.linear_profile(mle))),
-                              outcome(route("known", weights @ grid_latents))])
+                              outcome(route("known", weights @ grid_latents)),
+                              outcome(known_choice(router.profiles.linear_profile(marginal)))])
 
-        adaptive = jax.lax.map(at_n, jnp.asarray(n_contexts))                           # [n, 4, 3]
+        adaptive = jax.lax.map(at_n, jnp.asarray(n_contexts))                           # [n, 5, 3]
         # Best fixed model in hindsight; where it is unobserved, the best observed one.
         fixed = jnp.argmax(jnp.where(allowed, model_means[None, :], -jnp.inf), -1)
         flat = jnp.stack([rand, outcome(fixed), outcome(agnostic),
@@ -177,7 +182,7 @@ def evaluate(router, data: RoutingData, split: str = "test", n_contexts=DEFAULT_
             adaptive, flat = run_active(keys)
         else:  # one compiled program serves both up-front strategies (a traced switch)
             adaptive, flat = run(keys, jnp.asarray(strategy == "informative"))
-        adaptive, flat = np.asarray(adaptive.mean(0)), np.asarray(flat.mean(0))       # [n, 4, 3], [4, 3]
+        adaptive, flat = np.asarray(adaptive.mean(0)), np.asarray(flat.mean(0))       # [n, 5, 3], [4, 3]
         nu_agnostic, nu_known = flat[FLAT.index("agnostic"), 0], flat[FLAT.index("known"), 0]
 
         def metrics(row):
