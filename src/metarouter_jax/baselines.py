@@ -62,13 +62,16 @@ def bt_estimates(contexts: Contexts, arrays: RoutingArrays, grid, scales, beta, 
     With no contexts both estimates are the prior's centre and the posterior is the prior."""
     ll = context_log_likelihood(contexts, arrays, grid, scales, beta, flip)
     posterior = jax.nn.softmax(ll)
-    centre = 0.5 * (grid[0] + grid[-1])
-    has_data = contexts.mask.any()
     # With few comparisons the likelihood is often flat at its maximum; take the middle of the
     # arg-max plateau rather than its first point.
     at_max = ll >= ll.max() - 1e-6
     mle = jnp.sum(jnp.where(at_max, grid, 0.0)) / jnp.sum(at_max)
-    return jnp.where(has_data, mle, centre), jnp.where(has_data, jnp.sum(posterior * grid), centre), posterior
+    return _or_centre(contexts, grid, mle), _or_centre(contexts, grid, jnp.sum(posterior * grid)), posterior
+
+
+def _or_centre(contexts: Contexts, grid, estimate):
+    """The estimate, or the prior's centre when there are no valid contexts."""
+    return jnp.where(contexts.mask.any(), estimate, 0.5 * (grid[0] + grid[-1]))
 
 
 def noise_quadrature(beta_range, flip_max, num_beta: int = 8, num_flip: int = 4):
@@ -85,7 +88,7 @@ def marginal_posterior_mean(contexts: Contexts, arrays: RoutingArrays, grid, sca
     the (beta, flip) quadrature; the prior's centre with no contexts."""
     ll = jax.vmap(lambda b, f: context_log_likelihood(contexts, arrays, grid, scales, b, f))(betas, flips)
     posterior = jax.nn.softmax(jax.nn.logsumexp(ll, axis=0))
-    return jnp.where(contexts.mask.any(), jnp.sum(posterior * grid), 0.5 * (grid[0] + grid[-1]))
+    return _or_centre(contexts, grid, jnp.sum(posterior * grid))
 
 
 def hindsight(utility, allowed):

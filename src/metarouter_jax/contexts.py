@@ -288,12 +288,14 @@ def sample_contexts(key, profiles, profile, arrays: RoutingArrays, source: PairS
         jax.random.split(keys_pair, capacity), arrays, source, pool, informative, targets)
     label = jax.vmap(bradley_terry_label, in_axes=(0, None, None, None, 0, 0, 0, None, None, None))(
         jax.random.split(keys_label, capacity), profiles, profile, arrays, query, a, b, scale, beta, flip)
+    return _simulated(arrays, query, a, b, label, jnp.arange(capacity) < count)
+
+
+def _simulated(arrays: RoutingArrays, query, a, b, label, mask) -> Contexts:
+    """Contexts (one or [N]) of simulated feedback on logged queries: what the log shows of them."""
     outcome = lambda m: jnp.stack([arrays.quality[query, m], arrays.log_cost[query, m]], -1)  # noqa: E731
-    return Contexts(
-        query_emb=arrays.embeddings[query], model_a=a, model_b=b,
-        outcome_a=outcome(a), outcome_b=outcome(b), label=label,
-        mask=jnp.arange(capacity) < count, family=arrays.family[query],
-    )
+    return Contexts(query_emb=arrays.embeddings[query], model_a=a, model_b=b, outcome_a=outcome(a),
+                    outcome_b=outcome(b), label=label, mask=jnp.asarray(mask), family=arrays.family[query])
 
 
 def sample_active_contexts(key, profiles, profile, arrays: RoutingArrays, source: PairSource, pool, *,
@@ -304,22 +306,14 @@ def sample_active_contexts(key, profiles, profile, arrays: RoutingArrays, source
     from the contexts so far (the first t valid); so the first n contexts are exactly what
     asking n questions this way gives. A lax.scan over the capacity.
     """
-    dim = arrays.embeddings.shape[-1]
-    empty = Contexts(query_emb=jnp.zeros((capacity, dim), arrays.embeddings.dtype),
-                     model_a=jnp.zeros((capacity,), jnp.int32), model_b=jnp.ones((capacity,), jnp.int32),
-                     outcome_a=jnp.zeros((capacity, 2)), outcome_b=jnp.zeros((capacity, 2)),
-                     label=jnp.zeros((capacity,)), mask=jnp.zeros((capacity,), bool),
-                     family=jnp.full((capacity,), -1, jnp.int32))
-
     def ask(contexts, inputs):
         t, key_t = inputs
         key_pair, key_label = jax.random.split(key_t)
         query, a, b = sample_pair(key_pair, arrays, source, pool, True, next_target(contexts))
         label = bradley_terry_label(key_label, profiles, profile, arrays, query, a, b, scale, beta, flip)
-        outcome = lambda m: jnp.stack([arrays.quality[query, m], arrays.log_cost[query, m]])  # noqa: E731
-        new = {"query_emb": arrays.embeddings[query], "model_a": a, "model_b": b, "outcome_a": outcome(a),
-               "outcome_b": outcome(b), "label": label, "mask": True, "family": arrays.family[query]}
-        return contexts.replace(**{k: getattr(contexts, k).at[t].set(v) for k, v in new.items()}), None
+        answer = _simulated(arrays, query, a, b, label, True)
+        return jax.tree.map(lambda so_far, new: so_far.at[t].set(new), contexts, answer), None
 
+    empty = Contexts.empty(capacity, arrays.embeddings.shape[-1])
     contexts, _ = jax.lax.scan(ask, empty, (jnp.arange(capacity), jax.random.split(key, capacity)))
     return contexts

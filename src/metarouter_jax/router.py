@@ -42,6 +42,8 @@ def router_config(config: TrainConfig, name: str) -> TrainConfig:
     if name == "metarouter" and warm_starts(config) and config.freeze_known:
         run = run.replace(frozen=FROZEN_WHEN_WARM)
     return run
+
+
 FORMAT_VERSION = 2  # 2: policy scores linear in the routing weights, atomic-posterior encoder
 
 
