@@ -22,6 +22,7 @@ def test_router_round_trip(trained_router, small_data, tmp_path):
     emb = small_data.embeddings[:50]
     np.testing.assert_array_equal(trained_router.route(z, emb), loaded.route(z, emb))
     assert loaded.config == trained_router.config and loaded.model_names == trained_router.model_names
+    np.testing.assert_array_equal(loaded.atoms.scale, trained_router.atoms.scale)   # measured, not re-guessed
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".router")]   # no temp left behind
 
 

@@ -4,15 +4,16 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from flax import nnx
 
 import metarouter_jax as mr
-from metarouter_jax import adaptation
+from metarouter_jax import adaptation, baselines
 from metarouter_jax.config import Hparams
 from metarouter_jax.profiles import make_atoms
 from metarouter_jax.training import make_train
 
 
-ENCODERS = {"atoms": {}, "mean": {"posterior_atoms": 0},
+ENCODERS = {"atoms": {}, "atoms_learned": {"likelihood": "learned"}, "mean": {"posterior_atoms": 0},
             "gaussian": {"posterior_atoms": 0, "gaussian_encoder": True}}
 
 
@@ -34,7 +35,12 @@ def build(small_data, tiny_config, changes):
     users = users.replace(count=jnp.array([3, 5, 8]))
     contexts = jax.vmap(lambda k, u: trainer.user_contexts(k, u, trainer.train_source))(
         jax.random.split(jax.random.key(3), 3), users)
-    return trainer, state.params, contexts
+    params = state.params
+    if trainer.atoms is not None and trainer.config.likelihood == "bradley_terry":
+        # a learned correction that is not zero, as after training
+        kernel = params["encoder"]["atom_logits"]["kernel"]
+        kernel[...] = 0.1 * jax.random.normal(jax.random.key(4), kernel[...].shape)
+    return trainer, params, contexts
 
 
 def one(tree, i):
@@ -89,6 +95,36 @@ def test_vmap_over_tasks_equals_a_python_loop(setup):
     losses, _ = jax.vmap(trainer.task_loss, in_axes=(None, 0, None, None))(params, keys, hp, 0.5)
     loop = jnp.stack([trainer.task_loss(params, k, hp, 0.5)[0] for k in keys])
     np.testing.assert_allclose(losses, loop, rtol=1e-4, atol=1e-5)
+
+
+def test_bradley_terry_likelihood_is_the_grid_baselines(small_data, tiny_config):
+    """Untrained (no correction, flip rate 0.05) the encoder's Bradley-Terry term is the
+    likelihood `baselines` computes on the atoms' lam, averaged over the rationality prior."""
+    trainer = make_train(tiny_config, small_data)               # the default likelihood
+    params = trainer.init(jax.random.key(1), Hparams.create()).params
+    users = jax.vmap(lambda k: trainer.sample_user(k, Hparams.create(), 0.0))(jax.random.split(jax.random.key(2), 2))
+    ctx = one(jax.vmap(lambda k, u: trainer.user_contexts(k, u, trainer.train_source))(
+        jax.random.split(jax.random.key(3), 2), users.replace(count=jnp.array([5, 8]))), 1)
+    atoms, desc = trainer.atoms, trainer.arrays.descriptors
+    assert float(atoms.scale.min()) > 0 and float(jnp.std(atoms.scale)) > 0   # measured, one per atom
+    lo, hi = np.log(tiny_config.beta_range)
+    betas = np.exp(lo + (hi - lo) * (np.arange(8) + 0.5) / 8)
+    ll = jnp.stack([baselines.context_log_likelihood(ctx, trainer.arrays, atoms.log10_lam, atoms.scale, b, 0.05)
+                    for b in betas])
+    want = jax.nn.logsumexp(ll, 0) - np.log(8)
+    encoder = nnx.merge(trainer.graphdef, params).encoder
+    np.testing.assert_allclose(encoder.bradley_terry_log_likelihood(ctx, atoms), want, rtol=1e-4, atol=1e-4)
+    prior = params["encoder"]["prior_logits"][...]
+    np.testing.assert_allclose(encoder.posterior_logits(ctx, desc, atoms) - prior, want, rtol=1e-4, atol=1e-4)
+    # In training the term reads the contexts before outcome noise (the learned part reads them after).
+    noisy = ctx.replace(outcome_a=ctx.outcome_a + 0.3)
+    assert not np.allclose(encoder.posterior_logits(noisy, desc, atoms), prior + want, atol=1e-3)
+    np.testing.assert_allclose(encoder.posterior_logits(noisy, desc, atoms, clean=ctx), prior + want,
+                               rtol=1e-4, atol=1e-4)
+    # Atoms that agree with the labels gain: the posterior moves off the prior, towards the truth.
+    weights = adaptation.posterior_weights(trainer.graphdef, params, ctx, desc, atoms)
+    truth = float(one(users, 1).profile["log10_lam"])
+    assert abs(float(weights @ atoms.log10_lam) - truth) < abs(float(atoms.log10_lam.mean()) - truth)
 
 
 def test_atomic_posterior_routes_by_the_posterior_expected_score(atom_setup):

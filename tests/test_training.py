@@ -43,9 +43,9 @@ def test_chunked_run_equals_whole_run(small_data, tiny_config):
 
 @pytest.mark.parametrize("changes", [dict(loss="bandit"), dict(inner_steps=2, gaussian_encoder=True, posterior_atoms=0),
                                      dict(inner_steps=1, first_order=True, context_family=True),
-                                     dict(pool_dropout=0.3, profile="family_weights"),
+                                     dict(pool_dropout=0.3, profile="family_weights", likelihood="learned"),
                                      dict(label_flips=False, outcome_noise=False, random_counts=False,
-                                          latent_noise=False, observe_quality=False)])
+                                          latent_noise=False, observe_quality=False, likelihood="learned")])
 def test_variants_train_to_finite_values(small_data, tiny_config, changes):
     trainer = make_train(tiny_config.replace(**changes), small_data)
     state, history = run_training(trainer, jax.random.key(0), Hparams.create())
@@ -68,6 +68,10 @@ def test_bad_config_is_named(small_data):
         mr.TrainConfig(posterior_atoms=1)
     with pytest.raises(ValueError, match="gaussian_encoder=False"):
         mr.TrainConfig(gaussian_encoder=True)                     # the default encoder is an atomic posterior
+    with pytest.raises(ValueError, match="likelihood must be one of"):
+        mr.TrainConfig(likelihood="exact")
+    with pytest.raises(ValueError, match="with observe_quality=False set likelihood='learned'"):
+        mr.TrainConfig(observe_quality=False)
     with pytest.raises(ValueError, match="unknown network parts"):
         mr.TrainConfig(frozen=("decoder",))
 
@@ -104,3 +108,10 @@ def test_trained_router_beats_random_by_a_clear_margin(trained_router, small_dat
     assert table["metarouter"][8]["normalized_utility"] > 0.3           # random is 0 by definition
     assert table["known"][0]["normalized_utility"] > table["random"][0]["normalized_utility"] + 0.3
     assert table["known"][0]["normalized_utility"] >= table["agnostic"][0]["normalized_utility"]
+
+
+def test_family_weight_utility_counts_an_unknown_family_at_weight_one():
+    family = make_profiles("family_weights", num_families=3)
+    profile = {"log10_lam": jnp.asarray(1.0), "log_weights": jnp.array([0.5, -0.5, 1.0])}
+    u = family.utility(profile, jnp.ones(4), jnp.full(4, 0.01), jnp.array([0, 1, 2, -1]))
+    np.testing.assert_allclose(u, np.exp([0.5, -0.5, 1.0, 0.0]) - 0.1, rtol=1e-6)

@@ -73,10 +73,12 @@ def infer(graphdef, params, contexts: Contexts, descriptors, inner_steps: int = 
 
 
 def posterior_weights(graphdef, params, contexts: Contexts, descriptors, atoms, inner_steps: int = 0,
-                      first_order: bool = False):
-    """[G] posterior probabilities of the atoms (refined like `refine`, on the logits)."""
+                      first_order: bool = False, clean_contexts: Contexts | None = None):
+    """[G] posterior probabilities of the atoms (refined like `refine`, on the logits).
+
+    clean_contexts: in training, the contexts before outcome noise (see `posterior_logits`)."""
     encoder = nnx.merge(graphdef, params).encoder
-    logits = encoder.posterior_logits(contexts, descriptors)
+    logits = encoder.posterior_logits(contexts, descriptors, atoms, clean_contexts)
     if inner_steps:
         step = jnp.exp(encoder.log_step[...])
 

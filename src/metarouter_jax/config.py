@@ -17,6 +17,7 @@ from flax import struct
 
 LATENT_SOURCES = ("contexts", "profile", "none")
 LOSSES = ("full", "bandit")
+LIKELIHOODS = ("learned", "bradley_terry")
 FREEZABLE = ("encoder", "policy", "profile_embedding", "profile_head")
 FROZEN_WHEN_WARM = ("policy", "profile_embedding")  # the known router's parts a warm-started MetaRouter keeps
 
@@ -45,6 +46,8 @@ class TrainConfig:
     context_query: bool = False    # the encoder sees the contexts' query embeddings (memorisation risk)
     context_family: bool = False   # ... and their task family (one-hot; did not help family-weight users at n = 6)
     posterior_atoms: int = 128     # > 0: atomic posterior over this many prior profiles, Bayes-decision routing
+    likelihood: str = "bradley_terry"  # the atomic posterior's likelihood: each atom's Bradley-Terry likelihood
+                                       # plus a learned correction, or "learned" (a per-context network alone)
     inner_steps: int = 0
     first_order: bool = False
     # task distribution
@@ -88,6 +91,11 @@ class TrainConfig:
         if self.posterior_atoms and (self.posterior_atoms < 2 or not self.profile_latent or self.gaussian_encoder):
             raise ValueError(f"posterior_atoms={self.posterior_atoms}: an atomic posterior needs at least 2 atoms, "
                              "profile_latent=True and gaussian_encoder=False")
+        if self.likelihood not in LIKELIHOODS:
+            raise ValueError(f"likelihood must be one of {LIKELIHOODS}, got {self.likelihood!r}")
+        if self.likelihood == "bradley_terry" and self.posterior_atoms and not self.observe_quality:
+            raise ValueError("likelihood='bradley_terry' scores the atoms' utilities of the answers, which needs "
+                             "their quality: with observe_quality=False set likelihood='learned'")
         unknown = sorted(set(self.frozen) - set(FREEZABLE))
         if unknown:
             raise ValueError(f"frozen holds unknown network parts {unknown}; parts: {FREEZABLE}")

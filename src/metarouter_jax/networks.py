@@ -7,6 +7,10 @@ the params pytree (`RouterNet.apply`-style helpers at the bottom).
 * The encoder reads contexts in winner/loser order (the preferred answer first), which makes
   it exactly invariant to swapping (a, b, y) -> (b, a, 1 - y); masked pooling makes it
   invariant to context order, and with 0 valid contexts it returns the prior.
+* The atomic-posterior encoder's per-context log-likelihood of each atom is, by default, the
+  Bradley-Terry form on that atom's own utilities of the two answers (the simulated users'
+  model, rationality averaged over its training prior, a learned flip rate) plus a learned
+  correction (`likelihood="bradley_terry"`); `likelihood="learned"` is the network alone.
 * The policy scores each candidate model with ONE shared network over (query, latent,
   model descriptor), then a masked softmax over the pool: the pool can change freely.
 """
@@ -21,6 +25,7 @@ from flax import nnx
 
 from metarouter_jax.contexts import Contexts
 
+NUM_BETAS = 8  # quadrature points of the rationality prior in the Bradley-Terry likelihood
 OUTCOME_DIM = 2  # (quality, standardised log10 cost)
 TRADE_OFF_DIM = 3  # (dq, standardised log10 |dc|, sign of dc) of a context, winner minus loser
 COUNT_SCALE = 4.17  # ~log(1 + 64): scales the context-count input to about [0, 1]
@@ -45,6 +50,9 @@ class NetworkConfig:
     num_families: int = 0        # > 0: contexts show the encoder their query's task family (one-hot)
     log_cost_mean: float = 0.0   # the data's log10-cost standardisation (contexts carry standardised costs)
     log_cost_std: float = 1.0
+    likelihood: str = "learned"  # the atoms' per-context log-likelihoods: "learned", or "bradley_terry" (the
+                                 # Bradley-Terry form on each atom's utilities plus a learned correction)
+    beta_range: tuple[float, float] = (3.0, 30.0)  # the training users' rationality prior (bradley_terry)
 
     @property
     def encoder_dim(self) -> int:
@@ -80,7 +88,12 @@ class ContextEncoder(nnx.Module):
         # Atomic posterior: each context adds learned log-likelihoods of G fixed prior profiles,
         # summed like independent evidence (a product of likelihoods) onto learned prior logits.
         if cfg.posterior_atoms:
-            self.atom_logits = _dense(cfg.hidden, cfg.posterior_atoms, rngs)
+            if cfg.likelihood == "bradley_terry":  # the learned part is a correction, starting at none
+                self.atom_logits = nnx.Linear(cfg.hidden, cfg.posterior_atoms, kernel_init=nnx.initializers.zeros,
+                                              rngs=rngs)
+                self.flip_logit = nnx.Param(jnp.asarray(jnp.log(0.1 / 0.9), jnp.float32))  # flip rate 0.05
+            else:
+                self.atom_logits = _dense(cfg.hidden, cfg.posterior_atoms, rngs)
             self.prior_logits = nnx.Param(jnp.zeros((cfg.posterior_atoms,), jnp.float32))
         step_dim = cfg.posterior_atoms or cfg.encoder_dim
         self.log_step = nnx.Param(jnp.full((step_dim,), -2.0, jnp.float32))  # meta-SGD inner step sizes
@@ -112,12 +125,35 @@ class ContextEncoder(nnx.Module):
                                  self._trade_off(win(o_a, o_b), win(o_b, o_a)), family], -1)  # [N, F]
         return jax.nn.gelu(self.layer2(jax.nn.gelu(self.layer1(feats))))
 
-    def posterior_logits(self, contexts: Contexts, descriptors):
-        """[G] unnormalised log-posterior over the atoms: prior + sum of per-context log-likelihoods.
+    def posterior_logits(self, contexts: Contexts, descriptors, atoms, clean: Contexts | None = None):
+        """[G] unnormalised log-posterior over the atoms: prior + sum of per-context log-likelihoods
+        (+ the Bradley-Terry log-likelihood of every atom with `likelihood="bradley_terry"`).
 
+        clean: the same contexts before training's outcome noise, if any: the Bradley-Terry term
+        reads them (the noise regularises the learned part; an exact formula needs none, and on
+        noisy outcomes it would disagree with labels drawn from the clean ones).
         Exactly the prior with 0 valid contexts; invariant to context order and to swaps."""
         ll = self.atom_logits(self._per_context(contexts, descriptors))                     # [N, G]
-        return self.prior_logits[...] + (ll * contexts.mask[:, None]).sum(0)
+        logits = self.prior_logits[...] + (ll * contexts.mask[:, None]).sum(0)
+        if self.cfg.likelihood == "bradley_terry":
+            logits = logits + self.bradley_terry_log_likelihood(contexts if clean is None else clean, atoms)
+        return logits
+
+    def bradley_terry_log_likelihood(self, contexts: Contexts, atoms):
+        """[G] log P(labels | atom) of Bradley-Terry users with the atom's utility, a learned flip
+        rate, and the rationality beta averaged over its training prior (log-uniform, midpoint
+        quadrature; one beta per user, as users are sampled). 0 with no valid contexts."""
+        mean, std = self.cfg.log_cost_mean, self.cfg.log_cost_std
+        cost = lambda o: 10.0 ** (o[:, 1] * std + mean)  # noqa: E731  (standardised log10 -> USD)
+        u_a = atoms.utilities(contexts.outcome_a[:, 0], cost(contexts.outcome_a), contexts.family)   # [G, N]
+        u_b = atoms.utilities(contexts.outcome_b[:, 0], cost(contexts.outcome_b), contexts.family)
+        margin = (2.0 * contexts.label - 1.0) * (u_a - u_b)           # > 0 where the atom agrees with the label
+        lo, hi = jnp.log(jnp.asarray(self.cfg.beta_range, jnp.float32))
+        betas = jnp.exp(lo + (hi - lo) * (jnp.arange(NUM_BETAS) + 0.5) / NUM_BETAS)
+        flip = 0.5 * jax.nn.sigmoid(self.flip_logit[...])
+        ll = jnp.logaddexp(jnp.log(flip), jnp.log1p(-2.0 * flip) + jax.nn.log_sigmoid(betas[:, None, None] * margin))
+        ll = (ll * contexts.mask).sum(-1)                                                      # [B, G]
+        return jax.nn.logsumexp(ll, axis=0) - jnp.log(NUM_BETAS)
 
     def __call__(self, contexts: Contexts, descriptors):
         """contexts: one user's ([N, ...]); descriptors: [K, Dd]. Returns (mean [Z], logvar [Z])."""

@@ -97,7 +97,8 @@ class FamilyWeightProfiles(LinearProfiles):
                 "log_weights": jnp.zeros((self.num_families,))}
 
     def utility(self, profile: Profile, quality, cost, family):
-        weight = jnp.exp(profile["log_weights"][family])
+        """Where the family is unknown (-1: raw text, real users) quality counts at weight 1."""
+        weight = jnp.where(family >= 0, jnp.exp(profile["log_weights"][jnp.maximum(family, 0)]), 1.0)
         return weight * quality - 10.0 ** profile["log10_lam"] * cost
 
     def features(self, profile: Profile):
@@ -164,13 +165,31 @@ class Atoms:
     features: [G, F] their `features` (the known router's input); targets: [G, T] their
     standardised `targets`; width: kernel width in target space (median distance from an atom
     to its nearest neighbour), used to score a posterior against a true profile; log10_lam:
-    [G] their willingness to pay (what an informative pair tests).
+    [G] their willingness to pay (what an informative pair tests); profiles: the atoms'
+    parameters (a `Profile` with a leading [G] axis) and family: their `ProfileFamily`, so their
+    utilities can be evaluated; scale: [G] their utility scales on the training queries (as
+    users are normalised; 1 until `with_scales` measures them).
     """
 
     features: jax.Array
     targets: jax.Array
     width: jax.Array
     log10_lam: jax.Array
+    profiles: Profile
+    scale: jax.Array
+    family: LinearProfiles = struct.field(pytree_node=False)
+
+    def utilities(self, quality, cost, task_family):
+        """[G, N] each atom's scale-normalised utility of N answers (quality, cost USD, family: [N])."""
+        u = jax.vmap(self.family.utility, in_axes=(0, None, None, None))(self.profiles, quality, cost, task_family)
+        return u / self.scale[:, None]
+
+    def with_scales(self, scales) -> "Atoms":
+        """The atoms with measured utility scales [G] (`tasks.utility_scale` of each atom)."""
+        scales = jnp.asarray(scales, jnp.float32)
+        if scales.shape != self.scale.shape or not bool(jnp.all(scales > 0)):
+            raise ValueError(f"atom scales must be {self.scale.shape[0]} positive numbers, got shape {scales.shape}")
+        return self.replace(scale=scales)
 
 
 def make_atoms(profiles: LinearProfiles, num: int) -> Atoms:
@@ -187,7 +206,8 @@ def make_atoms(profiles: LinearProfiles, num: int) -> Atoms:
     targets = np.asarray(jax.vmap(profiles.targets)(atoms))
     dist = np.sqrt(((targets[:, None] - targets[None]) ** 2).sum(-1)) + np.diag(np.full(num, np.inf))
     return Atoms(features=features, targets=jnp.asarray(targets), width=jnp.asarray(np.median(dist.min(1)), jnp.float32),
-                 log10_lam=jnp.asarray(atoms["log10_lam"], jnp.float32))
+                 log10_lam=jnp.asarray(atoms["log10_lam"], jnp.float32), profiles=atoms,
+                 scale=jnp.ones((num,), jnp.float32), family=profiles)
 
 
 PROFILE_FAMILIES: dict[str, Callable[..., LinearProfiles]] = {

@@ -59,23 +59,26 @@ class DataInfo:
     embed_dim: int
     mean_quality: tuple[float, ...]  # per model, on the training split
     mean_cost: tuple[float, ...]     # per model, USD, on the training split
+    atom_scales: tuple[float, ...] = ()  # the atomic posterior's utility scales (empty: no atoms)
 
     def to_json(self) -> dict:
         return {**dataclasses.asdict(self), "descriptors": self.descriptors.tolist()}
 
     @classmethod
-    def from_data(cls, data: RoutingData, arrays: RoutingArrays, split: str) -> "DataInfo":
-        """What to remember of `data`, with descriptors and cost units from its training `arrays`."""
+    def from_data(cls, data: RoutingData, arrays: RoutingArrays, split: str, atoms=None) -> "DataInfo":
+        """What to remember of `data`, with descriptors and cost units from its training `arrays`
+        (and the utility scales of the trainer's `atoms`, measured on its training queries)."""
         summary = data.model_summary(split)
         return cls(data.model_names, data.family_names, np.asarray(arrays.descriptors),
                    float(arrays.log_cost_mean), float(arrays.log_cost_std), data.embed_dim,
-                   tuple(map(float, summary["quality"])), tuple(map(float, summary["cost"])))
+                   tuple(map(float, summary["quality"])), tuple(map(float, summary["cost"])),
+                   () if atoms is None else tuple(map(float, np.asarray(atoms.scale))))
 
     @classmethod
     def from_json(cls, d: dict) -> "DataInfo":
         return cls(tuple(d["model_names"]), tuple(d["family_names"]), np.asarray(d["descriptors"], np.float32),
                    float(d["log_cost_mean"]), float(d["log_cost_std"]), int(d["embed_dim"]),
-                   tuple(d["mean_quality"]), tuple(d["mean_cost"]))
+                   tuple(d["mean_quality"]), tuple(d["mean_cost"]), tuple(d.get("atom_scales", ())))
 
 
 class MetaRouter:
@@ -87,7 +90,11 @@ class MetaRouter:
         self.profiles, self.params, self.info = profiles, params, info
         self.history = history or {}
         self.graphdef = router_graphdef(net_config)
-        self.atoms = make_atoms(profiles, net_config.posterior_atoms) if net_config.posterior_atoms else None
+        self.atoms = None
+        if net_config.posterior_atoms:
+            self.atoms = make_atoms(profiles, net_config.posterior_atoms)
+            if info.atom_scales:
+                self.atoms = self.atoms.with_scales(info.atom_scales)
         self._adapt = jax.jit(self._adapt_batched)
         self._route = jax.jit(self._route_batched)
 
@@ -126,7 +133,7 @@ class MetaRouter:
                 if ckpt is not None:
                     ckpt.close()
             params[name], history[name] = state.best_params, hist
-        info = DataInfo.from_data(data, trainer.arrays, config.train_split)
+        info = DataInfo.from_data(data, trainer.arrays, config.train_split, trainer.atoms)
         return cls(config, hparams, trainer.net_config, trainer.profiles, params, info, history)
 
     # ------------------------------------------------------------------ persistence

@@ -29,7 +29,7 @@ from metarouter_jax.parallel import replicate, shard_configs, to_host
 from metarouter_jax.profiles import LinearProfiles
 from metarouter_jax.router import KEY_INDEX, DataInfo, MetaRouter, router_config, warm_starts
 from metarouter_jax.tasks import RoutingArrays
-from metarouter_jax.training import make_train, run_training
+from metarouter_jax.training import build_atoms, calibration_queries, make_train, run_training
 
 
 @dataclasses.dataclass(frozen=True)
@@ -209,7 +209,9 @@ def best_router(result: SweepResult, data: RoutingData, *, companions: bool = Fa
             state, history[name] = run_training(companion, jax.random.fold_in(jax.random.key(seed), KEY_INDEX[name]),
                                                 hparams, on_chunk=progress)
             params[name] = state.best_params
-    info = DataInfo.from_data(data, RoutingArrays.from_data(data, config.train_split), config.train_split)
+    arrays = RoutingArrays.from_data(data, config.train_split)
+    atoms = build_atoms(config, result.profiles, arrays, calibration_queries(data, config))
+    info = DataInfo.from_data(data, arrays, config.train_split, atoms)
     return MetaRouter(config, hparams, result.net_config, result.profiles, params, info, history)
 
 

@@ -86,6 +86,7 @@ def network_config(config: TrainConfig, data: RoutingData, profiles: LinearProfi
         profile_latent=config.profile_latent, context_query=config.context_query,
         posterior_atoms=config.posterior_atoms, num_families=data.num_families if config.context_family else 0,
         log_cost_mean=log_cost_mean, log_cost_std=log_cost_std,
+        likelihood=config.likelihood, beta_range=tuple(config.beta_range),
     )
 
 
@@ -148,15 +149,16 @@ class Trainer:
                                count=user.count, capacity=self.config.max_contexts, scale=user.scale,
                                beta=user.beta, flip=user.flip, informative=user.informative)
 
-    def latent(self, params, contexts, user: User, key=None, hparams: Hparams | None = None):
-        """The router's latent for one user, by `latent_source` (with training noise when keyed).
+    def latent(self, params, contexts, user: User, key=None, hparams: Hparams | None = None, clean=None):
+        """The router's latent for one user, by `latent_source` (with training noise when keyed;
+        `clean`: the contexts before outcome noise, for a Bradley-Terry likelihood head).
 
         Returns (routing weights [R], encoder output or None, KL term, atom posterior [G] or None)."""
         cfg, desc = self.config, self.arrays.descriptors
         kl, inferred, weights = jnp.zeros(()), None, None
         if cfg.latent_source == "contexts" and self.atoms is not None:
             weights = adaptation.posterior_weights(self.graphdef, params, contexts, desc, self.atoms, cfg.inner_steps,
-                                                   cfg.first_order)
+                                                   cfg.first_order, clean)
             inferred = weights @ self.atoms.features
             z = weights @ adaptation.atom_latents(self.graphdef, params, self.atoms)
         elif cfg.latent_source == "contexts":
@@ -183,11 +185,11 @@ class Trainer:
         cfg, arrays = self.config, self.arrays
         keys = jax.random.split(key, 8)
         user = self.sample_user(keys[0], hparams, cfg.pool_dropout)
-        contexts = self.user_contexts(keys[1], user, self.train_source)
+        contexts = clean = self.user_contexts(keys[1], user, self.train_source)
         if cfg.outcome_noise:
             noise = hparams.outcome_noise * jax.random.normal(keys[2], (2,) + contexts.outcome_a.shape)
             contexts = contexts.replace(outcome_a=contexts.outcome_a + noise[0], outcome_b=contexts.outcome_b + noise[1])
-        z, inferred, kl, weights = self.latent(params, contexts, user, keys[3], hparams)
+        z, inferred, kl, weights = self.latent(params, contexts, user, keys[3], hparams, clean)
 
         queries = jax.random.choice(keys[4], self.train_queries, (cfg.queries_per_task,))
         allowed = arrays.observed[queries] & user.pool                                      # [B, K]
@@ -371,6 +373,16 @@ def atom_log_score(weights, atoms: Atoms, target):
     return -jax.nn.logsumexp(jnp.log(weights + 1e-12) - 0.5 * dist2 / atoms.width**2)
 
 
+def build_atoms(config: TrainConfig, profiles: LinearProfiles, arrays: RoutingArrays, calib_queries) -> Atoms | None:
+    """The atomic posterior's support (None without one), with each atom's utility scale
+    measured on the calibration queries, as its users would be normalised."""
+    if not config.posterior_atoms:
+        return None
+    atoms = make_atoms(profiles, config.posterior_atoms)
+    calib = jnp.asarray(calib_queries)
+    return atoms.with_scales(jax.vmap(lambda p: utility_scale(profiles, p, arrays, calib))(atoms.profiles))
+
+
 def calibration_queries(data: RoutingData, config: TrainConfig) -> np.ndarray:
     """The training queries on which each user's utility scale is measured (fixed, seeded)."""
     return np.random.default_rng(0).permutation(data.split(config.train_split))[: config.calib_queries]
@@ -385,7 +397,7 @@ def make_train(config: TrainConfig, data: RoutingData) -> Trainer:
     graphdef = router_graphdef(net_config)
     arrays = RoutingArrays.from_data(data, config.train_split)
     calib = calibration_queries(data, config)
-    atoms = make_atoms(profiles, config.posterior_atoms) if config.posterior_atoms else None
+    atoms = build_atoms(config, profiles, arrays, calib)
     return Trainer(config, net_config, profiles, arrays, PairSource.build(arrays, data.split(config.train_split)),
                    PairSource.build(arrays, data.split(config.valid_split)), jnp.asarray(calib), graphdef, atoms)
 
