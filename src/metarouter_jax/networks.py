@@ -9,8 +9,7 @@ the params pytree (`RouterNet.apply`-style helpers at the bottom).
   invariant to context order, and with 0 valid contexts it returns the prior.
 * The atomic-posterior encoder's per-context log-likelihood of each atom is, by default, the
   Bradley-Terry form on that atom's own utilities of the two answers (the simulated users'
-  model, rationality averaged over its training prior, a learned flip rate) plus a learned
-  correction (`likelihood="bradley_terry"`); `likelihood="learned"` is the network alone.
+  model, with a learned rationality and flip rate) plus a learned correction (`likelihood="bradley_terry"`); `likelihood="learned"` is the network alone.
 * The policy scores each candidate model with ONE shared network over (query, latent,
   model descriptor), then a masked softmax over the pool: the pool can change freely.
 """
@@ -18,6 +17,7 @@ the params pytree (`RouterNet.apply`-style helpers at the bottom).
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import jax
 import jax.numpy as jnp
@@ -25,7 +25,7 @@ from flax import nnx
 
 from metarouter_jax.contexts import Contexts
 
-NUM_BETAS = 8  # quadrature points of the rationality prior in the Bradley-Terry likelihood
+PRODUCT_GROUP, P_MIN = 4, 1e-6  # contexts per log in the Bradley-Terry likelihood; floor of a label's probability
 OUTCOME_DIM = 2  # (quality, standardised log10 cost)
 TRADE_OFF_DIM = 3  # (dq, standardised log10 |dc|, sign of dc) of a context, winner minus loser
 COUNT_SCALE = 4.17  # ~log(1 + 64): scales the context-count input to about [0, 1]
@@ -52,7 +52,7 @@ class NetworkConfig:
     log_cost_std: float = 1.0
     likelihood: str = "learned"  # the atoms' per-context log-likelihoods: "learned", or "bradley_terry" (the
                                  # Bradley-Terry form on each atom's utilities plus a learned correction)
-    beta_range: tuple[float, float] = (3.0, 30.0)  # the training users' rationality prior (bradley_terry)
+    beta_range: tuple[float, float] = (3.0, 30.0)  # the training users' rationality prior (initialises beta)
 
     @property
     def encoder_dim(self) -> int:
@@ -92,6 +92,8 @@ class ContextEncoder(nnx.Module):
                 self.atom_logits = nnx.Linear(cfg.hidden, cfg.posterior_atoms, kernel_init=nnx.initializers.zeros,
                                               rngs=rngs)
                 self.flip_logit = nnx.Param(jnp.asarray(jnp.log(0.1 / 0.9), jnp.float32))  # flip rate 0.05
+                # rationality: starts at the geometric mean of the training users' prior range
+                self.log_beta = nnx.Param(jnp.asarray(0.5 * sum(map(math.log, cfg.beta_range)), jnp.float32))
             else:
                 self.atom_logits = _dense(cfg.hidden, cfg.posterior_atoms, rngs)
             self.prior_logits = nnx.Param(jnp.zeros((cfg.posterior_atoms,), jnp.float32))
@@ -140,20 +142,20 @@ class ContextEncoder(nnx.Module):
         return logits
 
     def bradley_terry_log_likelihood(self, contexts: Contexts, atoms):
-        """[G] log P(labels | atom) of Bradley-Terry users with the atom's utility, a learned flip
-        rate, and the rationality beta averaged over its training prior (log-uniform, midpoint
-        quadrature; one beta per user, as users are sampled). 0 with no valid contexts."""
+        """[G] log P(labels | atom) of Bradley-Terry users with the atom's utility and a learned
+        rationality beta and flip rate. 0 with no valid contexts."""
         mean, std = self.cfg.log_cost_mean, self.cfg.log_cost_std
         cost = lambda o: 10.0 ** (o[:, 1] * std + mean)  # noqa: E731  (standardised log10 -> USD)
         u_a = atoms.utilities(contexts.outcome_a[:, 0], cost(contexts.outcome_a), contexts.family)   # [G, N]
         u_b = atoms.utilities(contexts.outcome_b[:, 0], cost(contexts.outcome_b), contexts.family)
         margin = (2.0 * contexts.label - 1.0) * (u_a - u_b)           # > 0 where the atom agrees with the label
-        lo, hi = jnp.log(jnp.asarray(self.cfg.beta_range, jnp.float32))
-        betas = jnp.exp(lo + (hi - lo) * (jnp.arange(NUM_BETAS) + 0.5) / NUM_BETAS)
         flip = 0.5 * jax.nn.sigmoid(self.flip_logit[...])
-        ll = jnp.logaddexp(jnp.log(flip), jnp.log1p(-2.0 * flip) + jax.nn.log_sigmoid(betas[:, None, None] * margin))
-        ll = (ll * contexts.mask).sum(-1)                                                      # [B, G]
-        return jax.nn.logsumexp(ll, axis=0) - jnp.log(NUM_BETAS)
+        p = flip + (1.0 - 2.0 * flip) * jax.nn.sigmoid(jnp.exp(self.log_beta[...]) * margin)    # [G, N]
+        # The transcendentals are the cost: multiply the probabilities of PRODUCT_GROUP contexts
+        # before one log (each >= P_MIN, so a product >= 1e-24: no underflow).
+        p = jnp.where(contexts.mask, jnp.maximum(p, P_MIN), 1.0)
+        p = jnp.pad(p, ((0, 0), (0, -p.shape[-1] % PRODUCT_GROUP)), constant_values=1.0)
+        return jnp.log(p.reshape(p.shape[0], -1, PRODUCT_GROUP).prod(-1)).sum(-1)
 
     def __call__(self, contexts: Contexts, descriptors):
         """contexts: one user's ([N, ...]); descriptors: [K, Dd]. Returns (mean [Z], logvar [Z])."""

@@ -95,6 +95,9 @@ class MetaRouter:
             self.atoms = make_atoms(profiles, net_config.posterior_atoms)
             if info.atom_scales:
                 self.atoms = self.atoms.with_scales(info.atom_scales)
+            elif net_config.likelihood == "bradley_terry":
+                raise ValueError("a Bradley-Terry likelihood head scores the atoms' utilities: the router's DataInfo "
+                                 "must hold their atom_scales (DataInfo.from_data(..., atoms))")
         self._adapt = jax.jit(self._adapt_batched)
         self._route = jax.jit(self._route_batched)
 
@@ -161,7 +164,8 @@ class MetaRouter:
                 raise checkpoint.CheckpointError(
                     f"{path}: format version {meta.get('format_version')}, this metarouter_jax reads version "
                     f"{FORMAT_VERSION} (routers saved by another version must be retrained)")
-            config = TrainConfig.from_dict(meta["config"])
+            # Routers saved before the likelihood option had the learned head.
+            config = TrainConfig.from_dict({"likelihood": meta["network"].get("likelihood", "learned"), **meta["config"]})
             hparams = Hparams.create(**meta["hparams"])
             net_config = NetworkConfig(**meta["network"])
             prof = dict(meta["profiles"])
