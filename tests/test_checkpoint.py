@@ -1,5 +1,6 @@
 """Checkpoints: router round trip, exact resume, clear errors on missing or corrupt files."""
 
+import dataclasses
 import json
 import shutil
 
@@ -24,6 +25,9 @@ def test_router_round_trip(trained_router, small_data, tmp_path):
     assert loaded.config == trained_router.config and loaded.model_names == trained_router.model_names
     np.testing.assert_array_equal(loaded.atoms.scale, trained_router.atoms.scale)   # measured, not re-guessed
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".router")]   # no temp left behind
+    r = trained_router                          # a Bradley-Terry head cannot run on unmeasured atoms
+    with pytest.raises(ValueError, match="atom_scales"):
+        mr.MetaRouter(r.config, r.hparams, r.net_config, r.profiles, r.params, dataclasses.replace(r.info, atom_scales=()))
 
 
 def test_resume_is_bit_exact(small_data, tiny_config, tmp_path):

@@ -98,24 +98,25 @@ def test_vmap_over_tasks_equals_a_python_loop(setup):
 
 
 def test_bradley_terry_likelihood_is_the_grid_baselines(small_data, tiny_config):
-    """Untrained (no correction, flip rate 0.05) the encoder's Bradley-Terry term is the
-    likelihood `baselines` computes on the atoms' lam, averaged over the rationality prior."""
+    """Untrained (no correction; beta the prior's geometric mean, flip rate 0.05) the encoder's
+    Bradley-Terry term is the likelihood `baselines` computes on the atoms' lam."""
     trainer = make_train(tiny_config, small_data)               # the default likelihood
     params = trainer.init(jax.random.key(1), Hparams.create()).params
     users = jax.vmap(lambda k: trainer.sample_user(k, Hparams.create(), 0.0))(jax.random.split(jax.random.key(2), 2))
     ctx = one(jax.vmap(lambda k, u: trainer.user_contexts(k, u, trainer.train_source))(
-        jax.random.split(jax.random.key(3), 2), users.replace(count=jnp.array([5, 8]))), 1)
+        jax.random.split(jax.random.key(3), 2), users.replace(count=jnp.array([5, 7]))), 1)   # 7 of 8 valid
     atoms, desc = trainer.atoms, trainer.arrays.descriptors
     assert float(atoms.scale.min()) > 0 and float(jnp.std(atoms.scale)) > 0   # measured, one per atom
-    lo, hi = np.log(tiny_config.beta_range)
-    betas = np.exp(lo + (hi - lo) * (np.arange(8) + 0.5) / 8)
-    ll = jnp.stack([baselines.context_log_likelihood(ctx, trainer.arrays, atoms.log10_lam, atoms.scale, b, 0.05)
-                    for b in betas])
-    want = jax.nn.logsumexp(ll, 0) - np.log(8)
+    beta = np.sqrt(np.prod(tiny_config.beta_range))
+    want = baselines.context_log_likelihood(ctx, trainer.arrays, atoms.log10_lam, atoms.scale, beta, 0.05)
     encoder = nnx.merge(trainer.graphdef, params).encoder
     np.testing.assert_allclose(encoder.bradley_terry_log_likelihood(ctx, atoms), want, rtol=1e-4, atol=1e-4)
     prior = params["encoder"]["prior_logits"][...]
     np.testing.assert_allclose(encoder.posterior_logits(ctx, desc, atoms) - prior, want, rtol=1e-4, atol=1e-4)
+    short = jax.tree.map(lambda x: x[:6], ctx)                  # a capacity that is no multiple of the group
+    np.testing.assert_allclose(encoder.bradley_terry_log_likelihood(short, atoms),
+                               baselines.context_log_likelihood(short, trainer.arrays, atoms.log10_lam, atoms.scale,
+                                                                beta, 0.05), rtol=1e-4, atol=1e-4)
     # In training the term reads the contexts before outcome noise (the learned part reads them after).
     noisy = ctx.replace(outcome_a=ctx.outcome_a + 0.3)
     assert not np.allclose(encoder.posterior_logits(noisy, desc, atoms), prior + want, atol=1e-3)
