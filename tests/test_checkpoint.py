@@ -24,6 +24,9 @@ def test_router_round_trip(trained_router, small_data, tmp_path):
     np.testing.assert_array_equal(trained_router.route(z, emb), loaded.route(z, emb))
     assert loaded.config == trained_router.config and loaded.model_names == trained_router.model_names
     np.testing.assert_array_equal(loaded.atoms.scale, trained_router.atoms.scale)   # measured, not re-guessed
+    best = loaded.best_valid_utility                                         # the training history travels too
+    assert set(best) == {"known", "metarouter", "agnostic"} and best == trained_router.best_valid_utility
+    assert best["metarouter"] == float(np.max(trained_router.history["metarouter"]["valid_utility"]))
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".router")]   # no temp left behind
     r = trained_router                          # a Bradley-Terry head cannot run on unmeasured atoms
     with pytest.raises(ValueError, match="atom_scales"):

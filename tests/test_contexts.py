@@ -6,7 +6,9 @@ import numpy as np
 import pytest
 
 import metarouter_jax as mr
-from metarouter_jax.contexts import PairSource, sample_active_contexts, sample_contexts, sample_pair, switch_targets
+from metarouter_jax.contexts import (P_MIN, PairSource, bradley_terry_label, label_log_likelihood,
+                                     sample_active_contexts, sample_contexts, sample_pair, switch_targets)
+from metarouter_jax.tasks import query_utility
 from metarouter_jax.profiles import LinearProfiles
 from metarouter_jax.tasks import RoutingArrays, utility_scale
 
@@ -190,3 +192,35 @@ def test_active_contexts_ask_where_the_feedback_so_far_points(small_data):
     dearer_won = np.where(cost[rows, a] > cost[rows, b], ctx.label, 1.0 - np.asarray(ctx.label))
     clear = np.abs(switch - 2.25) > 0.02
     np.testing.assert_array_equal(dearer_won[clear], (switch[clear] > 2.25).astype(float))
+
+
+def test_label_log_likelihood_is_the_simulated_users_label_distribution(small_data):
+    """exp of one label's log-likelihood is how often `bradley_terry_label` draws that label."""
+    arrays, profiles = RoutingArrays.from_data(small_data, "train"), LinearProfiles()
+    profile, beta, flip = profiles.linear_profile(2.0), 10.0, 0.05
+    gaps = jax.vmap(lambda q: query_utility(profiles, profile, arrays, q)[:2] @ jnp.array([1.0, -1.0]))(
+        jnp.arange(200))
+    query = int(jnp.argmax(jnp.abs(gaps) > 0))
+    scale = float(beta * jnp.abs(gaps[query]))                 # beta * gap / scale = +-1: a label worth sampling
+    labels = jax.vmap(lambda k: bradley_terry_label(k, profiles, profile, arrays, query, 0, 1, scale, beta, flip))(
+        jax.random.split(jax.random.key(0), 20_000))
+    one = jnp.ones((1,), bool)
+    p_a = float(jnp.exp(label_log_likelihood(gaps[query:query + 1] / scale, jnp.ones(1), one, beta, flip)))
+    p_b = float(jnp.exp(label_log_likelihood(gaps[query:query + 1] / scale, jnp.zeros(1), one, beta, flip)))
+    assert abs(p_a + p_b - 1.0) < 1e-6 and 0.2 < p_a < 0.8
+    assert abs(float(labels.mean()) - p_a) < 4 * np.sqrt(p_a * (1 - p_a) / labels.size)
+
+
+def test_label_log_likelihood_sums_the_valid_contexts():
+    """Per hypothesis, the sum of each valid context's log-probability (capacity 7: no multiple of
+    the product group); a certain disagreement costs log(P_MIN), not -inf."""
+    rng = np.random.default_rng(0)
+    gap, label = rng.normal(size=(3, 7)), (rng.random(7) < 0.5).astype(np.float32)
+    mask = np.array([1, 1, 0, 1, 1, 1, 0], bool)
+    beta, flip = 4.0, 0.1
+    p = flip + (1 - 2 * flip) / (1 + np.exp(-beta * np.where(label > 0.5, gap, -gap)))
+    np.testing.assert_allclose(label_log_likelihood(gap, label, mask, beta, flip), (np.log(p) * mask).sum(-1),
+                               rtol=1e-5)
+    assert float(label_log_likelihood(gap, label, np.zeros(7, bool), beta, flip).max()) == 0.0
+    sure = label_log_likelihood(jnp.array([[-100.0]]), jnp.ones(1), jnp.ones(1, bool), beta, 0.0)
+    np.testing.assert_allclose(sure, [np.log(P_MIN)], rtol=1e-5)

@@ -105,6 +105,15 @@ def atom_latents(graphdef, params, atoms):
     return jax.vmap(nnx.merge(graphdef, params).known_latent)(atoms.features)
 
 
+def atomic_latent(graphdef, params, contexts: Contexts, descriptors, atoms, inner_steps: int = 0,
+                  first_order: bool = False, clean_contexts: Contexts | None = None):
+    """(routing weights [R], atom posterior [G]) of an atomic-posterior encoder: the posterior
+    average of the atoms' known-router weights (the Bayes decision)."""
+    weights = posterior_weights(graphdef, params, contexts, descriptors, atoms, inner_steps, first_order,
+                                clean_contexts)
+    return weights @ atom_latents(graphdef, params, atoms), weights
+
+
 def policy_latent(graphdef, params, inferred):
     """Encoder output -> the user's routing weights [R] (the latent the policy reads)."""
     return nnx.merge(graphdef, params).policy_latent(inferred)
@@ -121,8 +130,7 @@ def adapt(graphdef, params, contexts: Contexts, descriptors, inner_steps: int = 
                          f"{num_atoms}) (the router's `atoms`)" if num_atoms else
                          "this encoder is a point estimate (posterior_atoms=0): pass atoms=None")
     if atoms is not None:
-        weights = posterior_weights(graphdef, params, contexts, descriptors, atoms, inner_steps, first_order)
-        return weights @ atom_latents(graphdef, params, atoms)
+        return atomic_latent(graphdef, params, contexts, descriptors, atoms, inner_steps, first_order)[0]
     inferred = infer(graphdef, params, contexts, descriptors, inner_steps, first_order)
     return policy_latent(graphdef, params, inferred)
 

@@ -23,7 +23,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from metarouter_jax.contexts import Contexts
+from metarouter_jax.contexts import Contexts, label_log_likelihood
 from metarouter_jax.tasks import RoutingArrays, utility_scale
 
 GRID_SIZE = 161
@@ -45,15 +45,9 @@ def context_log_likelihood(contexts: Contexts, arrays: RoutingArrays, grid, scal
     cost = lambda o: 10.0 ** (o[:, 1] * arrays.log_cost_std + arrays.log_cost_mean)  # noqa: E731
     q_a, q_b = contexts.outcome_a[:, 0], contexts.outcome_b[:, 0]
     c_a, c_b = cost(contexts.outcome_a), cost(contexts.outcome_b)
-
-    def loglik(log10_lam, scale):
-        lam = 10.0 ** log10_lam
-        p_a = jax.nn.sigmoid(beta * ((q_a - lam * c_a) - (q_b - lam * c_b)) / scale)
-        p_a = flip + (1.0 - 2.0 * flip) * p_a
-        ll = jnp.where(contexts.label > 0.5, jnp.log(p_a + 1e-12), jnp.log(1.0 - p_a + 1e-12))
-        return jnp.sum(ll * contexts.mask)
-
-    return jax.vmap(loglik)(grid, scales)
+    lam = 10.0 ** grid[:, None]
+    gap = ((q_a - lam * c_a) - (q_b - lam * c_b)) / scales[:, None]                        # [G, N]
+    return label_log_likelihood(gap, contexts.label, contexts.mask, beta, flip)
 
 
 def bt_estimates(contexts: Contexts, arrays: RoutingArrays, grid, scales, beta, flip):

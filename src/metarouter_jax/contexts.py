@@ -39,6 +39,8 @@ from flax import struct
 from metarouter_jax.data import RoutingData
 from metarouter_jax.tasks import RoutingArrays, query_utility
 
+PRODUCT_GROUP, P_MIN = 4, 1e-6  # contexts per log in `label_log_likelihood`; floor of a label's probability
+
 PAIR_STRATEGIES = ("uniform", "informative")   # drawn up front (training and evaluation)
 ACTIVE_STRATEGIES = ("active",)                 # chosen one at a time from the feedback so far (evaluation)
 CANDIDATES = 8   # trade-off pairs tried around the target switch point (the first in the pool wins)
@@ -277,6 +279,21 @@ def bradley_terry_label(key, profiles, profile, arrays, query, a, b, scale, beta
     u = query_utility(profiles, profile, arrays, query)
     y = jax.random.bernoulli(key_bt, jax.nn.sigmoid(beta * (u[a] - u[b]) / scale))
     return jnp.where(jax.random.bernoulli(key_flip, flip), ~y, y).astype(jnp.float32)
+
+
+def label_log_likelihood(gap, label, mask, beta, flip):
+    """[...] log P(labels) of `bradley_terry_label` users, summed over the valid contexts.
+
+    gap: [..., N] each hypothesis' normalised utility of answer a minus answer b; label, mask:
+    [N]. A label's probability is flip + (1 - 2 flip) sigmoid(beta * margin), margin = +-gap
+    signed by the label. The transcendentals are the cost: the probabilities of PRODUCT_GROUP
+    contexts (each floored at P_MIN, so a product >= 1e-24: no underflow) go into one log.
+    0 with no valid contexts."""
+    margin = (2.0 * label - 1.0) * gap                  # > 0 where the hypothesis agrees with the label
+    p = flip + (1.0 - 2.0 * flip) * jax.nn.sigmoid(beta * margin)
+    p = jnp.where(mask, jnp.maximum(p, P_MIN), 1.0)
+    p = jnp.pad(p, [(0, 0)] * (p.ndim - 1) + [(0, -p.shape[-1] % PRODUCT_GROUP)], constant_values=1.0)
+    return jnp.log(p.reshape(*p.shape[:-1], -1, PRODUCT_GROUP).prod(-1)).sum(-1)
 
 
 def sample_contexts(key, profiles, profile, arrays: RoutingArrays, source: PairSource, pool, *, count,

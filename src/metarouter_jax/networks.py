@@ -23,9 +23,8 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from metarouter_jax.contexts import Contexts
+from metarouter_jax.contexts import Contexts, label_log_likelihood
 
-PRODUCT_GROUP, P_MIN = 4, 1e-6  # contexts per log in the Bradley-Terry likelihood; floor of a label's probability
 OUTCOME_DIM = 2  # (quality, standardised log10 cost)
 TRADE_OFF_DIM = 3  # (dq, standardised log10 |dc|, sign of dc) of a context, winner minus loser
 COUNT_SCALE = 4.17  # ~log(1 + 64): scales the context-count input to about [0, 1]
@@ -148,14 +147,8 @@ class ContextEncoder(nnx.Module):
         cost = lambda o: 10.0 ** (o[:, 1] * std + mean)  # noqa: E731  (standardised log10 -> USD)
         u_a = atoms.utilities(contexts.outcome_a[:, 0], cost(contexts.outcome_a), contexts.family)   # [G, N]
         u_b = atoms.utilities(contexts.outcome_b[:, 0], cost(contexts.outcome_b), contexts.family)
-        margin = (2.0 * contexts.label - 1.0) * (u_a - u_b)           # > 0 where the atom agrees with the label
         flip = 0.5 * jax.nn.sigmoid(self.flip_logit[...])
-        p = flip + (1.0 - 2.0 * flip) * jax.nn.sigmoid(jnp.exp(self.log_beta[...]) * margin)    # [G, N]
-        # The transcendentals are the cost: multiply the probabilities of PRODUCT_GROUP contexts
-        # before one log (each >= P_MIN, so a product >= 1e-24: no underflow).
-        p = jnp.where(contexts.mask, jnp.maximum(p, P_MIN), 1.0)
-        p = jnp.pad(p, ((0, 0), (0, -p.shape[-1] % PRODUCT_GROUP)), constant_values=1.0)
-        return jnp.log(p.reshape(p.shape[0], -1, PRODUCT_GROUP).prod(-1)).sum(-1)
+        return label_log_likelihood(u_a - u_b, contexts.label, contexts.mask, jnp.exp(self.log_beta[...]), flip)
 
     def __call__(self, contexts: Contexts, descriptors):
         """contexts: one user's ([N, ...]); descriptors: [K, Dd]. Returns (mean [Z], logvar [Z])."""

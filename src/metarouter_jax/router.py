@@ -190,6 +190,12 @@ class MetaRouter:
         """Per-model mean quality and mean cost (USD) on the training split."""
         return {"quality": self.info.mean_quality, "cost": self.info.mean_cost}
 
+    @property
+    def best_valid_utility(self) -> dict[str, float]:
+        """Each trained router's best held-out utility over training (validation users on the
+        training split's held-out queries, never test users): the model-selection signal."""
+        return {name: float(np.max(h["valid_utility"])) for name, h in self.history.items()}
+
     def contexts_from_outcomes(self, query_emb, model_a, model_b, prefers_a, quality_a, cost_a,
                                quality_b, cost_b, capacity: int | None = None, family=None) -> Contexts:
         """Contexts in this router's units from explicit outcomes (see `Contexts.from_outcomes`)."""

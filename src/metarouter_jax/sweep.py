@@ -28,8 +28,7 @@ from metarouter_jax.networks import NetworkConfig
 from metarouter_jax.parallel import replicate, shard_configs, to_host
 from metarouter_jax.profiles import LinearProfiles
 from metarouter_jax.router import KEY_INDEX, DataInfo, MetaRouter, router_config, warm_starts
-from metarouter_jax.tasks import RoutingArrays
-from metarouter_jax.training import build_atoms, calibration_queries, make_train, run_training
+from metarouter_jax.training import make_train, run_training
 
 
 @dataclasses.dataclass(frozen=True)
@@ -40,8 +39,9 @@ class SweepResult:
     final_utility / best_utility: [S] held-out normalised utility after the last chunk / the
     best over chunks (the early-stopping score, whose parameters are kept); history: name ->
     [S, C] per-chunk metrics; best_params: the best parameters, every leaf [S, ...];
-    known_params, known_history: the same for the known-preference routers of a warm start;
-    net_config, profiles: what the parameters belong to (as in `MetaRouter`).
+    info: the training data's summary a router saves (`DataInfo`, with the atoms' utility
+    scales); known_params, known_history: the same for the known-preference routers of a warm
+    start; net_config, profiles: what the parameters belong to (as in `MetaRouter`).
     """
 
     config: TrainConfig
@@ -54,6 +54,7 @@ class SweepResult:
     best_utility: np.ndarray
     history: dict[str, np.ndarray]
     best_params: object
+    info: DataInfo
     known_params: object = None       # the known routers the MetaRouters started from ([S, ...]), if any
     known_history: dict | None = None
 
@@ -179,8 +180,9 @@ def run_sweep(data: RoutingData, config: TrainConfig, hparam_grid: dict[str, Seq
     states, history = _train_configs(trainer, seeds, hparams, KEY_INDEX["metarouter"], padded, mesh,
                                      init_params=init, chunk_offset=(stages - 1) * config.num_chunks, **common)
     best_params = jax.tree.map(lambda x: jnp.asarray(x[:size]), to_host(states.best_params))
+    info = DataInfo.from_data(data, trainer.arrays, config.train_split, trainer.atoms)
     return SweepResult(config, trainer.net_config, trainer.profiles, seeds, hparams, tuple(hparam_grid),
-                       history["valid_utility"][:, -1], to_host(states.best_score)[:size], history, best_params,
+                       history["valid_utility"][:, -1], to_host(states.best_score)[:size], history, best_params, info,
                        known_params, known_history)
 
 
@@ -209,10 +211,7 @@ def best_router(result: SweepResult, data: RoutingData, *, companions: bool = Fa
             state, history[name] = run_training(companion, jax.random.fold_in(jax.random.key(seed), KEY_INDEX[name]),
                                                 hparams, on_chunk=progress)
             params[name] = state.best_params
-    arrays = RoutingArrays.from_data(data, config.train_split)
-    atoms = build_atoms(config, result.profiles, arrays, calibration_queries(data, config))
-    info = DataInfo.from_data(data, arrays, config.train_split, atoms)
-    return MetaRouter(config, hparams, result.net_config, result.profiles, params, info, history)
+    return MetaRouter(config, hparams, result.net_config, result.profiles, params, result.info, history)
 
 
 # ---------------------------------------------------------------------- reports (on request)

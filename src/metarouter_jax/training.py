@@ -157,10 +157,9 @@ class Trainer:
         cfg, desc = self.config, self.arrays.descriptors
         kl, inferred, weights = jnp.zeros(()), None, None
         if cfg.latent_source == "contexts" and self.atoms is not None:
-            weights = adaptation.posterior_weights(self.graphdef, params, contexts, desc, self.atoms, cfg.inner_steps,
-                                                   cfg.first_order, clean)
+            z, weights = adaptation.atomic_latent(self.graphdef, params, contexts, desc, self.atoms, cfg.inner_steps,
+                                                  cfg.first_order, clean)
             inferred = weights @ self.atoms.features
-            z = weights @ adaptation.atom_latents(self.graphdef, params, self.atoms)
         elif cfg.latent_source == "contexts":
             mean, logvar = adaptation.encode(self.graphdef, params, contexts, desc)
             inferred = adaptation.refine(self.graphdef, params, contexts, desc, mean, cfg.inner_steps,
