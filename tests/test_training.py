@@ -85,6 +85,12 @@ def test_frozen_parts_do_not_move(small_data, tiny_config):
         moved = max(float(jnp.abs(a - b).max()) for a, b in zip(jax.tree.leaves(start.params[part]),
                                                                 jax.tree.leaves(end.params[part])))
         assert (moved == 0.0) == (part != "encoder"), (part, moved)
+    # No gradient reaches them either (no backward pass through them, none in the clipping norm):
+    # Adam's first moment of a frozen part stays exactly 0.
+    adam = next(s for s in jax.tree.leaves(end.opt_state, is_leaf=lambda x: hasattr(x, "mu")) if hasattr(s, "mu"))
+    for part in ("policy", "profile_embedding", "encoder"):
+        moment = max(float(jnp.abs(m).max()) for m in jax.tree.leaves(adam.mu[part]))
+        assert (moment == 0.0) == (part != "encoder"), (part, moment)
 
 
 def test_atomic_posterior_score_prefers_mass_near_the_truth(small_data):

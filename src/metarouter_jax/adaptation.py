@@ -150,6 +150,16 @@ def query_features(graphdef, params, query_emb):
     return nnx.merge(graphdef, params).policy.query_features(query_emb)
 
 
+def answer_components(graphdef, params, query_feats, descriptors):
+    """[..., K, R] the policy's components of every model's answer (query features [..., H]): one
+    pass serves every user, whose scores are these components times their routing weights."""
+    policy = nnx.merge(graphdef, params).policy
+    fn = policy.answer_components
+    for _ in range(query_feats.ndim - 1):
+        fn = jax.vmap(fn, in_axes=(0, None))
+    return fn(query_feats, descriptors)
+
+
 def policy_scores(graphdef, params, query_feats, latent, descriptors):
     """Scores [K] of every model for one query (features [H]) and one user's routing weights [R]."""
     return nnx.merge(graphdef, params).policy(query_feats, latent, descriptors)

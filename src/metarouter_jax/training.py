@@ -200,7 +200,10 @@ class Trainer:
         # lowers the variance of the bandit estimator.
         u = u - (u * allowed).sum(-1, keepdims=True) / allowed.sum(-1, keepdims=True)
         alpha = hparams.entropy_start * (hparams.entropy_end / hparams.entropy_start) ** progress
-        loss, expected, entropy = self.routing_loss(params, feats, z, u, allowed, alpha, keys[6])
+        # The answers' policy components do not depend on the user: one pass (and one backward
+        # pass) serves this user's latent and, below, the known profile's.
+        components = adaptation.answer_components(self.graphdef, params, feats, arrays.descriptors)  # [B, K, R]
+        loss, expected, entropy = self.routing_loss(components @ z, u, allowed, alpha, keys[6])
 
         if cfg.latent_source == "contexts":  # auxiliary signals for the encoder (DESIGN.md section 9)
             held_out = self.user_contexts(keys[7], user.replace(count=jnp.asarray(cfg.max_contexts)),
@@ -217,19 +220,17 @@ class Trainer:
             loss = loss + hparams.kl_weight * kl
             if cfg.profile_latent and cfg.joint_known and not self.known_frozen:  # it shares the policy
                 z_known = adaptation.profile_latent(self.graphdef, params, self.profiles.features(user.profile))
-                known_loss, _, _ = self.routing_loss(params, feats, z_known, u, allowed, alpha,
+                known_loss, _, _ = self.routing_loss(components @ z_known, u, allowed, alpha,
                                                      jax.random.fold_in(keys[6], 1))
                 loss = loss + known_loss
         return loss, {"loss": loss, "utility": expected.mean(), "entropy": entropy}
 
-    def routing_loss(self, params, feats, z, u, allowed, alpha, key):
+    def routing_loss(self, scores, u, allowed, alpha, key):
         """-E[normalised utility] - alpha * entropy of the policy on one user's queries.
 
-        feats: [B, H] policy query features; z: [Z] routing weights; u: [B, K] centred normalised utilities.
+        scores: [B, K] the policy's scores; u: [B, K] centred normalised utilities.
         Returns (loss, expected utility [B], mean entropy).
         """
-        scores = jax.vmap(adaptation.policy_scores, in_axes=(None, None, 0, None, None))(
-            self.graphdef, params, feats, z, self.arrays.descriptors)
         logp = masked_log_softmax(scores, allowed)                                          # [B, K]
         probs = jnp.exp(logp) * allowed
         expected = (probs * u).sum(-1)                                                      # [B]
@@ -292,6 +293,9 @@ class Trainer:
             task_keys = jax.lax.with_sharding_constraint(task_keys, self.task_sharding)
 
         def batch_loss(params):
+            if cfg.frozen:  # no gradient at all: no backward pass through them, none in the clipping norm
+                params = jax.tree_util.tree_map_with_path(
+                    lambda path, p: jax.lax.stop_gradient(p) if _part(path) in cfg.frozen else p, params)
             losses, metrics = jax.vmap(self.task_loss, in_axes=(None, 0, None, None))(
                 params, task_keys, hparams, progress)
             return losses.mean(), jax.tree.map(jnp.mean, metrics)
