@@ -8,7 +8,8 @@ FLOPs: XLA's cost analysis counts a loop body once, so the compiled chunk's coun
 meta-step plus one validation. The validation's count (independent of T) is taken from its
 own compiled program, the step's is the difference, and the chunk does
 chunk_steps * step + validation FLOPs. `matmul_flops_per_task` counts the matmuls of one
-task by hand as a sanity check (XLA also counts elementwise work, so expect a ratio >~ 1).
+task by hand as a sanity check (XLA counts elementwise work too, and may count a dot differently:
+expect the two within some 10%).
 
 Where the MFU saturates: the same step at wider hidden layers (`WIDTHS`), next to a plain
 reference step of the same size, a two-hidden-layer MLP trained with SGD on as many rows as the
@@ -48,20 +49,20 @@ def step_flops(trainer, data_args, state, hparams) -> float | None:
 
 
 def matmul_flops_per_task(trainer) -> float:
-    """Matmul FLOPs (2 m n k) of one task's forward pass x 3 (forward + backward), by hand.
+    """Matmul FLOPs (2 m n k) of one task, by hand: forward x 3 (forward + backward) for the
+    trained parts, forward only for frozen ones (no backward pass through them).
 
-    Contexts encoder over N contexts (and the G atoms' routing weights), the policy over B
-    queries x K models (twice when the known-profile pathway trains jointly), the pairwise
-    auxiliary loss (two utility-head passes per held-out context); inner refinement and
-    vector-sized layers ignored.
+    Contexts encoder over N contexts (and the G atoms' routing weights), the policy's answer
+    components over B queries x K models (once: the known-profile pathway reuses them), the
+    pairwise auxiliary loss (two utility-head passes per held-out context); inner refinement and
+    vector-sized products (components x routing weights) ignored.
     """
     cfg, net = trainer.config, trainer.net_config
     n, b, k = cfg.max_contexts, cfg.queries_per_task, trainer.arrays.observed.shape[1]
     d, q, h, e, dd = net.embed_dim, net.query_dim, net.hidden, net.encoder_dim, net.descriptor_dim
     contexts = cfg.latent_source == "contexts"
-    policy_passes = 2 if contexts and cfg.profile_latent and cfg.joint_known and "policy" not in cfg.frozen else 1
     z, g = net.latent_dim, net.posterior_atoms
-    policy = b * (d * q + q * h) + policy_passes * b * k * (dd * h + h * h + h * z)
+    policy = b * (d * q + q * h) + b * k * (dd * h + h * h + h * z)
     encoder = utility = 0
     if contexts:
         encoder_in = q + 2 * (dd + OUTCOME_DIM) + TRADE_OFF_DIM + net.num_families
@@ -71,7 +72,8 @@ def matmul_flops_per_task(trainer) -> float:
         else:
             encoder = n * (per_context + h * (2 * e if net.gaussian else h)) + (h + 1) * h + h * e
         utility = 2 * n * (d * q + (q + dd + OUTCOME_DIM + e) * h + h)
-    return 3.0 * 2.0 * (encoder + policy + utility)
+    passes = lambda part: 1.0 if part in cfg.frozen else 3.0  # noqa: E731
+    return 2.0 * (passes("encoder") * (encoder + utility) + passes("policy") * policy)
 
 
 def plain_mlp(rows: int, hidden: int, peak: float, steps: int = 50, repeats: int = 3, out: int = 16) -> dict:
