@@ -87,13 +87,16 @@ def test_zero_contexts_give_the_prior(setup):
 
 def test_vmap_over_tasks_equals_a_python_loop(setup):
     trainer, params, contexts = setup
-    batched = jax.vmap(latent, in_axes=(None, None, 0))(trainer, params, contexts)
-    looped = jnp.stack([latent(trainer, params, one(contexts, i)) for i in range(3)])
+    # Each side jitted (one compile, not thousands of eager ops): the loop calls the one-user program.
+    batched = jax.jit(jax.vmap(lambda p, c: latent(trainer, p, c), in_axes=(None, 0)))(params, contexts)
+    single = jax.jit(lambda p, c: latent(trainer, p, c))
+    looped = jnp.stack([single(params, one(contexts, i)) for i in range(3)])
     np.testing.assert_allclose(batched, looped, atol=1e-5)
     keys = jax.random.split(jax.random.key(0), 3)
     hp = Hparams.create()
-    losses, _ = jax.vmap(trainer.task_loss, in_axes=(None, 0, None, None))(params, keys, hp, 0.5)
-    loop = jnp.stack([trainer.task_loss(params, k, hp, 0.5)[0] for k in keys])
+    losses, _ = jax.jit(jax.vmap(trainer.task_loss, in_axes=(None, 0, None, None)))(params, keys, hp, 0.5)
+    single_loss = jax.jit(trainer.task_loss)
+    loop = jnp.stack([single_loss(params, k, hp, 0.5)[0] for k in keys])
     np.testing.assert_allclose(losses, loop, rtol=1e-4, atol=1e-5)
 
 
