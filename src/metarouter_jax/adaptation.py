@@ -151,13 +151,10 @@ def query_features(graphdef, params, query_emb):
 
 
 def answer_components(graphdef, params, query_feats, descriptors):
-    """[..., K, R] the policy's components of every model's answer (query features [..., H]): one
-    pass serves every user, whose scores are these components times their routing weights."""
+    """[B, K, R] the policy's components of every model's answer to B queries (features [B, H]):
+    one pass serves every user, whose scores are these components times their routing weights."""
     policy = nnx.merge(graphdef, params).policy
-    fn = policy.answer_components
-    for _ in range(query_feats.ndim - 1):
-        fn = jax.vmap(fn, in_axes=(0, None))
-    return fn(query_feats, descriptors)
+    return jax.vmap(policy.answer_components, in_axes=(0, None))(query_feats, descriptors)
 
 
 def policy_scores(graphdef, params, query_feats, latent, descriptors):

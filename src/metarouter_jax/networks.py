@@ -7,9 +7,10 @@ the params pytree (`RouterNet.apply`-style helpers at the bottom).
 * The encoder reads contexts in winner/loser order (the preferred answer first), which makes
   it exactly invariant to swapping (a, b, y) -> (b, a, 1 - y); masked pooling makes it
   invariant to context order, and with 0 valid contexts it returns the prior.
-* The atomic-posterior encoder's per-context log-likelihood of each atom is, by default, the
-  Bradley-Terry form on that atom's own utilities of the two answers (the simulated users'
-  model, with a learned rationality and flip rate) plus a learned correction (`likelihood="bradley_terry"`); `likelihood="learned"` is the network alone.
+* The atomic-posterior encoder's per-context log-likelihood of each atom is, by default
+  (`likelihood="bradley_terry"`), the Bradley-Terry form on that atom's own utilities of the
+  two answers (the simulated users' model, with a learned rationality and flip rate) plus a
+  learned correction; `likelihood="learned"` is the network alone.
 * The policy scores each candidate model with ONE shared network over (query, latent,
   model descriptor), then a masked softmax over the pool: the pool can change freely.
 """
