@@ -1,7 +1,7 @@
 """Where a meta-step's time goes: HLO composition of the compiled step and timed ablations.
 
     python benchmarks/profile_step.py [--tasks 32] [--chunk-steps 20] [--prng unsafe_rbg]
-        [--only baseline,none,...] [--trace DIR]
+        [--only baseline,none,...] [--ops-only] [--trace DIR]
 
 1. The compiled meta-step at default sizes: XLA's FLOPs and bytes, the matmuls (shapes and
    their share of the FLOPs), and what the remaining instructions are (random-bit
@@ -11,7 +11,11 @@
 3. The chunk time of the default step against variants that each remove one piece (the
    encoder and context sampling, the noise, the joint known-profile pass, most of the
    validation), or with another PRNG: the drop in time is what that piece costs.
-4. --trace DIR: a jax.profiler trace of a few chunks (open with TensorBoard / xprof).
+4. Thread time of the compiled step by kind of instruction (library matmuls, XLA's own dots,
+   random-number generation, sort, copies, the rest), from a jax.profiler trace: XLA's CPU
+   runtime records one event per executed HLO instruction, named as in the compiled HLO.
+   --ops-only runs this part alone.
+5. --trace DIR: a jax.profiler trace of a few chunks (open with TensorBoard / xprof).
 
 Data: synthetic_data(seed=0).
 """
@@ -20,7 +24,11 @@ from __future__ import annotations
 
 import argparse
 import collections
+import glob
+import gzip
+import json
 import re
+import tempfile
 
 import jax
 
@@ -73,6 +81,69 @@ def hlo_composition(compiled) -> dict:
             "top_ops": ops.most_common(12), "largest_dots": sorted(dots, key=lambda d: -d["flops"])[:6]}
 
 
+# op_name fragments of jax.random's functions: the instructions XLA compiled from them.
+RANDOM_OPS = ("threefry", "_uniform", "_normal", "_randint", "_bernoulli", "_gumbel", "random_bits")
+
+
+def op_kind(name: str, opcode: str, op_name: str) -> str:
+    """The kind of one executed HLO instruction, for `op_profile`."""
+    if any(tag in op_name for tag in RANDOM_OPS):
+        return "random-number generation (threefry loops, bits to floats)"
+    if name.startswith("ynn_fusion"):
+        return "matmuls in YNNPACK fusions"
+    if opcode == "dot":
+        return "matmuls as XLA dots (mostly weight gradients)"
+    if opcode == "sort":
+        return "sort (top-k)"
+    if opcode in ("copy", "transpose") or name.startswith(("copy", "transpose")):
+        return "copies and transposes"
+    if opcode == "while":
+        return "other loops (searchsorted)"
+    if "gather" in name or "scatter" in name:
+        return "gathers"
+    return "elementwise and reductions"
+
+
+def op_profile(jitted, operands, calls: int = 20) -> dict:
+    """Thread milliseconds per call of the compiled `jitted` by instruction kind (`op_kind`).
+
+    From a jax.profiler trace of `calls` calls: XLA's CPU runtime records an event per executed
+    instruction, named as in the optimised HLO; an instruction's time includes what runs inside
+    it (a loop's body), and events on every thread are summed, so the total exceeds wall time
+    where instructions run side by side. Empty if the runtime records no instruction events."""
+    compiled = jitted.lower(*operands).compile()
+    info = {}
+    for line in compiled.as_text().splitlines():
+        match = re.match(r"\s*(?:ROOT )?%(\S+) = .*? ([a-z][a-z0-9-]*)\(", line)
+        if match:
+            op_name = re.search(r'op_name="([^"]*)"', line)
+            info[match.group(1)] = (match.group(2), op_name.group(1) if op_name else "")
+    jax.block_until_ready(jitted(*operands))
+    with tempfile.TemporaryDirectory() as logdir:
+        with jax.profiler.trace(logdir, create_perfetto_trace=True):
+            for _ in range(calls):
+                jax.block_until_ready(jitted(*operands))
+        files = glob.glob(f"{logdir}/**/*.trace.json.gz", recursive=True)
+        events = json.load(gzip.open(files[0]))["traceEvents"] if files else []
+    by_thread = collections.defaultdict(list)
+    for event in events:
+        if event.get("ph") == "X" and event["name"].removeprefix("end: ") in info:
+            by_thread[event["tid"]].append(event)
+    kinds, count = collections.Counter(), collections.Counter()
+    for thread in by_thread.values():           # outermost events only: a loop includes its body
+        thread.sort(key=lambda e: (e["ts"], -e["dur"]))
+        end = -1.0
+        for event in thread:
+            if event["ts"] >= end:
+                name = event["name"].removeprefix("end: ")
+                kind = op_kind(name, *info[name])
+                kinds[kind] += event["dur"] / 1e3 / calls
+                count[kind] += 1 / calls
+                end = event["ts"] + event["dur"]
+    return {"threads": len(by_thread), "ms": dict(kinds.most_common()),
+            "instructions": {k: round(v) for k, v in count.items()}}
+
+
 def breakdown(trainer, hparams, repeats: int) -> dict:
     """Milliseconds of the pieces of one meta-step's work for T users, each jitted alone."""
     keys = jax.random.split(jax.random.key(2), trainer.config.tasks_per_step)
@@ -122,6 +193,7 @@ def main() -> None:
     parser.add_argument("--prng", default=None, help="also time the baseline with this jax_default_prng_impl "
                                                      "(unsafe_rbg was 3x slower on CPU)")
     parser.add_argument("--only", default=None, help="comma-separated variants")
+    parser.add_argument("--ops-only", action="store_true", help="only the step's thread time by instruction kind")
     parser.add_argument("--trace", default=None, help="write a jax.profiler trace of the baseline here")
     args = parser.parse_args()
     data = load_bench_data()
@@ -143,6 +215,16 @@ def main() -> None:
           f"{comp['scatters']} scatters, {comp['threefry_bit_ops']} xor/shift/or (threefry)")
     print(f"  most frequent: {comp['top_ops']}")
     print(f"  largest matmuls: {[(d['lhs'], d['out'], d['flops']) for d in comp['largest_dots']]}")
+
+    ops = op_profile(step, (trainer.data_args(), state, hparams))
+    total = sum(ops["ms"].values())
+    wall = 1e3 * median_time(compiled, trainer.data_args(), state, hparams, repeats=20)[0]
+    print(f"  thread time by instruction kind: {total:.2f} ms per step on {ops['threads']} threads "
+          f"(wall {wall:.2f} ms)")
+    for kind, ms in ops["ms"].items():
+        print(f"  {ms:7.2f} ms {ms / total:6.1%} {ops['instructions'][kind]:6d} instructions  {kind}")
+    if args.ops_only:
+        return
 
     for name, ms in breakdown(trainer, hparams, args.repeats).items():
         print(f"  {name:>32}: {ms:7.2f} ms", flush=True)

@@ -7,7 +7,8 @@ import pytest
 
 import metarouter_jax as mr
 from metarouter_jax.contexts import (P_MIN, PairSource, bradley_terry_label, label_log_likelihood,
-                                     sample_active_contexts, sample_contexts, sample_pair, switch_targets)
+                                     sample_active_contexts, sample_contexts, sample_pair, switch_targets, top2,
+                                     uniform_index)
 from metarouter_jax.tasks import query_utility
 from metarouter_jax.profiles import LinearProfiles
 from metarouter_jax.tasks import RoutingArrays, utility_scale
@@ -69,6 +70,40 @@ def _simulate(data, informative, pool=None, count=16, key=0):
     source = PairSource.build(arrays, queries)
     return arrays, sample_contexts(jax.random.key(key), profiles, profile, arrays, source, pool, count=count,
                                    capacity=16, scale=scale, beta=10.0, flip=0.0, informative=informative)
+
+
+def test_top2_is_top_k_including_ties_at_minus_inf():
+    scores = np.array(jax.random.normal(jax.random.key(0), (500, 6)))
+    scores[np.asarray(jax.random.bernoulli(jax.random.key(1), 0.6, scores.shape))] = -np.inf
+    scores[:6] = -np.inf                       # none allowed
+    scores[6:12] = -np.inf
+    scores[np.arange(6, 12), np.arange(6)] = 1.0  # one allowed, at each position
+    first, second = jax.vmap(top2)(jnp.asarray(scores))
+    _, expected = jax.lax.top_k(jnp.asarray(scores), 2)
+    np.testing.assert_array_equal(np.stack([first, second], -1), np.asarray(expected))
+
+
+def test_uniform_index_is_uniform_and_in_range():
+    n, draws = 7, 70_000
+    index = np.asarray(uniform_index(jax.random.uniform(jax.random.key(0), (draws,)), n))
+    assert index.min() == 0 and index.max() == n - 1
+    counts = np.bincount(index, minlength=n)
+    chi2 = ((counts - draws / n) ** 2 / (draws / n)).sum()
+    assert chi2 < 22.5, counts                 # chi-square, 6 degrees of freedom: p ~ 0.001
+    assert int(uniform_index(jnp.float32(1.0 - 2**-24), 3)) == 2 and int(uniform_index(jnp.float32(1.0), 3)) == 2
+
+
+def test_uniform_pairs_are_uniform_over_allowed_ordered_pairs(small_data):
+    arrays = RoutingArrays.from_data(small_data)
+    source = PairSource.build(arrays, jnp.asarray(small_data.split("train")))
+    pool = jnp.asarray([True, True, False, True, True])
+    keys = jax.random.split(jax.random.key(3), 24_000)
+    _, a, b = jax.vmap(sample_pair, in_axes=(0, None, None, None, None, None))(keys, arrays, source, pool, False, 0.0)
+    a, b = np.asarray(a), np.asarray(b)
+    assert np.all(a != b) and np.all(np.asarray(pool)[a]) and np.all(np.asarray(pool)[b])
+    counts = np.bincount(5 * a + b, minlength=25)[[5 * i + j for i in (0, 1, 3, 4) for j in (0, 1, 3, 4) if i != j]]
+    chi2 = ((counts - 2000) ** 2 / 2000).sum()
+    assert chi2 < 32.9, counts                 # 12 ordered pairs, 11 degrees of freedom: p ~ 0.0005
 
 
 def test_sampler_respects_pool_count_and_distinct_pairs(small_data):

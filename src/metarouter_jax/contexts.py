@@ -231,14 +231,31 @@ class PairSource:
                    switch=jnp.asarray(switch), num_tradeoffs=jnp.asarray(num, jnp.int32))
 
 
-def _uniform_pair(key, arrays: RoutingArrays, source: PairSource, pool):
-    """A random query of the source and a random pair a != b of models observed and in the pool."""
-    key_q, key_ab = jax.random.split(key)
-    query = source.queries[jax.random.randint(key_q, (), 0, source.queries.shape[0])]
+def uniform_index(u, n):
+    """Integers uniform on [0, n) from uniforms u on [0, 1): floor(u n). One random draw where
+    `jax.random.randint` makes three (it splits its key and draws two words per integer);
+    float32 uniforms carry 23 random bits, so for n in the thousands the bias is ~1e-4."""
+    return jnp.minimum((u * n).astype(jnp.int32), n - 1)
+
+
+def top2(scores):
+    """Indices of the largest and second-largest score (lower index first on ties, as
+    `jax.lax.top_k`, which sorts: on CPU a sort of a few entries per row is many times dearer)."""
+    index = jnp.arange(scores.shape[-1])
+    first = jnp.argmax(scores)
+    rest = jnp.where(index == first, -jnp.inf, scores)
+    second = jnp.argmax(rest)
+    # every other score -inf: top_k's next is the lowest index that is not `first`
+    return first, jnp.where(rest[second] == -jnp.inf, jnp.where(first == 0, 1, 0), second)
+
+
+def _uniform_pair(u, arrays: RoutingArrays, source: PairSource, pool):
+    """A random query of the source and a random pair a != b of models observed and in the pool
+    (the top two of the allowed models' iid uniforms: every ordered pair equally likely);
+    u: [1 + K] uniforms."""
+    query = source.queries[uniform_index(u[0], source.queries.shape[0])]
     allowed = arrays.observed[query] & pool
-    gumbel = jax.random.gumbel(key_ab, allowed.shape)
-    _, (a, b) = jax.lax.top_k(jnp.where(allowed, gumbel, -jnp.inf), 2)
-    return query, a, b
+    return (query, *top2(jnp.where(allowed, u[1:], -jnp.inf)))
 
 
 def switch_targets(key, capacity: int, log10_lam_range) -> jax.Array:
@@ -249,36 +266,39 @@ def switch_targets(key, capacity: int, log10_lam_range) -> jax.Array:
     return lo + (hi - lo) * jnp.mod(start + GOLDEN * jnp.arange(capacity, dtype=jnp.float32), 1.0)
 
 
-def _informative_pair(key, source: PairSource, pool, target):
-    """A trade-off pair in the pool whose switch point is near `target`; (q, a, b, found)."""
-    key_offset, key_swap = jax.random.split(key)
+def _informative_pair(u, source: PairSource, pool, target):
+    """A trade-off pair in the pool whose switch point is near `target`; (q, a, b, found).
+    u: [CANDIDATES + 1] uniforms."""
     centre = jnp.searchsorted(source.switch, target)
-    offsets = jax.random.randint(key_offset, (CANDIDATES,), -WINDOW, WINDOW + 1)
+    offsets = uniform_index(u[:CANDIDATES], 2 * WINDOW + 1) - WINDOW
     index = jnp.clip(centre + offsets, 0, jnp.maximum(source.num_tradeoffs - 1, 0))
     a, b = source.tradeoff_a[index], source.tradeoff_b[index]
     ok = pool[a] & pool[b] & (source.num_tradeoffs > 0)
     pick = jnp.argmax(ok)
     a, b = a[pick], b[pick]
-    swap = jax.random.bernoulli(key_swap)  # either order: the dearer answer is not always shown first
+    swap = u[CANDIDATES] < 0.5  # either order: the dearer answer is not always shown first
     return source.tradeoff_query[index[pick]], jnp.where(swap, b, a), jnp.where(swap, a, b), ok.any()
 
 
 def sample_pair(key, arrays: RoutingArrays, source: PairSource, pool, informative, target):
     """A (query, a, b) by the pair strategy; `informative` is a traced bool, `target` the switch
-    point (log10 lam) an informative pair should test (see `switch_targets`)."""
-    key_uniform, key_informative = jax.random.split(key)
-    uniform = _uniform_pair(key_uniform, arrays, source, pool)
-    *telling, found = _informative_pair(key_informative, source, pool, target)
+    point (log10 lam) an informative pair should test (see `switch_targets`).
+
+    Both candidates come from one uniform draw per context: random-number generation was a
+    third of a meta-step's time when each variate had its own (three for an integer)."""
+    u = jax.random.uniform(key, (CANDIDATES + 2 + pool.shape[0],))
+    uniform = _uniform_pair(u[CANDIDATES + 1:], arrays, source, pool)
+    *telling, found = _informative_pair(u[:CANDIDATES + 1], source, pool, target)
     use = informative & found
-    return tuple(jnp.where(use, t, u) for t, u in zip(telling, uniform))
+    return tuple(jnp.where(use, t, r) for t, r in zip(telling, uniform))
 
 
 def bradley_terry_label(key, profiles, profile, arrays, query, a, b, scale, beta, flip):
     """y ~ Bernoulli(sigmoid(beta (u_a - u_b) / scale)), then flipped with probability `flip`."""
-    key_bt, key_flip = jax.random.split(key)
+    draw = jax.random.uniform(key, (2,))
     u = query_utility(profiles, profile, arrays, query)
-    y = jax.random.bernoulli(key_bt, jax.nn.sigmoid(beta * (u[a] - u[b]) / scale))
-    return jnp.where(jax.random.bernoulli(key_flip, flip), ~y, y).astype(jnp.float32)
+    y = draw[0] < jax.nn.sigmoid(beta * (u[a] - u[b]) / scale)
+    return jnp.where(draw[1] < flip, ~y, y).astype(jnp.float32)
 
 
 def label_log_likelihood(gap, label, mask, beta, flip):

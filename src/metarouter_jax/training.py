@@ -27,7 +27,7 @@ from flax import nnx, struct
 
 from metarouter_jax import adaptation
 from metarouter_jax.config import FROZEN_WHEN_WARM, Hparams, TrainConfig
-from metarouter_jax.contexts import PairSource, sample_contexts
+from metarouter_jax.contexts import PairSource, sample_contexts, top2, uniform_index
 from metarouter_jax.data import RoutingData
 from metarouter_jax.networks import NetworkConfig, init_router_net, router_graphdef
 from metarouter_jax.profiles import Atoms, LinearProfiles, frontier_log10_lam_range, make_atoms, make_profiles
@@ -124,23 +124,22 @@ class Trainer:
     # ------------------------------------------------------------------ users
     def sample_user(self, key, hparams: Hparams, pool_dropout: float) -> User:
         cfg, k = self.config, self.arrays.observed.shape[1]
-        keys = jax.random.split(key, 7)
-        profile = self.profiles.sample(keys[0])
+        key_profile, key_scalars, key_pool = jax.random.split(key, 3)
+        profile = self.profiles.sample(key_profile)
+        u = jax.random.uniform(key_scalars, (6,))  # one draw for the scalars (see contexts.uniform_index)
         lo, hi = np.log(cfg.beta_range)
-        beta = jnp.exp(jax.random.uniform(keys[1], (), minval=lo, maxval=hi))
-        flip = jax.random.uniform(keys[2], (), maxval=hparams.flip_max) if cfg.label_flips else jnp.zeros(())
+        beta = jnp.exp(lo + (hi - lo) * u[0])
+        flip = hparams.flip_max * u[1] if cfg.label_flips else jnp.zeros(())
         if cfg.random_counts:  # half the users give few feedbacks: the regime that matters (n ~ 6)
-            few = jax.random.randint(keys[3], (), 0, min(cfg.max_contexts, FEW_CONTEXTS) + 1)
-            any_count = jax.random.randint(jax.random.fold_in(keys[3], 1), (), 0, cfg.max_contexts + 1)
-            count = jnp.where(jax.random.bernoulli(jax.random.fold_in(keys[3], 2)), few, any_count)
+            few = uniform_index(u[2], min(cfg.max_contexts, FEW_CONTEXTS) + 1)
+            count = jnp.where(u[3] < 0.5, few, uniform_index(u[4], cfg.max_contexts + 1))
         else:
             count = jnp.asarray(cfg.max_contexts)
-        informative = jax.random.bernoulli(keys[4], cfg.informative_fraction)
+        informative = u[5] < cfg.informative_fraction
         pool = jnp.ones(k, bool)
         if pool_dropout > 0:  # random pools teach the policy that the candidate set changes
-            keep = jax.random.bernoulli(keys[5], 1.0 - pool_dropout, (k,))
-            top2 = jax.lax.top_k(jax.random.uniform(keys[6], (k,)), 2)[1]
-            pool = keep.at[top2].set(True)
+            keep, order = jax.random.uniform(key_pool, (2, k))
+            pool = (keep < 1.0 - pool_dropout).at[jnp.stack(top2(order))].set(True)
         scale = utility_scale(self.profiles, profile, self.arrays, self.calib_queries)
         return User(profile, scale, beta, flip, count, informative, pool)
 
@@ -190,7 +189,8 @@ class Trainer:
             contexts = contexts.replace(outcome_a=contexts.outcome_a + noise[0], outcome_b=contexts.outcome_b + noise[1])
         z, inferred, kl, weights = self.latent(params, contexts, user, keys[3], hparams, clean)
 
-        queries = jax.random.choice(keys[4], self.train_queries, (cfg.queries_per_task,))
+        queries = self.train_queries[uniform_index(jax.random.uniform(keys[4], (cfg.queries_per_task,)),
+                                                   self.train_queries.shape[0])]
         allowed = arrays.observed[queries] & user.pool                                      # [B, K]
         feats = adaptation.query_features(self.graphdef, params, arrays.embeddings[queries])  # [B, H]
         feats = feats + hparams.query_noise * jax.random.normal(keys[5], feats.shape)
