@@ -218,6 +218,8 @@ def main() -> None:
 
     ops = op_profile(step, (trainer.data_args(), state, hparams))
     total = sum(ops["ms"].values())
+    if not total:
+        print("  no per-instruction events in the trace: this JAX/XLA runtime does not record them")
     wall = 1e3 * median_time(compiled, trainer.data_args(), state, hparams, repeats=20)[0]
     print(f"  thread time by instruction kind: {total:.2f} ms per step on {ops['threads']} threads "
           f"(wall {wall:.2f} ms)")
