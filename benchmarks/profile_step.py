@@ -98,31 +98,30 @@ def op_kind(name: str, opcode: str, op_name: str) -> str:
     if opcode in ("copy", "transpose") or name.startswith(("copy", "transpose")):
         return "copies and transposes"
     if opcode == "while":
-        return "other loops (searchsorted)"
+        return "other loops (here: searchsorted)"
     if "gather" in name or "scatter" in name:
         return "gathers"
     return "elementwise and reductions"
 
 
-def op_profile(jitted, operands, calls: int = 20) -> dict:
-    """Thread milliseconds per call of the compiled `jitted` by instruction kind (`op_kind`).
+def op_profile(compiled, operands, calls: int = 20) -> dict:
+    """Thread milliseconds per call of a compiled program by instruction kind (`op_kind`).
 
     From a jax.profiler trace of `calls` calls: XLA's CPU runtime records an event per executed
     instruction, named as in the optimised HLO; an instruction's time includes what runs inside
     it (a loop's body), and events on every thread are summed, so the total exceeds wall time
     where instructions run side by side. Empty if the runtime records no instruction events."""
-    compiled = jitted.lower(*operands).compile()
     info = {}
     for line in compiled.as_text().splitlines():
         match = re.match(r"\s*(?:ROOT )?%(\S+) = .*? ([a-z][a-z0-9-]*)\(", line)
         if match:
             op_name = re.search(r'op_name="([^"]*)"', line)
             info[match.group(1)] = (match.group(2), op_name.group(1) if op_name else "")
-    jax.block_until_ready(jitted(*operands))
+    jax.block_until_ready(compiled(*operands))
     with tempfile.TemporaryDirectory() as logdir:
         with jax.profiler.trace(logdir, create_perfetto_trace=True):
             for _ in range(calls):
-                jax.block_until_ready(jitted(*operands))
+                jax.block_until_ready(compiled(*operands))
         files = glob.glob(f"{logdir}/**/*.trace.json.gz", recursive=True)
         events = json.load(gzip.open(files[0]))["traceEvents"] if files else []
     by_thread = collections.defaultdict(list)
@@ -216,7 +215,7 @@ def main() -> None:
     print(f"  most frequent: {comp['top_ops']}")
     print(f"  largest matmuls: {[(d['lhs'], d['out'], d['flops']) for d in comp['largest_dots']]}")
 
-    ops = op_profile(step, (trainer.data_args(), state, hparams))
+    ops = op_profile(compiled, (trainer.data_args(), state, hparams))
     total = sum(ops["ms"].values())
     if not total:
         print("  no per-instruction events in the trace: this JAX/XLA runtime does not record them")
