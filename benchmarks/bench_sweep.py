@@ -8,6 +8,10 @@ It is compared with two loops over the same S configurations:
 * the loop a user writes with the library's API: per configuration `make_train(config, data)`
   then `run_training(trainer, key, hparams)`, each configuration compiled once (a new trainer
   is a new program), timed end to end: `speedup` = loop wall time / (vmapped compile + run);
+* the same user's loop with JAX's persistent compilation cache on (what `metarouter train`
+  and the experiment scripts do): the first configuration compiles, the others trace and load
+  its program from disk (the hyperparameters are traced, so the program is the same):
+  `speedup_cached_loop`;
 * the most favourable loop: one jitted single-configuration `train_with_data`, compiled once
   for all and called S times: `speedup_shared_compile` = (its compile + S x the median single
   run) / (vmapped compile + run).
@@ -21,12 +25,14 @@ Timings: compile (ahead of time) is measured separately; the vmapped run is the 
 from __future__ import annotations
 
 import statistics
+import tempfile
 import time
 
 import jax
 
 from bench_train import step_flops, validation_flops
 from common import block_time, compile_timed, script_main, matmul_peak, median_time
+from metarouter_jax.compile_cache import disable_compilation_cache, enable_compilation_cache
 from metarouter_jax.config import TrainConfig
 from metarouter_jax.sweep import sweep_hparams
 from metarouter_jax.training import make_train, run_training
@@ -65,12 +71,22 @@ def run(data, sizes=SIZES, config: TrainConfig = SMALL, repeats: int = 3, peak: 
     single_times = [block_time(single, args, key, hp)[0] for key, hp in singles]
     single_s = statistics.median(single_times)
 
-    loop_times = []                        # the user's loop: a fresh trainer (and compile) per configuration
-    for key, hp in singles:
-        start = time.perf_counter()
-        state, _ = run_training(make_train(config, data), key, hp)
-        jax.block_until_ready(state.best_params)
-        loop_times.append(time.perf_counter() - start)
+    def user_loop():                       # a fresh trainer (and program) per configuration
+        times = []
+        for key, hp in singles:
+            start = time.perf_counter()
+            state, _ = run_training(make_train(config, data), key, hp)
+            jax.block_until_ready(state.best_params)
+            times.append(time.perf_counter() - start)
+        return times
+
+    loop_times = user_loop()               # each configuration compiled
+    with tempfile.TemporaryDirectory() as folder:
+        enable_compilation_cache(folder)   # an empty persistent cache: the first configuration fills it
+        try:
+            cached_times = user_loop()
+        finally:
+            disable_compilation_cache()
 
     rows = []
     for size in sizes:
@@ -83,7 +99,9 @@ def run(data, sizes=SIZES, config: TrainConfig = SMALL, repeats: int = 3, peak: 
             "configs": size, "vmapped_compile_s": compile_s, "vmapped_run_s": seconds, "vmapped_times_s": times,
             "sequential_compile_s": seq_compile_s, "sequential_run_s": sequential_s,
             "sequential_loop_s": sum(single_times[:size]), "user_loop_s": sum(loop_times[:size]),
+            "cached_loop_s": sum(cached_times[:size]),
             "speedup": sum(loop_times[:size]) / (compile_s + seconds),
+            "speedup_cached_loop": sum(cached_times[:size]) / (compile_s + seconds),
             "speedup_shared_compile": (seq_compile_s + sequential_s) / (compile_s + seconds),
             "speedup_without_compile": sequential_s / seconds,
             "mfu": size * run_flops / seconds / peak if run_flops else None,
@@ -93,6 +111,7 @@ def run(data, sizes=SIZES, config: TrainConfig = SMALL, repeats: int = 3, peak: 
     return {"speedup_small": largest["speedup"], "mfu_small": largest["mfu"], "configs": largest["configs"],
             "speedup_small_without_compile": largest["speedup_without_compile"],
             "speedup_small_shared_compile": largest["speedup_shared_compile"], "user_loop_times_s": loop_times,
+            "speedup_small_cached_loop": largest["speedup_cached_loop"], "cached_loop_times_s": cached_times,
             "mfu_single": run_flops / single_s / peak if run_flops else None,
             "single_run_s": single_s, "single_times_s": single_times,
             "run_flops_per_config": run_flops, "step_flops": step, "validation_flops": valid,

@@ -24,6 +24,11 @@ try:  # run from a checkout without installing: use its src/
 except ImportError:
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
+from metarouter_jax.compile_cache import disable_compilation_cache  # noqa: E402
+
+# Benchmarks time compilation: nothing may come from a persistent cache (JAX_COMPILATION_CACHE_DIR).
+disable_compilation_cache()
+
 
 def load_bench_data(name: str = "synthetic"):
     """The benchmark data: `synthetic_data(seed=0)` (4000 queries, 64-d) or a named dataset."""
@@ -115,6 +120,7 @@ def env_info() -> dict:
         "cpu_affinity": affinity,
         "load_average_at_start": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
         "xla_flags": os.environ.get("XLA_FLAGS", ""),
+        "compilation_cache": bool(jax.config.jax_enable_compilation_cache),
         "matmul_precision": str(jax.config.jax_default_matmul_precision),
         "time": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
     }

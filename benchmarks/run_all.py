@@ -122,12 +122,16 @@ def markdown(results: dict) -> str:
         lines += ["", f"## Sweeps (small config {sweep['config']}; one run alone: {sweep['single_run_s']:.2f} s, "
                   f"MFU {_fmt(sweep['mfu_single'])})", "",
                   "Speed-up: over the user's loop (`make_train` + `run_training` per configuration, each "
-                  "compiled once); shared compile: over one compiled program called once per configuration.", ""]
+                  "compiled once); cached: the same loop with the persistent compilation cache (the first "
+                  "configuration compiles, the others load); shared compile: over one compiled program called "
+                  "once per configuration.", ""]
         lines += _table(["configs", "vmapped compile s", "vmapped run s", "user loop s", "speed-up",
+                         "cached loop s", "speed-up (cached)",
                          "shared-compile loop: compile s, run s", "speed-up (shared compile)", "speed-up w/o compile",
                          "MFU"],
                         [[r["configs"], f"{r['vmapped_compile_s']:.1f}", f"{r['vmapped_run_s']:.2f}",
                           f"{r['user_loop_s']:.1f}", f"{r['speedup']:.2f}",
+                          f"{r['cached_loop_s']:.1f}", f"{r['speedup_cached_loop']:.2f}",
                           f"{r['sequential_compile_s']:.1f}, {r['sequential_run_s']:.2f}",
                           f"{r['speedup_shared_compile']:.2f}", f"{r['speedup_without_compile']:.2f}", _fmt(r["mfu"])]
                          for r in sweep["by_size"]])

@@ -35,7 +35,13 @@ def main() -> None:
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
                         help="TrainConfig overrides, e.g. hidden=128 (as `metarouter train`)")
     parser.add_argument("--out", type=Path, default=OUT, help=f"results folder (default {OUT})")
+    parser.add_argument("--no-compile-cache", action="store_true",
+                        help="compile every seed afresh (default: a persistent cache, mr.enable_compilation_cache)")
     args = parser.parse_args()
+    if args.no_compile_cache:
+        mr.disable_compilation_cache()
+    else:
+        print(f"compilation cache: {mr.enable_compilation_cache() or 'off'}", flush=True)
     overrides, hparams = parse_overrides(args.set)
     if hparams:
         parser.error(f"only TrainConfig fields can be set here, not {sorted(hparams)}")

@@ -7,6 +7,9 @@ import os
 # Tests run tiny programs whose time is mostly XLA compilation; skipping the backend's
 # optimisation passes halves it and changes no result beyond float tolerance.
 os.environ.setdefault("XLA_FLAGS", "--xla_backend_optimization_level=0")
+# The CLI keeps a persistent compilation cache in ~/.cache; tests run it in-process and must not
+# write there (test_compile_cache.py checks the cache in temporary folders).
+os.environ.setdefault("METAROUTER_COMPILE_CACHE", "off")
 from pathlib import Path
 
 import pytest

@@ -7,6 +7,9 @@
     metarouter sweep --seeds 0 1 --grid lr=1e-3,3e-3 entropy_start=0.05,0.1 num_steps=2000
 
 Config overrides are `field=value` pairs for `TrainConfig` fields and `Hparams` fields.
+Compiled programs are kept in a persistent cache (~/.cache/metarouter_jax/xla; see
+`metarouter_jax.compile_cache`), so a rerun loads them instead of compiling: `--no-compile-cache`
+or METAROUTER_COMPILE_CACHE=off turns that off, METAROUTER_COMPILE_CACHE=DIR moves it.
 """
 
 from __future__ import annotations
@@ -239,9 +242,12 @@ def cmd_sweep(args) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="metarouter", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--no-compile-cache", action="store_true",
+                        help="compile everything afresh (no persistent compilation cache)")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    train = sub.add_parser("train", help="meta-train a router (and its known/agnostic companions)")
+    train = sub.add_parser("train", parents=[common], help="meta-train a router (and its known/agnostic companions)")
     train.add_argument("--data", default="synthetic", help="synthetic, a dataset name, or a path")
     train.add_argument("--out", default="runs/default", help="output folder (router, config.json, checkpoints)")
     train.add_argument("--seed", type=int, default=0)
@@ -251,7 +257,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("overrides", nargs="*", help="key=value settings, e.g. num_steps=2000 lr=3e-3")
     train.set_defaults(func=cmd_train)
 
-    ev = sub.add_parser("eval", help="evaluate a saved router against the baselines")
+    ev = sub.add_parser("eval", parents=[common], help="evaluate a saved router against the baselines")
     ev.add_argument("checkpoint", help="a router folder written by `metarouter train` (OUT/router)")
     ev.add_argument("--data", default=None, help="dataset (default: the one in OUT/config.json)")
     ev.add_argument("--split", default="test")
@@ -264,13 +270,15 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--json", default=None, help="write {strategy: {method: {n: metrics}}} here")
     ev.set_defaults(func=cmd_eval)
 
-    route = sub.add_parser("route", help="adapt to a user's feedback (JSONL) and route raw text queries")
+    route = sub.add_parser("route", parents=[common],
+                           help="adapt to a user's feedback (JSONL) and route raw text queries")
     route.add_argument("checkpoint")
     route.add_argument("--feedback", required=True, help="JSONL: {query, model_a, model_b, preferred} per line")
     route.add_argument("queries", nargs="+")
     route.set_defaults(func=cmd_route)
 
-    sw = sub.add_parser("sweep", help="train seeds x a hyperparameter grid as one program; keep the best router")
+    sw = sub.add_parser("sweep", parents=[common],
+                        help="train seeds x a hyperparameter grid as one program; keep the best router")
     sw.add_argument("--data", default="synthetic", help="synthetic, a dataset name, or a path")
     sw.add_argument("--out", default="runs/sweep", help="output folder (sweep.csv/.md/.png, best_router)")
     sw.add_argument("--seeds", nargs="+", default=["0"], help="training seeds (each runs the whole grid)")
@@ -286,7 +294,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     data = sub.add_parser("data", help="inspect routing data")
     data_sub = data.add_subparsers(dest="data_command", required=True)
-    info = data_sub.add_parser("info", help="queries per split/family, model quality/cost, Pareto frontier")
+    info = data_sub.add_parser("info", parents=[common],
+                               help="queries per split/family, model quality/cost, Pareto frontier")
     info.add_argument("name", help="synthetic, a dataset name, or a path")
     info.add_argument("--plot", default=None, help="write the cost-quality frontier to this PNG")
     info.set_defaults(func=cmd_data_info)
@@ -295,6 +304,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from metarouter_jax.compile_cache import disable_compilation_cache, enable_compilation_cache
+
+    if args.no_compile_cache:
+        disable_compilation_cache()
+    else:
+        enable_compilation_cache()
     try:
         return args.func(args)
     except (CheckpointError, DataError, FileNotFoundError, KeyError, ValueError) as err:
