@@ -36,7 +36,7 @@ def __getattr__(name):
 __all__ = [
     "CheckpointError", "Contexts", "DATASETS", "DEFAULT_N_CONTEXTS", "DataError", "EvalReport", "Hparams",
     "MetaRouter", "PAIR_STRATEGIES", "PROFILE_FAMILIES", "RoutingData", "TextEmbedder", "TrainConfig",
-    "data_root", "disable_compilation_cache", "enable_compilation_cache", "evaluate", "load_dataset", "load_llmrouter", "load_routellm", "load_routerarena",
-    "load_routerbench", "make_profiles", "make_train", "register_profile_family", "run_training",
-    "synthetic_data",
+    "data_root", "disable_compilation_cache", "enable_compilation_cache", "evaluate", "load_dataset",
+    "load_llmrouter", "load_routellm", "load_routerarena", "load_routerbench", "make_profiles", "make_train",
+    "register_profile_family", "run_training", "synthetic_data",
 ]

@@ -247,7 +247,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="compile everything afresh (no persistent compilation cache)")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    train = sub.add_parser("train", parents=[common], help="meta-train a router (and its known/agnostic companions)")
+    train = sub.add_parser("train", parents=[common],
+                           help="meta-train a router (and its known/agnostic companions)")
     train.add_argument("--data", default="synthetic", help="synthetic, a dataset name, or a path")
     train.add_argument("--out", default="runs/default", help="output folder (router, config.json, checkpoints)")
     train.add_argument("--seed", type=int, default=0)

@@ -1,9 +1,9 @@
 """JAX's persistent compilation cache, as the command line and the experiment scripts use it.
 
 On a CPU, compiling is a large part of a short run: the README's main job (three routers
-meta-trained on the synthetic benchmark) spends about a third of its minute compiling, and every
-seed of an experiment compiles the same programs again, since each `make_train` traces fresh
-functions. JAX can keep compiled executables on disk, keyed by the optimised program, the compile
+meta-trained on the synthetic benchmark) trains in 70 s on an empty cache and 49 s on a filled
+one, and without a cache every seed of an experiment compiles the same programs again, since
+each `make_train` traces fresh functions. JAX can keep compiled executables on disk, keyed by the optimised program, the compile
 options, XLA_FLAGS, the device and the jax/jaxlib versions, so an unchanged program is loaded
 instead of compiled, and the executable loaded is the one compiled: results are bit-identical.
 
