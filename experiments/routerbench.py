@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 import metarouter_jax as mr
-from metarouter_jax.cli import parse_overrides
+from metarouter_jax.cli import apply_compile_cache, compile_cache_option, parse_overrides
 
 OUT = Path(__file__).resolve().parent / "results"
 NS = (0, 1, 2, 4, 6, 8, 16, 32)
@@ -27,7 +27,7 @@ SHOWN = ("metarouter", "bt_bayes", "bt_posterior", "bt_marginal", "bt_mle", "kno
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = argparse.ArgumentParser(description=__doc__, parents=[compile_cache_option()])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--steps", type=int, default=2000)
     parser.add_argument("--users", type=int, default=256)
@@ -35,13 +35,8 @@ def main() -> None:
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
                         help="TrainConfig overrides, e.g. hidden=128 (as `metarouter train`)")
     parser.add_argument("--out", type=Path, default=OUT, help=f"results folder (default {OUT})")
-    parser.add_argument("--no-compile-cache", action="store_true",
-                        help="compile every seed afresh (default: a persistent cache, mr.enable_compilation_cache)")
     args = parser.parse_args()
-    if args.no_compile_cache:
-        mr.disable_compilation_cache()
-    else:
-        print(f"compilation cache: {mr.enable_compilation_cache() or 'off'}", flush=True)
+    print(f"compilation cache: {apply_compile_cache(args) or 'off'}", flush=True)
     overrides, hparams = parse_overrides(args.set)
     if hparams:
         parser.error(f"only TrainConfig fields can be set here, not {sorted(hparams)}")

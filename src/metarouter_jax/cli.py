@@ -239,12 +239,29 @@ def cmd_sweep(args) -> int:
     return 0
 
 
+def compile_cache_option() -> argparse.ArgumentParser:
+    """A parent parser with `--no-compile-cache`, for every command and the experiment scripts."""
+    parser = argparse.ArgumentParser(add_help=False)
+    parser.add_argument("--no-compile-cache", action="store_true",
+                        help="compile everything afresh (default: a persistent compilation cache, "
+                             "see metarouter_jax.compile_cache)")
+    return parser
+
+
+def apply_compile_cache(args):
+    """Turn the persistent compilation cache on, or off with --no-compile-cache; its folder or None."""
+    from metarouter_jax.compile_cache import disable_compilation_cache, enable_compilation_cache
+
+    if args.no_compile_cache:
+        disable_compilation_cache()
+        return None
+    return enable_compilation_cache()
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="metarouter", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--no-compile-cache", action="store_true",
-                        help="compile everything afresh (no persistent compilation cache)")
+    common = compile_cache_option()
     sub = parser.add_subparsers(dest="command", required=True)
 
     train = sub.add_parser("train", parents=[common],
@@ -305,12 +322,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from metarouter_jax.compile_cache import disable_compilation_cache, enable_compilation_cache
-
-    if args.no_compile_cache:
-        disable_compilation_cache()
-    else:
-        enable_compilation_cache()
+    apply_compile_cache(args)
     try:
         return args.func(args)
     except (CheckpointError, DataError, FileNotFoundError, KeyError, ValueError) as err:

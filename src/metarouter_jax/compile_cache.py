@@ -96,7 +96,3 @@ def disable_compilation_cache() -> None:
     jax.config.update("jax_enable_compilation_cache", False)
     compilation_cache.reset_cache()
 
-
-def cache_entries(directory: str | os.PathLike) -> int:
-    """How many compiled programs a cache folder holds (files JAX writes as `*-cache`)."""
-    return sum(1 for _ in Path(directory).glob("*-cache"))
