@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 import metarouter_jax as mr
+from metarouter_jax import checkpoint
 from metarouter_jax.checkpoint import CheckpointError, TrainCheckpointer
 from metarouter_jax.config import Hparams
 from metarouter_jax.training import make_train, run_training
@@ -56,6 +57,28 @@ def test_resume_is_bit_exact(small_data, tiny_config, tmp_path):
     ckpt.close()
     jax.tree.map(np.testing.assert_array_equal, full.params, resumed.params)
     assert len(history["loss"]) == config.num_chunks
+
+
+def test_training_checkpoints_of_another_format_are_refused(tmp_path):
+    """A square kernel and its transpose have the same shape: only the format marker tells."""
+    state = {"kernel": np.arange(4.0).reshape(2, 2)}
+    ckpt = TrainCheckpointer(tmp_path / "ck", every=1)
+    ckpt.save(1, state)
+    np.testing.assert_array_equal(ckpt.restore(state)["kernel"], state["kernel"])
+    marker = tmp_path / "ck" / checkpoint.FORMAT_FILE
+    assert json.loads(marker.read_text()) == {"format_version": checkpoint.FORMAT_VERSION}
+    marker.write_text(json.dumps({"format_version": 2}))
+    with pytest.raises(CheckpointError, match="format version 2.*another version"):
+        ckpt.restore(state)
+    with pytest.raises(CheckpointError, match="format version 2"):
+        ckpt.save(2, state)                     # nor mixes new steps into an old directory
+    marker.unlink()                             # written before the marker existed
+    with pytest.raises(CheckpointError, match="format version None"):
+        ckpt.restore(state)
+    marker.write_text("{oops")
+    with pytest.raises(CheckpointError, match="corrupt"):
+        ckpt.restore(state)
+    ckpt.close()
 
 
 def test_missing_and_corrupt_checkpoints(trained_router, small_data, tmp_path):

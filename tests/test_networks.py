@@ -211,3 +211,18 @@ def test_posterior_median_of_log10_lam():
     w = np.zeros(8)
     w[np.argmin(lam)], w[np.argmax(lam)] = 0.3, 0.7
     assert median(w) == pytest.approx(3.75)
+
+
+def test_dense_is_nnx_linear_with_its_kernel_transposed():
+    """Same initial values (same keys consumed) and the same function as nnx.Linear; the weighted
+    sum of its outputs (how contexts are pooled) equals the loop over them, empty sets included."""
+    from metarouter_jax.networks import Dense
+
+    dense, linear = Dense(5, 3, rngs=nnx.Rngs(params=0)), nnx.Linear(5, 3, rngs=nnx.Rngs(params=0))
+    np.testing.assert_array_equal(dense.kernel[...], linear.kernel[...].T)
+    x = jax.random.normal(jax.random.key(1), (4, 7, 5))
+    np.testing.assert_allclose(dense(x), linear(x), rtol=1e-5, atol=1e-6)
+    assert Dense(5, 3, use_bias=False, rngs=nnx.Rngs(params=0)).bias is None
+    weights = jnp.array([1.0, 0.0, 0.5, 2.0, 0.0, 0.0, 1.0])
+    for w in (weights, jnp.zeros(7)):
+        np.testing.assert_allclose(dense.weighted_sum(x[0], w), (w[:, None] * dense(x[0])).sum(0), rtol=1e-5, atol=1e-5)

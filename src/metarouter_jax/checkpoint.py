@@ -21,6 +21,14 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 
+# The layout of the saved parameters. Saved routers and training checkpoints carry it, and
+# one of another layout is refused: shapes alone cannot tell a square kernel from its transpose.
+# 2: policy scores linear in the routing weights, atomic-posterior encoder;
+# 3: dense kernels stored [out, in] (`networks.Dense`).
+FORMAT_VERSION = 3
+FORMAT_FILE = "metarouter_format.json"  # beside a training checkpointer's steps
+
+
 class CheckpointError(RuntimeError):
     """A checkpoint is missing, incomplete, corrupt or from a different configuration."""
 
@@ -67,7 +75,29 @@ class TrainCheckpointer:
     def due(self, step: int) -> bool:
         return self.every > 0 and step % self.every == 0
 
+    def _format_version(self):
+        """The format version the directory's checkpoints were written in (None: no marker)."""
+        path = self.directory / FORMAT_FILE
+        try:
+            return json.loads(path.read_text())["format_version"]
+        except FileNotFoundError:
+            return None
+        except (ValueError, KeyError, TypeError) as err:
+            raise CheckpointError(f"{path} is corrupt: {err}") from err
+
+    def _check_format(self) -> None:
+        found = self._format_version()
+        if found != FORMAT_VERSION and (found is not None or self.all_steps()):
+            raise CheckpointError(
+                f"{self.directory}: checkpoints of format version {found}, this metarouter_jax reads version "
+                f"{FORMAT_VERSION} (written by another version: train again in a new directory)")
+
     def save(self, step: int, state) -> None:
+        self._check_format()
+        if self._format_version() is None:  # the first save in this directory
+            tmp = self.directory / f".{FORMAT_FILE}.tmp"
+            tmp.write_text(json.dumps({"format_version": FORMAT_VERSION}))
+            os.replace(tmp, self.directory / FORMAT_FILE)
         self._manager.save(step, args=ocp.args.StandardSave(_to_storable(state)))
         self._manager.wait_until_finished()
 
@@ -81,6 +111,7 @@ class TrainCheckpointer:
         step = self.latest_step() if step is None else step
         if step is None:
             raise CheckpointError(f"no checkpoint in {self.directory}")
+        self._check_format()
         source = f"checkpoint step {step} in {self.directory}"
         abstract = _to_storable(template)
         try:

@@ -60,8 +60,38 @@ class NetworkConfig:
         return self.profile_feature_dim if self.profile_latent else self.latent_dim
 
 
+class Dense(nnx.Module):
+    """y = x W^T + b with the kernel stored [out, in] (as torch stores it; `nnx.Linear` stores [in, out]).
+
+    The same function and the same initial values as `nnx.Linear` (lecun-normal drawn on
+    [in, out], then transposed; the same keys consumed), in the layout XLA's CPU backend
+    prefers for the weight gradient: for a kernel stored [in, out] the gradient's dot reaches
+    XLA as a transposed product, which it rewrites into a dot its fast matmul library rejects
+    (it then runs as XLA's own, slower dot after a transpose). Stored [out, in], the gradient
+    is a plain dot of the transposed output gradient and the inputs, and every dot of the
+    meta-step goes to the library (benchmarks/README.md, "Why the MFU is low").
+    """
+
+    def __init__(self, din: int, dout: int, *, use_bias: bool = True,
+                 kernel_init=nnx.initializers.lecun_normal(), rngs: nnx.Rngs):
+        self.kernel = nnx.Param(kernel_init(rngs.params(), (din, dout), jnp.float32).T)  # [out, in]
+        self.bias = nnx.Param(jnp.zeros((dout,), jnp.float32)) if use_bias else None
+        if use_bias:
+            rngs.params()  # nnx.Linear draws a key for its (zero) bias: keep the same key sequence
+
+    def __call__(self, x):
+        y = jax.lax.dot_general(x, self.kernel[...], (((x.ndim - 1,), (1,)), ((), ())))
+        return y if self.bias is None else y + self.bias[...]
+
+    def weighted_sum(self, x, weights):
+        """sum_n weights[n] * self(x[n]) for x [N, in], weights [N], computed as the layer of the
+        weighted sum of the inputs (the layer is affine): one row through the layer instead of N."""
+        y = self(weights @ x)
+        return y if self.bias is None else y + (weights.sum() - 1.0) * self.bias[...]
+
+
 def _dense(din, dout, rngs, bias=True):
-    return nnx.Linear(din, dout, use_bias=bias, rngs=rngs)
+    return Dense(din, dout, use_bias=bias, rngs=rngs)
 
 
 class ContextEncoder(nnx.Module):
@@ -89,8 +119,7 @@ class ContextEncoder(nnx.Module):
         # summed like independent evidence (a product of likelihoods) onto learned prior logits.
         if cfg.posterior_atoms:
             if cfg.likelihood == "bradley_terry":  # the learned part is a correction, starting at none
-                self.atom_logits = nnx.Linear(cfg.hidden, cfg.posterior_atoms, kernel_init=nnx.initializers.zeros,
-                                              rngs=rngs)
+                self.atom_logits = Dense(cfg.hidden, cfg.posterior_atoms, kernel_init=nnx.initializers.zeros, rngs=rngs)
                 self.flip_logit = nnx.Param(jnp.asarray(jnp.log(0.1 / 0.9), jnp.float32))  # flip rate 0.05
                 # rationality: starts at the geometric mean of the training users' prior range
                 self.log_beta = nnx.Param(jnp.asarray(0.5 * sum(map(math.log, cfg.beta_range)), jnp.float32))
@@ -135,8 +164,9 @@ class ContextEncoder(nnx.Module):
         reads them (the noise regularises the learned part; an exact formula needs none, and on
         noisy outcomes it would disagree with labels drawn from the clean ones).
         Exactly the prior with 0 valid contexts; invariant to context order and to swaps."""
-        ll = self.atom_logits(self._per_context(contexts, descriptors))                     # [N, G]
-        logits = self.prior_logits[...] + (ll * contexts.mask[:, None]).sum(0)
+        feats = self._per_context(contexts, descriptors)                                    # [N, H]
+        # the sum over valid contexts of each one's (affine) atom log-likelihoods
+        logits = self.prior_logits[...] + self.atom_logits.weighted_sum(feats, contexts.mask.astype(feats.dtype))
         if self.cfg.likelihood == "bradley_terry":
             logits = logits + self.bradley_terry_log_likelihood(contexts if clean is None else clean, atoms)
         return logits
@@ -153,16 +183,16 @@ class ContextEncoder(nnx.Module):
 
     def __call__(self, contexts: Contexts, descriptors):
         """contexts: one user's ([N, ...]); descriptors: [K, Dd]. Returns (mean [Z], logvar [Z])."""
-        r = self.per_context(self._per_context(contexts, descriptors))                       # [N, H|2Z]
-        mask = contexts.mask[:, None].astype(r.dtype)
+        feats = self._per_context(contexts, descriptors)                                    # [N, H]
+        mask = contexts.mask.astype(feats.dtype)
         n = mask.sum()
         if self.cfg.gaussian:
-            mu_i, logvar_i = jnp.split(r, 2, axis=-1)
-            prec_i = jnp.exp(-jnp.clip(logvar_i, -6.0, 6.0)) * mask
+            mu_i, logvar_i = jnp.split(self.per_context(feats), 2, axis=-1)                # [N, Z] each
+            prec_i = jnp.exp(-jnp.clip(logvar_i, -6.0, 6.0)) * mask[:, None]
             precision = 1.0 + prec_i.sum(0)           # N(0, I) prior times each context's Gaussian
             mean = (prec_i * mu_i).sum(0) / precision
             return mean, -jnp.log(precision)
-        pooled = (r * mask).sum(0) / jnp.maximum(n, 1.0)
+        pooled = self.per_context.weighted_sum(feats, mask / jnp.maximum(n, 1.0))           # masked mean [H]
         count = jnp.log1p(n)[None] / COUNT_SCALE  # how much evidence; independent of the capacity
         z = self.head2(jax.nn.gelu(self.head1(jnp.concatenate([pooled, count]))))
         return z, jnp.zeros_like(z)

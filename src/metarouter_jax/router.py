@@ -44,7 +44,7 @@ def router_config(config: TrainConfig, name: str) -> TrainConfig:
     return run
 
 
-FORMAT_VERSION = 2  # 2: policy scores linear in the routing weights, atomic-posterior encoder
+FORMAT_VERSION = checkpoint.FORMAT_VERSION  # the parameters' layout (see checkpoint.py)
 
 
 @dataclasses.dataclass(frozen=True)
