@@ -83,7 +83,7 @@ def matmul_flops_per_task(trainer) -> float:
 def plain_mlp(rows: int, hidden: int, peak: float, steps: int = 50, repeats: int = 3, out: int = 16) -> dict:
     """MFU of a textbook step of comparable size: a [rows, hidden] batch through two gelu layers of
     `hidden` and a linear [hidden, out] head, log-softmax loss, SGD, `steps` steps in one lax.scan.
-    Weights are stored [out, in], the layout of `networks.Dense` (faster on XLA's CPU backend)."""
+    Weights are stored [out, in], as `networks.Dense` stores them."""
     keys = jax.random.split(jax.random.key(0), 5)
     x = jax.random.normal(keys[0], (rows, hidden))
     y = jax.nn.softmax(jax.random.normal(keys[1], (rows, out)))
