@@ -9,6 +9,7 @@ from flax import nnx
 import metarouter_jax as mr
 from metarouter_jax import adaptation, baselines
 from metarouter_jax.config import Hparams
+from metarouter_jax.networks import Dense
 from metarouter_jax.profiles import make_atoms
 from metarouter_jax.training import make_train
 
@@ -216,8 +217,6 @@ def test_posterior_median_of_log10_lam():
 def test_dense_is_nnx_linear_with_its_kernel_transposed():
     """Same initial values (same keys consumed) and the same function as nnx.Linear; the weighted
     sum of its outputs (how contexts are pooled) equals the loop over them, empty sets included."""
-    from metarouter_jax.networks import Dense
-
     dense, linear = Dense(5, 3, rngs=nnx.Rngs(params=0)), nnx.Linear(5, 3, rngs=nnx.Rngs(params=0))
     np.testing.assert_array_equal(dense.kernel[...], linear.kernel[...].T)
     x = jax.random.normal(jax.random.key(1), (4, 7, 5))

@@ -68,8 +68,8 @@ class Dense(nnx.Module):
     prefers for the weight gradient: for a kernel stored [in, out] the gradient's dot reaches
     XLA as a transposed product, which it rewrites into a dot its fast matmul library rejects
     (it then runs as XLA's own, slower dot after a transpose). Stored [out, in], the gradient
-    is a plain dot of the transposed output gradient and the inputs, and every dot of the
-    meta-step goes to the library (benchmarks/README.md, "Why the MFU is low").
+    is a plain dot of the transposed output gradient and the inputs, and the meta-step's large
+    dots go to the library (benchmarks/README.md, "Why the MFU is low on CPU").
     """
 
     def __init__(self, din: int, dout: int, *, use_bias: bool = True,
