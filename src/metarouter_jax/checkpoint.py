@@ -85,16 +85,18 @@ class TrainCheckpointer:
         except (ValueError, KeyError, TypeError) as err:
             raise CheckpointError(f"{path} is corrupt: {err}") from err
 
-    def _check_format(self) -> None:
+    def _check_format(self):
+        """Raise unless the directory's checkpoints are of this format; the marker's version (None:
+        no marker, and no checkpoint yet)."""
         found = self._format_version()
         if found != FORMAT_VERSION and (found is not None or self.all_steps()):
             raise CheckpointError(
                 f"{self.directory}: checkpoints of format version {found}, this metarouter_jax reads version "
                 f"{FORMAT_VERSION} (written by another version: train again in a new directory)")
+        return found
 
     def save(self, step: int, state) -> None:
-        self._check_format()
-        if self._format_version() is None:  # the first save in this directory
+        if self._check_format() is None:  # the first save in this directory
             tmp = self.directory / f".{FORMAT_FILE}.tmp"
             tmp.write_text(json.dumps({"format_version": FORMAT_VERSION}))
             os.replace(tmp, self.directory / FORMAT_FILE)

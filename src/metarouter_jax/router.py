@@ -44,9 +44,6 @@ def router_config(config: TrainConfig, name: str) -> TrainConfig:
     return run
 
 
-FORMAT_VERSION = checkpoint.FORMAT_VERSION  # the parameters' layout (see checkpoint.py)
-
-
 @dataclasses.dataclass(frozen=True)
 class DataInfo:
     """What a router must remember about its training data to route new queries."""
@@ -143,7 +140,7 @@ class MetaRouter:
     def save(self, path: str | Path) -> None:
         """Write the router to directory `path` (atomically: nothing half-written is left)."""
         meta = {
-            "format_version": FORMAT_VERSION,
+            "format_version": checkpoint.FORMAT_VERSION,
             "config": self.config.to_dict(),
             "hparams": self.hparams.to_json(),
             "network": dataclasses.asdict(self.net_config),
@@ -160,10 +157,10 @@ class MetaRouter:
         """Load a router written by `save`; a clear `CheckpointError` if missing or corrupt."""
         meta = checkpoint.load_metadata(path)
         try:
-            if meta.get("format_version") != FORMAT_VERSION:
+            if meta.get("format_version") != checkpoint.FORMAT_VERSION:
                 raise checkpoint.CheckpointError(
                     f"{path}: format version {meta.get('format_version')}, this metarouter_jax reads version "
-                    f"{FORMAT_VERSION} (routers saved by another version must be retrained)")
+                    f"{checkpoint.FORMAT_VERSION} (routers saved by another version must be retrained)")
             # Routers saved before the likelihood option had the learned head.
             config = TrainConfig.from_dict({"likelihood": meta["network"].get("likelihood", "learned"), **meta["config"]})
             hparams = Hparams.create(**meta["hparams"])
