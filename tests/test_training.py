@@ -121,3 +121,14 @@ def test_family_weight_utility_counts_an_unknown_family_at_weight_one():
     profile = {"log10_lam": jnp.asarray(1.0), "log_weights": jnp.array([0.5, -0.5, 1.0])}
     u = family.utility(profile, jnp.ones(4), jnp.full(4, 0.01), jnp.array([0, 1, 2, -1]))
     np.testing.assert_allclose(u, np.exp([0.5, -0.5, 1.0, 0.0]) - 0.1, rtol=1e-6)
+
+
+def test_diverged_parameters_are_never_kept_as_best(small_data, tiny_config):
+    """NaN parameters would still route (argmax picks the first model) and score finitely: the
+    score is NaN instead, and the best parameters stay the last finite ones (here the initial)."""
+    trainer = make_train(tiny_config, small_data)
+    state, history = run_training(trainer, jax.random.key(0), Hparams.create(learning_rate=1e30))
+    assert np.isnan(history["loss"]).all() and np.isnan(history["valid_utility"]).all()
+    assert state.best_score == -np.inf
+    initial = trainer.jit_init(jax.random.split(jax.random.key(0))[0], Hparams.create())
+    jax.tree.map(np.testing.assert_array_equal, state.best_params, initial.params)

@@ -318,9 +318,13 @@ class Trainer:
                                       length=self.config.chunk_steps)
         users, contexts = valid
         score = self.validation_score(state.params, users, contexts)
+        # Diverged parameters score NaN (argmax routing would still give them a finite score) and
+        # are never kept; a NaN score is never better, so the best so far stays.
+        finite = jnp.stack([jnp.isfinite(p).all() for p in jax.tree.leaves(state.params)]).all()
+        score = jnp.where(finite, score, jnp.nan)
         better = score > state.best_score
         best = jax.tree.map(lambda new, old: jnp.where(better, new, old), state.params, state.best_params)
-        state = state.replace(best_params=best, best_score=jnp.maximum(score, state.best_score))
+        state = state.replace(best_params=best, best_score=jnp.where(better, score, state.best_score))
         metrics = jax.tree.map(jnp.mean, metrics)
         return state, {**metrics, "valid_utility": score}
 
