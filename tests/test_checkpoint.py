@@ -58,6 +58,20 @@ def test_resume_is_bit_exact(small_data, tiny_config, tmp_path):
     jax.tree.map(np.testing.assert_array_equal, full.params, resumed.params)
     assert len(history["loss"]) == config.num_chunks
 
+    # The directory is this run's: another seed, hyperparameter, config or start is refused
+    # (resuming would mix two runs), before anything compiles.
+    ckpt = TrainCheckpointer(tmp_path / "ck", every=20, keep=2)
+    with pytest.raises(CheckpointError, match="another training run.*PRNG key"):
+        run_training(trainer, jax.random.key(8), hp, checkpointer=ckpt)
+    with pytest.raises(CheckpointError, match="hparams.learning_rate: 0.003.* saved, 0.1.* now"):
+        run_training(trainer, key, Hparams.create(learning_rate=0.1), checkpointer=ckpt)
+    other = make_train(config.replace(informative_fraction=0.25), small_data)   # same shapes
+    with pytest.raises(CheckpointError, match="config.informative_fraction: 0.5 saved, 0.25 now"):
+        run_training(other, key, hp, checkpointer=ckpt)
+    with pytest.raises(CheckpointError, match="starting parameters differ"):
+        run_training(trainer, key, hp, checkpointer=ckpt, init_params=full.params)
+    ckpt.close()
+
 
 def test_training_checkpoints_of_another_format_are_refused(tmp_path):
     """A square kernel and its transpose have the same shape: only the format marker tells."""
@@ -79,6 +93,30 @@ def test_training_checkpoints_of_another_format_are_refused(tmp_path):
     with pytest.raises(CheckpointError, match="corrupt"):
         ckpt.restore(state)
     ckpt.close()
+
+
+def test_saving_over_a_router_keeps_the_old_one_until_the_new_one_is_in_place(trained_router, tmp_path,
+                                                                             monkeypatch):
+    path = tmp_path / "router"
+    trained_router.save(path)
+    before = sorted(p.relative_to(path) for p in path.rglob("*"))
+    real_replace, calls = checkpoint.os.replace, []
+
+    def fail_second(src, dst):  # the move into place fails after the old router was moved aside
+        calls.append(dst)
+        if len(calls) == 2:
+            raise OSError("disk full")
+        real_replace(src, dst)
+
+    monkeypatch.setattr(checkpoint.os, "replace", fail_second)
+    with pytest.raises(OSError, match="disk full"):
+        trained_router.save(path)
+    monkeypatch.undo()
+    assert sorted(p.relative_to(path) for p in path.rglob("*")) == before   # the old router, back in place
+    assert [p.name for p in tmp_path.iterdir()] == ["router"]               # no temporary folders left
+    mr.MetaRouter.load(path)
+    trained_router.save(path)                                               # and a plain overwrite works
+    assert [p.name for p in tmp_path.iterdir()] == ["router"]
 
 
 def test_missing_and_corrupt_checkpoints(trained_router, small_data, tmp_path):

@@ -4,7 +4,9 @@ Pytrees are stored as their flat list of leaves (PRNG keys as raw key data) and 
 against a template of the same structure, so a checkpoint from another configuration or a
 damaged one is reported as such instead of loading garbage. Writes are atomic: orbax
 commits a step only when it is complete, and a router directory is written beside its
-final name and renamed into place.
+final name and renamed into place (a router already there is moved aside first and deleted
+only once the new one is in place). A training checkpoint directory records the run that
+wrote it (`TrainCheckpointer.bind_run`) and refuses to resume another.
 """
 
 from __future__ import annotations
@@ -71,34 +73,53 @@ class TrainCheckpointer:
         self.every = every
         options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True)
         self._manager = ocp.CheckpointManager(self.directory, options=options)
+        self._run = None
 
     def due(self, step: int) -> bool:
         return self.every > 0 and step % self.every == 0
 
-    def _format_version(self):
-        """The format version the directory's checkpoints were written in (None: no marker)."""
+    def _marker(self) -> dict:
+        """The directory's marker file ({} when there is none yet)."""
         path = self.directory / FORMAT_FILE
         try:
-            return json.loads(path.read_text())["format_version"]
+            marker = json.loads(path.read_text())
+            if not isinstance(marker, dict) or "format_version" not in marker:
+                raise ValueError("no format_version")
+            return marker
         except FileNotFoundError:
-            return None
-        except (ValueError, KeyError, TypeError) as err:
+            return {}
+        except ValueError as err:
             raise CheckpointError(f"{path} is corrupt: {err}") from err
 
-    def _check_format(self):
-        """Raise unless the directory's checkpoints are of this format; the marker's version (None:
-        no marker, and no checkpoint yet)."""
-        found = self._format_version()
+    def _check_format(self) -> dict:
+        """Raise unless the directory's checkpoints are of this format; the marker ({}: no marker,
+        and no checkpoint yet)."""
+        marker = self._marker()
+        found = marker.get("format_version")
         if found != FORMAT_VERSION and (found is not None or self.all_steps()):
             raise CheckpointError(
                 f"{self.directory}: checkpoints of format version {found}, this metarouter_jax reads version "
                 f"{FORMAT_VERSION} (written by another version: train again in a new directory)")
-        return found
+        return marker
+
+    def bind_run(self, run: dict) -> None:
+        """Tie the directory to one training run (`training.run_fingerprint`: its config,
+        hyperparameters, PRNG key, data and starting parameters). Checkpoints that another run
+        wrote are refused, since resuming them would mix two runs; the run is recorded with the
+        first save."""
+        run = json.loads(json.dumps(run))  # as the marker stores it (tuples become lists)
+        saved = self._check_format().get("run")
+        if saved is not None and saved != run:
+            raise CheckpointError(f"{self.directory}: its checkpoints belong to another training run "
+                                  f"({_differences(saved, run)}): train in a new directory, or delete this one")
+        self._run = run
 
     def save(self, step: int, state) -> None:
-        if self._check_format() is None:  # the first save in this directory
+        marker = self._check_format()
+        if not marker or (self._run is not None and "run" not in marker):  # the first save of this run
+            marker = {"format_version": FORMAT_VERSION, **({"run": self._run} if self._run is not None else {})}
             tmp = self.directory / f".{FORMAT_FILE}.tmp"
-            tmp.write_text(json.dumps({"format_version": FORMAT_VERSION}))
+            tmp.write_text(json.dumps(marker, indent=1))
             os.replace(tmp, self.directory / FORMAT_FILE)
         self._manager.save(step, args=ocp.args.StandardSave(_to_storable(state)))
         self._manager.wait_until_finished()
@@ -126,21 +147,47 @@ class TrainCheckpointer:
         self._manager.close()
 
 
+_RUN_PARTS = {"key": "the PRNG key (seed)", "data": "the training data", "init_params": "the starting parameters"}
+
+
+def _differences(saved: dict, now: dict, limit: int = 4) -> str:
+    """What differs between two run fingerprints, e.g. "config.hidden: 16 saved, 8 now"."""
+    found = []
+    for part in sorted(set(saved) | set(now)):
+        old, new = saved.get(part), now.get(part)
+        if old == new:
+            continue
+        if isinstance(old, dict) and isinstance(new, dict):
+            found += [f"{part}.{k}: {old.get(k)!r} saved, {new.get(k)!r} now"
+                      for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
+        else:
+            found.append(f"{_RUN_PARTS.get(part, part)} differs")
+    more = f"; {len(found) - limit} more" if len(found) > limit else ""
+    return "; ".join(found[:limit]) + more
+
+
 def save_tree(path: str | os.PathLike, tree, metadata: dict) -> None:
     """Write `tree` and a JSON `metadata` to directory `path` atomically (tmp dir + rename)."""
     path = Path(path).absolute()
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    aside = None  # a router already at `path`, moved aside (not deleted) until the new one is in place
     try:
         with ocp.StandardCheckpointer() as ckpt:
             ckpt.save(tmp / "arrays", _to_storable(tree))
         (tmp / "router.json").write_text(json.dumps(metadata, indent=2))
         if path.exists():
-            shutil.rmtree(path)
+            aside = Path(tempfile.mkdtemp(prefix=f".{path.name}.old.", dir=path.parent)) / path.name
+            os.replace(path, aside)
         os.replace(tmp, path)
     except BaseException:
+        if aside is not None and aside.exists() and not path.exists():
+            os.replace(aside, path)  # the previous router back in place
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    finally:
+        if aside is not None:
+            shutil.rmtree(aside.parent, ignore_errors=True)
 
 
 def load_metadata(path: str | os.PathLike) -> dict:

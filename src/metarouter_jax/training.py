@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import hashlib
 
 import jax
 import jax.numpy as jnp
@@ -26,6 +27,7 @@ import optax
 from flax import nnx, struct
 
 from metarouter_jax import adaptation
+from metarouter_jax.checkpoint import CheckpointError
 from metarouter_jax.config import FROZEN_WHEN_WARM, Hparams, TrainConfig
 from metarouter_jax.contexts import PairSource, sample_contexts, top2, uniform_index
 from metarouter_jax.data import RoutingData
@@ -414,7 +416,8 @@ def run_training(trainer: Trainer, key, hparams: Hparams, *, on_chunk=None, chec
 
     Gives the same result as `trainer.train(key, hparams)` computed one chunk at a time; with a
     `TrainCheckpointer` it saves every `checkpointer.every` steps and resumes from the latest
-    saved state when there is one (same key, same result as an uninterrupted run).
+    saved state when there is one (same key, same result as an uninterrupted run); states of
+    another run (config, hyperparameters, key, data or `init_params`) raise CheckpointError.
 
     Args:
       on_chunk: called as on_chunk(chunk_index, num_chunks, metrics: dict[str, float]).
@@ -423,6 +426,8 @@ def run_training(trainer: Trainer, key, hparams: Hparams, *, on_chunk=None, chec
       (final TrainState, history: dict name -> np.ndarray [num_chunks]).
     """
     cfg = trainer.config
+    if checkpointer is not None:
+        checkpointer.bind_run(run_fingerprint(trainer, key, hparams, init_params))  # another run's: refused
     key_init, key_valid = jax.random.split(key)
     state = trainer.jit_init(key_init, hparams)
     if init_params is not None:
@@ -430,7 +435,11 @@ def run_training(trainer: Trainer, key, hparams: Hparams, *, on_chunk=None, chec
     history: dict[str, list[float]] = {}
     if checkpointer is not None and checkpointer.latest_step() is not None:
         state, saved_history = checkpointer.restore((state, _history_template(cfg)))
-        history = {k: list(np.asarray(v)[: int(state.step) // cfg.chunk_steps]) for k, v in saved_history.items()}
+        step = int(state.step)
+        if step % cfg.chunk_steps or step > cfg.num_steps:
+            raise CheckpointError(f"{checkpointer.directory}: a state at step {step} does not fit this run "
+                                  f"({cfg.num_steps} steps in chunks of {cfg.chunk_steps})")
+        history = {k: list(np.asarray(v)[: step // cfg.chunk_steps]) for k, v in saved_history.items()}
     data_args = trainer.data_args()
     valid = trainer.jit_validation_users(data_args, key_valid, hparams)
     for index in range(int(state.step) // cfg.chunk_steps, cfg.num_chunks):
@@ -444,6 +453,24 @@ def run_training(trainer: Trainer, key, hparams: Hparams, *, on_chunk=None, chec
         if on_chunk is not None:
             on_chunk(index, cfg.num_chunks, metrics)
     return state, {k: np.asarray(v) for k, v in history.items()}
+
+
+def run_fingerprint(trainer: Trainer, key, hparams: Hparams, init_params=None) -> dict:
+    """What decides a training run's states: its config, hyperparameters and PRNG key, and digests
+    of its data and starting parameters (JSON-ready). A checkpoint directory keeps the one of the
+    run that wrote it and refuses to resume a run with another (`TrainCheckpointer.bind_run`)."""
+    def digest(tree) -> str:
+        sha = hashlib.sha256()
+        for leaf in jax.tree.leaves(tree):
+            array = np.ascontiguousarray(jax.device_get(leaf))
+            sha.update(f"{array.dtype}{array.shape}".encode())
+            sha.update(array.tobytes())
+        return sha.hexdigest()[:16]
+
+    key_data = jax.random.key_data(key) if jnp.issubdtype(key.dtype, jax.dtypes.prng_key) else key
+    return {"config": trainer.config.to_dict(), "hparams": hparams.to_json(),
+            "key": np.asarray(key_data).tolist(), "data": digest(trainer.data_args()),
+            "init_params": None if init_params is None else digest(init_params)}
 
 
 HISTORY_KEYS = ("entropy", "loss", "utility", "valid_utility")
