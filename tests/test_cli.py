@@ -17,6 +17,22 @@ def test_overrides_are_parsed_and_checked():
         parse_overrides(["hidden"])
 
 
+@pytest.mark.parametrize("pair, expected", [
+    ("hidden=abc", "hidden=abc: expected an integer"),
+    ("hidden=16.5", "hidden=16.5: expected an integer"),
+    ("num_steps=20.0", "num_steps=20.0: expected an integer"),
+    ("lr=abc", "lr=abc: expected a number"),
+    ("gaussian_encoder=1", "gaussian_encoder=1: expected true or false"),
+    ("beta_range=3", r"beta_range=3: expected two numbers \[lo, hi\]"),
+    ("frozen=policy", "frozen=policy: expected a list of names"),
+])
+def test_overrides_of_the_wrong_type_name_the_setting(pair, expected):
+    with pytest.raises(SystemExit, match=f"^error: {expected}"):
+        parse_overrides([pair])
+    assert parse_overrides(["frozen=[\"policy\"]", "log10_lam_range=null", "profile=budget"])[0] == {
+        "frozen": ("policy",), "log10_lam_range": None, "profile": "budget"}
+
+
 def test_train_then_eval(tmp_path, capsys):
     out = tmp_path / "run"
     tiny = ["num_steps=20", "chunk_steps=10", "tasks_per_step=4", "queries_per_task=8", "max_contexts=4",

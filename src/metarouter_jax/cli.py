@@ -25,31 +25,69 @@ from metarouter_jax.checkpoint import CheckpointError
 from metarouter_jax.config import Hparams, TrainConfig
 from metarouter_jax.data import DataError
 
+ALIASES = {"lr": "learning_rate", "steps": "num_steps", "tasks": "tasks_per_step"}
+
+
+def _number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _range(v) -> bool:
+    return isinstance(v, tuple) and len(v) == 2 and all(map(_number, v))
+
+
+# What a value of each field type must look like: (description, test); str fields take the text as is.
+EXPECTED = {
+    "int": ("an integer", lambda v: isinstance(v, int) and not isinstance(v, bool)),
+    "float": ("a number", _number),
+    "jnp.ndarray": ("a number", _number),   # Hparams: one value per run (`sweep --grid` takes several)
+    "bool": ("true or false", lambda v: isinstance(v, bool)),
+    "tuple[float, float]": ("two numbers [lo, hi]", _range),
+    "tuple[float, float] | None": ("two numbers [lo, hi] or null", lambda v: v is None or _range(v)),
+    "tuple[str, ...]": ('a list of names, e.g. ["policy"]',
+                        lambda v: isinstance(v, tuple) and all(isinstance(x, str) for x in v)),
+}
+
+
+def setting_kind(pair: str) -> tuple[str, str, str]:
+    """("config" or "hparam", field name, raw value) of a `key=value` pair; aliases resolved,
+    unknown keys exit with the known ones listed."""
+    if "=" not in pair:
+        raise SystemExit(f"error: override {pair!r} is not of the form key=value")
+    key, raw = pair.split("=", 1)
+    key = ALIASES.get(key, key)
+    config_fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    hparam_fields = {f.name for f in dataclasses.fields(Hparams)}
+    if key in config_fields:
+        return "config", key, raw
+    if key in hparam_fields:
+        return "hparam", key, raw
+    known = sorted(config_fields | hparam_fields | set(ALIASES))
+    raise SystemExit(f"error: unknown setting {key!r}; known: {', '.join(known)}")
+
 
 def parse_overrides(pairs: list[str]) -> tuple[dict, dict]:
-    """Split `key=value` pairs into TrainConfig and Hparams overrides (values parsed as JSON when possible)."""
-    config_fields = {f.name: f for f in dataclasses.fields(TrainConfig)}
-    hparam_fields = {f.name for f in dataclasses.fields(Hparams)}
-    aliases = {"lr": "learning_rate", "steps": "num_steps", "tasks": "tasks_per_step"}
+    """Split `key=value` pairs into TrainConfig and Hparams overrides.
+
+    Values are parsed as JSON when possible (lists become tuples) and must have the field's
+    type: `hidden=abc` or `hidden=16.5` exits with "error: hidden=abc: expected an integer".
+    """
+    types = {f.name: f.type for cls in (TrainConfig, Hparams) for f in dataclasses.fields(cls)}
     config, hparams = {}, {}
     for pair in pairs:
-        if "=" not in pair:
-            raise SystemExit(f"error: override {pair!r} is not of the form key=value")
-        key, raw = pair.split("=", 1)
-        key = aliases.get(key, key)
+        kind, key, raw = setting_kind(pair)
         try:
             value = json.loads(raw)
         except json.JSONDecodeError:
             value = raw
-        if isinstance(value, list):
-            value = tuple(value)
-        if key in config_fields:
-            config[key] = value
-        elif key in hparam_fields:
-            hparams[key] = value
+        if types[key] == "str":
+            value = value if isinstance(value, str) else raw   # profile=linear, train_split=2024
         else:
-            known = sorted(set(config_fields) | hparam_fields | set(aliases))
-            raise SystemExit(f"error: unknown setting {key!r}; known: {', '.join(known)}")
+            value = tuple(value) if isinstance(value, list) else value
+            expected, ok = EXPECTED.get(types[key], ("", lambda v: True))
+            if not ok(value):
+                raise SystemExit(f"error: {pair}: expected {expected}")
+        (config if kind == "config" else hparams)[key] = value
     return config, hparams
 
 
@@ -171,17 +209,15 @@ def cmd_sweep(args) -> int:
             raise SystemExit(f"error: --seeds takes integers, got {item!r}")
     config_over, grid = {}, {}
     for item in settings:
-        config_item, hparam_item = parse_overrides([item])   # checks the key, resolves aliases
-        if config_item:
-            (name, value), = config_item.items()
-            if isinstance(value, str) and "," in value:
+        kind, name, raw_values = setting_kind(item)   # checks the key, resolves aliases
+        if kind == "config":
+            if "," in raw_values and not raw_values.lstrip().startswith("["):
                 raise SystemExit(f"error: {name} is a static TrainConfig field (it sets shapes or loop counts): "
                                  f"it cannot vary inside one sweep; run one sweep per value")
-            config_over[name] = value
+            config_over.update(parse_overrides([item])[0])
             continue
-        (name,) = hparam_item
         values = []
-        for raw in item.split("=", 1)[1].split(","):
+        for raw in raw_values.split(","):
             try:
                 values.append(float(raw))
             except ValueError:
