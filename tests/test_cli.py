@@ -6,6 +6,9 @@ import pytest
 
 from metarouter_jax.cli import main, parse_overrides
 
+TINY = ["num_steps=20", "chunk_steps=10", "tasks_per_step=4", "queries_per_task=8", "max_contexts=4",
+        "hidden=16", "latent_dim=4", "query_dim=4", "valid_users=8", "calib_queries=32"]
+
 
 def test_overrides_are_parsed_and_checked():
     config, hparams = parse_overrides(["num_steps=40", "lr=0.01", "beta_range=[2,20]", "profile=budget"])
@@ -35,10 +38,9 @@ def test_overrides_of_the_wrong_type_name_the_setting(pair, expected):
 
 def test_train_then_eval(tmp_path, capsys):
     out = tmp_path / "run"
-    tiny = ["num_steps=20", "chunk_steps=10", "tasks_per_step=4", "queries_per_task=8", "max_contexts=4",
-            "hidden=16", "latent_dim=4", "query_dim=4", "valid_users=8", "calib_queries=32"]
-    assert main(["train", "--data", "synthetic", "--out", str(out), "--quiet", "--save-every", "10", *tiny]) == 0
+    assert main(["train", "--data", "synthetic", "--out", str(out), "--quiet", "--save-every", "10", *TINY]) == 0
     assert (out / "config.json").exists() and (out / "router" / "router.json").exists()
+    assert sorted(p.name for p in out.iterdir()) == ["checkpoints", "config.json", "router"]  # no temporary file
     assert json.loads((out / "config.json").read_text())["config"]["num_steps"] == 20
     assert (out / "checkpoints" / "metarouter").is_dir()
     capsys.readouterr()
@@ -49,6 +51,12 @@ def test_train_then_eval(tmp_path, capsys):
     assert "preference recovery" in printed and "bt_posterior" in printed
     result = json.loads((tmp_path / "eval.json").read_text())
     assert set(result["informative"]["best_fixed"]) == {"0", "2"}
+    # A refused rerun (the checkpoints there are of another configuration) keeps the config.json
+    # that describes router/.
+    recorded = (out / "config.json").read_text()
+    assert main(["train", "--data", "synthetic", "--out", str(out), "--quiet", *TINY, "hidden=8"]) == 2
+    assert "different configuration" in capsys.readouterr().err
+    assert (out / "config.json").read_text() == recorded
 
 
 def test_clear_errors(tmp_path, capsys):
@@ -64,3 +72,25 @@ def test_data_info_with_plot(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "frontier-xl" in out and "train" in out
     assert png.exists() and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_failed_train_writes_nothing(tmp_path, capsys):
+    out = tmp_path / "run"
+    with pytest.raises(SystemExit, match="hidden=abc: expected an integer"):
+        main(["train", "--out", str(out), "--quiet", *TINY, "hidden=abc"])
+    assert main(["train", "--out", str(out), "--quiet", *TINY, "lr=-1"]) == 2
+    assert "learning_rate must be > 0" in capsys.readouterr().err
+    assert main(["train", "--out", str(out), "--quiet", *TINY, "valid_split=dev"]) == 2
+    assert "unknown split 'dev'" in capsys.readouterr().err
+    assert main(["train", "--out", str(out), "--quiet", *TINY, "profile=quadratic"]) == 2  # fails inside fit
+    assert not out.exists()
+    # A refused rerun keeps the config.json of the router already there.
+    out.mkdir()
+    (out / "config.json").write_text('{"data": "synthetic", "seed": 1}')
+    assert main(["train", "--out", str(out), "--quiet", *TINY, "profile=quadratic"]) == 2
+    assert (out / "config.json").read_text() == '{"data": "synthetic", "seed": 1}'
+    assert sorted(p.name for p in out.iterdir()) == ["config.json"]
+    capsys.readouterr()
+    (tmp_path / "afile").write_text("x")
+    assert main(["train", "--out", str(tmp_path / "afile"), "--quiet", *TINY]) == 2
+    assert f"error: --out {tmp_path / 'afile'}: is a file" in capsys.readouterr().err

@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -118,23 +119,46 @@ def load_data(name_or_path: str, seed: int = 0):
     return load_dataset(name_or_path, seed=seed)
 
 
+def check_out(out: Path) -> None:
+    """Raise unless `out` is a folder or can become one (no file at it or above it)."""
+    for path in (out, *out.parents):
+        if path.exists():
+            if not path.is_dir():
+                raise ValueError(f"--out {out}: is a file" if path == out else f"--out {out}: {path} is a file")
+            return
+
+
+def write_json(path: Path, obj) -> None:
+    """Write `obj` as JSON atomically: a temporary file beside `path`, then os.replace."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        tmp.write_text(json.dumps(obj, indent=2))
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
 def cmd_train(args) -> int:
     import metarouter_jax as mr
 
+    # Everything is checked before anything is written; config.json is written last, beside the
+    # router it describes, so a failed or refused run leaves no config.json that disagrees with it.
     config_over, hparam_over = parse_overrides(args.overrides)
     config = TrainConfig(**config_over)
     hparams = Hparams.create(**hparam_over)
-    data = load_data(args.data, args.seed)
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "config.json").write_text(json.dumps(
-        {"data": args.data, "seed": args.seed, "config": config.to_dict(), "hparams": hparams.to_json()}, indent=2))
+    check_out(out)
+    data = load_data(args.data, args.seed)
+    for split in (config.train_split, config.valid_split):
+        data.nonempty_split(split)
     print(f"data: {args.data}: {data.num_queries} queries, {data.num_models} models, "
           f"splits {{{', '.join(f'{k}: {len(v)}' for k, v in data.splits.items())}}}")
     start = time.time()
     router = mr.MetaRouter.fit(data, config, hparams, seed=args.seed, progress=Progress(not args.quiet),
                                checkpoint_dir=out / "checkpoints", save_every=args.save_every, keep=args.keep)
     router.save(out / "router")
+    write_json(out / "config.json", {"data": args.data, "seed": args.seed,
+                                     "config": config.to_dict(), "hparams": hparams.to_json()})
     print(f"trained in {time.time() - start:.0f} s; router saved to {out / 'router'}")
     for name, hist in router.history.items():
         print(f"  {name:<10} best held-out normalised utility {max(hist['valid_utility']):.3f}")
@@ -224,7 +248,12 @@ def cmd_sweep(args) -> int:
                 raise SystemExit(f"error: {name}={raw!r}: hyperparameter values must be numbers") from None
         grid[name] = grid.get(name, []) + values
     config = TrainConfig(**config_over)
+    Hparams.grid(**grid)   # bad values (NaN, negative) fail here, before the data is loaded
+    out = Path(args.out)
+    check_out(out)
     data = load_data(args.data, args.data_seed)
+    for split in (config.train_split, config.valid_split):
+        data.nonempty_split(split)
     mesh = default_mesh(CONFIG_AXIS) if jax.device_count() > 1 else None
     size = len(seeds) * math.prod(len(v) for v in grid.values())
     print(f"data: {args.data}: {data.num_queries} queries, {data.num_models} models; "
@@ -250,7 +279,6 @@ def cmd_sweep(args) -> int:
         if bar is not None:
             bar.close()
     print(f"swept in {time.time() - start:.0f} s")
-    out = Path(args.out)
     paths = sweep.write_tables(result, out)
     if not args.no_plot:
         try:
@@ -262,10 +290,10 @@ def cmd_sweep(args) -> int:
     router = sweep.best_router(result, data, companions=args.companions,
                                on_chunk=Progress(not args.quiet) if args.companions else None)
     router.save(out / "best_router")
-    (out / "config.json").write_text(json.dumps(
-        {"data": args.data, "data_seed": args.data_seed, "seed": int(result.seeds[best]), "config": config.to_dict(),
-         "hparams": router.hparams.to_json(), "seeds": seeds, "grid": grid,
-         "best": result.rows()[best]}, indent=2))
+    write_json(out / "config.json",
+               {"data": args.data, "data_seed": args.data_seed, "seed": int(result.seeds[best]),
+                "config": config.to_dict(), "hparams": router.hparams.to_json(), "seeds": seeds, "grid": grid,
+                "best": result.rows()[best]})
     print(f"best: configuration {best} {result.configs[best]}: best held-out utility "
           f"{result.best_utility[best]:.3f}; router saved to {out / 'best_router'}")
     missing = [name for name in ("known", "agnostic") if name not in router.params]
