@@ -157,7 +157,7 @@ def cmd_train(args) -> int:
     router = mr.MetaRouter.fit(data, config, hparams, seed=args.seed, progress=Progress(not args.quiet),
                                checkpoint_dir=out / "checkpoints", save_every=args.save_every, keep=args.keep)
     router.save(out / "router")
-    write_json(out / "config.json", {"data": args.data, "seed": args.seed,
+    write_json(out / "config.json", {"data": args.data, "data_seed": args.seed, "seed": args.seed,
                                      "config": config.to_dict(), "hparams": hparams.to_json()})
     print(f"trained in {time.time() - start:.0f} s; router saved to {out / 'router'}")
     for name, hist in router.history.items():
@@ -165,15 +165,39 @@ def cmd_train(args) -> int:
     return 0
 
 
+def eval_data_source(args) -> tuple[str, int]:
+    """(dataset, data seed) for `metarouter eval`.
+
+    The dataset is --data, else the one config.json beside the router records. Its seed is
+    --data-seed, else the recorded one when the dataset is the recorded one (that seed drew the
+    synthetic data and the train/valid/test split: another seed would test on training queries),
+    else --seed.
+    """
+    cfg_file = Path(args.checkpoint).parent / "config.json"
+    recorded = {}
+    if cfg_file.exists():
+        try:
+            recorded = json.loads(cfg_file.read_text())
+        except json.JSONDecodeError as err:
+            raise ValueError(f"{cfg_file}: not valid JSON ({err})") from None
+        if not isinstance(recorded, dict):
+            raise ValueError(f"{cfg_file}: expected a JSON object")
+    name = args.data if args.data is not None else recorded.get("data", "synthetic")
+    if args.data_seed is not None:
+        return name, args.data_seed
+    if name == recorded.get("data"):  # `sweep` records data_seed (its seeds train); `train` one seed for both
+        seed = recorded.get("data_seed", recorded.get("seed"))
+        if seed is not None:
+            return name, int(seed)
+    return name, args.seed
+
+
 def cmd_eval(args) -> int:
     import metarouter_jax as mr
 
     router = mr.MetaRouter.load(args.checkpoint)
-    data_name = args.data
-    if data_name is None:  # the data the router was trained on, as recorded by `metarouter train`
-        cfg_file = Path(args.checkpoint).parent / "config.json"
-        data_name = json.loads(cfg_file.read_text())["data"] if cfg_file.exists() else "synthetic"
-    data = load_data(data_name, args.seed)
+    data_name, data_seed = eval_data_source(args)
+    data = load_data(data_name, data_seed)
     profiles = None
     if args.profile:
         from metarouter_jax.profiles import make_profiles
@@ -344,7 +368,12 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--data", default=None, help="dataset (default: the one in OUT/config.json)")
     ev.add_argument("--split", default="test")
     ev.add_argument("--users", type=int, default=256)
-    ev.add_argument("--seed", type=int, default=0)
+    ev.add_argument("--seed", type=int, default=0,
+                    help="seed of the test users (profiles, contexts). The data is loaded with --data-seed, "
+                         "else the seed OUT/config.json records for it (it drew the synthetic data and the "
+                         "train/test split), else this one")
+    ev.add_argument("--data-seed", type=int, default=None,
+                    help="seed to load the data with (default: the training run's, from OUT/config.json)")
     ev.add_argument("--n-contexts", type=int, nargs="+", default=[0, 1, 2, 4, 6, 8, 16, 32])
     ev.add_argument("--strategies", nargs="+", default=["uniform", "informative"],
                     help="pair strategies: uniform, informative, active (asked one at a time)")
