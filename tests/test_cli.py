@@ -4,7 +4,11 @@ import json
 
 import pytest
 
-from metarouter_jax.cli import main, parse_overrides
+from metarouter_jax import cli
+from metarouter_jax.cli import eval_data_source, load_data, main, parse_overrides
+
+TINY = ["num_steps=20", "chunk_steps=10", "tasks_per_step=4", "queries_per_task=8", "max_contexts=4",
+        "hidden=16", "latent_dim=4", "query_dim=4", "valid_users=8", "calib_queries=32"]
 
 
 def test_overrides_are_parsed_and_checked():
@@ -17,22 +21,48 @@ def test_overrides_are_parsed_and_checked():
         parse_overrides(["hidden"])
 
 
-def test_train_then_eval(tmp_path, capsys):
+@pytest.mark.parametrize("pair, expected", [
+    ("hidden=abc", "hidden=abc: expected an integer"),
+    ("hidden=16.5", "hidden=16.5: expected an integer"),
+    ("num_steps=20.0", "num_steps=20.0: expected an integer"),
+    ("lr=abc", "lr=abc: expected a number"),
+    ("gaussian_encoder=1", "gaussian_encoder=1: expected true or false"),
+    ("beta_range=3", r"beta_range=3: expected two numbers \[lo, hi\]"),
+    ("frozen=policy", "frozen=policy: expected a list of names"),
+])
+def test_overrides_of_the_wrong_type_name_the_setting(pair, expected):
+    with pytest.raises(SystemExit, match=f"^error: {expected}"):
+        parse_overrides([pair])
+    assert parse_overrides(["frozen=[\"policy\"]", "log10_lam_range=null", "profile=budget"])[0] == {
+        "frozen": ("policy",), "log10_lam_range": None, "profile": "budget"}
+
+
+def test_train_then_eval(tmp_path, capsys, monkeypatch):
     out = tmp_path / "run"
-    tiny = ["num_steps=20", "chunk_steps=10", "tasks_per_step=4", "queries_per_task=8", "max_contexts=4",
-            "hidden=16", "latent_dim=4", "query_dim=4", "valid_users=8", "calib_queries=32"]
-    assert main(["train", "--data", "synthetic", "--out", str(out), "--quiet", "--save-every", "10", *tiny]) == 0
+    assert main(["train", "--data", "synthetic", "--out", str(out), "--quiet", "--save-every", "10", "--seed", "7",
+                 *TINY]) == 0
     assert (out / "config.json").exists() and (out / "router" / "router.json").exists()
-    assert json.loads((out / "config.json").read_text())["config"]["num_steps"] == 20
+    recorded = json.loads((out / "config.json").read_text())
+    assert recorded["config"]["num_steps"] == 20 and recorded["data_seed"] == 7
+    assert sorted(p.name for p in out.iterdir()) == ["checkpoints", "config.json", "router"]  # no temporary file
     assert (out / "checkpoints" / "metarouter").is_dir()
     capsys.readouterr()
+    loaded = []
+    monkeypatch.setattr(cli, "load_data", lambda name, seed=0: loaded.append((name, seed)) or load_data(name, seed))
     assert main(["eval", str(out / "router"), "--users", "8", "--n-contexts", "0", "2", "--json",
                  str(tmp_path / "eval.json")]) == 0
+    assert loaded == [("synthetic", 7)]  # the training data and split, not --seed's (0)
     printed = capsys.readouterr().out
     assert "pair strategy: uniform" in printed and "pair strategy: informative" in printed
     assert "preference recovery" in printed and "bt_posterior" in printed
     result = json.loads((tmp_path / "eval.json").read_text())
     assert set(result["informative"]["best_fixed"]) == {"0", "2"}
+    # A refused rerun (the checkpoints there are of another configuration) keeps the config.json
+    # that describes router/.
+    recorded = (out / "config.json").read_text()
+    assert main(["train", "--data", "synthetic", "--out", str(out), "--quiet", *TINY, "hidden=8"]) == 2
+    assert "different configuration" in capsys.readouterr().err
+    assert (out / "config.json").read_text() == recorded
 
 
 def test_clear_errors(tmp_path, capsys):
@@ -48,3 +78,43 @@ def test_data_info_with_plot(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "frontier-xl" in out and "train" in out
     assert png.exists() and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_eval_loads_the_data_with_the_recorded_seed(tmp_path):
+    (tmp_path / "router").mkdir()
+
+    def source(*argv, recorded=None):
+        if recorded is not None:
+            (tmp_path / "config.json").write_text(json.dumps(recorded))
+        args = cli.build_parser().parse_args(["eval", str(tmp_path / "router"), *argv])
+        return eval_data_source(args)
+
+    assert source("--seed", "3") == ("synthetic", 3)                                   # nothing recorded
+    assert source("--seed", "3", recorded={"data": "synthetic", "seed": 7}) == ("synthetic", 7)
+    assert source("--data", "synthetic", recorded={"data": "synthetic", "seed": 7}) == ("synthetic", 7)
+    assert source("--data-seed", "5", recorded={"data": "synthetic", "seed": 7}) == ("synthetic", 5)
+    assert source(recorded={"data": "synthetic", "data_seed": 2, "seed": 9}) == ("synthetic", 2)  # a sweep's
+    assert source("--data", "routerarena", "--seed", "4", recorded={"data": "synthetic", "seed": 7}) == (
+        "routerarena", 4)
+
+
+def test_failed_train_writes_nothing(tmp_path, capsys):
+    out = tmp_path / "run"
+    with pytest.raises(SystemExit, match="hidden=abc: expected an integer"):
+        main(["train", "--out", str(out), "--quiet", *TINY, "hidden=abc"])
+    assert main(["train", "--out", str(out), "--quiet", *TINY, "lr=-1"]) == 2
+    assert "learning_rate must be > 0" in capsys.readouterr().err
+    assert main(["train", "--out", str(out), "--quiet", *TINY, "valid_split=dev"]) == 2
+    assert "unknown split 'dev'" in capsys.readouterr().err
+    assert main(["train", "--out", str(out), "--quiet", *TINY, "profile=quadratic"]) == 2  # fails inside fit
+    assert not out.exists()
+    # A refused rerun keeps the config.json of the router already there.
+    out.mkdir()
+    (out / "config.json").write_text('{"data": "synthetic", "seed": 1}')
+    assert main(["train", "--out", str(out), "--quiet", *TINY, "profile=quadratic"]) == 2
+    assert (out / "config.json").read_text() == '{"data": "synthetic", "seed": 1}'
+    assert sorted(p.name for p in out.iterdir()) == ["config.json"]
+    capsys.readouterr()
+    (tmp_path / "afile").write_text("x")
+    assert main(["train", "--out", str(tmp_path / "afile"), "--quiet", *TINY]) == 2
+    assert f"error: --out {tmp_path / 'afile'}: is a file" in capsys.readouterr().err

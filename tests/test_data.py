@@ -7,14 +7,14 @@ import metarouter_jax as mr
 from metarouter_jax.data import DataError, RoutingData
 
 
-def make(q=6, k=3, d=4, **over):
+def make(q=6, k=3, d=4, splits=None, **over):
     rng = np.random.default_rng(0)
     args = dict(embeddings=rng.normal(size=(q, d)), quality=rng.integers(0, 2, (q, k)).astype(float),
                 cost=rng.uniform(1e-4, 1e-2, (q, k)), family=np.zeros(q, int))
     args.update(over)
     return RoutingData.create(args["embeddings"], args["quality"], args["cost"], args["family"],
                               model_names=[f"m{i}" for i in range(args["quality"].shape[1])],
-                              family_names=["f"])
+                              family_names=["f"], splits=splits)
 
 
 def test_valid_data_builds():
@@ -56,6 +56,24 @@ def test_unknown_model_and_split_names():
         data.split("nope")
     with pytest.raises(ValueError, match="empty"):
         data.pool_mask(np.zeros(3, bool))
+
+
+def test_splits_from_masks_or_indices_only():
+    mask = np.array([True, False, True, False, False, True])
+    assert make(splits={"train": mask}).split("train").tolist() == [0, 2, 5]      # not indices 1, 0, 1, ...
+    assert make().with_splits(valid=mask).split("valid").tolist() == [0, 2, 5]
+    with pytest.raises(DataError, match=r"split 'train': a boolean mask must have shape \(6,\)"):
+        make(splits={"train": mask[:4]})
+    with pytest.raises(DataError, match="split 'train' must hold integer query indices or a boolean mask"):
+        make(splits={"train": [0.7, 1.9]})                                        # not truncated to 0, 1
+    with pytest.raises(DataError, match="split 'valid' must hold integer"):
+        make().with_splits(valid=np.array([1.0]))
+    data = make().with_splits(train=[0, 1], valid=[])                               # an empty split is data
+    assert data.nonempty_split("train").tolist() == [0, 1]
+    with pytest.raises(DataError, match="split 'valid' is empty"):                  # ... that training refuses
+        data.nonempty_split("valid")
+    with pytest.raises(KeyError, match="unknown split"):
+        data.nonempty_split("calib")
 
 
 def test_descriptors_shape_and_centring(small_data):

@@ -440,6 +440,41 @@ def test_routerbench_csv_missing_column(tmp_path):
         load_routerbench(path, embeddings="question")
 
 
+def test_truncated_or_corrupt_files_are_named(tmp_path):
+    folder = _llmrouter_folder(tmp_path / "llmrouter")
+    gz = folder / "test.json.gz"
+    gz.write_bytes(gz.read_bytes()[:-8])                                           # cut short
+    with pytest.raises(DataError, match=r"test.json.gz: cannot be read, the file is truncated or corrupt"):
+        load_llmrouter(folder)
+    csv_gz = tmp_path / "x_train.csv.gz"
+    csv_gz.write_bytes(gzip.compress(b"sample_id,prompt,eval_name,a,b,a|total_cost,b|total_cost\n" * 50)[:40])
+    with pytest.raises(DataError, match="x_train.csv.gz: cannot be read"):
+        load_dataset(csv_gz)
+    bad_utf8 = tmp_path / "y_train.csv"
+    bad_utf8.write_bytes(b"sample_id,prompt,eval_name\n1,\xff\xfe,f\n")
+    with pytest.raises(DataError, match="y_train.csv: cannot be read"):
+        load_dataset(bad_utf8)
+
+
+def test_embedding_widths_must_match_across_files(tmp_path):
+    folder = _llmrouter_folder(tmp_path / "llmrouter")
+    with np.load(folder / "embeddings_minilm_l6.npz") as npz:
+        arrays = dict(npz)
+    arrays["test_emb"] = np.zeros((len(arrays["test_ids"]), 16), np.float16)
+    np.savez(folder / "embeddings_minilm_l6.npz", **arrays)
+    with pytest.raises(DataError, match=r"embedding widths differ: train.json has .* \(3, 8\), test.json.gz .*\(1, 16\)"):
+        load_llmrouter(folder)
+    rb = tmp_path / "routerbench"
+    rb.mkdir()
+    rows = "".join(f"{i},['q{i}'],fam,1.0,0.0,0.1,0.01\n" for i in range(4))
+    for part in ("x_train", "x_test"):
+        (rb / f"{part}.csv").write_text("sample_id,prompt,eval_name,a,b,a|total_cost,b|total_cost\n" + rows)
+    np.savez(rb / "embeddings_minilm_l6_question.npz", x_train_ids=np.arange(4).astype(str),
+             x_train_emb=np.zeros((4, 8)), x_test_ids=np.arange(4).astype(str), x_test_emb=np.zeros((4, 16)))
+    with pytest.raises(DataError, match=r"embedding widths differ: .*x_test.csv has .*, .*x_train.csv of shape"):
+        load_dataset(rb)
+
+
 def test_routerbench_official_pickle_layout(data_dir, tmp_path):
     """The official RouterBench pickle: one DataFrame with `<model>|model_response` columns too."""
     pd = pytest.importorskip("pandas")

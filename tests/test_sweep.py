@@ -32,6 +32,16 @@ def test_grid_is_seeds_times_product():
         sweep_hparams({"learning_rat": [1e-3]}, [0])
     with pytest.raises(ValueError, match="at least one seed"):
         sweep_hparams({"learning_rate": [1e-3]}, [])
+    hparams, seeds = sweep_hparams({"learning_rate": 1e-3}, [0])                   # one value, no list
+    assert hparams.batch_shape == (1,) and np.isclose(float(hparams.learning_rate[0]), 1e-3)
+    with pytest.raises(ValueError, match="grid axis 'learning_rate' must be a number or a list of numbers"):
+        sweep_hparams({"learning_rate": "1e-3"}, [0])
+    with pytest.raises(ValueError, match="grid axis 'learning_rate'"):
+        sweep_hparams({"learning_rate": [[1e-3, 3e-3]]}, [0])
+    with pytest.raises(ValueError, match="seeds must be integers"):
+        sweep_hparams({}, [0.5])
+    with pytest.raises(ValueError, match="learning_rate must be finite"):
+        sweep_hparams({"learning_rate": [1e-3, float("nan")]}, [0])
 
 
 def test_static_or_bad_grid_values_are_named(tmp_path):

@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -25,31 +26,69 @@ from metarouter_jax.checkpoint import CheckpointError
 from metarouter_jax.config import Hparams, TrainConfig
 from metarouter_jax.data import DataError
 
+ALIASES = {"lr": "learning_rate", "steps": "num_steps", "tasks": "tasks_per_step"}
+
+
+def _number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _range(v) -> bool:
+    return isinstance(v, tuple) and len(v) == 2 and all(map(_number, v))
+
+
+# What a value of each field type must look like: (description, test); str fields take the text as is.
+EXPECTED = {
+    "int": ("an integer", lambda v: isinstance(v, int) and not isinstance(v, bool)),
+    "float": ("a number", _number),
+    "jnp.ndarray": ("a number", _number),   # Hparams: one value per run (`sweep --grid` takes several)
+    "bool": ("true or false", lambda v: isinstance(v, bool)),
+    "tuple[float, float]": ("two numbers [lo, hi]", _range),
+    "tuple[float, float] | None": ("two numbers [lo, hi] or null", lambda v: v is None or _range(v)),
+    "tuple[str, ...]": ('a list of names, e.g. ["policy"]',
+                        lambda v: isinstance(v, tuple) and all(isinstance(x, str) for x in v)),
+}
+
+
+def setting_kind(pair: str) -> tuple[str, str, str]:
+    """("config" or "hparam", field name, raw value) of a `key=value` pair; aliases resolved,
+    unknown keys exit with the known ones listed."""
+    if "=" not in pair:
+        raise SystemExit(f"error: override {pair!r} is not of the form key=value")
+    key, raw = pair.split("=", 1)
+    key = ALIASES.get(key, key)
+    config_fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    hparam_fields = {f.name for f in dataclasses.fields(Hparams)}
+    if key in config_fields:
+        return "config", key, raw
+    if key in hparam_fields:
+        return "hparam", key, raw
+    known = sorted(config_fields | hparam_fields | set(ALIASES))
+    raise SystemExit(f"error: unknown setting {key!r}; known: {', '.join(known)}")
+
 
 def parse_overrides(pairs: list[str]) -> tuple[dict, dict]:
-    """Split `key=value` pairs into TrainConfig and Hparams overrides (values parsed as JSON when possible)."""
-    config_fields = {f.name: f for f in dataclasses.fields(TrainConfig)}
-    hparam_fields = {f.name for f in dataclasses.fields(Hparams)}
-    aliases = {"lr": "learning_rate", "steps": "num_steps", "tasks": "tasks_per_step"}
+    """Split `key=value` pairs into TrainConfig and Hparams overrides.
+
+    Values are parsed as JSON when possible (lists become tuples) and must have the field's
+    type: `hidden=abc` or `hidden=16.5` exits with "error: hidden=abc: expected an integer".
+    """
+    types = {f.name: f.type for cls in (TrainConfig, Hparams) for f in dataclasses.fields(cls)}
     config, hparams = {}, {}
     for pair in pairs:
-        if "=" not in pair:
-            raise SystemExit(f"error: override {pair!r} is not of the form key=value")
-        key, raw = pair.split("=", 1)
-        key = aliases.get(key, key)
+        kind, key, raw = setting_kind(pair)
         try:
             value = json.loads(raw)
         except json.JSONDecodeError:
             value = raw
-        if isinstance(value, list):
-            value = tuple(value)
-        if key in config_fields:
-            config[key] = value
-        elif key in hparam_fields:
-            hparams[key] = value
+        if types[key] == "str":
+            value = value if isinstance(value, str) else raw   # profile=linear, train_split=2024
         else:
-            known = sorted(set(config_fields) | hparam_fields | set(aliases))
-            raise SystemExit(f"error: unknown setting {key!r}; known: {', '.join(known)}")
+            value = tuple(value) if isinstance(value, list) else value
+            expected, ok = EXPECTED.get(types[key], ("", lambda v: True))
+            if not ok(value):
+                raise SystemExit(f"error: {pair}: expected {expected}")
+        (config if kind == "config" else hparams)[key] = value
     return config, hparams
 
 
@@ -80,38 +119,85 @@ def load_data(name_or_path: str, seed: int = 0):
     return load_dataset(name_or_path, seed=seed)
 
 
+def check_out(out: Path) -> None:
+    """Raise unless `out` is a folder or can become one (no file at it or above it)."""
+    for path in (out, *out.parents):
+        if path.exists():
+            if not path.is_dir():
+                raise ValueError(f"--out {out}: is a file" if path == out else f"--out {out}: {path} is a file")
+            return
+
+
+def write_json(path: Path, obj) -> None:
+    """Write `obj` as JSON atomically: a temporary file beside `path`, then os.replace."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        tmp.write_text(json.dumps(obj, indent=2))
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
 def cmd_train(args) -> int:
     import metarouter_jax as mr
 
+    # Everything is checked before anything is written; config.json is written last, beside the
+    # router it describes, so a failed or refused run leaves no config.json that disagrees with it.
     config_over, hparam_over = parse_overrides(args.overrides)
     config = TrainConfig(**config_over)
     hparams = Hparams.create(**hparam_over)
-    data = load_data(args.data, args.seed)
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "config.json").write_text(json.dumps(
-        {"data": args.data, "seed": args.seed, "config": config.to_dict(), "hparams": hparams.to_json()}, indent=2))
+    check_out(out)
+    data = load_data(args.data, args.seed)
+    for split in (config.train_split, config.valid_split):
+        data.nonempty_split(split)
     print(f"data: {args.data}: {data.num_queries} queries, {data.num_models} models, "
           f"splits {{{', '.join(f'{k}: {len(v)}' for k, v in data.splits.items())}}}")
     start = time.time()
     router = mr.MetaRouter.fit(data, config, hparams, seed=args.seed, progress=Progress(not args.quiet),
                                checkpoint_dir=out / "checkpoints", save_every=args.save_every, keep=args.keep)
     router.save(out / "router")
+    write_json(out / "config.json", {"data": args.data, "data_seed": args.seed, "seed": args.seed,
+                                     "config": config.to_dict(), "hparams": hparams.to_json()})
     print(f"trained in {time.time() - start:.0f} s; router saved to {out / 'router'}")
     for name, hist in router.history.items():
         print(f"  {name:<10} best held-out normalised utility {max(hist['valid_utility']):.3f}")
     return 0
 
 
+def eval_data_source(args) -> tuple[str, int]:
+    """(dataset, data seed) for `metarouter eval`.
+
+    The dataset is --data, else the one config.json beside the router records. Its seed is
+    --data-seed, else the recorded one when the dataset is the recorded one (that seed drew the
+    synthetic data and the train/valid/test split: another seed would test on training queries),
+    else --seed.
+    """
+    cfg_file = Path(args.checkpoint).parent / "config.json"
+    recorded = {}
+    if cfg_file.exists():
+        try:
+            recorded = json.loads(cfg_file.read_text())
+        except json.JSONDecodeError as err:
+            raise ValueError(f"{cfg_file}: not valid JSON ({err})") from None
+        if not isinstance(recorded, dict):
+            raise ValueError(f"{cfg_file}: expected a JSON object")
+    name = args.data if args.data is not None else recorded.get("data", "synthetic")
+    if args.data_seed is not None:
+        return name, args.data_seed
+    if name == recorded.get("data"):  # `sweep` records data_seed (its seeds train); `train` one seed for both
+        seed = recorded.get("data_seed", recorded.get("seed"))
+        if seed is not None:
+            return name, int(seed)
+    return name, args.seed
+
+
 def cmd_eval(args) -> int:
     import metarouter_jax as mr
 
     router = mr.MetaRouter.load(args.checkpoint)
-    data_name = args.data
-    if data_name is None:  # the data the router was trained on, as recorded by `metarouter train`
-        cfg_file = Path(args.checkpoint).parent / "config.json"
-        data_name = json.loads(cfg_file.read_text())["data"] if cfg_file.exists() else "synthetic"
-    data = load_data(data_name, args.seed)
+    data_name, data_seed = eval_data_source(args)
+    data = load_data(data_name, data_seed)
     profiles = None
     if args.profile:
         from metarouter_jax.profiles import make_profiles
@@ -171,24 +257,27 @@ def cmd_sweep(args) -> int:
             raise SystemExit(f"error: --seeds takes integers, got {item!r}")
     config_over, grid = {}, {}
     for item in settings:
-        config_item, hparam_item = parse_overrides([item])   # checks the key, resolves aliases
-        if config_item:
-            (name, value), = config_item.items()
-            if isinstance(value, str) and "," in value:
+        kind, name, raw_values = setting_kind(item)   # checks the key, resolves aliases
+        if kind == "config":
+            if "," in raw_values and not raw_values.lstrip().startswith("["):
                 raise SystemExit(f"error: {name} is a static TrainConfig field (it sets shapes or loop counts): "
                                  f"it cannot vary inside one sweep; run one sweep per value")
-            config_over[name] = value
+            config_over.update(parse_overrides([item])[0])
             continue
-        (name,) = hparam_item
         values = []
-        for raw in item.split("=", 1)[1].split(","):
+        for raw in raw_values.split(","):
             try:
                 values.append(float(raw))
             except ValueError:
                 raise SystemExit(f"error: {name}={raw!r}: hyperparameter values must be numbers") from None
         grid[name] = grid.get(name, []) + values
     config = TrainConfig(**config_over)
+    Hparams.grid(**grid)   # bad values (NaN, negative) fail here, before the data is loaded
+    out = Path(args.out)
+    check_out(out)
     data = load_data(args.data, args.data_seed)
+    for split in (config.train_split, config.valid_split):
+        data.nonempty_split(split)
     mesh = default_mesh(CONFIG_AXIS) if jax.device_count() > 1 else None
     size = len(seeds) * math.prod(len(v) for v in grid.values())
     print(f"data: {args.data}: {data.num_queries} queries, {data.num_models} models; "
@@ -214,7 +303,6 @@ def cmd_sweep(args) -> int:
         if bar is not None:
             bar.close()
     print(f"swept in {time.time() - start:.0f} s")
-    out = Path(args.out)
     paths = sweep.write_tables(result, out)
     if not args.no_plot:
         try:
@@ -226,10 +314,10 @@ def cmd_sweep(args) -> int:
     router = sweep.best_router(result, data, companions=args.companions,
                                on_chunk=Progress(not args.quiet) if args.companions else None)
     router.save(out / "best_router")
-    (out / "config.json").write_text(json.dumps(
-        {"data": args.data, "data_seed": args.data_seed, "seed": int(result.seeds[best]), "config": config.to_dict(),
-         "hparams": router.hparams.to_json(), "seeds": seeds, "grid": grid,
-         "best": result.rows()[best]}, indent=2))
+    write_json(out / "config.json",
+               {"data": args.data, "data_seed": args.data_seed, "seed": int(result.seeds[best]),
+                "config": config.to_dict(), "hparams": router.hparams.to_json(), "seeds": seeds, "grid": grid,
+                "best": result.rows()[best]})
     print(f"best: configuration {best} {result.configs[best]}: best held-out utility "
           f"{result.best_utility[best]:.3f}; router saved to {out / 'best_router'}")
     missing = [name for name in ("known", "agnostic") if name not in router.params]
@@ -280,7 +368,12 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--data", default=None, help="dataset (default: the one in OUT/config.json)")
     ev.add_argument("--split", default="test")
     ev.add_argument("--users", type=int, default=256)
-    ev.add_argument("--seed", type=int, default=0)
+    ev.add_argument("--seed", type=int, default=0,
+                    help="seed of the test users (profiles, contexts). The data is loaded with --data-seed, "
+                         "else the seed OUT/config.json records for it (it drew the synthetic data and the "
+                         "train/test split), else this one")
+    ev.add_argument("--data-seed", type=int, default=None,
+                    help="seed to load the data with (default: the training run's, from OUT/config.json)")
     ev.add_argument("--n-contexts", type=int, nargs="+", default=[0, 1, 2, 4, 6, 8, 16, 32])
     ev.add_argument("--strategies", nargs="+", default=["uniform", "informative"],
                     help="pair strategies: uniform, informative, active (asked one at a time)")

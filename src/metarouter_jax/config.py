@@ -11,6 +11,7 @@ import dataclasses
 import json
 from typing import Any
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import struct
@@ -20,6 +21,46 @@ LOSSES = ("full", "bandit")
 LIKELIHOODS = ("learned", "bradley_terry")
 FREEZABLE = ("encoder", "policy", "profile_embedding", "profile_head")
 FROZEN_WHEN_WARM = ("policy", "profile_embedding")  # the known router's parts a warm-started MetaRouter keeps
+POSITIVE_INTS = ("num_steps", "chunk_steps", "tasks_per_step", "queries_per_task", "max_contexts",
+                 "hidden", "latent_dim", "query_dim", "valid_users", "calib_queries")
+RANGES = ("log10_lam_range", "beta_range")
+
+
+def _is_int(x) -> bool:
+    return isinstance(x, (int, np.integer)) and not isinstance(x, (bool, np.bool_))
+
+
+def _is_number(x) -> bool:
+    return (_is_int(x) or isinstance(x, (float, np.floating))) and bool(np.isfinite(x))
+
+
+def _check_types(config: TrainConfig) -> None:
+    """Each field has its annotated type (ints are ints, not 2.5 or "16"); ranges become tuples."""
+    for field in dataclasses.fields(config):
+        name, value, kind = field.name, getattr(config, field.name), field.type
+        if name in RANGES:
+            if value is None and name == "log10_lam_range":
+                continue
+            if not isinstance(value, (tuple, list)) or len(value) != 2 or not all(map(_is_number, value)):
+                raise ValueError(f"{name} must be two finite numbers (lo, hi), got {value!r}")
+            object.__setattr__(config, name, tuple(value))
+        elif name == "frozen":
+            if isinstance(value, str) or not isinstance(value, (tuple, list)) \
+                    or not all(isinstance(v, str) for v in value):
+                raise ValueError(f"frozen must be a list of network parts, e.g. ('policy',), got {value!r}")
+            object.__setattr__(config, name, tuple(value))
+        elif kind == "int":
+            if not _is_int(value):
+                raise ValueError(f"{name} must be an integer, got {value!r}")
+            object.__setattr__(config, name, int(value))  # numpy ints -> int, for JSON
+        elif kind == "float":
+            if not _is_number(value):
+                raise ValueError(f"{name} must be a finite number, got {value!r}")
+            object.__setattr__(config, name, float(value))
+        elif kind == "bool" and not isinstance(value, (bool, np.bool_)):
+            raise ValueError(f"{name} must be True or False, got {value!r}")
+        elif kind == "str" and not isinstance(value, str):
+            raise ValueError(f"{name} must be a string, got {value!r}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -76,13 +117,13 @@ class TrainConfig:
     calib_queries: int = 256
 
     def __post_init__(self):
+        _check_types(self)
         if self.latent_source not in LATENT_SOURCES:
             raise ValueError(f"latent_source must be one of {LATENT_SOURCES}, got {self.latent_source!r}")
         if self.loss not in LOSSES:
             raise ValueError(f"loss must be one of {LOSSES}, got {self.loss!r}")
-        for name in ("num_steps", "chunk_steps", "tasks_per_step", "queries_per_task", "max_contexts",
-                     "hidden", "latent_dim", "query_dim", "valid_users", "calib_queries"):
-            if int(getattr(self, name)) < 1:
+        for name in POSITIVE_INTS:
+            if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.num_steps % self.chunk_steps:
             raise ValueError(f"num_steps ({self.num_steps}) must be a multiple of chunk_steps ({self.chunk_steps})")
@@ -101,6 +142,13 @@ class TrainConfig:
             raise ValueError(f"frozen holds unknown network parts {unknown}; parts: {FREEZABLE}")
         if not 0.0 <= self.pool_dropout < 1.0:
             raise ValueError(f"pool_dropout must be in [0, 1), got {self.pool_dropout}")
+        if not 0.0 <= self.informative_fraction <= 1.0:
+            raise ValueError(f"informative_fraction must be in [0, 1], got {self.informative_fraction}")
+        lo, hi = self.beta_range
+        if not 0.0 < lo <= hi:  # log-uniform: both ends positive
+            raise ValueError(f"beta_range must be two positive numbers lo <= hi, got {self.beta_range}")
+        if self.log10_lam_range is not None and not self.log10_lam_range[0] < self.log10_lam_range[1]:
+            raise ValueError(f"log10_lam_range must be (lo, hi) with lo < hi, got {self.log10_lam_range}")
 
     @property
     def num_chunks(self) -> int:
@@ -149,7 +197,14 @@ class Hparams:
         unknown = sorted(set(values) - fields)
         if unknown:
             raise ValueError(f"unknown hyperparameter(s) {unknown}; known: {sorted(fields)}")
-        merged = {k: jnp.asarray(v, jnp.float32) for k, v in {**cls().to_dict(), **values}.items()}
+        merged = {}
+        for name, value in {**cls().to_dict(), **values}.items():
+            try:
+                merged[name] = jnp.asarray(value, jnp.float32)
+            except (TypeError, ValueError):
+                raise ValueError(f"hyperparameter {name} must be a number or an array of numbers, "
+                                 f"got {value!r}") from None
+            _check_hparam(name, merged[name])
         try:
             shape = jnp.broadcast_shapes(*(v.shape for v in merged.values()))
         except ValueError as err:
@@ -173,6 +228,21 @@ class Hparams:
 
     def to_json(self) -> dict[str, Any]:
         return {k: jnp.asarray(v).tolist() for k, v in self.to_dict().items()}
+
+
+def _check_hparam(name: str, value: jnp.ndarray) -> None:
+    """Every hyperparameter is a finite rate, weight or noise level >= 0 (learning_rate > 0;
+    flip_max, a probability, <= 1). Traced values (inside jit/vmap) are not checked."""
+    if isinstance(value, jax.core.Tracer):
+        return
+    v = np.asarray(value).ravel()
+    checks = [(~np.isfinite(v), "be finite")]
+    checks.append((v <= 0, "be > 0") if name == "learning_rate" else (v < 0, "be >= 0"))
+    if name == "flip_max":
+        checks.append((v > 1, "be <= 1 (a probability)"))
+    for bad, need in checks:
+        if np.any(bad):
+            raise ValueError(f"hyperparameter {name} must {need}, got {v[bad][:5].tolist()}")
 
 
 def dumps(config: TrainConfig, hparams: Hparams) -> str:

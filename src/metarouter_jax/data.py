@@ -134,12 +134,8 @@ class RoutingData:
         full_rows = (~unobserved).sum(axis=1)
         if np.any(full_rows == 0):
             raise DataError(f"{int((full_rows == 0).sum())} queries have no observed model at all")
-        split_arrays = {}
-        for name, idx in (splits or {"all": np.arange(n_q)}).items():
-            idx = np.asarray(idx, dtype=np.int64)
-            if idx.ndim != 1 or (idx.size and (idx.min() < 0 or idx.max() >= n_q)):
-                raise DataError(f"split {name!r} must be 1-D indices in [0, {n_q})")
-            split_arrays[name] = idx
+        split_arrays = {name: split_indices(name, idx, n_q)
+                        for name, idx in (splits or {"all": np.arange(n_q)}).items()}
         return cls(emb, qual, cst, fam.astype(np.int32), model_names, family_names, query_ids,
                    split_arrays, tuple(notes))
 
@@ -175,6 +171,13 @@ class RoutingData:
         if name not in self.splits:
             raise KeyError(f"unknown split {name!r}; this data has {sorted(self.splits)}")
         return self.splits[name]
+
+    def nonempty_split(self, name: str) -> np.ndarray:
+        """`split(name)`, or a DataError if it holds no query (training samples from its splits)."""
+        idx = self.split(name)
+        if idx.size == 0:
+            raise DataError(f"split {name!r} is empty: it holds none of the {self.num_queries} queries")
+        return idx
 
     def model_index(self, names: str | Sequence[str]) -> np.ndarray:
         """Indices of models by name; unknown names raise with the known ones listed."""
@@ -212,11 +215,8 @@ class RoutingData:
     # ------------------------------------------------------------------ derived views
     def with_splits(self, **splits: Sequence[int]) -> "RoutingData":
         """A copy with these splits added or replaced (validated)."""
-        merged = {**self.splits, **{k: np.asarray(v, np.int64) for k, v in splits.items()}}
-        for name, idx in merged.items():
-            if idx.ndim != 1 or (idx.size and (idx.min() < 0 or idx.max() >= self.num_queries)):
-                raise DataError(f"split {name!r} must be 1-D indices in [0, {self.num_queries})")
-        return dataclasses.replace(self, splits=merged)
+        new = {name: split_indices(name, idx, self.num_queries) for name, idx in splits.items()}
+        return dataclasses.replace(self, splits={**self.splits, **new})
 
     def holdout(self, split: str, fraction: float, new: str, seed: int = 0,
                 remainder: str | None = None) -> "RoutingData":
@@ -278,6 +278,25 @@ class RoutingData:
                 frontier.append(int(k))
                 best = s["quality"][k]
         return np.array(frontier, dtype=np.int32)
+
+
+def split_indices(name: str, idx, num_queries: int) -> np.ndarray:
+    """A split as int64 query indices, from indices or a boolean mask over all queries.
+
+    A float array is refused rather than truncated, a mask of another length rather than read
+    as indices 0/1.
+    """
+    idx = np.asarray(idx)
+    if idx.dtype == bool:
+        if idx.shape != (num_queries,):
+            raise DataError(f"split {name!r}: a boolean mask must have shape ({num_queries},), got {idx.shape}")
+        return np.flatnonzero(idx).astype(np.int64)
+    if idx.size and not np.issubdtype(idx.dtype, np.integer):
+        raise DataError(f"split {name!r} must hold integer query indices or a boolean mask, got dtype {idx.dtype}")
+    idx = idx.astype(np.int64)
+    if idx.ndim != 1 or (idx.size and (idx.min() < 0 or idx.max() >= num_queries)):
+        raise DataError(f"split {name!r} must be 1-D indices in [0, {num_queries})")
+    return idx
 
 
 def random_split(n: int, fractions: Mapping[str, float], seed: int = 0) -> dict[str, np.ndarray]:

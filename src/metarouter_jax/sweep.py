@@ -90,19 +90,32 @@ def _short(x) -> float:
     return float(str(np.float32(x)))
 
 
-def sweep_hparams(hparam_grid: dict[str, Sequence[float]], seeds: Sequence[int]) -> tuple[Hparams, np.ndarray]:
+def _axis(name: str, values) -> np.ndarray:
+    """One grid axis as a 1-D array of numbers; a single number is a one-value axis."""
+    array = np.asarray(values)
+    if array.ndim == 0:
+        array = array[None]
+    if array.ndim != 1 or not np.issubdtype(array.dtype, np.number):
+        raise ValueError(f"grid axis {name!r} must be a number or a list of numbers, got {values!r}")
+    return array
+
+
+def sweep_hparams(hparam_grid: dict[str, Sequence[float] | float], seeds: Sequence[int]) -> tuple[Hparams, np.ndarray]:
     """The Cartesian product seeds x grid, seeds outermost: (Hparams [S], seeds [S])."""
-    seeds = np.asarray(list(seeds), np.int64)
+    seeds = np.asarray(list(seeds))
     if seeds.size == 0:
         raise ValueError("a sweep needs at least one seed")
-    empty = [name for name, values in hparam_grid.items() if len(values) == 0]
+    if not np.issubdtype(seeds.dtype, np.integer):
+        raise ValueError(f"seeds must be integers, got {seeds.tolist()}")
+    axes = {name: _axis(name, values) for name, values in hparam_grid.items()}
+    empty = [name for name, values in axes.items() if values.size == 0]
     if empty:
         raise ValueError(f"grid axes without values: {empty}")
-    grid = Hparams.grid(**hparam_grid) if hparam_grid else Hparams.create()
+    grid = Hparams.grid(**axes) if axes else Hparams.create()
     grid = jax.tree.map(lambda x: jnp.reshape(x, (-1,)), grid)                  # [G]
     per_seed = grid.batch_shape[0]
     hparams = jax.tree.map(lambda x: jnp.tile(x, seeds.size), grid)             # [S * G]
-    return hparams, np.repeat(seeds, per_seed)
+    return hparams, np.repeat(seeds.astype(np.int64), per_seed)
 
 
 def _pad(tree, size: int):
@@ -156,7 +169,8 @@ def run_sweep(data: RoutingData, config: TrainConfig, hparam_grid: dict[str, Seq
     first and each MetaRouter starts from its own (with `freeze_known`, on their frozen policy).
 
     Args:
-      hparam_grid: Hparams field -> values; the sweep is seeds x the Cartesian product.
+      hparam_grid: Hparams field -> values (a single number: one value); the sweep is seeds x
+        the Cartesian product.
       mesh: a 1-D `jax.sharding.Mesh` to shard the configurations across (padded to a
         multiple of its size with copies of the last one); None: the default device.
       on_chunk: called as on_chunk(chunk_index, num_chunks, metrics: name -> np.ndarray [S]);

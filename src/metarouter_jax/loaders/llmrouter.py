@@ -44,9 +44,12 @@ both splits, as upstream evaluates, and counted in `notes`.
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import json
 import math
+import zipfile
+import zlib
 from pathlib import Path
 from typing import Mapping, Sequence
 
@@ -94,6 +97,20 @@ def find_file(folder: Path, name: str) -> Path:
     raise FileNotFoundError(f"{folder}: missing file {name!r} (or {name + '.gz'!r})")
 
 
+# What reading a damaged file raises: a truncated or corrupt gzip or npz (zip) file, bad UTF-8.
+READ_ERRORS = (EOFError, gzip.BadGzipFile, zlib.error, zipfile.BadZipFile, UnicodeDecodeError)
+
+
+@contextlib.contextmanager
+def reading(path: Path):
+    """Turn a read error of a damaged file into a DataError naming it."""
+    try:
+        yield
+    except READ_ERRORS as err:
+        raise DataError(f"{path}: cannot be read, the file is truncated or corrupt "
+                        f"({type(err).__name__}: {err})") from None
+
+
 def open_text(path: Path):
     return gzip.open(path, "rt", encoding="utf-8", newline="") if path.suffix == ".gz" \
         else open(path, encoding="utf-8", newline="")
@@ -101,7 +118,7 @@ def open_text(path: Path):
 
 def read_json(path: Path):
     try:
-        with open_text(path) as f:
+        with reading(path), open_text(path) as f:
             return json.load(f)
     except json.JSONDecodeError as err:
         raise DataError(f"{path}: not valid JSON ({err})") from None
@@ -110,7 +127,7 @@ def read_json(path: Path):
 def read_jsonl(path: Path) -> list[dict]:
     """One JSON object per non-blank line; errors name the file and the 1-based line."""
     rows = []
-    with open_text(path) as f:
+    with reading(path), open_text(path) as f:
         for line_no, line in enumerate(f, start=1):
             if not line.strip():
                 continue
@@ -132,7 +149,7 @@ def load_npz_part(npz_path: Path, part: str | None, ids: Sequence[str]) -> np.nd
     if not npz_path.exists():
         raise FileNotFoundError(f"embeddings file not found: {npz_path}")
     key_ids, key_emb = ("ids", "emb") if part is None else (f"{part}_ids", f"{part}_emb")
-    with np.load(npz_path) as npz:
+    with reading(npz_path), np.load(npz_path) as npz:
         for key in (key_ids, key_emb):
             if key not in npz.files:
                 raise DataError(f"{npz_path}: missing array {key!r} (arrays: {sorted(npz.files)})")
@@ -263,6 +280,9 @@ def load_llmrouter(
             ids.append(f"{part}-{i}")
             split_of.append(part)
         emb_list.append(load_npz_part(folder / EMBEDDINGS, part, [str(i) for i in range(len(items))]))
+    if emb_list[0].shape[1:] != emb_list[1].shape[1:]:
+        raise DataError(f"{folder / EMBEDDINGS}: embedding widths differ: {parts['train'][0].name} has embeddings "
+                        f"of shape {emb_list[0].shape}, {parts['test'][0].name} of shape {emb_list[1].shape}")
 
     quality = np.array(qual_list, np.float32)
     missing_cells = int(np.isnan(quality).sum())

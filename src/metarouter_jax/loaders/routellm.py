@@ -52,7 +52,8 @@ from typing import Callable, Mapping, Sequence
 import numpy as np
 
 from metarouter_jax.data import DataError, RoutingData, data_root
-from metarouter_jax.loaders.llmrouter import estimate_tokens, find_file, load_npz_part, open_text, read_jsonl
+from metarouter_jax.loaders.llmrouter import (estimate_tokens, find_file, load_npz_part, open_text, read_jsonl,
+                                              reading)
 from metarouter_jax.splits import select_models, stratified_split
 
 FOLDER = "routellm_gsm8k_mtbench"
@@ -93,7 +94,7 @@ def _correct(value: str, path: Path, row: int, column: str) -> float:
 def _load_gsm8k(folder: Path, models: Sequence[str]) -> dict:
     path = find_file(folder, "gsm8k_responses.csv")
     csv.field_size_limit(1 << 30)
-    with open_text(path) as f:
+    with reading(path), open_text(path) as f:
         reader = csv.DictReader(f)
         header = reader.fieldnames or []
         needed = ["prompt"] + [c for m in models for c in (m, f"{m}_response")]

@@ -38,7 +38,7 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from metarouter_jax.data import DataError, RoutingData, data_root
-from metarouter_jax.loaders.llmrouter import read_jsonl
+from metarouter_jax.loaders.llmrouter import read_jsonl, reading
 from metarouter_jax.splits import select_models, stratified_split
 
 FOLDER = "routerarena_2model"
@@ -174,7 +174,7 @@ def _embeddings(npz_path: Path, ids: Sequence[str]) -> np.ndarray:
     """[Q, D] float32 rows of `npz_path` (`ids`/`emb` arrays) for `ids`, matched by id."""
     if not npz_path.exists():
         raise FileNotFoundError(f"embeddings file not found: {npz_path}")
-    with np.load(npz_path) as npz:
+    with reading(npz_path), np.load(npz_path) as npz:
         for key in ("ids", "emb"):
             if key not in npz.files:
                 raise DataError(f"{npz_path}: missing array {key!r} (arrays: {sorted(npz.files)})")

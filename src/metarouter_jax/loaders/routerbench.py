@@ -27,6 +27,7 @@ from typing import Iterable
 import numpy as np
 
 from metarouter_jax.data import DataError, RoutingData, data_root, random_split
+from metarouter_jax.loaders.llmrouter import reading
 
 COST_SUFFIX = "|total_cost"
 REQUIRED = ("sample_id", "prompt", "eval_name")
@@ -40,7 +41,7 @@ def _open_text(path: Path):
 
 def _read_csv(path: Path) -> list[dict[str, str]]:
     csv.field_size_limit(1 << 30)
-    with _open_text(path) as f:
+    with reading(path), _open_text(path) as f:
         reader = csv.DictReader(f)
         if reader.fieldnames is None:
             raise DataError(f"{path}: empty file, no header")
@@ -56,7 +57,8 @@ def _read_pickle(path: Path) -> list[dict[str, object]]:
         import pandas as pd
     except ImportError as err:  # pragma: no cover - depends on the environment
         raise ImportError("reading the pickled RouterBench DataFrame needs pandas: pip install pandas") from err
-    frame = pd.read_pickle(path)
+    with reading(path):
+        frame = pd.read_pickle(path)
     if not hasattr(frame, "to_dict"):
         raise DataError(f"{path}: expected a pickled pandas DataFrame, got {type(frame).__name__}")
     return frame.to_dict("records")
@@ -118,7 +120,7 @@ def _parse_table(rows: list[dict], source: str) -> tuple[dict, list[str]]:
 
 
 def _load_embeddings(npz_path: Path, part: str, ids: list[str]) -> np.ndarray:
-    with np.load(npz_path) as npz:
+    with reading(npz_path), np.load(npz_path) as npz:
         key_ids, key_emb = (f"{part}_ids", f"{part}_emb") if f"{part}_emb" in npz else ("ids", "emb")
         if key_emb not in npz:
             raise DataError(f"{npz_path}: no embeddings for part {part!r} (keys: {sorted(npz.files)})")
@@ -186,6 +188,10 @@ def load_routerbench(
         split = "test" if part.endswith("_test") else "train" if part.endswith("_train") else "all"
         split_of_row += [split] * len(table["sample_id"])
 
+    other = next((i for i, t in enumerate(tables) if t["emb"].shape[1:] != tables[0]["emb"].shape[1:]), None)
+    if other is not None:
+        raise DataError(f"embedding widths differ: {parts[0][1]} has embeddings of shape {tables[0]['emb'].shape}, "
+                        f"{parts[other][1]} of shape {tables[other]['emb'].shape}")
     cat = lambda key: np.concatenate([t[key] for t in tables])  # noqa: E731
     ids = sum((t["sample_id"] for t in tables), [])
     eval_names = sum((t["eval_name"] for t in tables), [])
