@@ -1,6 +1,7 @@
 """The `metarouter` command line, end to end on a tiny config."""
 
 import json
+import re
 
 import pytest
 
@@ -61,7 +62,7 @@ def test_train_then_eval(tmp_path, capsys, monkeypatch):
     # that describes router/.
     recorded = (out / "config.json").read_text()
     assert main(["train", "--data", "synthetic", "--out", str(out), "--quiet", *TINY, "hidden=8"]) == 2
-    assert "different configuration" in capsys.readouterr().err
+    assert re.search("another training run .*config.hidden: 16 saved, 8 now", capsys.readouterr().err)
     assert (out / "config.json").read_text() == recorded
 
 

@@ -149,8 +149,6 @@ def cmd_train(args) -> int:
     out = Path(args.out)
     check_out(out)
     data = load_data(args.data, args.seed)
-    for split in (config.train_split, config.valid_split):
-        data.nonempty_split(split)
     print(f"data: {args.data}: {data.num_queries} queries, {data.num_models} models, "
           f"splits {{{', '.join(f'{k}: {len(v)}' for k, v in data.splits.items())}}}")
     start = time.time()
@@ -276,8 +274,6 @@ def cmd_sweep(args) -> int:
     out = Path(args.out)
     check_out(out)
     data = load_data(args.data, args.data_seed)
-    for split in (config.train_split, config.valid_split):
-        data.nonempty_split(split)
     mesh = default_mesh(CONFIG_AXIS) if jax.device_count() > 1 else None
     size = len(seeds) * math.prod(len(v) for v in grid.values())
     print(f"data: {args.data}: {data.num_queries} queries, {data.num_models} models; "

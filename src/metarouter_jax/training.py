@@ -400,7 +400,7 @@ def calibration_queries(data: RoutingData, config: TrainConfig) -> np.ndarray:
 def make_train(config: TrainConfig, data: RoutingData) -> Trainer:
     """Bind a config to a dataset; `Trainer.train(key, hparams)` is the pure training function."""
     for split in (config.train_split, config.valid_split):
-        data.split(split)  # clear error if a split is missing
+        data.nonempty_split(split)  # clear error if a split is missing or empty
     profiles = resolve_profiles(config, data)
     net_config = network_config(config, data, profiles)
     graphdef = router_graphdef(net_config)
