@@ -155,7 +155,7 @@ def evaluate(router, data: RoutingData, split: str = "test", n_contexts=DEFAULT_
             return route("known", known_latent(profile_))
 
         def at_n(n):
-            ctx = ctx_full.replace(mask=jnp.arange(capacity) < n)
+            ctx = ctx_full.replace(mask=ctx_full.mask & (jnp.arange(capacity) < n))  # drawn pairs left out stay out
             z = adaptation.adapt(graphdef, params["metarouter"], ctx, arrays.descriptors, router.config.inner_steps,
                                  router.config.first_order, router.atoms)
             mle, post, weights = baselines.bt_estimates(ctx, arrays, grid, grid_scales, beta, flip)
