@@ -1,0 +1,75 @@
+"""Bad input to the public entry points gets a clear error that names the problem."""
+
+import jax
+import numpy as np
+import pytest
+
+import metarouter_jax as mr
+from metarouter_jax.config import Hparams
+from metarouter_jax.networks import init_router_net
+from metarouter_jax.router import DataInfo
+from metarouter_jax.training import make_train
+
+
+@pytest.fixture(scope="module")
+def router(small_data, tiny_config):
+    """An untrained router (initial parameters for all three routers): input checks need no training."""
+    trainer = make_train(tiny_config, small_data)
+    _, params = init_router_net(trainer.net_config, jax.random.key(0))
+    info = DataInfo.from_data(small_data, trainer.arrays, tiny_config.train_split, trainer.atoms)
+    return mr.MetaRouter(tiny_config, Hparams.create(), trainer.net_config, trainer.profiles,
+                         {name: params for name in ("metarouter", "known", "agnostic")}, info)
+
+
+class Embedder:
+    """Zero embeddings; records what it was asked to embed."""
+
+    def __init__(self, dim):
+        self.dim, self.calls = dim, []
+
+    def embed(self, texts):
+        self.calls.append(texts)
+        return np.zeros((len(texts), self.dim), np.float32)
+
+
+def test_route_text_takes_one_string_as_one_text(router, small_data):
+    z = np.zeros(router.net_config.latent_dim)
+    embedder = Embedder(small_data.embed_dim)
+    one = router.route_text(z, "Write a haiku about routers.", embedder=embedder)
+    assert embedder.calls == [["Write a haiku about routers."]] and len(one) == 1 and one[0] in router.model_names
+    assert len(router.route_text(z, ["a", "b"], embedder=embedder)) == 2 and embedder.calls[-1] == ["a", "b"]
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_non_finite_latent_is_refused(router, small_data, bad):
+    """argmax over NaN scores is model 0 everywhere: a silent, wrong routing."""
+    z = np.zeros((2, router.net_config.latent_dim))
+    z[1, 0] = bad
+    with pytest.raises(ValueError, match="latent.*NaN/inf"):
+        router.route(z, small_data.embeddings[:3])
+    embedder = Embedder(small_data.embed_dim)
+    with pytest.raises(ValueError, match="latent.*NaN/inf"):
+        router.route_text(z[1], ["hello"], embedder=embedder)
+    assert embedder.calls == []                              # refused before embedding anything
+
+
+def test_adapt_refuses_model_indices_outside_the_router(router, small_data):
+    """A gather clamps an out-of-range index (model 7 of 5 reads model 4): refused on concrete
+    contexts; padding is not checked, nor are contexts under a trace."""
+    ctx = mr.Contexts.from_feedback(small_data, [0, 1], [0, 1], [2, 3], [True, False], capacity=4)
+    for name, index in (("model_a", 7), ("model_b", -1)):
+        bad = ctx.replace(**{name: getattr(ctx, name).at[1].set(index)})
+        with pytest.raises(ValueError, match=rf"{name} holds model indices outside \[0, 5\)"):
+            router.adapt(bad)
+    padded = ctx.replace(model_a=ctx.model_a.at[3].set(99))  # not a valid context: harmless
+    np.testing.assert_array_equal(router.adapt(padded), router.adapt(ctx))
+    np.testing.assert_allclose(jax.jit(router.adapt)(ctx), router.adapt(ctx), rtol=1e-6, atol=1e-6)
+
+
+def test_unknown_router_name_lists_the_routers(router, small_data):
+    z = np.zeros(router.net_config.latent_dim)
+    ctx = mr.Contexts.empty(4, small_data.embed_dim)
+    with pytest.raises(ValueError, match=r"unknown router 'bogus'.*\['agnostic', 'known', 'metarouter'\]"):
+        router.route(z, small_data.embeddings[:3], router="bogus")
+    with pytest.raises(ValueError, match=r"unknown router 'bogus'.*\['agnostic', 'known', 'metarouter'\]"):
+        router.adapt(ctx, router="bogus")
