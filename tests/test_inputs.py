@@ -1,11 +1,14 @@
 """Bad input to the public entry points gets a clear error that names the problem."""
 
+import json
+
 import jax
 import numpy as np
 import pytest
 
 import metarouter_jax as mr
 from metarouter_jax.config import Hparams
+from metarouter_jax.feedback import contexts_from_jsonl, read_feedback
 from metarouter_jax.networks import init_router_net
 from metarouter_jax.router import DataInfo
 from metarouter_jax.training import make_train
@@ -73,3 +76,48 @@ def test_unknown_router_name_lists_the_routers(router, small_data):
         router.route(z, small_data.embeddings[:3], router="bogus")
     with pytest.raises(ValueError, match=r"unknown router 'bogus'.*\['agnostic', 'known', 'metarouter'\]"):
         router.adapt(ctx, router="bogus")
+
+
+BASE = {"query": "q", "model_a": "tiny-1b", "model_b": "frontier-xl", "preferred": "a"}
+
+
+@pytest.mark.parametrize("line, message", [
+    ({**BASE, "quality_a": 5.0}, r"quality_a must be in \[0, 1\].*got 5.0"),
+    ({**BASE, "quality_b": -1}, r"quality_b must be in \[0, 1\].*got -1"),
+    ({**BASE, "quality_a": None}, "quality_a must be a number, got None"),
+    ({**BASE, "cost_b": None}, "cost_b must be a number, got None"),
+    ({**BASE, "quality_a": "high"}, "quality_a must be a number, got 'high'"),
+    ({**BASE, "cost_a": -0.5}, r"cost_a must be >= 0 \(USD\), got -0.5"),
+    ('{"query": "q", "model_a": "tiny-1b", "model_b": "frontier-xl", "preferred": "a", "quality_a": NaN}',
+     "quality_a is nan"),
+    ("[1, 2]", "a feedback line must be a JSON object, got list"),
+    ('"query model_a model_b preferred"', "a feedback line must be a JSON object, got str"),
+])
+def test_bad_feedback_outcomes_name_the_field_and_line(tmp_path, line, message):
+    path = tmp_path / "feedback.jsonl"
+    path.write_text(json.dumps(BASE) + "\n\n" + (line if isinstance(line, str) else json.dumps(line)) + "\n")
+    with pytest.raises(ValueError, match=rf"feedback.jsonl:3: {message}"):
+        read_feedback(path)
+
+
+def test_feedback_file_to_contexts_names_the_problem(router, small_data, tmp_path):
+    path = tmp_path / "feedback.jsonl"
+    path.write_text(json.dumps(BASE) + "\n" + json.dumps({**BASE, "cost_a": None}) + "\n")
+    with pytest.raises(ValueError, match="feedback.jsonl:2: cost_a must be a number"):
+        contexts_from_jsonl(router, path, Embedder(small_data.embed_dim))
+    path.write_text(json.dumps({**BASE, "quality_a": 1.0, "cost_a": 0.002}) + "\n")
+    ctx = contexts_from_jsonl(router, path, Embedder(small_data.embed_dim))
+    assert int(ctx.count) == 1 and float(ctx.outcome_a[0, 0]) == 1.0
+
+
+@pytest.mark.parametrize("field, values, message", [
+    ("quality_a", [1.0, 0.5, 1.5], r"quality_a must be in \[0, 1\].*got 1.5 at index 2"),
+    ("cost_b", [0.01, -0.01, 0.01], r"cost_b must be >= 0 \(USD\), got -0.01 at index 1"),
+    ("quality_b", [0.0, np.nan, 1.0], "quality_b holds NaN/inf at index 1"),
+])
+def test_explicit_outcomes_name_the_feedback(router, field, values, message):
+    outcomes = {"quality_a": [1.0] * 3, "cost_a": [0.01] * 3, "quality_b": [0.0] * 3, "cost_b": [0.001] * 3,
+                field: values}
+    with pytest.raises(ValueError, match=message):
+        router.contexts_from_outcomes(np.zeros((3, router.info.embed_dim)), [0, 1, 2], [1, 2, 3], [1, 0, 1],
+                                      **outcomes)

@@ -138,26 +138,31 @@ class Contexts:
         if model_a.size and (min(model_a.min(), model_b.min()) < 0 or max(model_a.max(), model_b.max()) >= num_models):
             raise ValueError(f"model indices must be in [0, {num_models})")
         if np.any(model_a == model_b):
-            raise ValueError("each context needs two distinct models (model_a == model_b somewhere)")
+            raise ValueError(f"each context needs two distinct models (model_a == model_b at index "
+                             f"{_first(model_a == model_b)})")
         if not np.all(np.isin(prefers_a, (0.0, 1.0))):
-            raise ValueError("prefers_a must be boolean (0/1)")
+            bad = _first(~np.isin(prefers_a, (0.0, 1.0)))
+            raise ValueError(f"prefers_a must be boolean (0/1), got {prefers_a[bad]} at index {bad}")
         n = model_a.shape[-1]
         if n > capacity:
             raise ValueError(f"{n} feedbacks exceed the context capacity {capacity}")
         if query_emb.ndim != model_a.ndim + 1 or query_emb.shape[:-1] != model_a.shape:
             raise ValueError(f"query_emb must be {model_a.shape} + (D,), got {query_emb.shape}")
         if not np.all(np.isfinite(query_emb)):
-            raise ValueError("query embeddings hold NaN/inf")
+            raise ValueError(f"query embeddings hold NaN/inf at index {_first(~np.isfinite(query_emb).all(-1))}")
         outcomes = {}
         for name, v in (("quality_a", quality_a), ("cost_a", cost_a), ("quality_b", quality_b), ("cost_b", cost_b)):
             v = np.asarray(v, np.float32)
             if v.shape != model_a.shape:
                 raise ValueError(f"{name} must have shape {model_a.shape}, got {v.shape}")
             if not np.all(np.isfinite(v)):
-                raise ValueError(f"{name} holds NaN/inf: the outcome of that answer is unknown, "
-                                 "so this feedback cannot be used")
-            if name.startswith("cost") and np.any(v < 0):
-                raise ValueError(f"{name} must be >= 0 (USD)")
+                raise ValueError(f"{name} holds NaN/inf at index {_first(~np.isfinite(v))}: the outcome of that "
+                                 "answer is unknown, so this feedback cannot be used")
+            quality = name.startswith("quality")
+            bad = ((v < 0) | (v > 1)) if quality else v < 0
+            if bad.any():
+                rule = "in [0, 1] (normalised quality)" if quality else ">= 0 (USD)"
+                raise ValueError(f"{name} must be {rule}, got {v[_first(bad)]:.6g} at index {_first(bad)}")
             outcomes[name] = v
         family = np.full(model_a.shape, -1, np.int32) if family is None else np.asarray(family, np.int32)
         if family.shape != model_a.shape:
@@ -176,6 +181,12 @@ class Contexts:
             label=padded(prefers_a), mask=padded(np.ones(model_a.shape, bool)),
             family=jnp.asarray(np.pad(family, pad, constant_values=-1)),
         )
+
+
+def _first(bad: np.ndarray):
+    """Index of the first True of `bad` (an int for one user's [n] feedback, else a tuple)."""
+    index = tuple(int(i) for i in np.argwhere(bad)[0])
+    return index[0] if len(index) == 1 else index
 
 
 def _model_indices(data: RoutingData, models) -> np.ndarray:
