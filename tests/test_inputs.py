@@ -121,3 +121,21 @@ def test_explicit_outcomes_name_the_feedback(router, field, values, message):
     with pytest.raises(ValueError, match=message):
         router.contexts_from_outcomes(np.zeros((3, router.info.embed_dim)), [0, 1, 2], [1, 2, 3], [1, 0, 1],
                                       **outcomes)
+
+
+def test_save_replaces_only_a_saved_router(router, tmp_path):
+    """Saving deletes what was at the path: only a router saved before or an empty directory."""
+    own = tmp_path / "notes"
+    own.mkdir()
+    (own / "notes.txt").write_text("precious")
+    with pytest.raises(FileExistsError, match="holds other files.*not a saved router"):
+        router.save(own)
+    assert (own / "notes.txt").read_text() == "precious"
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(FileExistsError, match="is a file"):
+        router.save(tmp_path / "file")
+    assert (tmp_path / "file").read_text() == "x"
+    (tmp_path / "empty").mkdir()
+    router.save(tmp_path / "empty")
+    router.save(tmp_path / "empty")                          # a saved router is replaced
+    assert mr.MetaRouter.load(tmp_path / "empty").model_names == router.model_names
