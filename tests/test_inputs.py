@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 import metarouter_jax as mr
+from metarouter_jax.cli import main
 from metarouter_jax.config import Hparams
 from metarouter_jax.feedback import contexts_from_jsonl, read_feedback
 from metarouter_jax.networks import init_router_net
@@ -139,3 +140,9 @@ def test_save_replaces_only_a_saved_router(router, tmp_path):
     router.save(tmp_path / "empty")
     router.save(tmp_path / "empty")                          # a saved router is replaced
     assert mr.MetaRouter.load(tmp_path / "empty").model_names == router.model_names
+
+
+def test_eval_of_zero_users_is_refused(router, tmp_path, capsys):
+    router.save(tmp_path / "router")
+    assert main(["eval", str(tmp_path / "router"), "--users", "0"]) == 2
+    assert "n_users must be >= 1" in capsys.readouterr().err
