@@ -1,12 +1,15 @@
 """Bad input to the public entry points gets a clear error that names the problem."""
 
 import json
+from types import SimpleNamespace
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
 import metarouter_jax as mr
+from metarouter_jax import router as router_module
 from metarouter_jax.cli import main
 from metarouter_jax.config import Hparams
 from metarouter_jax.feedback import contexts_from_jsonl, read_feedback
@@ -146,3 +149,17 @@ def test_eval_of_zero_users_is_refused(router, tmp_path, capsys):
     router.save(tmp_path / "router")
     assert main(["eval", str(tmp_path / "router"), "--users", "0"]) == 2
     assert "n_users must be >= 1" in capsys.readouterr().err
+
+
+def test_fit_names_the_router_whose_training_diverged(small_data, tiny_config, monkeypatch):
+    """A run whose best validation score is not finite produced no usable parameters."""
+    diverged = SimpleNamespace(best_score=jnp.asarray(-jnp.inf), best_params=None)
+    monkeypatch.setattr(router_module, "run_training", lambda *args, **kwargs: (diverged, {}))
+    with pytest.raises(ValueError, match=r"training the 'known' router diverged.*lower learning_rate than 0.5"):
+        mr.MetaRouter.fit(small_data, tiny_config, Hparams.create(learning_rate=0.5))
+
+
+def test_fit_refuses_a_diverged_run(small_data, tiny_config):
+    config = tiny_config.replace(num_steps=20, chunk_steps=10)
+    with pytest.raises(ValueError, match="diverged.*lower learning_rate"):
+        mr.MetaRouter.fit(small_data, config, Hparams.create(learning_rate=1e30), companions=False)

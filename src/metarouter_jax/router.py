@@ -132,6 +132,10 @@ class MetaRouter:
             finally:
                 if ckpt is not None:
                     ckpt.close()
+            if not np.isfinite(float(state.best_score)):  # no chunk ended with finite parameters
+                raise ValueError(f"training the {name!r} router diverged (best validation utility "
+                                 f"{float(state.best_score)}): try a lower learning_rate than "
+                                 f"{float(hparams.learning_rate):.3g}")
             params[name], history[name] = state.best_params, hist
         info = DataInfo.from_data(data, trainer.arrays, config.train_split, trainer.atoms)
         return cls(config, hparams, trainer.net_config, trainer.profiles, params, info, history)
