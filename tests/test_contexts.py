@@ -259,3 +259,32 @@ def test_label_log_likelihood_sums_the_valid_contexts():
     assert float(label_log_likelihood(gap, label, np.zeros(7, bool), beta, flip).max()) == 0.0
     sure = label_log_likelihood(jnp.array([[-100.0]]), jnp.ones(1), jnp.ones(1, bool), beta, 0.0)
     np.testing.assert_allclose(sure, [np.log(P_MIN)], rtol=1e-5)
+
+
+def test_pairs_without_two_allowed_models_are_left_out():
+    """A uniform pair on a query with fewer than two models observed and in the pool would show an
+    answer the log lacks (a zero fill): such contexts are masked out, up front and asked actively."""
+    data = mr.synthetic_data(seed=1, num_queries=200, embed_dim=8)
+    quality, cost = data.quality.copy(), data.cost.copy()
+    quality[:20, 1:], cost[:20, 1:] = np.nan, np.nan                   # queries 0..19: only model 0 observed
+    data = mr.RoutingData.create(data.embeddings, quality, cost, data.family, model_names=data.model_names,
+                                 family_names=data.family_names)
+    arrays = RoutingArrays.from_data(data)
+    source = PairSource.build(arrays, np.arange(40))                   # half the queries lack a pair
+    profiles = LinearProfiles((0.0, 3.0))
+    profile, pool = profiles.linear_profile(1.0), jnp.asarray([True, True, True, False, True])
+    keys = jax.random.split(jax.random.key(0), 32)
+    ctx = jax.vmap(lambda k: sample_contexts(k, profiles, profile, arrays, source, pool, count=6, capacity=8,
+                                             scale=1.0, beta=10.0, flip=0.0, informative=False))(keys)
+    rows = np.argmax(np.asarray(ctx.query_emb)[..., None, :] == np.asarray(arrays.embeddings), axis=-2)[..., 0]
+    a, b, mask = np.asarray(ctx.model_a), np.asarray(ctx.model_b), np.asarray(ctx.mask)
+    observed, in_pool = np.asarray(arrays.observed), np.asarray(pool)
+    allowed = observed[rows, a] & observed[rows, b] & in_pool[a] & in_pool[b]
+    np.testing.assert_array_equal(mask, allowed & (np.arange(8) < 6))
+    assert not mask[rows < 20].any() and mask[rows >= 20].mean() > 0.6
+    # Asked actively with no trade-off pair to ask about, every question falls back to a uniform pair.
+    lone = PairSource.build(arrays, np.arange(20))
+    active = jax.vmap(lambda k: sample_active_contexts(k, profiles, profile, arrays, lone, pool, capacity=8,
+                                                       scale=1.0, beta=10.0, flip=0.0,
+                                                       next_target=lambda c: 1.0))(keys)
+    assert not bool(active.mask.any())

@@ -2,7 +2,9 @@
 
 import copy
 import json
+import re
 
+import numpy as np
 import pytest
 
 import metarouter_jax as mr
@@ -72,3 +74,27 @@ def test_active_strategy(trained_router, small_data, report):
         assert table[method][0]["normalized_utility"] == pytest.approx(informative[method][0]["normalized_utility"])
     assert table["metarouter"][8]["normalized_utility"] > table["metarouter"][0]["normalized_utility"]
     assert "pair strategy: active" in active.format()
+
+
+def test_queries_the_pool_cannot_answer_are_left_out(trained_router, small_data):
+    """A test query with no pool model observed has no routing, oracle or random answer: it is left
+    out (not a NaN in every metric); a pool that answers no test query is refused by name."""
+    quality, cost = small_data.quality.copy(), small_data.cost.copy()
+    test = small_data.split("test")
+    quality[test[:3], :2], cost[test[:3], :2] = np.nan, np.nan       # three test queries lack models 0 and 1
+    data = mr.RoutingData.create(small_data.embeddings, quality, cost, small_data.family,
+                                 model_names=small_data.model_names, family_names=small_data.family_names,
+                                 splits=small_data.splits)
+    report = mr.evaluate(trained_router, data, n_users=4, n_contexts=(0, 2), strategies=("uniform",), pool=[0, 1])
+    assert report.settings["n_queries"] == test.size - 3
+    values = [v for by_n in report.results["uniform"].values() for m in by_n.values() for v in m.values()]
+    assert np.all(np.isfinite(values))
+    quality[test, :2], cost[test, :2] = np.nan, np.nan
+    data = mr.RoutingData.create(small_data.embeddings, quality, cost, small_data.family,
+                                 model_names=small_data.model_names, family_names=small_data.family_names,
+                                 splits=small_data.splits)
+    names = list(small_data.model_names[:2])
+    with pytest.raises(ValueError, match=rf"no query of split 'test'.*pool {re.escape(str(names))}"):
+        mr.evaluate(trained_router, data, n_users=4, n_contexts=(0,), pool=[0, 1])
+    with pytest.raises(ValueError, match="n_users must be >= 1"):
+        mr.evaluate(trained_router, small_data, n_users=0, n_contexts=(0,))

@@ -138,26 +138,31 @@ class Contexts:
         if model_a.size and (min(model_a.min(), model_b.min()) < 0 or max(model_a.max(), model_b.max()) >= num_models):
             raise ValueError(f"model indices must be in [0, {num_models})")
         if np.any(model_a == model_b):
-            raise ValueError("each context needs two distinct models (model_a == model_b somewhere)")
+            raise ValueError(f"each context needs two distinct models (model_a == model_b at index "
+                             f"{_first(model_a == model_b)})")
         if not np.all(np.isin(prefers_a, (0.0, 1.0))):
-            raise ValueError("prefers_a must be boolean (0/1)")
+            bad = _first(~np.isin(prefers_a, (0.0, 1.0)))
+            raise ValueError(f"prefers_a must be boolean (0/1), got {prefers_a[bad]} at index {bad}")
         n = model_a.shape[-1]
         if n > capacity:
             raise ValueError(f"{n} feedbacks exceed the context capacity {capacity}")
         if query_emb.ndim != model_a.ndim + 1 or query_emb.shape[:-1] != model_a.shape:
             raise ValueError(f"query_emb must be {model_a.shape} + (D,), got {query_emb.shape}")
         if not np.all(np.isfinite(query_emb)):
-            raise ValueError("query embeddings hold NaN/inf")
+            raise ValueError(f"query embeddings hold NaN/inf at index {_first(~np.isfinite(query_emb).all(-1))}")
         outcomes = {}
         for name, v in (("quality_a", quality_a), ("cost_a", cost_a), ("quality_b", quality_b), ("cost_b", cost_b)):
             v = np.asarray(v, np.float32)
             if v.shape != model_a.shape:
                 raise ValueError(f"{name} must have shape {model_a.shape}, got {v.shape}")
             if not np.all(np.isfinite(v)):
-                raise ValueError(f"{name} holds NaN/inf: the outcome of that answer is unknown, "
-                                 "so this feedback cannot be used")
-            if name.startswith("cost") and np.any(v < 0):
-                raise ValueError(f"{name} must be >= 0 (USD)")
+                raise ValueError(f"{name} holds NaN/inf at index {_first(~np.isfinite(v))}: the outcome of that "
+                                 "answer is unknown, so this feedback cannot be used")
+            quality = name.startswith("quality")
+            bad = ((v < 0) | (v > 1)) if quality else v < 0
+            if bad.any():
+                rule = "in [0, 1] (normalised quality)" if quality else ">= 0 (USD)"
+                raise ValueError(f"{name} must be {rule}, got {v[_first(bad)]:.6g} at index {_first(bad)}")
             outcomes[name] = v
         family = np.full(model_a.shape, -1, np.int32) if family is None else np.asarray(family, np.int32)
         if family.shape != model_a.shape:
@@ -176,6 +181,12 @@ class Contexts:
             label=padded(prefers_a), mask=padded(np.ones(model_a.shape, bool)),
             family=jnp.asarray(np.pad(family, pad, constant_values=-1)),
         )
+
+
+def _first(bad: np.ndarray):
+    """Index of the first True of `bad` (an int for one user's [n] feedback, else a tuple)."""
+    index = tuple(int(i) for i in np.argwhere(bad)[0])
+    return index[0] if len(index) == 1 else index
 
 
 def _model_indices(data: RoutingData, models) -> np.ndarray:
@@ -253,10 +264,19 @@ def top2(scores):
 def _uniform_pair(u, arrays: RoutingArrays, source: PairSource, pool):
     """A random query of the source and a random pair a != b of models observed and in the pool
     (the top two of the allowed models' iid uniforms: every ordered pair equally likely);
-    u: [1 + K] uniforms."""
+    u: [1 + K] uniforms. Where the query has fewer than two such models the pair holds one that
+    is not (see `pair_is_allowed`)."""
     query = source.queries[uniform_index(u[0], source.queries.shape[0])]
     allowed = arrays.observed[query] & pool
     return (query, *top2(jnp.where(allowed, u[1:], -jnp.inf)))
+
+
+def pair_is_allowed(arrays: RoutingArrays, pool, query, a, b):
+    """Whether both models of a drawn pair were observed on its query and are in the pool: false
+    only for a uniform pair on a query with fewer than two such models, whose outcomes the log
+    lacks (zero fills), so the context is left out rather than shown to the router."""
+    allowed = arrays.observed[query] & pool
+    return allowed[a] & allowed[b]
 
 
 def switch_targets(key, capacity: int, log10_lam_range) -> jax.Array:
@@ -319,14 +339,16 @@ def label_log_likelihood(gap, label, mask, beta, flip):
 
 def sample_contexts(key, profiles, profile, arrays: RoutingArrays, source: PairSource, pool, *, count,
                     capacity: int, scale, beta, flip, informative) -> Contexts:
-    """Simulate one user's context set on `source`'s queries (capacity static, `count` valid)."""
+    """Simulate one user's context set on `source`'s queries (capacity static, the first `count`
+    valid, less any pair on a query with fewer than two models observed and in the pool)."""
     keys_pair, keys_label, key_targets = jax.random.split(key, 3)
     targets = switch_targets(key_targets, capacity, profiles.log10_lam_range)
     query, a, b = jax.vmap(sample_pair, in_axes=(0, None, None, None, None, 0))(
         jax.random.split(keys_pair, capacity), arrays, source, pool, informative, targets)
     label = jax.vmap(bradley_terry_label, in_axes=(0, None, None, None, 0, 0, 0, None, None, None))(
         jax.random.split(keys_label, capacity), profiles, profile, arrays, query, a, b, scale, beta, flip)
-    return _simulated(arrays, query, a, b, label, jnp.arange(capacity) < count)
+    allowed = jax.vmap(pair_is_allowed, in_axes=(None, None, 0, 0, 0))(arrays, pool, query, a, b)
+    return _simulated(arrays, query, a, b, label, (jnp.arange(capacity) < count) & allowed)
 
 
 def _simulated(arrays: RoutingArrays, query, a, b, label, mask) -> Contexts:
@@ -338,7 +360,8 @@ def _simulated(arrays: RoutingArrays, query, a, b, label, mask) -> Contexts:
 
 def sample_active_contexts(key, profiles, profile, arrays: RoutingArrays, source: PairSource, pool, *,
                            capacity: int, scale, beta, flip, next_target) -> Contexts:
-    """Simulate one user's feedback asked one at a time (all `capacity` contexts valid).
+    """Simulate one user's feedback asked one at a time (all `capacity` contexts valid, less any
+    pair on a query with fewer than two models observed and in the pool).
 
     The t-th pair is the informative pair at `next_target(contexts)`, a log10(lam) computed
     from the contexts so far (the first t valid); so the first n contexts are exactly what
@@ -349,7 +372,7 @@ def sample_active_contexts(key, profiles, profile, arrays: RoutingArrays, source
         key_pair, key_label = jax.random.split(key_t)
         query, a, b = sample_pair(key_pair, arrays, source, pool, True, next_target(contexts))
         label = bradley_terry_label(key_label, profiles, profile, arrays, query, a, b, scale, beta, flip)
-        answer = _simulated(arrays, query, a, b, label, True)
+        answer = _simulated(arrays, query, a, b, label, pair_is_allowed(arrays, pool, query, a, b))
         return jax.tree.map(lambda so_far, new: so_far.at[t].set(new), contexts, answer), None
 
     empty = Contexts.empty(capacity, arrays.embeddings.shape[-1])

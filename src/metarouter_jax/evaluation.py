@@ -6,7 +6,8 @@ evaluation split. Each user's contexts are drawn once at the largest n and neste
 n are the n-context set), so the curve over n is not blurred by resampling. With the `active`
 strategy they are asked one at a time, each at the median log10(lam) of the MetaRouter's
 posterior after the answers so far, and every method reads those same contexts. Every query of
-the split is routed by argmax among the pool's models observed for that query.
+the split is routed by argmax among the pool's models observed for that query; a query with no
+such model is left out (the report's n_queries counts the rest).
 
 Per user: normalised utility NU = (U - U_random) / (U_oracle - U_random), with U the mean
 (scale-normalised) utility of the routed answers. Reported: mean NU over users, PR(n) =
@@ -92,12 +93,21 @@ def evaluate(router, data: RoutingData, split: str = "test", n_contexts=DEFAULT_
     n_contexts = tuple(int(n) for n in n_contexts)
     if min(n_contexts) < 0:
         raise ValueError(f"numbers of contexts must be >= 0, got {n_contexts}")
+    if int(n_users) < 1:
+        raise ValueError(f"n_users must be >= 1 (the metrics are means over users), got {n_users}")
     profiles = profiles or router.profiles
     arrays = router.arrays_for(data)
-    queries = jnp.asarray(data.split(split))
-    source = PairSource.build(arrays, data.split(split))
+    pool_mask = router.pool_mask(pool)
+    pool_names = [m for m, keep in zip(router.model_names, pool_mask) if keep]
+    split_queries = data.split(split)
+    routable = split_queries[(data.observed[split_queries] & pool_mask).any(-1)]
+    if routable.size == 0:
+        raise ValueError(f"no query of split {split!r} ({split_queries.size} queries) has a model of the pool "
+                         f"{pool_names} observed: nothing to evaluate")
+    queries = jnp.asarray(routable)
+    source = PairSource.build(arrays, routable)
     calib = jnp.asarray(calibration_queries(data, router.config))  # the scales users were trained with
-    pool_mask = jnp.asarray(router.pool_mask(pool))
+    pool_mask = jnp.asarray(pool_mask)
     allowed = arrays.observed[queries] & pool_mask                                   # [Q, K]
     capacity = max(max(n_contexts), 1)
     graphdef, params = router.graphdef, router.params
@@ -155,7 +165,7 @@ def evaluate(router, data: RoutingData, split: str = "test", n_contexts=DEFAULT_
             return route("known", known_latent(profile_))
 
         def at_n(n):
-            ctx = ctx_full.replace(mask=jnp.arange(capacity) < n)
+            ctx = ctx_full.replace(mask=ctx_full.mask & (jnp.arange(capacity) < n))  # drawn pairs left out stay out
             z = adaptation.adapt(graphdef, params["metarouter"], ctx, arrays.descriptors, router.config.inner_steps,
                                  router.config.first_order, router.atoms)
             mle, post, weights = baselines.bt_estimates(ctx, arrays, grid, grid_scales, beta, flip)
@@ -195,5 +205,5 @@ def evaluate(router, data: RoutingData, split: str = "test", n_contexts=DEFAULT_
         results[strategy] = table
     settings = {"split": split, "n_users": n_users, "n_queries": n_queries, "seed": seed, "beta": beta,
                 "flip": flip, "profile": profiles.name, "n_contexts": list(n_contexts),
-                "pool": [m for m, keep in zip(router.model_names, np.asarray(pool_mask)) if keep]}
+                "pool": pool_names}
     return EvalReport(results, settings)

@@ -18,6 +18,7 @@ import numpy as np
 from metarouter_jax.contexts import Contexts
 
 REQUIRED_KEYS = ("query", "model_a", "model_b", "preferred")
+OUTCOME_KEYS = ("quality_a", "cost_a", "quality_b", "cost_b")
 
 
 def read_feedback(path: str | Path) -> list[dict]:
@@ -33,6 +34,8 @@ def read_feedback(path: str | Path) -> list[dict]:
             record = json.loads(line)
         except json.JSONDecodeError as err:
             raise ValueError(f"{path}:{number}: not valid JSON ({err.msg})") from None
+        if not isinstance(record, dict):
+            raise ValueError(f"{path}:{number}: a feedback line must be a JSON object, got {type(record).__name__}")
         missing = [k for k in REQUIRED_KEYS if k not in record]
         if missing:
             raise ValueError(f"{path}:{number}: missing key(s) {missing}")
@@ -45,8 +48,24 @@ def read_feedback(path: str | Path) -> list[dict]:
             record["prefers_a"] = pref == record["model_a"]
         else:
             raise ValueError(f"{path}:{number}: 'preferred' must be 'a', 'b' or one of the two models, got {pref!r}")
+        for key in OUTCOME_KEYS:
+            if key in record:
+                _check_outcome(f"{path}:{number}", key, record[key])
         records.append(record)
     return records
+
+
+def _check_outcome(where: str, key: str, value) -> None:
+    """An outcome the user saw: a finite number, quality in [0, 1], cost >= 0 USD."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"{where}: {key} must be a number, got {value!r}"
+                         + (" (omit the key to use the model's mean)" if value is None else ""))
+    if not np.isfinite(value):
+        raise ValueError(f"{where}: {key} is {value}: the outcome of that answer must be known")
+    if key.startswith("quality") and not 0.0 <= value <= 1.0:
+        raise ValueError(f"{where}: {key} must be in [0, 1] (quality is normalised), got {value}")
+    if key.startswith("cost") and value < 0:
+        raise ValueError(f"{where}: {key} must be >= 0 (USD), got {value}")
 
 
 def contexts_from_jsonl(router, path: str | Path, embedder, capacity: int | None = None) -> Contexts:

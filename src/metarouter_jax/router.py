@@ -132,13 +132,26 @@ class MetaRouter:
             finally:
                 if ckpt is not None:
                     ckpt.close()
+            if not np.isfinite(float(state.best_score)):  # no chunk ended with finite parameters
+                raise ValueError(f"training the {name!r} router diverged (best validation utility "
+                                 f"{float(state.best_score)}): try a lower learning_rate than "
+                                 f"{float(hparams.learning_rate):.3g}")
             params[name], history[name] = state.best_params, hist
         info = DataInfo.from_data(data, trainer.arrays, config.train_split, trainer.atoms)
         return cls(config, hparams, trainer.net_config, trainer.profiles, params, info, history)
 
     # ------------------------------------------------------------------ persistence
     def save(self, path: str | Path) -> None:
-        """Write the router to directory `path` (atomically: nothing half-written is left)."""
+        """Write the router to directory `path` (atomically: nothing half-written is left).
+
+        Replaces a router saved there before or an empty directory; refuses anything else at
+        `path` (FileExistsError), since replacing it deletes it."""
+        path = Path(path)
+        if path.exists() and not path.is_dir():
+            raise FileExistsError(f"cannot save the router to {path}: it is a file, not a router directory")
+        if path.is_dir() and not (path / "router.json").is_file() and any(path.iterdir()):
+            raise FileExistsError(f"cannot save the router to {path}: the directory holds other files "
+                                  "(no router.json: not a saved router), which saving would delete")
         meta = {
             "format_version": checkpoint.FORMAT_VERSION,
             "config": self.config.to_dict(),
@@ -228,10 +241,37 @@ class MetaRouter:
 
         Leading axes: many users at once. With the default atomic-posterior encoder the weights
         are the posterior average of the prior profiles' weights (Bayes-decision routing)."""
+        params = self._router_params(router)
         if contexts.query_emb.shape[-1] != self.info.embed_dim:
             raise ValueError(f"contexts hold {contexts.query_emb.shape[-1]}-d query embeddings, "
                              f"the router expects {self.info.embed_dim}-d")
-        return self._adapt(self.params[router], contexts, jnp.asarray(self.info.descriptors))
+        num_models = len(self.model_names)
+        if not any(isinstance(x, jax.core.Tracer) for x in (contexts.model_a, contexts.model_b, contexts.mask)):
+            # A gather clamps an index out of range: a valid context naming model 7 of 5 would
+            # silently read model 4's descriptor. Checked only on concrete arrays (not under a trace).
+            mask = np.asarray(contexts.mask)
+            for name in ("model_a", "model_b"):
+                index = np.asarray(getattr(contexts, name))[mask]
+                if index.size and (index.min() < 0 or index.max() >= num_models):
+                    raise ValueError(f"contexts' {name} holds model indices outside [0, {num_models}) "
+                                     f"(got {index.min()}..{index.max()}): this router has {num_models} models")
+        return self._adapt(params, contexts, jnp.asarray(self.info.descriptors))
+
+    def _router_params(self, router: str):
+        """The parameters of one of this MetaRouter's routers, by name."""
+        if router not in self.params:
+            raise ValueError(f"unknown router {router!r}; this MetaRouter has {sorted(self.params)}")
+        return self.params[router]
+
+    def _checked_latent(self, latent) -> jax.Array:
+        """The routing weights as a float32 array, refused unless [..., Z] and finite."""
+        latent = jnp.asarray(latent, jnp.float32)
+        if latent.shape[-1:] != (self.net_config.latent_dim,):
+            raise ValueError(f"latent must end in {self.net_config.latent_dim}, got shape {latent.shape}")
+        if not np.all(np.isfinite(np.asarray(latent))):
+            # argmax over NaN scores is model 0 for every query: a silent, wrong routing
+            raise ValueError("the latent (routing weights) holds NaN/inf: cannot route with it")
+        return latent
 
     def _route_batched(self, params, latent, query_emb, descriptors, allowed):
         def one_user(z):
@@ -247,16 +287,15 @@ class MetaRouter:
 
         pool: the routable models (names, indices or a [K] bool mask); None = all.
         """
-        latent = jnp.asarray(latent, jnp.float32)
+        params = self._router_params(router)
+        latent = self._checked_latent(latent)
         query_emb = np.asarray(query_emb, np.float32)
-        if latent.shape[-1:] != (self.net_config.latent_dim,):
-            raise ValueError(f"latent must end in {self.net_config.latent_dim}, got shape {latent.shape}")
         if query_emb.ndim != 2 or query_emb.shape[1] != self.info.embed_dim:
             raise ValueError(f"query_emb must be [Q, {self.info.embed_dim}], got shape {query_emb.shape}")
         if not np.all(np.isfinite(query_emb)):
             raise ValueError("query embeddings hold NaN/inf")
         allowed = jnp.asarray(self.pool_mask(pool))
-        return np.asarray(self._route(self.params[router], latent, jnp.asarray(query_emb),
+        return np.asarray(self._route(params, latent, jnp.asarray(query_emb),
                                       jnp.asarray(self.info.descriptors), allowed))
 
     def pool_mask(self, pool) -> np.ndarray:
@@ -281,8 +320,13 @@ class MetaRouter:
             raise ValueError("the pool must name at least one of the router's models")
         return mask
 
-    def route_text(self, latent, texts: Sequence[str], pool=None, embedder=None) -> list:
-        """Embed raw query texts (the optional `text` extra) and route them; returns model names."""
+    def route_text(self, latent, texts: str | Sequence[str], pool=None, embedder=None) -> list:
+        """Embed raw query texts (the optional `text` extra) and route them; returns model names.
+
+        A single string is one text (a list of one name), not a sequence of characters."""
+        self._checked_latent(latent)  # before loading an embedder for nothing
+        if isinstance(texts, str):
+            texts = [texts]
         if embedder is None:
             from metarouter_jax.text import TextEmbedder
             embedder = TextEmbedder()

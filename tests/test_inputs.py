@@ -1,0 +1,165 @@
+"""Bad input to the public entry points gets a clear error that names the problem."""
+
+import json
+from types import SimpleNamespace
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import metarouter_jax as mr
+from metarouter_jax import router as router_module
+from metarouter_jax.cli import main
+from metarouter_jax.config import Hparams
+from metarouter_jax.feedback import contexts_from_jsonl, read_feedback
+from metarouter_jax.networks import init_router_net
+from metarouter_jax.router import DataInfo
+from metarouter_jax.training import make_train
+
+
+@pytest.fixture(scope="module")
+def router(small_data, tiny_config):
+    """An untrained router (initial parameters for all three routers): input checks need no training."""
+    trainer = make_train(tiny_config, small_data)
+    _, params = init_router_net(trainer.net_config, jax.random.key(0))
+    info = DataInfo.from_data(small_data, trainer.arrays, tiny_config.train_split, trainer.atoms)
+    return mr.MetaRouter(tiny_config, Hparams.create(), trainer.net_config, trainer.profiles,
+                         {name: params for name in ("metarouter", "known", "agnostic")}, info)
+
+
+class Embedder:
+    """Zero embeddings; records what it was asked to embed."""
+
+    def __init__(self, dim):
+        self.dim, self.calls = dim, []
+
+    def embed(self, texts):
+        self.calls.append(texts)
+        return np.zeros((len(texts), self.dim), np.float32)
+
+
+def test_route_text_takes_one_string_as_one_text(router, small_data):
+    z = np.zeros(router.net_config.latent_dim)
+    embedder = Embedder(small_data.embed_dim)
+    one = router.route_text(z, "Write a haiku about routers.", embedder=embedder)
+    assert embedder.calls == [["Write a haiku about routers."]] and len(one) == 1 and one[0] in router.model_names
+    assert len(router.route_text(z, ["a", "b"], embedder=embedder)) == 2 and embedder.calls[-1] == ["a", "b"]
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_non_finite_latent_is_refused(router, small_data, bad):
+    """argmax over NaN scores is model 0 everywhere: a silent, wrong routing."""
+    z = np.zeros((2, router.net_config.latent_dim))
+    z[1, 0] = bad
+    with pytest.raises(ValueError, match="latent.*NaN/inf"):
+        router.route(z, small_data.embeddings[:3])
+    embedder = Embedder(small_data.embed_dim)
+    with pytest.raises(ValueError, match="latent.*NaN/inf"):
+        router.route_text(z[1], ["hello"], embedder=embedder)
+    assert embedder.calls == []                              # refused before embedding anything
+
+
+def test_adapt_refuses_model_indices_outside_the_router(router, small_data):
+    """A gather clamps an out-of-range index (model 7 of 5 reads model 4): refused on concrete
+    contexts; padding is not checked, nor are contexts under a trace."""
+    ctx = mr.Contexts.from_feedback(small_data, [0, 1], [0, 1], [2, 3], [True, False], capacity=4)
+    for name, index in (("model_a", 7), ("model_b", -1)):
+        bad = ctx.replace(**{name: getattr(ctx, name).at[1].set(index)})
+        with pytest.raises(ValueError, match=rf"{name} holds model indices outside \[0, 5\)"):
+            router.adapt(bad)
+    padded = ctx.replace(model_a=ctx.model_a.at[3].set(99))  # not a valid context: harmless
+    np.testing.assert_array_equal(router.adapt(padded), router.adapt(ctx))
+    np.testing.assert_allclose(jax.jit(router.adapt)(ctx), router.adapt(ctx), rtol=1e-6, atol=1e-6)
+
+
+def test_unknown_router_name_lists_the_routers(router, small_data):
+    z = np.zeros(router.net_config.latent_dim)
+    ctx = mr.Contexts.empty(4, small_data.embed_dim)
+    with pytest.raises(ValueError, match=r"unknown router 'bogus'.*\['agnostic', 'known', 'metarouter'\]"):
+        router.route(z, small_data.embeddings[:3], router="bogus")
+    with pytest.raises(ValueError, match=r"unknown router 'bogus'.*\['agnostic', 'known', 'metarouter'\]"):
+        router.adapt(ctx, router="bogus")
+
+
+BASE = {"query": "q", "model_a": "tiny-1b", "model_b": "frontier-xl", "preferred": "a"}
+
+
+@pytest.mark.parametrize("line, message", [
+    ({**BASE, "quality_a": 5.0}, r"quality_a must be in \[0, 1\].*got 5.0"),
+    ({**BASE, "quality_b": -1}, r"quality_b must be in \[0, 1\].*got -1"),
+    ({**BASE, "quality_a": None}, "quality_a must be a number, got None"),
+    ({**BASE, "cost_b": None}, "cost_b must be a number, got None"),
+    ({**BASE, "quality_a": "high"}, "quality_a must be a number, got 'high'"),
+    ({**BASE, "cost_a": -0.5}, r"cost_a must be >= 0 \(USD\), got -0.5"),
+    ('{"query": "q", "model_a": "tiny-1b", "model_b": "frontier-xl", "preferred": "a", "quality_a": NaN}',
+     "quality_a is nan"),
+    ("[1, 2]", "a feedback line must be a JSON object, got list"),
+    ('"query model_a model_b preferred"', "a feedback line must be a JSON object, got str"),
+])
+def test_bad_feedback_outcomes_name_the_field_and_line(tmp_path, line, message):
+    path = tmp_path / "feedback.jsonl"
+    path.write_text(json.dumps(BASE) + "\n\n" + (line if isinstance(line, str) else json.dumps(line)) + "\n")
+    with pytest.raises(ValueError, match=rf"feedback.jsonl:3: {message}"):
+        read_feedback(path)
+
+
+def test_feedback_file_to_contexts_names_the_problem(router, small_data, tmp_path):
+    path = tmp_path / "feedback.jsonl"
+    path.write_text(json.dumps(BASE) + "\n" + json.dumps({**BASE, "cost_a": None}) + "\n")
+    with pytest.raises(ValueError, match="feedback.jsonl:2: cost_a must be a number"):
+        contexts_from_jsonl(router, path, Embedder(small_data.embed_dim))
+    path.write_text(json.dumps({**BASE, "quality_a": 1.0, "cost_a": 0.002}) + "\n")
+    ctx = contexts_from_jsonl(router, path, Embedder(small_data.embed_dim))
+    assert int(ctx.count) == 1 and float(ctx.outcome_a[0, 0]) == 1.0
+
+
+@pytest.mark.parametrize("field, values, message", [
+    ("quality_a", [1.0, 0.5, 1.5], r"quality_a must be in \[0, 1\].*got 1.5 at index 2"),
+    ("cost_b", [0.01, -0.01, 0.01], r"cost_b must be >= 0 \(USD\), got -0.01 at index 1"),
+    ("quality_b", [0.0, np.nan, 1.0], "quality_b holds NaN/inf at index 1"),
+])
+def test_explicit_outcomes_name_the_feedback(router, field, values, message):
+    outcomes = {"quality_a": [1.0] * 3, "cost_a": [0.01] * 3, "quality_b": [0.0] * 3, "cost_b": [0.001] * 3,
+                field: values}
+    with pytest.raises(ValueError, match=message):
+        router.contexts_from_outcomes(np.zeros((3, router.info.embed_dim)), [0, 1, 2], [1, 2, 3], [1, 0, 1],
+                                      **outcomes)
+
+
+def test_save_replaces_only_a_saved_router(router, tmp_path):
+    """Saving deletes what was at the path: only a router saved before or an empty directory."""
+    own = tmp_path / "notes"
+    own.mkdir()
+    (own / "notes.txt").write_text("precious")
+    with pytest.raises(FileExistsError, match="holds other files.*not a saved router"):
+        router.save(own)
+    assert (own / "notes.txt").read_text() == "precious"
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(FileExistsError, match="is a file"):
+        router.save(tmp_path / "file")
+    assert (tmp_path / "file").read_text() == "x"
+    (tmp_path / "empty").mkdir()
+    router.save(tmp_path / "empty")
+    router.save(tmp_path / "empty")                          # a saved router is replaced
+    assert mr.MetaRouter.load(tmp_path / "empty").model_names == router.model_names
+
+
+def test_eval_of_zero_users_is_refused(router, tmp_path, capsys):
+    router.save(tmp_path / "router")
+    assert main(["eval", str(tmp_path / "router"), "--users", "0"]) == 2
+    assert "n_users must be >= 1" in capsys.readouterr().err
+
+
+def test_fit_names_the_router_whose_training_diverged(small_data, tiny_config, monkeypatch):
+    """A run whose best validation score is not finite produced no usable parameters."""
+    diverged = SimpleNamespace(best_score=jnp.asarray(-jnp.inf), best_params=None)
+    monkeypatch.setattr(router_module, "run_training", lambda *args, **kwargs: (diverged, {}))
+    with pytest.raises(ValueError, match=r"training the 'known' router diverged.*lower learning_rate than 0.5"):
+        mr.MetaRouter.fit(small_data, tiny_config, Hparams.create(learning_rate=0.5))
+
+
+def test_fit_refuses_a_diverged_run(small_data, tiny_config):
+    config = tiny_config.replace(num_steps=20, chunk_steps=10)
+    with pytest.raises(ValueError, match="diverged.*lower learning_rate"):
+        mr.MetaRouter.fit(small_data, config, Hparams.create(learning_rate=1e30), companions=False)
