@@ -158,8 +158,8 @@ def cmd_train(args) -> int:
     write_json(out / "config.json", {"data": args.data, "data_seed": args.seed, "seed": args.seed,
                                      "config": config.to_dict(), "hparams": hparams.to_json()})
     print(f"trained in {time.time() - start:.0f} s; router saved to {out / 'router'}")
-    for name, hist in router.history.items():
-        print(f"  {name:<10} best held-out normalised utility {max(hist['valid_utility']):.3f}")
+    for name, best in router.best_valid_utility.items():
+        print(f"  {name:<10} best held-out normalised utility {best:.3f}")
     return 0
 
 

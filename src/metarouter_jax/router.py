@@ -203,8 +203,9 @@ class MetaRouter:
     @property
     def best_valid_utility(self) -> dict[str, float]:
         """Each trained router's best held-out utility over training (validation users on the
-        training split's held-out queries, never test users): the model-selection signal."""
-        return {name: float(np.max(h["valid_utility"])) for name, h in self.history.items()}
+        training split's held-out queries, never test users): the model-selection signal. Chunks
+        that ended with diverged (NaN) parameters score NaN and are skipped, as training skips them."""
+        return {name: float(np.nanmax(h["valid_utility"])) for name, h in self.history.items()}
 
     def contexts_from_outcomes(self, query_emb, model_a, model_b, prefers_a, quality_a, cost_a,
                                quality_b, cost_b, capacity: int | None = None, family=None) -> Contexts:
