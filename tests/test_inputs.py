@@ -163,3 +163,25 @@ def test_fit_refuses_a_diverged_run(small_data, tiny_config):
     config = tiny_config.replace(num_steps=20, chunk_steps=10)
     with pytest.raises(ValueError, match="diverged.*lower learning_rate"):
         mr.MetaRouter.fit(small_data, config, Hparams.create(learning_rate=1e30), companions=False)
+
+
+def test_pools_capacities_names_and_router_metadata_of_the_wrong_kind(router, small_data, tmp_path):
+    k = small_data.num_models
+    with pytest.raises(ValueError, match=f"one entry per model \\({k}\\), got shape \\(2,\\)"):
+        router.pool_mask([True, False])
+    with pytest.raises(ValueError, match="model names, model indices or a bool mask, got \\[0.9\\]"):
+        router.pool_mask([0.9])                      # was model 0
+    with pytest.raises(ValueError, match="at least one"):
+        router.pool_mask([])
+    for capacity in (0, -1, 2.0):
+        with pytest.raises(ValueError, match="capacity must be an integer >= 1"):
+            mr.Contexts.empty(capacity, small_data.embed_dim)
+    with pytest.raises(ValueError, match="capacity must be an integer >= 1"):
+        mr.Contexts.from_feedback(small_data, [], [], [], [], capacity=0)
+    with pytest.raises(mr.DataError, match="sequence of names, got the string 'abcde'"):
+        mr.RoutingData.create(small_data.embeddings, small_data.quality, small_data.cost, small_data.family,
+                              model_names="abcde", family_names=small_data.family_names)
+    router.save(tmp_path / "r")
+    (tmp_path / "r" / "router.json").write_text("[1, 2]")
+    with pytest.raises(mr.CheckpointError, match="holds a JSON list, not an object"):
+        mr.MetaRouter.load(tmp_path / "r")

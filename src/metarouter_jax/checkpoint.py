@@ -198,9 +198,12 @@ def load_metadata(path: str | os.PathLike) -> dict:
     if not meta.is_file():
         raise CheckpointError(f"{path} is not a saved router: router.json is missing")
     try:
-        return json.loads(meta.read_text())
+        metadata = json.loads(meta.read_text())
     except json.JSONDecodeError as err:
         raise CheckpointError(f"{meta} is corrupt: {err}") from err
+    if not isinstance(metadata, dict):
+        raise CheckpointError(f"{meta} is corrupt: it holds a JSON {type(metadata).__name__}, not an object")
+    return metadata
 
 
 def load_tree(path: str | os.PathLike, template):

@@ -78,6 +78,7 @@ class Contexts:
     @classmethod
     def empty(cls, capacity: int, embed_dim: int, batch_shape: tuple[int, ...] = ()) -> "Contexts":
         """No feedback at all: the router falls back to its prior."""
+        _check_capacity(capacity)
         shape = batch_shape + (capacity,)
         return cls(
             query_emb=jnp.zeros(shape + (embed_dim,)),
@@ -144,6 +145,7 @@ class Contexts:
             bad = _first(~np.isin(prefers_a, (0.0, 1.0)))
             raise ValueError(f"prefers_a must be boolean (0/1), got {prefers_a[bad]} at index {bad}")
         n = model_a.shape[-1]
+        _check_capacity(capacity)
         if n > capacity:
             raise ValueError(f"{n} feedbacks exceed the context capacity {capacity}")
         if query_emb.ndim != model_a.ndim + 1 or query_emb.shape[:-1] != model_a.shape:
@@ -181,6 +183,12 @@ class Contexts:
             label=padded(prefers_a), mask=padded(np.ones(model_a.shape, bool)),
             family=jnp.asarray(np.pad(family, pad, constant_values=-1)),
         )
+
+
+def _check_capacity(capacity) -> None:
+    if not isinstance(capacity, (int, np.integer)) or capacity < 1:
+        raise ValueError(f"the context capacity must be an integer >= 1 (no feedback is a mask of zeros), "
+                         f"got {capacity!r}")
 
 
 def _first(bad: np.ndarray):

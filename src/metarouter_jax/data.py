@@ -95,6 +95,8 @@ class RoutingData:
             raise DataError(f"family must be [Q={n_q}], got shape {fam.shape}")
         if not np.issubdtype(fam.dtype, np.integer):
             raise DataError(f"family must hold integer ids, got dtype {fam.dtype}")
+        if isinstance(model_names, str):
+            raise DataError(f"model_names must be a sequence of names, got the string {model_names!r}")
         model_names = tuple(str(m) for m in model_names)
         family_names = tuple(str(f) for f in family_names)
         if len(model_names) != n_k:

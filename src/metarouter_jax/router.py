@@ -306,12 +306,16 @@ class MetaRouter:
             return np.ones(len(names), bool)
         pool = np.asarray(pool)
         if pool.dtype == bool:
+            if pool.shape != (len(names),):
+                raise ValueError(f"a pool mask needs one entry per model ({len(names)}), got shape {pool.shape}")
             mask = pool
         elif pool.dtype.kind in "US":
             unknown = [p for p in pool.tolist() if p not in names]
             if unknown:
                 raise KeyError(f"unknown model name(s) {unknown} in pool; known models: {list(names)}")
             mask = np.isin(np.asarray(names), pool)
+        elif pool.size and pool.dtype.kind not in "iu":
+            raise ValueError(f"a pool is model names, model indices or a bool mask, got {pool.tolist()}")
         else:
             if pool.size and (pool.min() < 0 or pool.max() >= len(names)):
                 raise ValueError(f"pool indices must be in [0, {len(names)}), got {pool.tolist()}")
