@@ -185,3 +185,18 @@ def test_pools_capacities_names_and_router_metadata_of_the_wrong_kind(router, sm
     (tmp_path / "r" / "router.json").write_text("[1, 2]")
     with pytest.raises(mr.CheckpointError, match="holds a JSON list, not an object"):
         mr.MetaRouter.load(tmp_path / "r")
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda m: m["data"].update(embed_dim=7), "data.embed_dim 7 != network.embed_dim"),
+    (lambda m: m["data"].update(model_names=m["data"]["model_names"][:-1]), "4 model names and descriptors"),
+    (lambda m: m["data"].update(log_cost_std=float("nan")), "log10-cost standardisation"),
+    (lambda m: m.update(history=3), "'int' object has no attribute 'items'"),
+])
+def test_router_json_that_disagrees_with_itself_is_corrupt(router, tmp_path, edit, message):
+    router.save(tmp_path / "r")
+    meta = json.loads((tmp_path / "r" / "router.json").read_text())
+    edit(meta)
+    (tmp_path / "r" / "router.json").write_text(json.dumps(meta))
+    with pytest.raises(mr.CheckpointError, match=f"router.json is corrupt: .*{message}"):
+        mr.MetaRouter.load(tmp_path / "r")

@@ -183,11 +183,18 @@ class MetaRouter:
                                                            for k, v in prof.items()})
             info = DataInfo.from_json(meta["data"])
             names = meta["routers"]
-        except (KeyError, TypeError, ValueError) as err:
+            history = {r: {k: np.asarray(v) for k, v in h.items()} for r, h in meta.get("history", {}).items()}
+            if info.embed_dim != net_config.embed_dim:
+                raise ValueError(f"data.embed_dim {info.embed_dim} != network.embed_dim {net_config.embed_dim}")
+            if info.descriptors.shape != (len(info.model_names), net_config.descriptor_dim):
+                raise ValueError(f"{len(info.model_names)} model names and descriptors of shape "
+                                 f"{info.descriptors.shape} (network descriptor_dim {net_config.descriptor_dim})")
+            if not (np.isfinite(info.log_cost_mean) and np.isfinite(info.log_cost_std) and info.log_cost_std > 0):
+                raise ValueError(f"log10-cost standardisation ({info.log_cost_mean}, {info.log_cost_std})")
+        except (AttributeError, KeyError, TypeError, ValueError) as err:
             raise checkpoint.CheckpointError(f"{path}/router.json is corrupt: {err!r}") from err
         _, template = init_router_net(net_config, jax.random.key(0))
         params = checkpoint.load_tree(path, {name: template for name in names})
-        history = {r: {k: np.asarray(v) for k, v in h.items()} for r, h in meta.get("history", {}).items()}
         return cls(config, hparams, net_config, profiles, params, info, history)
 
     # ------------------------------------------------------------------ inference
