@@ -200,3 +200,11 @@ def test_router_json_that_disagrees_with_itself_is_corrupt(router, tmp_path, edi
     (tmp_path / "r" / "router.json").write_text(json.dumps(meta))
     with pytest.raises(mr.CheckpointError, match=f"router.json is corrupt: .*{message}"):
         mr.MetaRouter.load(tmp_path / "r")
+
+
+def test_synthetic_sizes_and_zero_width_embeddings_are_named(small_data):
+    with pytest.raises(ValueError, match="num_queries must be an integer >= 1, got -5"):
+        mr.synthetic_data(num_queries=-5)
+    with pytest.raises(mr.DataError, match=r"\[Q, D\] with D >= 1, got shape \(1200, 0\)"):
+        mr.RoutingData.create(small_data.embeddings[:, :0], small_data.quality, small_data.cost, small_data.family,
+                              model_names=small_data.model_names, family_names=small_data.family_names)

@@ -140,7 +140,8 @@ class TrainCheckpointer:
         try:
             stored = self._manager.restore(step, args=ocp.args.StandardRestore(abstract))
         except Exception as err:  # orbax raises many types for damaged files
-            raise CheckpointError(f"{source} cannot be read (corrupt or incomplete): {err}") from err
+            raise CheckpointError(f"{source} cannot be read (corrupt or incomplete: delete {self.directory / str(step)} "
+                                  f"to resume from an earlier step, or train in a new directory): {err}") from err
         return _from_storable(stored, template, source)
 
     def close(self) -> None:

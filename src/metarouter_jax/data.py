@@ -81,8 +81,8 @@ class RoutingData:
         qual = np.asarray(quality, dtype=np.float32)
         cst = np.asarray(cost, dtype=np.float32)
         fam = np.asarray(family)
-        if emb.ndim != 2:
-            raise DataError(f"embeddings must be [Q, D], got shape {emb.shape}")
+        if emb.ndim != 2 or emb.shape[1] < 1:
+            raise DataError(f"embeddings must be [Q, D] with D >= 1, got shape {emb.shape}")
         n_q = emb.shape[0]
         if n_q == 0:
             raise DataError("routing data has no queries")

@@ -58,6 +58,9 @@ def synthetic_data(
     Returns:
       RoutingData with quality in {0, 1}, cost in USD per query.
     """
+    for name, value in (("num_queries", num_queries), ("embed_dim", embed_dim), ("latent_dim", latent_dim)):
+        if not isinstance(value, (int, np.integer)) or value < 1:
+            raise ValueError(f"synthetic_data: {name} must be an integer >= 1, got {value!r}")
     rng = np.random.default_rng(seed)
     n_fam, n_mod = len(FAMILIES), len(MODELS)
     family = rng.integers(0, n_fam, size=num_queries)
