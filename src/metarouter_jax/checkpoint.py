@@ -81,15 +81,12 @@ class TrainCheckpointer:
     def _marker(self) -> dict:
         """The directory's marker file ({} when there is none yet)."""
         path = self.directory / FORMAT_FILE
-        try:
-            marker = json.loads(path.read_text())
-            if not isinstance(marker, dict) or "format_version" not in marker:
-                raise ValueError("no format_version")
-            return marker
-        except FileNotFoundError:
+        if not path.exists():
             return {}
-        except ValueError as err:
-            raise CheckpointError(f"{path} is corrupt: {err}") from err
+        marker = read_json_object(path)
+        if "format_version" not in marker:
+            raise CheckpointError(f"{path} is corrupt: no format_version")
+        return marker
 
     def _check_format(self) -> dict:
         """Raise unless the directory's checkpoints are of this format; the marker ({}: no marker,
@@ -198,13 +195,18 @@ def load_metadata(path: str | os.PathLike) -> dict:
         raise CheckpointError(f"no saved router at {path} (not a directory)")
     if not meta.is_file():
         raise CheckpointError(f"{path} is not a saved router: router.json is missing")
+    return read_json_object(meta)
+
+
+def read_json_object(path: Path, error: type[Exception] = CheckpointError) -> dict:
+    """The JSON object in file `path`; `error` naming the file when it holds anything else."""
     try:
-        metadata = json.loads(meta.read_text())
+        value = json.loads(path.read_text())
     except json.JSONDecodeError as err:
-        raise CheckpointError(f"{meta} is corrupt: {err}") from err
-    if not isinstance(metadata, dict):
-        raise CheckpointError(f"{meta} is corrupt: it holds a JSON {type(metadata).__name__}, not an object")
-    return metadata
+        raise error(f"{path} is corrupt: {err}") from err
+    if not isinstance(value, dict):
+        raise error(f"{path} is corrupt: it holds a JSON {type(value).__name__}, not an object")
+    return value
 
 
 def load_tree(path: str | os.PathLike, template):

@@ -22,7 +22,7 @@ import sys
 import time
 from pathlib import Path
 
-from metarouter_jax.checkpoint import CheckpointError
+from metarouter_jax.checkpoint import CheckpointError, read_json_object
 from metarouter_jax.config import Hparams, TrainConfig
 from metarouter_jax.data import DataError
 
@@ -172,14 +172,7 @@ def eval_data_source(args) -> tuple[str, int]:
     else --seed.
     """
     cfg_file = Path(args.checkpoint).parent / "config.json"
-    recorded = {}
-    if cfg_file.exists():
-        try:
-            recorded = json.loads(cfg_file.read_text())
-        except json.JSONDecodeError as err:
-            raise ValueError(f"{cfg_file}: not valid JSON ({err})") from None
-        if not isinstance(recorded, dict):
-            raise ValueError(f"{cfg_file}: expected a JSON object")
+    recorded = read_json_object(cfg_file, ValueError) if cfg_file.exists() else {}
     name = args.data if args.data is not None else recorded.get("data", "synthetic")
     if args.data_seed is not None:
         return name, args.data_seed
