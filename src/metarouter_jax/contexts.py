@@ -145,9 +145,9 @@ class Contexts:
             bad = _first(~np.isin(prefers_a, (0.0, 1.0)))
             raise ValueError(f"prefers_a must be boolean (0/1), got {prefers_a[bad]} at index {bad}")
         n = model_a.shape[-1]
-        _check_capacity(capacity)
         if n > capacity:
             raise ValueError(f"{n} feedbacks exceed the context capacity {capacity}")
+        _check_capacity(capacity)
         if query_emb.ndim != model_a.ndim + 1 or query_emb.shape[:-1] != model_a.shape:
             raise ValueError(f"query_emb must be {model_a.shape} + (D,), got {query_emb.shape}")
         if not np.all(np.isfinite(query_emb)):
