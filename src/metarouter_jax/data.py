@@ -113,7 +113,9 @@ class RoutingData:
         known_q = np.isfinite(qual)
         if np.any(qual[known_q] < 0) or np.any(qual[known_q] > 1):
             lo, hi = np.nanmin(qual), np.nanmax(qual)
-            raise DataError(f"quality must lie in [0, 1], got range [{lo:.4g}, {hi:.4g}]")
+            k = int(np.nonzero(((qual < 0) | (qual > 1)).any(axis=0))[0][0])
+            raise DataError(f"quality must lie in [0, 1] (rescale scores such as 1-10 ratings), got range "
+                            f"[{lo:.4g}, {hi:.4g}]; first out of range: model {model_names[k]!r}")
         known_c = np.isfinite(cst)
         if np.any(cst[known_c] < 0):
             k = int(np.nonzero((cst < 0).any(axis=0))[0][0])
