@@ -51,12 +51,12 @@ def test_train_then_eval(tmp_path, capsys, monkeypatch):
     loaded = []
     monkeypatch.setattr(cli, "load_data", lambda name, seed=0: loaded.append((name, seed)) or load_data(name, seed))
     assert main(["eval", str(out / "router"), "--users", "8", "--n-contexts", "0", "2", "--json",
-                 str(tmp_path / "eval.json")]) == 0
+                 str(tmp_path / "reports" / "eval.json")]) == 0                   # its folder is made
     assert loaded == [("synthetic", 7)]  # the training data and split, not --seed's (0)
     printed = capsys.readouterr().out
     assert "pair strategy: uniform" in printed and "pair strategy: informative" in printed
     assert "preference recovery" in printed and "bt_posterior" in printed
-    result = json.loads((tmp_path / "eval.json").read_text())
+    result = json.loads((tmp_path / "reports" / "eval.json").read_text())
     assert set(result["informative"]["best_fixed"]) == {"0", "2"}
     # A refused rerun (the checkpoints there are of another configuration) keeps the config.json
     # that describes router/.
@@ -79,6 +79,8 @@ def test_data_info_with_plot(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "frontier-xl" in out and "train" in out
     assert png.exists() and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert main(["data", "info", "synthetic", "--plot", str(tmp_path / "frontier")]) == 0   # no suffix: PNG
+    assert f"wrote {tmp_path / 'frontier.png'}" in capsys.readouterr().out and (tmp_path / "frontier.png").exists()
 
 
 def test_eval_loads_the_data_with_the_recorded_seed(tmp_path):

@@ -112,6 +112,9 @@ def test_feedback_file_to_contexts_names_the_problem(router, small_data, tmp_pat
     path.write_text(json.dumps({**BASE, "quality_a": 1.0, "cost_a": 0.002}) + "\n")
     ctx = contexts_from_jsonl(router, path, Embedder(small_data.embed_dim))
     assert int(ctx.count) == 1 and float(ctx.outcome_a[0, 0]) == 1.0
+    path.write_text(json.dumps(BASE) + "\n\n\n" + json.dumps({**BASE, "model_b": "gpt-5"}) + "\n")
+    with pytest.raises(KeyError, match="feedback.jsonl:4: unknown model 'gpt-5'"):   # the file's line, blanks counted
+        contexts_from_jsonl(router, path, Embedder(small_data.embed_dim))
 
 
 @pytest.mark.parametrize("field, values, message", [

@@ -14,7 +14,7 @@ import pytest
 import metarouter_jax as mr
 from metarouter_jax.cli import load_data, main
 from metarouter_jax.config import Hparams
-from metarouter_jax.sweep import sweep_hparams
+from metarouter_jax.sweep import SweepResult, best_router, sweep_hparams
 
 TINY_ARGS = ["num_steps=10", "chunk_steps=5", "tasks_per_step=4", "queries_per_task=8", "max_contexts=4",
              "hidden=16", "latent_dim=4", "query_dim=4", "valid_users=8", "calib_queries=32"]
@@ -42,6 +42,18 @@ def test_grid_is_seeds_times_product():
         sweep_hparams({}, [0.5])
     with pytest.raises(ValueError, match="learning_rate must be finite"):
         sweep_hparams({"learning_rate": [1e-3, float("nan")]}, [0])
+    with pytest.raises(ValueError, match=r"seeds repeat \(\[0, 1, 0\]\)"):
+        sweep_hparams({}, [0, 1, 0])
+    with pytest.raises(ValueError, match="grid axes repeat a value: .*learning_rate"):
+        sweep_hparams({"learning_rate": [1e-3, 1e-3]}, [0])
+
+
+def test_a_sweep_whose_every_configuration_diverged_has_no_best_router():
+    hparams, seeds = sweep_hparams({"learning_rate": [1e29, 1e30]}, [0])
+    result = SweepResult(None, None, None, seeds, hparams, ("learning_rate",), np.full(2, np.nan),
+                         np.full(2, -np.inf), {}, None, None)
+    with pytest.raises(ValueError, match="every configuration of the sweep diverged"):
+        best_router(result, None)
 
 
 def test_static_or_bad_grid_values_are_named(tmp_path):

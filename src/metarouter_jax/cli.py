@@ -119,12 +119,12 @@ def load_data(name_or_path: str, seed: int = 0):
     return load_dataset(name_or_path, seed=seed)
 
 
-def check_out(out: Path) -> None:
+def check_out(out: Path, option: str = "--out") -> None:
     """Raise unless `out` is a folder or can become one (no file at it or above it)."""
     for path in (out, *out.parents):
         if path.exists():
             if not path.is_dir():
-                raise ValueError(f"--out {out}: is a file" if path == out else f"--out {out}: {path} is a file")
+                raise ValueError(f"{option} {out}: is a file" if path == out else f"{option} {out}: {path} is a file")
             return
 
 
@@ -189,6 +189,8 @@ def cmd_eval(args) -> int:
     router = mr.MetaRouter.load(args.checkpoint)
     data_name, data_seed = eval_data_source(args)
     data = load_data(data_name, data_seed)
+    if args.json:  # before a long evaluation, not after it
+        check_out(Path(args.json).parent, "--json")
     profiles = None
     if args.profile:
         from metarouter_jax.profiles import make_profiles
@@ -293,6 +295,7 @@ def cmd_sweep(args) -> int:
             bar.close()
     print(f"swept in {time.time() - start:.0f} s")
     paths = sweep.write_tables(result, out)
+    (out / "sweep.png").unlink(missing_ok=True)  # an earlier sweep's, here: it would describe another grid
     if not args.no_plot:
         try:
             paths.append(sweep.plot_sweep(result, out / "sweep.png"))

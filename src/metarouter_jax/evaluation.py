@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -50,8 +52,15 @@ class EvalReport:
                 for s, methods in self.results.items()}
 
     def write_json(self, path) -> None:
-        with open(path, "w") as f:
-            json.dump(self.to_json(), f, indent=2)
+        """Write `to_json()` to `path` (its folder made if missing; a temporary file renamed into place)."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp")
+        try:
+            tmp.write_text(json.dumps(self.to_json(), indent=2))
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
 
     def table(self, strategy: str, metric: str = "normalized_utility") -> str:
         """A text table: methods x n for one pair strategy and metric."""
@@ -204,6 +213,6 @@ def evaluate(router, data: RoutingData, split: str = "test", n_contexts=DEFAULT_
         table.update({m: {n: metrics(flat[j]) for n in n_contexts} for j, m in enumerate(FLAT)})
         results[strategy] = table
     settings = {"split": split, "n_users": n_users, "n_queries": n_queries, "seed": seed, "beta": beta,
-                "flip": flip, "profile": profiles.name, "n_contexts": list(n_contexts),
+                "flip": flip, "profile": profiles.name, "n_contexts": sorted(set(n_contexts)),
                 "pool": pool_names}
     return EvalReport(results, settings)

@@ -51,6 +51,7 @@ def read_feedback(path: str | Path) -> list[dict]:
         for key in OUTCOME_KEYS:
             if key in record:
                 _check_outcome(f"{path}:{number}", key, record[key])
+        record["line"] = number
         records.append(record)
     return records
 
@@ -73,10 +74,10 @@ def contexts_from_jsonl(router, path: str | Path, embedder, capacity: int | None
     records = read_feedback(path)
     capacity = capacity or max(router.config.max_contexts, len(records))
     names = list(router.model_names)
-    for i, r in enumerate(records):
+    for r in records:
         for key in ("model_a", "model_b"):
             if r[key] not in names:
-                raise KeyError(f"feedback line {i + 1}: unknown model {r[key]!r}; the router knows {names}")
+                raise KeyError(f"{path}:{r['line']}: unknown model {r[key]!r}; the router knows {names}")
     means = router.model_means
     fill = lambda r, key, which, col: float(r.get(f"{key}_{which}", means[col][names.index(r[f'model_{which}'])]))  # noqa: E731
     emb = embedder.embed([r["query"] for r in records]) if records else np.zeros((0, router.info.embed_dim))

@@ -159,6 +159,8 @@ def plot_frontier(data: RoutingData, path: str | os.PathLike, split: str | None 
     ax.grid(True, which="both", alpha=0.3)
     fig.tight_layout()
     path = Path(path)
+    if not path.suffix:  # matplotlib would write PATH.png
+        path = path.with_suffix(".png")
     fig.savefig(path, dpi=120)
     return path
 

@@ -107,10 +107,15 @@ def sweep_hparams(hparam_grid: dict[str, Sequence[float] | float], seeds: Sequen
         raise ValueError("a sweep needs at least one seed")
     if not np.issubdtype(seeds.dtype, np.integer):
         raise ValueError(f"seeds must be integers, got {seeds.tolist()}")
+    if np.unique(seeds).size != seeds.size:
+        raise ValueError(f"seeds repeat ({seeds.tolist()}): a repeated seed trains the same configuration again")
     axes = {name: _axis(name, values) for name, values in hparam_grid.items()}
     empty = [name for name, values in axes.items() if values.size == 0]
     if empty:
         raise ValueError(f"grid axes without values: {empty}")
+    repeated = [name for name, values in axes.items() if np.unique(values).size != values.size]
+    if repeated:
+        raise ValueError(f"grid axes repeat a value: {[(n, axes[n].tolist()) for n in repeated]}")
     grid = Hparams.grid(**axes) if axes else Hparams.create()
     grid = jax.tree.map(lambda x: jnp.reshape(x, (-1,)), grid)                  # [G]
     per_seed = grid.batch_shape[0]
@@ -210,6 +215,10 @@ def best_router(result: SweepResult, data: RoutingData, *, companions: bool = Fa
     on_chunk: progress of the companions, as on_chunk(router_name, chunk, num_chunks, metrics).
     """
     i = result.best_index
+    if not np.isfinite(result.best_utility[i]):
+        raise ValueError(f"every configuration of the sweep diverged (no finite held-out utility; "
+                         f"learning rates {np.unique(np.asarray(result.hparams.learning_rate)).tolist()}): "
+                         "no router to keep")
     config, hparams, seed = result.config, result.hparams_at(i), int(result.seeds[i])
     params = {"metarouter": result.params_at(i)}
     history = {"metarouter": {k: v[i] for k, v in result.history.items()}}
