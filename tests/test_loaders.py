@@ -189,6 +189,7 @@ def test_routerbench_real_counts():
     assert len(train) + len(test) == 3178 - 14
     assert _counts(d, train)["mbpp"] == 299 and _counts(d, test)["winogrande"] == 380
     assert _counts(d, train)["arc-challenge"] + _counts(d, test)["arc-challenge"] == 1484 - 14
+    assert not any("not read" in note for note in d.notes)                         # every column accounted for
 
 
 def test_registry_names_and_detection():
@@ -483,9 +484,11 @@ def test_routerbench_official_pickle_layout(data_dir, tmp_path):
     models = [c[: -len("|total_cost")] for c in frame.columns if c.endswith("|total_cost")]
     for m in models:
         frame[f"{m}|model_response"] = "def f(): pass"
+    frame["mystery-13b"] = 1.0                                                     # scores without a price
     frame.to_pickle(tmp_path / "routerbench_0shot.pkl")
     data = load_routerbench(tmp_path / "routerbench_0shot.pkl", embeddings="compute", valid_fraction=0)
     assert data.num_queries == len(frame) and sorted(data.model_names) == sorted(models)
     assert set(data.splits) == {"train", "test"} and data.embed_dim == 384
+    assert any("['mystery-13b'] not read" in note for note in data.notes) and "mystery-13b" not in data.model_names
     np.testing.assert_array_equal(data.quality[:, data.model_index("gpt-4-1106-preview")],
                                   frame["gpt-4-1106-preview"].to_numpy(np.float32))

@@ -31,6 +31,7 @@ from metarouter_jax.loaders.llmrouter import reading
 
 COST_SUFFIX = "|total_cost"
 REQUIRED = ("sample_id", "prompt", "eval_name")
+NOT_SCORES = ("oracle_model_to_route_to", "Unnamed: 0")  # upstream columns that are not a model's scores
 QUESTION_EMBEDDINGS = "embeddings_minilm_l6_question.npz"
 FULL_EMBEDDINGS = "embeddings_minilm_l6.npz"
 
@@ -109,7 +110,9 @@ def _parse_table(rows: list[dict], source: str) -> tuple[dict, list[str]]:
     quality = np.array([[number(r[m], m, i) for m in models] for i, r in enumerate(rows)], np.float32)
     cost = np.array([[number(r[m + COST_SUFFIX], m + COST_SUFFIX, i) for m in models]
                      for i, r in enumerate(rows)], np.float32)
+    unread = [c for c in columns if isinstance(c, str) and "|" not in c and c not in (*REQUIRED, *NOT_SCORES, *models)]
     table = {
+        "unread": unread,  # e.g. a model's scores without its price: it cannot be routed
         "sample_id": [str(r["sample_id"]) for r in rows],
         "prompt": [str(r["prompt"]) for r in rows],
         "eval_name": [str(r["eval_name"]) for r in rows],
@@ -209,6 +212,10 @@ def load_routerbench(
     notes = []
     if (~usable).any():
         notes.append(f"{int((~usable).sum())} rows with fewer than 2 observed models left out of the splits")
+    unread = sorted({c for t in tables for c in t["unread"]})
+    if unread:
+        notes.append(f"column(s) {unread} not read: a model's scores are read only with its '<model>{COST_SUFFIX}' "
+                     "column")
     dup = len(ids) - len(set(ids))
     if dup:
         notes.append(f"{dup} repeated sample_id rows kept as separate queries (aligned with embeddings by position)")
