@@ -33,8 +33,14 @@ def test_vmap_over_seeds_and_hparams_matches_single_runs(small_data, tiny_config
         np.testing.assert_allclose(batched[i], flat(single.params), atol=1e-5)
 
 
-def test_chunked_run_equals_whole_run(small_data, tiny_config):
-    trainer = make_train(tiny_config, small_data)
+@pytest.fixture(scope="module")
+def tiny_trainer(small_data, tiny_config):
+    """One trainer for the tests that run the tiny config: its jitted chunk compiles once."""
+    return make_train(tiny_config, small_data)
+
+
+def test_chunked_run_equals_whole_run(tiny_trainer):
+    trainer = tiny_trainer
     hp = Hparams.create()
     whole, _ = jax.jit(trainer.train)(jax.random.key(3), hp)
     chunked, _ = run_training(trainer, jax.random.key(3), hp)
@@ -123,10 +129,10 @@ def test_family_weight_utility_counts_an_unknown_family_at_weight_one():
     np.testing.assert_allclose(u, np.exp([0.5, -0.5, 1.0, 0.0]) - 0.1, rtol=1e-6)
 
 
-def test_diverged_parameters_are_never_kept_as_best(small_data, tiny_config):
+def test_diverged_parameters_are_never_kept_as_best(tiny_trainer):
     """NaN parameters would still route (argmax picks the first model) and score finitely: the
     score is NaN instead, and the best parameters stay the last finite ones (here the initial)."""
-    trainer = make_train(tiny_config, small_data)
+    trainer = tiny_trainer
     state, history = run_training(trainer, jax.random.key(0), Hparams.create(learning_rate=1e30))
     assert np.isnan(history["loss"]).all() and np.isnan(history["valid_utility"]).all()
     assert state.best_score == -np.inf
