@@ -26,10 +26,10 @@ def test_overrides_are_parsed_and_checked():
     ("hidden=abc", "hidden=abc: expected an integer"),
     ("hidden=16.5", "hidden=16.5: expected an integer"),
     ("num_steps=20.0", "num_steps=20.0: expected an integer"),
-    ("lr=abc", "lr=abc: expected a number"),
+    ("lr=abc", "lr=abc: expected a finite number"),
     ("gaussian_encoder=1", "gaussian_encoder=1: expected true or false"),
-    ("beta_range=3", r"beta_range=3: expected two numbers \[lo, hi\]"),
-    ("frozen=policy", "frozen=policy: expected a list of names"),
+    ("beta_range=3", r"beta_range=3: expected two finite numbers \[lo, hi\]"),
+    ("frozen=policy", "frozen=policy: expected a list of network parts"),
 ])
 def test_overrides_of_the_wrong_type_name_the_setting(pair, expected):
     with pytest.raises(SystemExit, match=f"^error: {expected}"):

@@ -22,7 +22,7 @@ def test_defaults_and_round_trip_pass():
     (dict(hidden="16"), "hidden must be an integer, got '16'"),
     (dict(num_steps=20.0, chunk_steps=10), "num_steps must be an integer"),
     (dict(valid_users=True), "valid_users must be an integer"),
-    (dict(gaussian_encoder=1), "gaussian_encoder must be True or False"),
+    (dict(gaussian_encoder=1), "gaussian_encoder must be true or false"),
     (dict(profile=3), "profile must be a string"),
     (dict(beta_range=(-3.0, 0.0)), "beta_range must be two positive numbers lo <= hi"),
     (dict(beta_range=(30.0, 3.0)), "beta_range must be two positive numbers lo <= hi"),

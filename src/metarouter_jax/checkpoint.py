@@ -115,9 +115,7 @@ class TrainCheckpointer:
         marker = self._check_format()
         if not marker or (self._run is not None and "run" not in marker):  # the first save of this run
             marker = {"format_version": FORMAT_VERSION, **({"run": self._run} if self._run is not None else {})}
-            tmp = self.directory / f".{FORMAT_FILE}.tmp"
-            tmp.write_text(json.dumps(marker, indent=1))
-            os.replace(tmp, self.directory / FORMAT_FILE)
+            write_json(self.directory / FORMAT_FILE, marker, indent=1)
         self._manager.save(step, args=ocp.args.StandardSave(_to_storable(state)))
         self._manager.wait_until_finished()
 
@@ -196,6 +194,19 @@ def load_metadata(path: str | os.PathLike) -> dict:
     if not meta.is_file():
         raise CheckpointError(f"{path} is not a saved router: router.json is missing")
     return read_json_object(meta)
+
+
+def write_json(path: str | os.PathLike, obj, indent: int = 2) -> None:
+    """Write `obj` as JSON to `path` atomically (a temporary file beside it, then renamed; its
+    folder made if missing): a reader never sees half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        tmp.write_text(json.dumps(obj, indent=indent))
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def read_json_object(path: Path, error: type[Exception] = CheckpointError) -> dict:

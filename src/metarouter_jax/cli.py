@@ -17,37 +17,15 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import os
 import sys
 import time
 from pathlib import Path
 
-from metarouter_jax.checkpoint import CheckpointError, read_json_object
-from metarouter_jax.config import Hparams, TrainConfig
+from metarouter_jax.checkpoint import CheckpointError, read_json_object, write_json
+from metarouter_jax.config import Hparams, TrainConfig, expected_type
 from metarouter_jax.data import DataError
 
 ALIASES = {"lr": "learning_rate", "steps": "num_steps", "tasks": "tasks_per_step"}
-
-
-def _number(v) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool)
-
-
-def _range(v) -> bool:
-    return isinstance(v, tuple) and len(v) == 2 and all(map(_number, v))
-
-
-# What a value of each field type must look like: (description, test); str fields take the text as is.
-EXPECTED = {
-    "int": ("an integer", lambda v: isinstance(v, int) and not isinstance(v, bool)),
-    "float": ("a number", _number),
-    "jnp.ndarray": ("a number", _number),   # Hparams: one value per run (`sweep --grid` takes several)
-    "bool": ("true or false", lambda v: isinstance(v, bool)),
-    "tuple[float, float]": ("two numbers [lo, hi]", _range),
-    "tuple[float, float] | None": ("two numbers [lo, hi] or null", lambda v: v is None or _range(v)),
-    "tuple[str, ...]": ('a list of names, e.g. ["policy"]',
-                        lambda v: isinstance(v, tuple) and all(isinstance(x, str) for x in v)),
-}
 
 
 def setting_kind(pair: str) -> tuple[str, str, str]:
@@ -85,8 +63,8 @@ def parse_overrides(pairs: list[str]) -> tuple[dict, dict]:
             value = value if isinstance(value, str) else raw   # profile=linear, train_split=2024
         else:
             value = tuple(value) if isinstance(value, list) else value
-            expected, ok = EXPECTED.get(types[key], ("", lambda v: True))
-            if not ok(value):
+            expected = expected_type(types[key], value)
+            if expected:
                 raise SystemExit(f"error: {pair}: expected {expected}")
         (config if kind == "config" else hparams)[key] = value
     return config, hparams
@@ -126,16 +104,6 @@ def check_out(out: Path, option: str = "--out") -> None:
             if not path.is_dir():
                 raise ValueError(f"{option} {out}: is a file" if path == out else f"{option} {out}: {path} is a file")
             return
-
-
-def write_json(path: Path, obj) -> None:
-    """Write `obj` as JSON atomically: a temporary file beside `path`, then os.replace."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        tmp.write_text(json.dumps(obj, indent=2))
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def cmd_train(args) -> int:

@@ -23,7 +23,6 @@ FREEZABLE = ("encoder", "policy", "profile_embedding", "profile_head")
 FROZEN_WHEN_WARM = ("policy", "profile_embedding")  # the known router's parts a warm-started MetaRouter keeps
 POSITIVE_INTS = ("num_steps", "chunk_steps", "tasks_per_step", "queries_per_task", "max_contexts",
                  "hidden", "latent_dim", "query_dim", "valid_users", "calib_queries")
-RANGES = ("log10_lam_range", "beta_range")
 
 
 def _is_int(x) -> bool:
@@ -34,33 +33,35 @@ def _is_number(x) -> bool:
     return (_is_int(x) or isinstance(x, (float, np.floating))) and bool(np.isfinite(x))
 
 
+def expected_type(kind: str, value) -> str | None:
+    """What a value of a field annotated `kind` must be, or None when `value` is one. TrainConfig
+    checks its fields with it, and the command line its `key=value` overrides."""
+    if kind.startswith("tuple[float, float]"):  # a (lo, hi) range, optional where "| None"
+        ok = (value is None and kind.endswith("None")) or (
+            isinstance(value, (tuple, list)) and len(value) == 2 and all(map(_is_number, value)))
+        return None if ok else "two finite numbers [lo, hi]"
+    if kind == "tuple[str, ...]":
+        ok = isinstance(value, (tuple, list)) and all(isinstance(v, str) for v in value)
+        return None if ok else "a list of network parts, e.g. ['policy']"
+    tests = {"int": (_is_int, "an integer"), "float": (_is_number, "a finite number"),
+             "jnp.ndarray": (_is_number, "a finite number"),  # one Hparams value per run
+             "bool": (lambda v: isinstance(v, (bool, np.bool_)), "true or false"),
+             "str": (lambda v: isinstance(v, str), "a string")}
+    test, text = tests.get(kind, (lambda v: True, ""))
+    return None if test(value) else text
+
+
 def _check_types(config: TrainConfig) -> None:
-    """Each field has its annotated type (ints are ints, not 2.5 or "16"); ranges become tuples."""
+    """Each field has its annotated type (ints are ints, not 2.5 or "16"); lists become tuples."""
     for field in dataclasses.fields(config):
         name, value, kind = field.name, getattr(config, field.name), field.type
-        if name in RANGES:
-            if value is None and name == "log10_lam_range":
-                continue
-            if not isinstance(value, (tuple, list)) or len(value) != 2 or not all(map(_is_number, value)):
-                raise ValueError(f"{name} must be two finite numbers (lo, hi), got {value!r}")
+        expected = expected_type(kind, value)
+        if expected:
+            raise ValueError(f"{name} must be {expected}, got {value!r}")
+        if isinstance(value, list):
             object.__setattr__(config, name, tuple(value))
-        elif name == "frozen":
-            if isinstance(value, str) or not isinstance(value, (tuple, list)) \
-                    or not all(isinstance(v, str) for v in value):
-                raise ValueError(f"frozen must be a list of network parts, e.g. ('policy',), got {value!r}")
-            object.__setattr__(config, name, tuple(value))
-        elif kind == "int":
-            if not _is_int(value):
-                raise ValueError(f"{name} must be an integer, got {value!r}")
-            object.__setattr__(config, name, int(value))  # numpy ints -> int, for JSON
-        elif kind == "float":
-            if not _is_number(value):
-                raise ValueError(f"{name} must be a finite number, got {value!r}")
-            object.__setattr__(config, name, float(value))
-        elif kind == "bool" and not isinstance(value, (bool, np.bool_)):
-            raise ValueError(f"{name} must be True or False, got {value!r}")
-        elif kind == "str" and not isinstance(value, str):
-            raise ValueError(f"{name} must be a string, got {value!r}")
+        elif kind in ("int", "float"):  # numpy numbers -> Python's, for JSON
+            object.__setattr__(config, name, int(value) if kind == "int" else float(value))
 
 
 @dataclasses.dataclass(frozen=True)

@@ -18,15 +18,12 @@ mean cost (USD) of the routed answers.
 from __future__ import annotations
 
 import dataclasses
-import json
-import os
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from metarouter_jax import adaptation, baselines
+from metarouter_jax import adaptation, baselines, checkpoint
 from metarouter_jax.contexts import (ACTIVE_STRATEGIES, PAIR_STRATEGIES, PairSource, sample_active_contexts,
                                      sample_contexts)
 from metarouter_jax.data import RoutingData
@@ -52,15 +49,8 @@ class EvalReport:
                 for s, methods in self.results.items()}
 
     def write_json(self, path) -> None:
-        """Write `to_json()` to `path` (its folder made if missing; a temporary file renamed into place)."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp")
-        try:
-            tmp.write_text(json.dumps(self.to_json(), indent=2))
-            os.replace(tmp, path)
-        finally:
-            tmp.unlink(missing_ok=True)
+        """Write `to_json()` to `path` (its folder made if missing; atomically)."""
+        checkpoint.write_json(path, self.to_json())
 
     def table(self, strategy: str, metric: str = "normalized_utility") -> str:
         """A text table: methods x n for one pair strategy and metric."""
