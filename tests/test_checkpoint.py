@@ -2,9 +2,14 @@
 
 import dataclasses
 import json
+import os
 import shutil
+import socket
+import subprocess
+import sys
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -147,3 +152,37 @@ def test_missing_and_corrupt_checkpoints(trained_router, small_data, tmp_path):
     (tmp_path / "r4" / "router.json").write_text(json.dumps(meta))
     with pytest.raises(CheckpointError, match="format version 1.*must be retrained"):
         mr.MetaRouter.load(tmp_path / "r4")
+
+
+def test_a_killed_save_is_cleaned_up_and_its_router_found(trained_router, tmp_path):
+    path = tmp_path / "router"
+    trained_router.save(path)
+    done = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead, host = int(done.stdout), socket.gethostname()
+    # A save killed between moving the old router aside and moving the new one in: both folders stay.
+    half_written = tmp_path / f".router.new.{host}.{dead}.abc"
+    (half_written / "arrays").mkdir(parents=True)
+    aside = tmp_path / f".router.old.{host}.{dead}.def"
+    aside.mkdir()
+    os.replace(path, aside / "router")
+    running = tmp_path / f".router.new.{host}.{os.getpid()}.ghi"   # a save still running: left alone
+    running.mkdir()
+    with pytest.raises(CheckpointError, match=f"no saved router.*killed left the router it was replacing in {aside / 'router'}"):
+        mr.MetaRouter.load(path)
+    os.replace(aside / "router", path)                             # as the message says
+    mr.MetaRouter.load(path)
+    trained_router.save(path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["router", running.name])
+
+
+def test_training_checkpoints_drop_the_temporary_folder_of_a_killed_step(tmp_path):
+    state = {"kernel": jnp.ones((3, 2))}
+    ckpt = TrainCheckpointer(tmp_path / "ck", every=1)
+    ckpt.save(1, state)
+    ckpt.close()
+    (tmp_path / "ck" / "7.orbax-checkpoint-tmp").mkdir()          # what a step killed mid-save leaves
+    ckpt = TrainCheckpointer(tmp_path / "ck", every=1)
+    assert ckpt.latest_step() == 1
+    ckpt.save(2, state)                                            # removed (at the latest) by the next save
+    assert sorted(p.name for p in (tmp_path / "ck").iterdir()) == ["1", "2", checkpoint.FORMAT_FILE]
+    ckpt.close()

@@ -5,8 +5,11 @@ against a template of the same structure, so a checkpoint from another configura
 damaged one is reported as such instead of loading garbage. Writes are atomic: orbax
 commits a step only when it is complete, and a router directory is written beside its
 final name and renamed into place (a router already there is moved aside first and deleted
-only once the new one is in place). A training checkpoint directory records the run that
-wrote it (`TrainCheckpointer.bind_run`) and refuses to resume another.
+only once the new one is in place). A process killed mid-save leaves only temporary folders
+(named after its host and process id), which the next save of the same router or training
+directory removes; a router moved aside by a killed save is named when loading finds nothing
+at its path. A training checkpoint directory records the run that wrote it
+(`TrainCheckpointer.bind_run`) and refuses to resume another.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import socket
 import tempfile
 from pathlib import Path
 
@@ -71,7 +75,8 @@ class TrainCheckpointer:
     def __init__(self, directory: str | os.PathLike, every: int, keep: int = 3):
         self.directory = Path(directory).absolute()
         self.every = every
-        options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True)
+        # cleanup_tmp_directories: a step whose save was killed leaves an orbax temporary folder
+        options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True, cleanup_tmp_directories=True)
         self._manager = ocp.CheckpointManager(self.directory, options=options)
         self._run = None
 
@@ -162,18 +167,51 @@ def _differences(saved: dict, now: dict, limit: int = 4) -> str:
     return "; ".join(found[:limit]) + more
 
 
+def _temp_dir(path: Path, kind: str) -> Path:
+    """A new temporary folder beside `path` for a save in progress ("new": the router being
+    written, "old": the router it replaces), named after this host and process so that a later
+    save can tell the folders of a killed save from those of a running one."""
+    return Path(tempfile.mkdtemp(prefix=f".{path.name}.{kind}.{socket.gethostname()}.{os.getpid()}.",
+                                 dir=path.parent))
+
+
+def _dead_saves(path: Path, kind: str) -> list[Path]:
+    """Temporary folders of `kind` beside `path` left by saves on this host whose process is gone
+    (killed mid-save: nothing else removes them)."""
+    prefix = f".{path.name}.{kind}.{socket.gethostname()}."
+    found = []
+    for entry in path.parent.iterdir() if path.parent.is_dir() else ():
+        pid = entry.name[len(prefix):].split(".")[0] if entry.name.startswith(prefix) else ""
+        if pid.isdigit() and entry.is_dir() and not _process_alive(int(pid)):
+            found.append(entry)
+    return found
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
 def save_tree(path: str | os.PathLike, tree, metadata: dict) -> None:
-    """Write `tree` and a JSON `metadata` to directory `path` atomically (tmp dir + rename)."""
+    """Write `tree` and a JSON `metadata` to directory `path` atomically (tmp dir + rename).
+
+    Temporary folders that killed saves of the same `path` left behind are removed once the new
+    router is in place."""
     path = Path(path).absolute()
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    tmp = _temp_dir(path, "new")
     aside = None  # a router already at `path`, moved aside (not deleted) until the new one is in place
     try:
         with ocp.StandardCheckpointer() as ckpt:
             ckpt.save(tmp / "arrays", _to_storable(tree))
         (tmp / "router.json").write_text(json.dumps(metadata, indent=2))
         if path.exists():
-            aside = Path(tempfile.mkdtemp(prefix=f".{path.name}.old.", dir=path.parent)) / path.name
+            aside = _temp_dir(path, "old") / path.name
             os.replace(path, aside)
         os.replace(tmp, path)
     except BaseException:
@@ -184,13 +222,19 @@ def save_tree(path: str | os.PathLike, tree, metadata: dict) -> None:
     finally:
         if aside is not None:
             shutil.rmtree(aside.parent, ignore_errors=True)
+    for leftover in _dead_saves(path, "new") + _dead_saves(path, "old"):
+        shutil.rmtree(leftover, ignore_errors=True)
 
 
 def load_metadata(path: str | os.PathLike) -> dict:
     path = Path(path)
     meta = path / "router.json"
     if not path.is_dir():
-        raise CheckpointError(f"no saved router at {path} (not a directory)")
+        kept = [old / path.name for old in _dead_saves(path.absolute(), "old")
+                if (old / path.name / "router.json").is_file()]
+        hint = (f"; a save that was killed left the router it was replacing in {kept[0]}: move that "
+                f"folder to {path} to use it" if kept else "")
+        raise CheckpointError(f"no saved router at {path} (not a directory){hint}")
     if not meta.is_file():
         raise CheckpointError(f"{path} is not a saved router: router.json is missing")
     return read_json_object(meta)
