@@ -1,7 +1,7 @@
 """Where a meta-step's time goes: HLO composition of the compiled step and timed ablations.
 
     python benchmarks/profile_step.py [--tasks 32] [--chunk-steps 20] [--prng unsafe_rbg]
-        [--only baseline,none,...] [--ops-only] [--trace DIR]
+        [--only baseline,none,...] [--ops-only] [--sweep 16] [--trace DIR]
 
 1. The compiled meta-step at default sizes: XLA's FLOPs and bytes, the matmuls (shapes and
    their share of the FLOPs), and what the remaining instructions are (random-bit
@@ -14,7 +14,8 @@
 4. Thread time of the compiled step by kind of instruction (library matmuls, XLA's own dots,
    random-number generation, sort, copies, the rest), from a jax.profiler trace: XLA's CPU
    runtime records one event per executed HLO instruction, named as in the compiled HLO.
-   --ops-only runs this part alone.
+   --ops-only runs this part alone. --sweep S does it instead for the sweep benchmark's step
+   (S small configurations vmapped) and for one run with as many tasks per step.
 5. --trace DIR: a jax.profiler trace of a few chunks (open with TensorBoard / xprof).
 
 Data: synthetic_data(seed=0).
@@ -143,6 +144,52 @@ def op_profile(compiled, operands, calls: int = 20) -> dict:
             "instructions": {k: round(v) for k, v in count.items()}}
 
 
+def step_report(step, operands, label: str) -> None:
+    """Print a jitted step's compile time, XLA's counts, its matmuls and its thread time by
+    instruction kind (`op_profile`) against its wall time."""
+    compiled, compile_s, flops = compile_timed(step, *operands)
+    cost = compiled.cost_analysis()
+    cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+    comp = hlo_composition(compiled)
+    print(f"{label}: compile {compile_s:.1f} s; XLA {flops / 1e6:.0f} MFLOP, "
+          f"{cost.get('bytes accessed', 0) / 1e6:.0f} MB accessed, {cost.get('transcendentals', 0) / 1e6:.2f} M "
+          f"transcendentals; matmuls {comp['dot_flops'] / 1e6:.0f} MFLOP in {comp['dots']} dots "
+          f"({comp['dot_flops'] / flops:.0%} of XLA's count)")
+    print(f"  {comp['instructions']} instructions, {comp['fusions']} fusions, {comp['gathers']} gathers, "
+          f"{comp['scatters']} scatters, {comp['threefry_bit_ops']} xor/shift/or (threefry)")
+    print(f"  most frequent: {comp['top_ops']}")
+    print(f"  largest matmuls: {[(d['lhs'], d['out'], d['flops']) for d in comp['largest_dots']]}")
+
+    ops = op_profile(compiled, operands)
+    total = sum(ops["ms"].values())
+    if not total:
+        print("  no per-instruction events in the trace: this JAX/XLA runtime does not record them")
+    wall = 1e3 * median_time(compiled, *operands, repeats=20)[0]
+    print(f"  thread time by instruction kind: {total:.2f} ms per step on {ops['threads']} threads "
+          f"(wall {wall:.2f} ms; {flops / wall / 1e6:.1f} GFLOP/s)")
+    for kind, ms in ops["ms"].items():
+        print(f"  {ms:7.2f} ms {ms / total:6.1%} {ops['instructions'][kind]:6d} instructions  {kind}")
+
+
+def sweep_step_profile(data, size: int) -> None:
+    """`step_report` for the sweep benchmark's meta-step: `size` configurations of its small
+    config (bench_sweep.SMALL, T = 8) vmapped as `run_sweep` vmaps them, beside one run of as
+    many tasks per step (T = 8 x size), to tell what vmapping configurations costs."""
+    from bench_sweep import SMALL, configurations
+
+    trainer = make_train(SMALL, data)
+    keys, hparams = configurations(size)
+    states = jax.vmap(trainer.jit_init)(keys, hparams)
+    step = jax.jit(jax.vmap(lambda a, s, h: trainer.bind(a).meta_step(s, h), in_axes=(None, 0, 0)))
+    step_report(step, (trainer.data_args(), states, hparams),
+                f"sweep meta-step, {size} configurations x {SMALL.tasks_per_step} tasks")
+    one = make_train(SMALL.replace(tasks_per_step=size * SMALL.tasks_per_step), data)
+    single = jax.tree.map(lambda x: x[0], hparams)
+    step = jax.jit(lambda a, s, h: one.bind(a).meta_step(s, h))
+    step_report(step, (one.data_args(), one.jit_init(keys[0], single), single),
+                f"one run's meta-step, {size * SMALL.tasks_per_step} tasks")
+
+
 def breakdown(trainer, hparams, repeats: int) -> dict:
     """Milliseconds of the pieces of one meta-step's work for T users, each jitted alone."""
     keys = jax.random.split(jax.random.key(2), trainer.config.tasks_per_step)
@@ -193,37 +240,22 @@ def main() -> None:
                                                      "(unsafe_rbg was 3x slower on CPU)")
     parser.add_argument("--only", default=None, help="comma-separated variants")
     parser.add_argument("--ops-only", action="store_true", help="only the step's thread time by instruction kind")
+    parser.add_argument("--sweep", type=int, default=0, metavar="S",
+                        help="only the thread time of the sweep benchmark's step: S vmapped small configurations "
+                             "against one run of S x 8 tasks")
     parser.add_argument("--trace", default=None, help="write a jax.profiler trace of the baseline here")
     args = parser.parse_args()
     data = load_bench_data()
     hparams = Hparams.create()
     base = TrainConfig(tasks_per_step=args.tasks, chunk_steps=args.chunk_steps, num_steps=20 * args.chunk_steps)
 
+    if args.sweep:
+        sweep_step_profile(data, args.sweep)
+        return
     trainer = make_train(base, data)
     state = trainer.jit_init(jax.random.key(0), hparams)
     step = jax.jit(lambda a, s, h: trainer.bind(a).meta_step(s, h))
-    compiled, compile_s, flops = compile_timed(step, trainer.data_args(), state, hparams)
-    cost = compiled.cost_analysis()
-    cost = cost[0] if isinstance(cost, (list, tuple)) else cost
-    comp = hlo_composition(compiled)
-    print(f"meta-step, {args.tasks} tasks: compile {compile_s:.1f} s; XLA {flops / 1e6:.0f} MFLOP, "
-          f"{cost.get('bytes accessed', 0) / 1e6:.0f} MB accessed, {cost.get('transcendentals', 0) / 1e6:.2f} M "
-          f"transcendentals; matmuls {comp['dot_flops'] / 1e6:.0f} MFLOP in {comp['dots']} dots "
-          f"({comp['dot_flops'] / flops:.0%} of XLA's count)")
-    print(f"  {comp['instructions']} instructions, {comp['fusions']} fusions, {comp['gathers']} gathers, "
-          f"{comp['scatters']} scatters, {comp['threefry_bit_ops']} xor/shift/or (threefry)")
-    print(f"  most frequent: {comp['top_ops']}")
-    print(f"  largest matmuls: {[(d['lhs'], d['out'], d['flops']) for d in comp['largest_dots']]}")
-
-    ops = op_profile(compiled, (trainer.data_args(), state, hparams))
-    total = sum(ops["ms"].values())
-    if not total:
-        print("  no per-instruction events in the trace: this JAX/XLA runtime does not record them")
-    wall = 1e3 * median_time(compiled, trainer.data_args(), state, hparams, repeats=20)[0]
-    print(f"  thread time by instruction kind: {total:.2f} ms per step on {ops['threads']} threads "
-          f"(wall {wall:.2f} ms)")
-    for kind, ms in ops["ms"].items():
-        print(f"  {ms:7.2f} ms {ms / total:6.1%} {ops['instructions'][kind]:6d} instructions  {kind}")
+    step_report(step, (trainer.data_args(), state, hparams), f"meta-step, {args.tasks} tasks")
     if args.ops_only:
         return
 
