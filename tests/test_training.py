@@ -190,3 +190,11 @@ def test_training_users_noise_spans_its_prior(tiny_trainer):
     assert 0.0 <= flip.min() < 0.01 and 0.19 < flip.max() <= 0.2 and abs(flip.mean() - 0.1) < 0.005
     assert lo <= beta.min() and beta.max() <= hi
     assert abs(np.log(beta).mean() - 0.5 * (np.log(lo) + np.log(hi))) < 0.03
+
+
+def test_early_stopping_score_is_the_routed_normalised_utility(trained_router):
+    """The validation score that picks the kept parameters is the normalised utility of argmax
+    routing (1 = oracle, 0 = random): clearly positive for a router that learned, at most 1."""
+    for name in ("known", "metarouter"):
+        best = trained_router.best_valid_utility[name]
+        assert 0.3 < best <= 1.0, (name, best)
