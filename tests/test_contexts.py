@@ -288,3 +288,33 @@ def test_pairs_without_two_allowed_models_are_left_out():
                                                        scale=1.0, beta=10.0, flip=0.0,
                                                        next_target=lambda c: 1.0))(keys)
     assert not bool(active.mask.any())
+
+
+def test_informative_pairs_stay_in_the_pool(small_data):
+    """Both models of an informative (trade-off) pair are in the pool: with three of five models
+    allowed, every pair drawn is among them, and nearly all are still trade-offs."""
+    arrays = RoutingArrays.from_data(small_data)
+    source = PairSource.build(arrays, small_data.split("train"))
+    pool = np.array([True, False, True, False, True])
+    keys = jax.random.split(jax.random.key(5), 2000)
+    targets = jax.random.uniform(jax.random.key(6), (2000,), minval=0.0, maxval=3.5)
+    q, a, b = (np.asarray(x) for x in jax.vmap(sample_pair, in_axes=(0, None, None, None, None, 0))(
+        keys, arrays, source, jnp.asarray(pool), True, targets))
+    assert pool[a].all() and pool[b].all() and (a != b).all()
+    quality, cost = np.asarray(arrays.quality), np.asarray(arrays.cost)
+    dq, dc = quality[q, a] - quality[q, b], cost[q, a] - cost[q, b]
+    assert np.mean(dq * dc > 0) > 0.9
+
+
+def test_from_feedback_carries_each_answers_own_outcomes(small_data):
+    """Each context holds its query's embedding and family and the logged quality and standardised
+    log10 cost of answer a and of answer b (each its own model's), in the simulator's units."""
+    query, a, b = np.array([5, 17, 42]), np.array([0, 4, 2]), np.array([3, 1, 4])
+    ctx = mr.Contexts.from_feedback(small_data, query, a, b, [True, False, True], capacity=4)
+    arrays = RoutingArrays.from_data(small_data)
+    for side, models in (("outcome_a", a), ("outcome_b", b)):
+        expected = np.stack([np.asarray(arrays.quality)[query, models], np.asarray(arrays.log_cost)[query, models]], -1)
+        np.testing.assert_allclose(np.asarray(getattr(ctx, side))[:3], expected, rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(np.asarray(ctx.query_emb)[:3], small_data.embeddings[query])
+    np.testing.assert_array_equal(np.asarray(ctx.family)[:3], small_data.family[query])
+    np.testing.assert_array_equal(np.asarray(ctx.model_b)[:3], b)

@@ -98,3 +98,65 @@ def test_queries_the_pool_cannot_answer_are_left_out(trained_router, small_data)
         mr.evaluate(trained_router, data, n_users=4, n_contexts=(0,), pool=[0, 1])
     with pytest.raises(ValueError, match="n_users must be >= 1"):
         mr.evaluate(trained_router, small_data, n_users=0, n_contexts=(0,))
+
+
+def _with_test_outcomes(small_data, edit):
+    quality, cost = small_data.quality.copy(), small_data.cost.copy()
+    edit(quality, cost, small_data.split("test"))
+    return mr.RoutingData.create(small_data.embeddings, quality, cost, small_data.family,
+                                 model_names=small_data.model_names, family_names=small_data.family_names,
+                                 splits=small_data.splits)
+
+
+def test_metrics_on_a_pool_where_one_model_dominates(trained_router, small_data):
+    """Pool {0, 1} where model 0 is better AND cheaper on every test query: for every user it is the
+    per-query oracle, so the best fixed model's normalised utility is exactly 1, and the reported
+    quality and cost are those of the answers routed to (random: the mean of the two)."""
+    def edit(quality, cost, test):
+        quality[test, 0], cost[test, 0] = 1.0, 1e-4
+        quality[test, 1], cost[test, 1] = 0.0, 1e-2
+    data = _with_test_outcomes(small_data, edit)
+    table = mr.evaluate(trained_router, data, n_users=4, n_contexts=(0, 2), strategies=("uniform",),
+                        pool=[0, 1]).results["uniform"]
+    fixed, rand = table["best_fixed"][0], table["random"][0]
+    assert fixed["normalized_utility"] == pytest.approx(1.0, abs=1e-4)
+    assert (fixed["quality"], fixed["cost"]) == (pytest.approx(1.0), pytest.approx(1e-4, rel=1e-4))
+    assert (rand["quality"], rand["cost"]) == (pytest.approx(0.5), pytest.approx(0.5 * (1e-4 + 1e-2), rel=1e-4))
+    for method, by_n in table.items():
+        for m in by_n.values():
+            assert m["normalized_utility"] <= 1.0 + 1e-4, (method, m)   # no one beats the per-query oracle
+
+
+def test_every_method_routes_inside_a_one_model_pool(trained_router, small_data):
+    """With a pool of one model every method must answer every query with it: each method's quality
+    and cost are that model's means over the test queries."""
+    test = small_data.split("test")
+    k = small_data.model_names.index("mathstral-13b")
+    table = mr.evaluate(trained_router, small_data, n_users=4, n_contexts=(0, 2), strategies=("uniform",),
+                        pool=[k]).results["uniform"]
+    quality, cost = small_data.quality[test, k].mean(), small_data.cost[test, k].mean()
+    for method, by_n in table.items():
+        for n, m in by_n.items():
+            assert (m["quality"], m["cost"]) == (pytest.approx(quality, rel=1e-4), pytest.approx(cost, rel=1e-4)), \
+                (method, n)
+
+
+def test_each_plug_in_reports_its_own_estimate(report):
+    """The MLE, posterior-mean and noise-marginal plug-ins coincide only with no contexts: with 8,
+    each row is its own estimator's (not a copy of another's)."""
+    for table in report.results.values():
+        rows = [tuple(table[m][8].values()) for m in ("bt_mle", "bt_posterior", "bt_marginal", "bt_bayes")]
+        assert len(set(rows)) == len(rows), rows
+
+
+def test_bt_marginal_is_told_the_training_flip_prior(trained_router, small_data, monkeypatch):
+    """bt_marginal averages over the MetaRouter's training noise prior: beta_range and flip_max."""
+    from metarouter_jax import evaluation
+    seen = []
+    real = evaluation.baselines.noise_quadrature
+    monkeypatch.setattr(evaluation.baselines, "noise_quadrature", lambda *a, **k: seen.append(a) or real(*a, **k))
+    mr.evaluate(trained_router, small_data, n_users=1, n_contexts=(0,), strategies=("uniform",))
+    assert trained_router.config.label_flips
+    (beta_range, flip_max), = seen
+    assert tuple(beta_range) == tuple(trained_router.config.beta_range)
+    assert flip_max == pytest.approx(float(trained_router.hparams.flip_max)) and flip_max > 0

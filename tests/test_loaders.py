@@ -492,3 +492,35 @@ def test_routerbench_official_pickle_layout(data_dir, tmp_path):
     assert any("['mystery-13b'] not read" in note for note in data.notes) and "mystery-13b" not in data.model_names
     np.testing.assert_array_equal(data.quality[:, data.model_index("gpt-4-1106-preview")],
                                   frame["gpt-4-1106-preview"].to_numpy(np.float32))
+
+
+def test_routerbench_small_folder_reads_each_models_score_and_cost(tmp_path):
+    """Scores come from the '<model>' columns and costs from '<model>|total_cost', matched by model
+    name (models sorted, whatever the column order)."""
+    rb = tmp_path / "routerbench"
+    rb.mkdir()
+    header = "sample_id,prompt,eval_name,b,a,b|total_cost,a|total_cost\n"
+    for part, ids in (("x_train", range(0, 4)), ("x_test", range(4, 8))):
+        rows = "".join(f"{i},['q{i}'],fam{i % 2},{i % 2}.0,1.0,0.00{i + 1},0.0{i + 1}\n" for i in ids)
+        (rb / f"{part}.csv").write_text(header + rows)
+    np.savez(rb / "embeddings_minilm_l6_question.npz",
+             x_train_ids=np.arange(4).astype(str), x_train_emb=np.ones((4, 8), np.float16),
+             x_test_ids=np.arange(4, 8).astype(str), x_test_emb=np.ones((4, 8), np.float16))
+    d = load_routerbench(rb, valid_fraction=0)
+    assert d.model_names == ("a", "b") and d.num_queries == 8
+    i = np.argsort([int(q) for q in d.query_ids])                     # rows by sample_id
+    np.testing.assert_allclose(d.quality[i], np.stack([np.ones(8), np.arange(8) % 2], 1))
+    np.testing.assert_allclose(d.cost[i], np.stack([0.01 * (np.arange(8) + 1), 0.001 * (np.arange(8) + 1)], 1),
+                               rtol=1e-6)
+
+
+def test_llmrouter_score_outside_the_unit_interval_is_refused(tmp_path):
+    bad = _llmrouter_folder(tmp_path, train=[{"question": "What is two plus two?", "scores": {"a": 1.5, "b": 0.0}}])
+    with pytest.raises(DataError, match=r"item 0: score 1.5 for model 'a' is outside \[0, 1\]"):
+        load_llmrouter(bad)
+
+
+def test_routellm_gsm8k_reads_numeric_booleans(tmp_path):
+    rows = [["Q one two", "1.0", "0.0", "a b", "a b c"], ["Q three", "0", "1", "x", "y"]]
+    d = load_routellm(_gsm_folder(tmp_path, rows))
+    assert d.quality.tolist() == [[0.0, 1.0], [1.0, 0.0]]

@@ -225,3 +225,41 @@ def test_dense_is_nnx_linear_with_its_kernel_transposed():
     weights = jnp.array([1.0, 0.0, 0.5, 2.0, 0.0, 0.0, 1.0])
     for w in (weights, jnp.zeros(7)):
         np.testing.assert_allclose(dense.weighted_sum(x[0], w), (w[:, None] * dense(x[0])).sum(0), rtol=1e-5, atol=1e-5)
+
+
+def _context_nll(trainer, params, ctx, latent):
+    encoder = nnx.merge(trainer.graphdef, params).encoder
+    return adaptation.pairwise_nll(encoder, ctx, trainer.arrays.descriptors, latent)
+
+
+def test_pairwise_nll_is_low_where_labels_agree_with_the_utility_head(atom_setup):
+    """The Bradley-Terry NLL of label y on logit v(a) - v(b): below log 2 when every label agrees with
+    the head's sign, above it when every label disagrees; the mean over the valid contexts."""
+    trainer, params, contexts = atom_setup
+    ctx, desc = one(contexts, 1), trainer.arrays.descriptors                       # 5 of 8 valid
+    encoder = nnx.merge(trainer.graphdef, params).encoder
+    z = adaptation.posterior_weights(trainer.graphdef, params, ctx, desc, trainer.atoms) @ trainer.atoms.features
+    logits = np.asarray(adaptation.pairwise_logits(encoder, ctx, desc, z))
+    assert np.all(np.abs(logits) > 1e-6)
+    agree = ctx.replace(label=jnp.asarray(logits > 0, jnp.float32))
+    disagree = ctx.replace(label=jnp.asarray(logits < 0, jnp.float32))
+    valid = np.asarray(ctx.mask)
+    np.testing.assert_allclose(float(_context_nll(trainer, params, agree, z)),
+                               np.log1p(np.exp(-np.abs(logits)))[valid].mean(), rtol=1e-5)
+    np.testing.assert_allclose(float(_context_nll(trainer, params, disagree, z)),
+                               np.log1p(np.exp(np.abs(logits)))[valid].mean(), rtol=1e-5)
+
+
+def test_inner_steps_lower_the_context_nll(setup):
+    """Refinement (meta-SGD on the latent, or on the atom logits) descends the context NLL."""
+    trainer, params, contexts = setup
+    ctx, desc = one(contexts, 2), trainer.arrays.descriptors
+    if trainer.atoms is None:
+        mean, _ = adaptation.encode(trainer.graphdef, params, ctx, desc)
+        refined = adaptation.refine(trainer.graphdef, params, ctx, desc, mean, 2)
+        before, after = _context_nll(trainer, params, ctx, mean), _context_nll(trainer, params, ctx, refined)
+    else:
+        feats = lambda steps: adaptation.posterior_weights(trainer.graphdef, params, ctx, desc, trainer.atoms,  # noqa: E731
+                                                           steps) @ trainer.atoms.features
+        before, after = _context_nll(trainer, params, ctx, feats(0)), _context_nll(trainer, params, ctx, feats(2))
+    assert float(after) < float(before) - 1e-6, (float(before), float(after))
