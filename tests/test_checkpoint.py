@@ -186,3 +186,22 @@ def test_training_checkpoints_drop_the_temporary_folder_of_a_killed_step(tmp_pat
     ckpt.save(2, state)                                            # removed (at the latest) by the next save
     assert sorted(p.name for p in (tmp_path / "ck").iterdir()) == ["1", "2", checkpoint.FORMAT_FILE]
     ckpt.close()
+
+
+def test_arrays_of_another_dtype_are_refused(tmp_path):
+    """Restored arrays are compared with the template as saved: orbax, given a target, casts to the
+    target's dtypes, which let a float32 checkpoint load as float16 or int32 without a word."""
+    tree = {"w": np.full((3, 2), 1.1, np.float32), "b": np.zeros(2, np.float32)}
+    checkpoint.save_tree(tmp_path / "t", tree, {})
+    for other in ({"w": np.ones((3, 2), np.float16), "b": np.zeros(2, np.float32)},
+                  {"w": np.ones((3, 2), np.float32), "b": np.zeros(2, np.int32)}):
+        with pytest.raises(CheckpointError, match="expected (float16|int32)"):
+            checkpoint.load_tree(tmp_path / "t", other)
+    np.testing.assert_array_equal(checkpoint.load_tree(tmp_path / "t", tree)["w"], tree["w"])
+    ckpt = TrainCheckpointer(tmp_path / "ck", every=1)
+    ckpt.save(1, tree)
+    with pytest.raises(CheckpointError, match="checkpoint step 1 .* expected float16"):
+        ckpt.restore({"w": np.ones((3, 2), np.float16), "b": np.zeros(2, np.float32)})
+    with pytest.raises(CheckpointError, match="holds 2 arrays, the model expects 3"):
+        ckpt.restore({**tree, "c": np.zeros(1, np.float32)})
+    ckpt.close()

@@ -55,7 +55,7 @@ def _is_key(x) -> bool:
 
 def _from_storable(stored: dict[str, np.ndarray], template, source: str):
     leaves, treedef = jax.tree.flatten(template)
-    if len(stored) != len(leaves):
+    if sorted(stored) != [f"{i:05d}" for i in range(len(leaves))]:
         raise CheckpointError(f"{source}: holds {len(stored)} arrays, the model expects {len(leaves)} "
                               "(a checkpoint of a different configuration?)")
     restored = []
@@ -136,9 +136,8 @@ class TrainCheckpointer:
             raise CheckpointError(f"no checkpoint in {self.directory}")
         self._check_format()
         source = f"checkpoint step {step} in {self.directory}"
-        abstract = _to_storable(template)
-        try:
-            stored = self._manager.restore(step, args=ocp.args.StandardRestore(abstract))
+        try:  # restored as saved (no target): with one, orbax casts to its dtypes before we can compare
+            stored = self._manager.restore(step, args=ocp.args.StandardRestore())
         except Exception as err:  # orbax raises many types for damaged files
             raise CheckpointError(f"{source} cannot be read (corrupt or incomplete: delete {self.directory / str(step)} "
                                   f"to resume from an earlier step, or train in a new directory): {err}") from err
@@ -271,7 +270,7 @@ def load_tree(path: str | os.PathLike, template):
         raise CheckpointError(f"{source} are missing")
     try:
         with ocp.StandardCheckpointer() as ckpt:
-            stored = ckpt.restore(path / "arrays", _to_storable(template))
+            stored = ckpt.restore(path / "arrays")  # as saved: a target would cast the dtypes silently
     except Exception as err:
         raise CheckpointError(f"{source} cannot be read (corrupt or incomplete): {err}") from err
     return _from_storable(stored, template, source)
