@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 import metarouter_jax as mr
+from metarouter_jax import sweep
 from metarouter_jax.config import Hparams
 from metarouter_jax.parallel import default_mesh, shard_configs, shard_tasks
 from metarouter_jax.sweep import run_sweep
@@ -57,7 +58,20 @@ def child() -> dict:
     # The sweep's sharding is independent of the network: the smaller program compiles faster.
     config, grid, seeds = CONFIG.replace(latent_source="none"), {"learning_rate": [LR, 2 * LR]}, [0, 1, 2]
     one = run_sweep(data, config, grid, seeds)                    # 6 configurations, padded to 8 below
-    many = run_sweep(data, config, grid, seeds, mesh=default_mesh("configs"))
+    placed, real_shard_configs = set(), sweep.shard_configs
+
+    def spy(tree, mesh):  # how the sweep's stacked states, hparams and validation users are placed
+        out = real_shard_configs(tree, mesh)
+        arrays = [x for x in jax.tree.leaves(out) if not jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key)]
+        placed.update((len(x.sharding.device_set), x.shape[0] // x.addressable_shards[0].data.shape[0])
+                      for x in arrays)
+        return out
+
+    sweep.shard_configs = spy
+    try:
+        many = run_sweep(data, config, grid, seeds, mesh=default_mesh("configs"))
+    finally:
+        sweep.shard_configs = real_shard_configs
     return {
         "devices": jax.device_count(),
         "train_params_diff": _diffs(plain.params, sharded.params),
@@ -70,6 +84,7 @@ def child() -> dict:
         "sweep_params_diff": _diffs(one.best_params, many.best_params),
         "sweep_history_diff": max(float(np.abs(one.history[k] - many.history[k]).max()) for k in one.history),
         "sweep_best": [one.best_index, many.best_index],
+        "sweep_placement": sorted(placed),
     }
 
 
@@ -102,6 +117,7 @@ def test_task_batch_must_divide_over_devices(multi_device):
 
 def test_config_sharded_sweep_equals_one_device(multi_device):
     assert multi_device["sweep_size"] == [6, 6]                 # padding removed again
+    assert multi_device["sweep_placement"] == [[DEVICES, DEVICES]]  # every stacked leaf split 8 ways
     assert multi_device["sweep_history_diff"] < 1e-4
     _check_params(multi_device["sweep_params_diff"], CONFIG.num_steps)
     assert multi_device["sweep_best"][0] == multi_device["sweep_best"][1]
