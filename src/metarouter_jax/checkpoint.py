@@ -39,14 +39,14 @@ class CheckpointError(RuntimeError):
     """A checkpoint is missing, incomplete, corrupt or from a different configuration."""
 
 
+def host_leaves(tree) -> list[np.ndarray]:
+    """The leaves of `tree` as NumPy arrays, PRNG keys as their raw key data: what a checkpoint
+    stores, and what `training.run_fingerprint` digests."""
+    return [np.asarray(jax.random.key_data(leaf) if _is_key(leaf) else leaf) for leaf in jax.tree.leaves(tree)]
+
+
 def _to_storable(tree) -> dict[str, np.ndarray]:
-    leaves = jax.tree.leaves(tree)
-    out = {}
-    for i, leaf in enumerate(leaves):
-        if _is_key(leaf):
-            leaf = jax.random.key_data(leaf)
-        out[f"{i:05d}"] = np.asarray(leaf)
-    return out
+    return {f"{i:05d}": leaf for i, leaf in enumerate(host_leaves(tree))}
 
 
 def _is_key(x) -> bool:
@@ -55,9 +55,12 @@ def _is_key(x) -> bool:
 
 def _from_storable(stored: dict[str, np.ndarray], template, source: str):
     leaves, treedef = jax.tree.flatten(template)
-    if sorted(stored) != [f"{i:05d}" for i in range(len(leaves))]:
+    if len(stored) != len(leaves):
         raise CheckpointError(f"{source}: holds {len(stored)} arrays, the model expects {len(leaves)} "
                               "(a checkpoint of a different configuration?)")
+    if sorted(stored) != [f"{i:05d}" for i in range(len(leaves))]:
+        raise CheckpointError(f"{source}: its arrays are named {sorted(stored)[:5]}..., not 00000-{len(leaves) - 1:05d} "
+                              "(not written by metarouter_jax?)")
     restored = []
     for i, leaf in enumerate(leaves):
         value = np.asarray(stored[f"{i:05d}"])
@@ -174,13 +177,14 @@ def _temp_dir(path: Path, kind: str) -> Path:
                                  dir=path.parent))
 
 
-def _dead_saves(path: Path, kind: str) -> list[Path]:
-    """Temporary folders of `kind` beside `path` left by saves on this host whose process is gone
-    (killed mid-save: nothing else removes them)."""
-    prefix = f".{path.name}.{kind}.{socket.gethostname()}."
+def _dead_saves(path: Path, kinds: tuple[str, ...] = ("new", "old")) -> list[Path]:
+    """Temporary folders of these kinds beside `path` left by saves on this host whose process
+    is gone (killed mid-save: nothing else removes them)."""
+    prefixes = [f".{path.name}.{kind}.{socket.gethostname()}." for kind in kinds]
     found = []
     for entry in path.parent.iterdir() if path.parent.is_dir() else ():
-        pid = entry.name[len(prefix):].split(".")[0] if entry.name.startswith(prefix) else ""
+        prefix = next((p for p in prefixes if entry.name.startswith(p)), None)
+        pid = entry.name[len(prefix):].split(".")[0] if prefix else ""
         if pid.isdigit() and entry.is_dir() and not _process_alive(int(pid)):
             found.append(entry)
     return found
@@ -199,9 +203,15 @@ def _process_alive(pid: int) -> bool:
 def save_tree(path: str | os.PathLike, tree, metadata: dict) -> None:
     """Write `tree` and a JSON `metadata` to directory `path` atomically (tmp dir + rename).
 
-    Temporary folders that killed saves of the same `path` left behind are removed once the new
-    router is in place."""
+    Replaces a router saved there before or an empty directory; refuses anything else at `path`
+    (FileExistsError), since replacing it deletes it. Temporary folders that killed saves of the
+    same `path` left behind are removed once the new router is in place."""
     path = Path(path).absolute()
+    if path.exists() and not path.is_dir():
+        raise FileExistsError(f"cannot save the router to {path}: it is a file, not a router directory")
+    if path.is_dir() and not (path / "router.json").is_file() and any(path.iterdir()):
+        raise FileExistsError(f"cannot save the router to {path}: the directory holds other files "
+                              "(no router.json: not a saved router), which saving would delete")
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = _temp_dir(path, "new")
     aside = None  # a router already at `path`, moved aside (not deleted) until the new one is in place
@@ -221,7 +231,7 @@ def save_tree(path: str | os.PathLike, tree, metadata: dict) -> None:
     finally:
         if aside is not None:
             shutil.rmtree(aside.parent, ignore_errors=True)
-    for leftover in _dead_saves(path, "new") + _dead_saves(path, "old"):
+    for leftover in _dead_saves(path):
         shutil.rmtree(leftover, ignore_errors=True)
 
 
@@ -229,7 +239,7 @@ def load_metadata(path: str | os.PathLike) -> dict:
     path = Path(path)
     meta = path / "router.json"
     if not path.is_dir():
-        kept = [old / path.name for old in _dead_saves(path.absolute(), "old")
+        kept = [old / path.name for old in _dead_saves(path.absolute(), ("old",))
                 if (old / path.name / "router.json").is_file()]
         hint = (f"; a save that was killed left the router it was replacing in {kept[0]}: move that "
                 f"folder to {path} to use it" if kept else "")

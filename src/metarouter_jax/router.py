@@ -145,13 +145,7 @@ class MetaRouter:
         """Write the router to directory `path` (atomically: nothing half-written is left).
 
         Replaces a router saved there before or an empty directory; refuses anything else at
-        `path` (FileExistsError), since replacing it deletes it."""
-        path = Path(path)
-        if path.exists() and not path.is_dir():
-            raise FileExistsError(f"cannot save the router to {path}: it is a file, not a router directory")
-        if path.is_dir() and not (path / "router.json").is_file() and any(path.iterdir()):
-            raise FileExistsError(f"cannot save the router to {path}: the directory holds other files "
-                                  "(no router.json: not a saved router), which saving would delete")
+        `path` (FileExistsError), since replacing it deletes it (`checkpoint.save_tree`)."""
         meta = {
             "format_version": checkpoint.FORMAT_VERSION,
             "config": self.config.to_dict(),

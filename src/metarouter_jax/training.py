@@ -27,7 +27,7 @@ import optax
 from flax import nnx, struct
 
 from metarouter_jax import adaptation
-from metarouter_jax.checkpoint import CheckpointError
+from metarouter_jax.checkpoint import CheckpointError, host_leaves
 from metarouter_jax.config import FROZEN_WHEN_WARM, Hparams, TrainConfig
 from metarouter_jax.contexts import PairSource, sample_contexts, top2, uniform_index
 from metarouter_jax.data import RoutingData
@@ -461,15 +461,14 @@ def run_fingerprint(trainer: Trainer, key, hparams: Hparams, init_params=None) -
     run that wrote it and refuses to resume a run with another (`TrainCheckpointer.bind_run`)."""
     def digest(tree) -> str:
         sha = hashlib.sha256()
-        for leaf in jax.tree.leaves(tree):
-            array = np.ascontiguousarray(jax.device_get(leaf))
+        for array in map(np.ascontiguousarray, host_leaves(tree)):  # 0-d as (1,): the digests checkpoints hold
             sha.update(f"{array.dtype}{array.shape}".encode())
             sha.update(array.tobytes())
         return sha.hexdigest()[:16]
 
-    key_data = jax.random.key_data(key) if jnp.issubdtype(key.dtype, jax.dtypes.prng_key) else key
+    (key_data,) = host_leaves(key)
     return {"config": trainer.config.to_dict(), "hparams": hparams.to_json(),
-            "key": np.asarray(key_data).tolist(), "data": digest(trainer.data_args()),
+            "key": key_data.tolist(), "data": digest(trainer.data_args()),
             "init_params": None if init_params is None else digest(init_params)}
 
 
