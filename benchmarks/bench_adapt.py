@@ -4,12 +4,16 @@ Uses the jitted pure functions of `metarouter_jax.adaptation` with the parameter
 initialised (untrained) RouterNet at the default sizes: timing does not depend on training.
 Contexts are real feedback shapes: random queries of the data and random model pairs, all
 `contexts` slots valid. Both without and with inner refinement steps (`inner_steps`).
+The same single-user call through the public API (`MetaRouter.adapt`, then `MetaRouter.route`
+on a host array, with their input checks and transfers) is timed too, at the default
+`inner_steps`: what an application that serves one request at a time sees.
 
     python benchmarks/bench_adapt.py [--quick]
 """
 
 from __future__ import annotations
 
+import time
 
 import jax
 import jax.numpy as jnp
@@ -17,9 +21,10 @@ import numpy as np
 
 from common import block_time, compile_timed, script_main, median_time
 from metarouter_jax import adaptation
-from metarouter_jax.config import TrainConfig
+from metarouter_jax.config import Hparams, TrainConfig
 from metarouter_jax.contexts import Contexts
 from metarouter_jax.networks import init_router_net
+from metarouter_jax.router import DataInfo, MetaRouter
 from metarouter_jax.training import make_train
 
 
@@ -65,11 +70,32 @@ def run(data, users: int = 1024, contexts: int = 16, calls: int = 200, repeats: 
             "batch_compile_s": compile_s, "single_p50_ms": 1e3 * float(np.percentile(latencies, 50)),
             "single_p99_ms": 1e3 * float(np.percentile(latencies, 99)), "single_compile_s": single_compile_s,
         })
+    api = api_latency(data, trainer, params, one, calls)
     head = rows[0]
     return {"batch_1024_ms" if users == 1024 else f"batch_{users}_ms": head["batch_ms"],
             "users_per_s": head["users_per_s"], "single_p50_ms": head["single_p50_ms"],
             "single_p99_ms": head["single_p99_ms"], "inner_steps": head["inner_steps"], "users": users,
-            "contexts": contexts, "calls": calls, "by_inner_steps": rows}
+            "contexts": contexts, "calls": calls, "by_inner_steps": rows, "api": api}
+
+
+def api_latency(data, trainer, params, contexts: Contexts, calls: int) -> dict:
+    """p50/p99 of `MetaRouter.adapt` + `MetaRouter.route` of one query, for one user."""
+    info = DataInfo.from_data(data, trainer.arrays, trainer.config.train_split, trainer.atoms)
+    router = MetaRouter(trainer.config, Hparams.create(), trainer.net_config, trainer.profiles, {"metarouter": params}, info)
+    query = np.asarray(data.embeddings[:1])                                    # [1, D] on the host
+
+    def call():
+        return router.route(router.adapt(contexts), query)                     # numpy: synchronous
+
+    for _ in range(10):                                                         # warm-up (compiles)
+        call()
+    latencies = []
+    for _ in range(calls):
+        start = time.perf_counter()
+        call()
+        latencies.append(time.perf_counter() - start)
+    return {"p50_ms": 1e3 * float(np.percentile(latencies, 50)),
+            "p99_ms": 1e3 * float(np.percentile(latencies, 99)), "inner_steps": trainer.config.inner_steps}
 
 
 def main() -> None:

@@ -142,6 +142,10 @@ def markdown(results: dict) -> str:
         lines += _table(["inner steps", "batch ms", "users/s", "single adapt+route p50 ms", "p99 ms"],
                         [[r["inner_steps"], f"{r['batch_ms']:.2f}", f"{r['users_per_s']:,.0f}",
                           f"{r['single_p50_ms']:.3f}", f"{r['single_p99_ms']:.3f}"] for r in adapt["by_inner_steps"]])
+        if "api" in adapt:
+            api = adapt["api"]
+            lines += ["", f"Through the public API (`MetaRouter.adapt` then `MetaRouter.route` of one host query, "
+                      f"inner steps {api['inner_steps']}): p50 {api['p50_ms']:.3f} ms, p99 {api['p99_ms']:.3f} ms."]
     route = results.get("route", {})
     if "embeddings" in route:
         text = route["text"]

@@ -257,7 +257,7 @@ class MetaRouter:
                 if index.size and (index.min() < 0 or index.max() >= num_models):
                     raise ValueError(f"contexts' {name} holds model indices outside [0, {num_models}) "
                                      f"(got {index.min()}..{index.max()}): this router has {num_models} models")
-        return self._adapt(params, contexts, jnp.asarray(self.info.descriptors))
+        return self._adapt(params, contexts, self.info.descriptors)
 
     def _router_params(self, router: str):
         """The parameters of one of this MetaRouter's routers, by name."""
@@ -265,12 +265,12 @@ class MetaRouter:
             raise ValueError(f"unknown router {router!r}; this MetaRouter has {sorted(self.params)}")
         return self.params[router]
 
-    def _checked_latent(self, latent) -> jax.Array:
-        """The routing weights as a float32 array, refused unless [..., Z] and finite."""
-        latent = jnp.asarray(latent, jnp.float32)
+    def _checked_latent(self, latent) -> np.ndarray:
+        """The routing weights as a float32 host array, refused unless [..., Z] and finite."""
+        latent = np.asarray(latent, np.float32)
         if latent.shape[-1:] != (self.net_config.latent_dim,):
             raise ValueError(f"latent must end in {self.net_config.latent_dim}, got shape {latent.shape}")
-        if not np.all(np.isfinite(np.asarray(latent))):
+        if not np.all(np.isfinite(latent)):
             # argmax over NaN scores is model 0 for every query: a silent, wrong routing
             raise ValueError("the latent (routing weights) holds NaN/inf: cannot route with it")
         return latent
@@ -296,9 +296,8 @@ class MetaRouter:
             raise ValueError(f"query_emb must be [Q, {self.info.embed_dim}], got shape {query_emb.shape}")
         if not np.all(np.isfinite(query_emb)):
             raise ValueError("query embeddings hold NaN/inf")
-        allowed = jnp.asarray(self.pool_mask(pool))
-        return np.asarray(self._route(params, latent, jnp.asarray(query_emb),
-                                      jnp.asarray(self.info.descriptors), allowed))
+        # Host arrays go to the jitted program as they are: one transfer, no extra dispatch each.
+        return np.asarray(self._route(params, latent, query_emb, self.info.descriptors, self.pool_mask(pool)))
 
     def pool_mask(self, pool) -> np.ndarray:
         """[K] bool mask of a pool given as None (every model), a bool mask, names or indices."""
