@@ -5,6 +5,7 @@ import pytest
 
 import metarouter_jax as mr
 from metarouter_jax.data import DataError, RoutingData
+from metarouter_jax.splits import select_models
 
 
 def make(q=6, k=3, d=4, splits=None, **over):
@@ -80,6 +81,19 @@ def test_descriptors_shape_and_centring(small_data):
     desc = small_data.descriptors("train")
     assert desc.shape == (small_data.num_models, 1 + small_data.num_families)
     np.testing.assert_allclose(desc.mean(0), 0.0, atol=1e-5)
+
+
+def test_descriptors_centred_on_a_reference_keep_a_changed_pool_in_its_units(small_data):
+    """Centred on the full data's reference, the models left after removing one keep their
+    descriptors; centred on their own mean, every one of them moves."""
+    full = small_data.descriptors("train")
+    centre = small_data.descriptor_centre("train")
+    np.testing.assert_allclose(small_data.descriptors("train", centre=centre), full, atol=1e-6)
+    fewer = select_models(small_data, small_data.model_names[1:])
+    np.testing.assert_allclose(fewer.descriptors("train", centre=centre), full[1:], atol=1e-6)
+    assert np.abs(fewer.descriptors("train") - full[1:]).min(0).max() > 0.05  # own centring shifts a whole column
+    with pytest.raises(ValueError, match="descriptor centre needs 5 values"):
+        small_data.descriptors("train", centre=centre[:-1])
 
 
 def test_synthetic_has_the_character_of_real_logs():

@@ -1,6 +1,7 @@
 """Evaluation report: structure, flat baselines, the plug-ins, and the anchors of the metrics."""
 
 import copy
+import dataclasses
 import json
 import re
 
@@ -9,6 +10,7 @@ import pytest
 
 import metarouter_jax as mr
 from metarouter_jax.evaluation import METHODS
+from metarouter_jax.splits import select_models
 
 
 @pytest.fixture(scope="module")
@@ -139,6 +141,32 @@ def test_every_method_routes_inside_a_one_model_pool(trained_router, small_data)
         for n, m in by_n.items():
             assert (m["quality"], m["cost"]) == (pytest.approx(quality, rel=1e-4), pytest.approx(cost, rel=1e-4)), \
                 (method, n)
+
+
+def test_evaluation_on_another_model_set(trained_router, small_data):
+    """Data holding other models than the router's (here one removed): the pool names the data's
+    models, the models the router knows keep the descriptors it was trained with, and every
+    method routes inside the pool. Families must match, since descriptors are per family."""
+    names = small_data.model_names
+    fewer = select_models(small_data, names[1:])
+    np.testing.assert_allclose(trained_router.arrays_for(fewer).descriptors, trained_router.info.descriptors[1:],
+                               atol=1e-6)
+    old = copy.copy(trained_router)  # saved before descriptor_centre existed: the data's own centring
+    old.info = dataclasses.replace(trained_router.info, descriptor_centre=())
+    np.testing.assert_array_equal(old.arrays_for(fewer).descriptors, fewer.descriptors("train"))
+
+    report = mr.evaluate(trained_router, fewer, n_users=4, n_contexts=(0, 2), strategies=("uniform",),
+                         pool=[names[2]])
+    assert report.settings["pool"] == [names[2]]
+    test, k = fewer.split("test"), fewer.model_names.index(names[2])
+    for method, by_n in report.results["uniform"].items():
+        for m in by_n.values():
+            assert m["cost"] == pytest.approx(fewer.cost[test, k].mean(), rel=1e-4), method
+    with pytest.raises(KeyError, match=re.escape(names[0])):   # removed: not in the data's pool
+        mr.evaluate(trained_router, fewer, n_users=4, n_contexts=(0,), pool=[names[0]])
+    renamed = dataclasses.replace(fewer, family_names=tuple(f + "_v2" for f in fewer.family_names))
+    with pytest.raises(ValueError, match="task family"):
+        mr.evaluate(trained_router, renamed, n_users=4, n_contexts=(0,))
 
 
 def test_each_plug_in_reports_its_own_estimate(report):

@@ -247,7 +247,7 @@ class RoutingData:
         return {"quality": np.nanmean(self.quality[idx], axis=0),
                 "cost": np.nanmean(self.cost[idx], axis=0)}
 
-    def descriptors(self, split: str | None = None) -> np.ndarray:
+    def descriptors(self, split: str | None = None, centre=None) -> np.ndarray:
         """[K, 1 + F] model descriptors from a calibration split.
 
         Column 0: log10 of the model's mean cost, centred on the mean over models.
@@ -256,21 +256,44 @@ class RoutingData:
         These use only what a new model would also have (a few calibrated answers), so the
         policy can score a model it never saw in training. Families absent from the split
         get 0 (no information).
+
+        centre: [1 + F] values to subtract instead of the means over this data's models: a
+        router's own (`descriptor_centre` of its training data), so that the models of a
+        changed pool are described in the units the router was trained on. Otherwise adding
+        or removing one model would shift every other model's descriptor.
         """
+        raw, present = self._descriptor_columns(split)
+        centre = self._column_means(raw) if centre is None else np.asarray(centre, np.float64)
+        if centre.shape != (raw.shape[1],):
+            raise ValueError(f"a descriptor centre needs {raw.shape[1]} values (log cost + {self.num_families} "
+                             f"families), got shape {centre.shape}")
+        return np.where(present, raw - centre, 0.0).astype(np.float32)
+
+    def descriptor_centre(self, split: str | None = None) -> np.ndarray:
+        """[1 + F] what `descriptors(split)` subtracts: each column's mean over the models (0 for absent families)."""
+        raw, present = self._descriptor_columns(split)
+        return np.where(present, self._column_means(raw), 0.0).astype(np.float64)
+
+    @staticmethod
+    def _column_means(raw: np.ndarray) -> np.ndarray:
+        # Column by column, as contiguous arrays: numpy then sums in the same order as it always
+        # has, so the descriptors (and every result trained on them) stay bit-identical.
+        return np.array([np.ascontiguousarray(col).mean() for col in raw.T], dtype=raw.dtype)
+
+    def _descriptor_columns(self, split: str | None):
+        """Uncentred descriptor columns [K, 1 + F] and which hold information [1 + F]."""
         if split is None:
             split = next((s for s in ("calib", "train") if s in self.splits), None)
         idx = np.arange(self.num_queries) if split is None else self.split(split)
         qual, cst, fam = self.quality[idx], self.cost[idx], self.family[idx]
-        log_cost = np.log10(np.maximum(np.nanmean(cst, axis=0), 1e-12))
-        cols = [log_cost - log_cost.mean()]
+        cols = [np.log10(np.maximum(np.nanmean(cst, axis=0), 1e-12))]
+        present = [True]
         for f in range(self.num_families):
             rows = qual[fam == f]
-            if rows.shape[0] == 0 or np.all(np.isnan(rows)):
-                cols.append(np.zeros(self.num_models))
-                continue
-            col = np.nan_to_num(np.nanmean(rows, axis=0), nan=np.nanmean(rows))
-            cols.append(col - col.mean())
-        return np.stack(cols, axis=1).astype(np.float32)
+            present.append(bool(rows.shape[0]) and not np.all(np.isnan(rows)))
+            cols.append(np.nan_to_num(np.nanmean(rows, axis=0), nan=np.nanmean(rows)) if present[-1]
+                        else np.zeros(self.num_models, cols[0].dtype))
+        return np.stack(cols, axis=1), np.asarray(present)
 
     def pareto_frontier(self, split: str | None = None) -> np.ndarray:
         """Indices of models on the mean cost-quality Pareto frontier, cheapest first."""

@@ -79,7 +79,10 @@ class EvalReport:
 def evaluate(router, data: RoutingData, split: str = "test", n_contexts=DEFAULT_N_CONTEXTS, n_users: int = 256,
              seed: int = 0, strategies=PAIR_STRATEGIES, pool=None, beta: float = 10.0, flip: float = 0.05,
              profiles=None, user_batch: int = 16) -> EvalReport:
-    """Evaluate a fitted `MetaRouter` (with its known/agnostic companions) on `data[split]`."""
+    """Evaluate a fitted `MetaRouter` (with its known/agnostic companions) on `data[split]`.
+
+    `data` may hold another set of models than the router was trained on (a changed pool);
+    `pool` then names or indexes `data`'s models."""
     for name in ("known", "agnostic"):
         if name not in router.params:
             raise ValueError(f"evaluation needs the {name!r} companion router: fit with companions=True")
@@ -96,8 +99,10 @@ def evaluate(router, data: RoutingData, split: str = "test", n_contexts=DEFAULT_
         raise ValueError(f"n_users must be >= 1 (the metrics are means over users), got {n_users}")
     profiles = profiles or router.profiles
     arrays = router.arrays_for(data)
-    pool_mask = router.pool_mask(pool)
-    pool_names = [m for m, keep in zip(router.model_names, pool_mask) if keep]
+    # The pool names the data's models: the router's own, or another set (models it never saw,
+    # described by their descriptors; see MetaRouter.arrays_for).
+    pool_mask = (router if data.model_names == router.model_names else data).pool_mask(pool)
+    pool_names = [m for m, keep in zip(data.model_names, pool_mask) if keep]
     split_queries = data.split(split)
     routable = split_queries[(data.observed[split_queries] & pool_mask).any(-1)]
     if routable.size == 0:

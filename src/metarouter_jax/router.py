@@ -57,6 +57,9 @@ class DataInfo:
     mean_quality: tuple[float, ...]  # per model, on the training split
     mean_cost: tuple[float, ...]     # per model, USD, on the training split
     atom_scales: tuple[float, ...] = ()  # the atomic posterior's utility scales (empty: no atoms)
+    # What the descriptors' columns were centred on (RoutingData.descriptor_centre of the training
+    # split): new models are described in these units. Empty for routers saved before it existed.
+    descriptor_centre: tuple[float, ...] = ()
 
     def to_json(self) -> dict:
         return {**dataclasses.asdict(self), "descriptors": self.descriptors.tolist()}
@@ -69,13 +72,15 @@ class DataInfo:
         return cls(data.model_names, data.family_names, np.asarray(arrays.descriptors),
                    float(arrays.log_cost_mean), float(arrays.log_cost_std), data.embed_dim,
                    tuple(map(float, summary["quality"])), tuple(map(float, summary["cost"])),
-                   () if atoms is None else tuple(map(float, np.asarray(atoms.scale))))
+                   () if atoms is None else tuple(map(float, np.asarray(atoms.scale))),
+                   tuple(map(float, data.descriptor_centre(split))))
 
     @classmethod
     def from_json(cls, d: dict) -> "DataInfo":
         return cls(tuple(d["model_names"]), tuple(d["family_names"]), np.asarray(d["descriptors"], np.float32),
                    float(d["log_cost_mean"]), float(d["log_cost_std"]), int(d["embed_dim"]),
-                   tuple(d["mean_quality"]), tuple(d["mean_cost"]), tuple(d.get("atom_scales", ())))
+                   tuple(d["mean_quality"]), tuple(d["mean_cost"]), tuple(d.get("atom_scales", ())),
+                   tuple(d.get("descriptor_centre", ())))
 
 
 class MetaRouter:
@@ -218,12 +223,23 @@ class MetaRouter:
 
     def arrays_for(self, data: RoutingData, descriptor_split: str | None = None) -> RoutingArrays:
         """Device arrays of `data` in this router's units (its cost standardisation and, for the
-        same model set, its own descriptors; otherwise descriptors from `data`'s calibration split)."""
-        arrays = RoutingArrays.from_data(data, descriptor_split or self.config.train_split)
+        same model set, its own descriptors).
+
+        For another model set (a changed pool: models added, removed or unseen in training) the
+        descriptors come from `data`'s calibration split, centred as the router's training
+        descriptors were, so a model that was in training keeps its descriptor."""
+        split = descriptor_split or self.config.train_split
+        arrays = RoutingArrays.from_data(data, split)
         if data.embed_dim != self.info.embed_dim:
             raise ValueError(f"data embeddings are {data.embed_dim}-d, the router was trained on {self.info.embed_dim}-d")
-        descriptors = (jnp.asarray(self.info.descriptors) if data.model_names == self.model_names
-                       else arrays.descriptors)
+        if data.model_names == self.model_names:
+            descriptors = jnp.asarray(self.info.descriptors)
+        else:
+            if data.family_names != self.info.family_names:
+                raise ValueError(f"models are described by their quality per task family: the data's families "
+                                 f"{list(data.family_names)} are not the router's {list(self.info.family_names)}")
+            centre = self.info.descriptor_centre or None  # routers saved before it: the data's own centring
+            descriptors = jnp.asarray(data.descriptors(split, centre=centre))
         observed = jnp.asarray(data.observed)
         log_cost = jnp.where(observed, (jnp.log10(jnp.maximum(arrays.cost, 1e-12)) - self.info.log_cost_mean)
                              / self.info.log_cost_std, 0.0)
