@@ -10,7 +10,6 @@ experiments/results/routerbench.json (every seed) and routerbench.md (mean +- st
 
 from __future__ import annotations
 
-import argparse
 import json
 import time
 from pathlib import Path
@@ -18,7 +17,8 @@ from pathlib import Path
 import numpy as np
 
 import metarouter_jax as mr
-from metarouter_jax.cli import apply_compile_cache, compile_cache_option, parse_overrides
+
+from common import experiment_parser, parse
 
 OUT = Path(__file__).resolve().parent / "results"
 NS = (0, 1, 2, 4, 6, 8, 16, 32)
@@ -27,21 +27,10 @@ SHOWN = ("metarouter", "bt_bayes", "bt_posterior", "bt_marginal", "bt_mle", "kno
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, parents=[compile_cache_option()])
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--steps", type=int, default=2000)
-    parser.add_argument("--users", type=int, default=256)
+    parser = experiment_parser(__doc__, OUT)
     parser.add_argument("--data", default=None, help="RouterBench folder (default: $METAROUTER_DATA/routerbench_0shot)")
-    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
-                        help="TrainConfig overrides, e.g. hidden=128 (as `metarouter train`)")
-    parser.add_argument("--out", type=Path, default=OUT, help=f"results folder (default {OUT})")
-    args = parser.parse_args()
-    print(f"compilation cache: {apply_compile_cache(args) or 'off'}", flush=True)
-    overrides, hparams = parse_overrides(args.set)
-    if hparams:
-        parser.error(f"only TrainConfig fields can be set here, not {sorted(hparams)}")
+    args, overrides = parse(parser)
     out = args.out
-    out.mkdir(parents=True, exist_ok=True)
     data = mr.load_routerbench(args.data)
     config = mr.TrainConfig(**{"num_steps": args.steps, "log10_lam_range": (0.0, 4.0), **overrides})
     runs = {}

@@ -10,7 +10,6 @@ seed) and synthetic.md (mean +- std over seeds).
 
 from __future__ import annotations
 
-import argparse
 import json
 import time
 from pathlib import Path
@@ -18,7 +17,8 @@ from pathlib import Path
 import numpy as np
 
 import metarouter_jax as mr
-from metarouter_jax.cli import apply_compile_cache, compile_cache_option, parse_overrides
+
+from common import experiment_parser, parse
 
 OUT = Path(__file__).resolve().parent / "results"
 NS = (0, 1, 2, 4, 6, 8, 16, 32)
@@ -39,21 +39,10 @@ def markdown(runs: dict, strategy: str, metric: str) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, parents=[compile_cache_option()])
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--steps", type=int, default=2000)
-    parser.add_argument("--users", type=int, default=256)
+    parser = experiment_parser(__doc__, OUT)
     parser.add_argument("--profiles", nargs="+", default=["linear", "family_weights"])
-    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
-                        help="TrainConfig overrides, e.g. hidden=128 (as `metarouter train`)")
-    parser.add_argument("--out", type=Path, default=OUT, help=f"results folder (default {OUT})")
-    args = parser.parse_args()
-    print(f"compilation cache: {apply_compile_cache(args) or 'off'}", flush=True)
-    overrides, hparams = parse_overrides(args.set)
-    if hparams:
-        parser.error(f"only TrainConfig fields can be set here, not {sorted(hparams)}")
+    args, overrides = parse(parser)
     out = args.out
-    out.mkdir(parents=True, exist_ok=True)
     data = mr.synthetic_data(seed=0)
     summary = [f"Synthetic default, {args.users} test users, seeds {args.seeds}, mean +- std over seeds"]
     for profile in args.profiles:

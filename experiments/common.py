@@ -1,0 +1,32 @@
+"""What the experiment scripts share: their common options and how they are read."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from metarouter_jax.cli import apply_compile_cache, compile_cache_option, parse_overrides
+
+
+def experiment_parser(doc: str, out: Path) -> argparse.ArgumentParser:
+    """A parser with --seeds, --steps, --users, --set, --out and --no-compile-cache."""
+    parser = argparse.ArgumentParser(description=doc, parents=[compile_cache_option()],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--steps", type=int, default=2000)
+    parser.add_argument("--users", type=int, default=256)
+    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                        help="TrainConfig overrides, e.g. hidden=128 (as `metarouter train`)")
+    parser.add_argument("--out", type=Path, default=out, help=f"results folder (default {out})")
+    return parser
+
+
+def parse(parser: argparse.ArgumentParser) -> tuple[argparse.Namespace, dict]:
+    """The arguments (the compilation cache set up as asked) and the TrainConfig overrides of --set."""
+    args = parser.parse_args()
+    print(f"compilation cache: {apply_compile_cache(args) or 'off'}", flush=True)
+    overrides, hparams = parse_overrides(args.set)
+    if hparams:
+        parser.error(f"only TrainConfig fields can be set here, not {sorted(hparams)}")
+    args.out.mkdir(parents=True, exist_ok=True)
+    return args, overrides
