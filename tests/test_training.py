@@ -10,7 +10,7 @@ import pytest
 import metarouter_jax as mr
 from metarouter_jax.config import Hparams
 from metarouter_jax.profiles import make_atoms, make_profiles
-from metarouter_jax.training import atom_log_score, make_train, run_training
+from metarouter_jax.training import atom_log_score, entropy_weight, make_train, run_training
 
 
 def test_chunk_compiles_once(small_data, tiny_config):
@@ -163,6 +163,23 @@ def test_entropy_weight_anneals_from_start_to_end(tiny_trainer, monkeypatch):
     params = trainer.init(jax.random.key(0), hp).params
     alpha = jax.jit(lambda p: jax.vmap(lambda pr: trainer.task_loss(params, jax.random.key(1), hp, pr)[1]["entropy"])(p))
     np.testing.assert_allclose(alpha(jnp.array([0.0, 0.5, 1.0])), [0.2, 0.02, 0.002], rtol=1e-5)
+
+
+@pytest.mark.parametrize("start, end, expected", [(0.0, 0.0, [0.0, 0.0, 0.0]), (0.1, 0.0, [0.1, 0.05, 0.0]),
+                                                  (0.0, 0.02, [0.0, 0.01, 0.02])])
+def test_entropy_weight_through_zero_is_linear_and_finite(start, end, expected):
+    """No geometric path leads to or from 0 (0 * (0 / 0) ** p was NaN, and an entropy weight of
+    0, the ablation without the entropy term, made every loss NaN): linear there instead."""
+    weight = jax.vmap(lambda p: entropy_weight(Hparams.create(entropy_start=start, entropy_end=end), p))
+    np.testing.assert_allclose(weight(jnp.array([0.0, 0.5, 1.0])), expected, atol=1e-7)
+
+
+def test_training_without_the_entropy_term_stays_finite(tiny_trainer):
+    hp = Hparams.create(entropy_start=0.0, entropy_end=0.0)
+    state = tiny_trainer.init(jax.random.key(0), hp)
+    state = state.replace(step=jnp.asarray(tiny_trainer.config.num_steps // 2, jnp.int32))  # NaN showed after step 0
+    state, metrics = jax.jit(tiny_trainer.meta_step)(state, hp)
+    assert np.isfinite(float(metrics["loss"])) and all(np.isfinite(x).all() for x in jax.tree.leaves(state.params))
 
 
 def test_noise_levels_reach_the_meta_loss(tiny_trainer):

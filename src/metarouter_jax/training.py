@@ -62,6 +62,15 @@ class User:
     pool: jax.Array
 
 
+def entropy_weight(hparams: Hparams, progress):
+    """The entropy weight at `progress` in [0, 1]: from entropy_start to entropy_end geometrically,
+    or linearly where either is 0 (no geometric path leads to or from 0; 0 and 0: no entropy term)."""
+    start, end = hparams.entropy_start, hparams.entropy_end
+    both = (start > 0) & (end > 0)
+    geometric = start * (end / jnp.where(both, start, 1.0)) ** progress
+    return jnp.where(both, geometric, start + (end - start) * progress)
+
+
 def make_optimizer(hparams: Hparams, total_steps: int) -> optax.GradientTransformation:
     """AdamW with gradient clipping and a cosine learning-rate decay (traced rate and decay)."""
     def schedule(count):
@@ -201,7 +210,7 @@ class Trainer:
         # Centring per query changes no expected-utility gradient (probabilities sum to 1) but
         # lowers the variance of the bandit estimator.
         u = u - (u * allowed).sum(-1, keepdims=True) / allowed.sum(-1, keepdims=True)
-        alpha = hparams.entropy_start * (hparams.entropy_end / hparams.entropy_start) ** progress
+        alpha = entropy_weight(hparams, progress)
         # The answers' policy components do not depend on the user: one pass (and one backward
         # pass) serves this user's latent and, below, the known profile's.
         components = adaptation.answer_components(self.graphdef, params, feats, arrays.descriptors)  # [B, K, R]
