@@ -5,6 +5,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+import numpy as np
+
+import metarouter_jax as mr
 from metarouter_jax.cli import apply_compile_cache, compile_cache_option, parse_overrides
 
 
@@ -30,3 +33,14 @@ def parse(parser: argparse.ArgumentParser) -> tuple[argparse.Namespace, dict]:
         parser.error(f"only TrainConfig fields can be set here, not {sorted(hparams)}")
     args.out.mkdir(parents=True, exist_ok=True)
     return args, overrides
+
+
+def load_data(name: str):
+    """The synthetic default (`synthetic`) or a dataset by name or path (`metarouter_jax.load_dataset`)."""
+    return mr.synthetic_data(seed=0) if name == "synthetic" else mr.load_dataset(name)
+
+
+def cell(values) -> str:
+    """mean ± std of a metric over seeds, for a Markdown table."""
+    values = np.asarray(values, float)
+    return f"{values.mean():.3f} ± {values.std():.3f}"

@@ -33,7 +33,7 @@ import numpy as np
 import metarouter_jax as mr
 from metarouter_jax.splits import ood_by_family, select_models
 
-from common import experiment_parser, parse
+from common import cell, experiment_parser, load_data, parse
 
 OUT = Path(__file__).resolve().parent / "results"
 NS = (0, 2, 6, 16)
@@ -53,10 +53,6 @@ SETUPS = {
                   "test": {"code": ["human_eval", "mbpp"], "math": ["gsm8k", "math", "agentverse-mgsm"]},
                   "unseen": ["gemma-2-9b-it", "llama-3.3-nemotron-super-49b-v1"]},
 }
-
-
-def load(name: str):
-    return mr.synthetic_data(seed=0) if name == "synthetic" else mr.load_dataset(name)
 
 
 def evaluate(router, data, seed, users, split="test", pool=None) -> dict:
@@ -119,18 +115,13 @@ def pool_and_sizes(data, setup, config, seeds, users, studies) -> dict:
     return out
 
 
-def _cell(values) -> str:
-    values = np.asarray(values, float)
-    return f"{values.mean():.3f} ± {values.std():.3f}"
-
-
 def _table(tables: list[dict], strategy: str, title: str) -> list[str]:
     """Methods x n of mean +- std normalised utility, and PR(6), over the seeds' reports."""
     lines = [f"\n{title}, {strategy} pairs\n", "| method | " + " | ".join(f"NU n={n}" for n in NS) + " | PR(6) |",
              "|---|" + "---|" * (len(NS) + 1)]
     for method in SHOWN:
-        cells = [_cell([t[strategy][method][str(n)]["normalized_utility"] for t in tables]) for n in NS]
-        cells.append(_cell([t[strategy][method]["6"]["preference_recovery"] for t in tables]))
+        cells = [cell([t[strategy][method][str(n)]["normalized_utility"] for t in tables]) for n in NS]
+        cells.append(cell([t[strategy][method]["6"]["preference_recovery"] for t in tables]))
         lines.append(f"| {method} | " + " | ".join(cells) + " |")
     return lines
 
@@ -163,8 +154,8 @@ def markdown(name: str, results: dict, seeds, users, steps) -> str:
                       "| pool size | " + " | ".join(SHOWN) + " | MetaRouter PR(6) |",
                       "|---|" + "---|" * (len(SHOWN) + 1)]
             for size in runs[0]:
-                cells = [_cell([r[size][strategy][m]["6"]["normalized_utility"] for r in runs]) for m in SHOWN]
-                cells.append(_cell([r[size][strategy]["metarouter"]["6"]["preference_recovery"] for r in runs]))
+                cells = [cell([r[size][strategy][m]["6"]["normalized_utility"] for r in runs]) for m in SHOWN]
+                cells.append(cell([r[size][strategy]["metarouter"]["6"]["preference_recovery"] for r in runs]))
                 lines.append(f"| {size} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
@@ -197,7 +188,7 @@ def main() -> None:
     parser.add_argument("--unseen", nargs="+", default=None, help="models held out of training (pool study)")
     args, overrides = parse(parser)
     setup = dict(SETUPS[args.data], **({"unseen": args.unseen} if args.unseen else {}))
-    data = load(args.data)
+    data = load_data(args.data)
     missing = [m for m in setup["unseen"] if m not in data.model_names]
     if missing:
         parser.error(f"--unseen: unknown model(s) {missing}; known: {list(data.model_names)}")
