@@ -169,6 +169,33 @@ def test_evaluation_on_another_model_set(trained_router, small_data):
         mr.evaluate(trained_router, renamed, n_users=4, n_contexts=(0,))
 
 
+def test_with_models_routes_adapts_and_saves_another_model_set(trained_router, small_data, tmp_path):
+    """with_models: the same networks for another model set. Indices and pools are the new set's,
+    the models that stay keep their descriptors, and the new set survives a save and load."""
+    names = small_data.model_names
+    same = trained_router.with_models(small_data)
+    np.testing.assert_array_equal(same.info.descriptors, trained_router.info.descriptors)
+    fewer = select_models(small_data, names[1:])
+    router = trained_router.with_models(fewer)
+    assert router.model_names == names[1:]
+    np.testing.assert_allclose(router.info.descriptors, trained_router.info.descriptors[1:], atol=1e-6)
+    rng = np.random.default_rng(0)
+    query = rng.choice(fewer.split("test"), 8)
+    a = rng.integers(0, 4, 8)
+    ctx = mr.Contexts.from_feedback(fewer, query, a, (a + 1) % 4, rng.random(8) < 0.5, capacity=8)
+    latent = router.adapt(ctx)
+    queries = fewer.embeddings[fewer.split("test")]
+    choice = router.route(latent, queries, pool=[names[2], names[3]])
+    assert set(np.unique(choice).tolist()) <= {1, 2}                   # names[2], names[3] in the new set
+    router.save(tmp_path / "r")
+    loaded = mr.MetaRouter.load(tmp_path / "r")
+    assert loaded.model_names == names[1:]
+    np.testing.assert_array_equal(loaded.route(latent, queries, pool=[names[2], names[3]]), choice)
+    with pytest.raises(ValueError, match="outside"):                  # 4 models now: index 4 is out
+        router.adapt(mr.Contexts.from_feedback(small_data, query, np.full(8, 4), np.zeros(8, int),
+                                               np.ones(8, bool), capacity=8))
+
+
 def test_each_plug_in_reports_its_own_estimate(report):
     """The MLE, posterior-mean and noise-marginal plug-ins coincide only with no contexts: with 8,
     each row is its own estimator's (not a copy of another's)."""

@@ -97,12 +97,12 @@ def evaluate(router, data: RoutingData, split: str = "test", n_contexts=DEFAULT_
         raise ValueError(f"numbers of contexts must be >= 0, got {n_contexts}")
     if int(n_users) < 1:
         raise ValueError(f"n_users must be >= 1 (the metrics are means over users), got {n_users}")
+    if data.model_names != router.model_names:  # another model set: described in the router's units
+        router = router.with_models(data)
     profiles = profiles or router.profiles
     arrays = router.arrays_for(data)
-    # The pool names the data's models: the router's own, or another set (models it never saw,
-    # described by their descriptors; see MetaRouter.arrays_for).
-    pool_mask = (router if data.model_names == router.model_names else data).pool_mask(pool)
-    pool_names = [m for m, keep in zip(data.model_names, pool_mask) if keep]
+    pool_mask = router.pool_mask(pool)
+    pool_names = [m for m, keep in zip(router.model_names, pool_mask) if keep]
     split_queries = data.split(split)
     routable = split_queries[(data.observed[split_queries] & pool_mask).any(-1)]
     if routable.size == 0:

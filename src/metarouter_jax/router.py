@@ -222,30 +222,47 @@ class MetaRouter:
             log_cost_stats=(self.info.log_cost_mean, self.info.log_cost_std), family=family)
 
     def arrays_for(self, data: RoutingData, descriptor_split: str | None = None) -> RoutingArrays:
-        """Device arrays of `data` in this router's units (its cost standardisation and, for the
-        same model set, its own descriptors).
-
-        For another model set (a changed pool: models added, removed or unseen in training) the
-        descriptors come from `data`'s calibration split, centred as the router's training
-        descriptors were, so a model that was in training keeps its descriptor."""
+        """Device arrays of `data` in this router's units (its cost standardisation and its
+        model descriptors; for another model set, see `with_models`)."""
         split = descriptor_split or self.config.train_split
-        arrays = RoutingArrays.from_data(data, split)
         if data.embed_dim != self.info.embed_dim:
             raise ValueError(f"data embeddings are {data.embed_dim}-d, the router was trained on {self.info.embed_dim}-d")
-        if data.model_names == self.model_names:
-            descriptors = jnp.asarray(self.info.descriptors)
-        else:
-            if data.family_names != self.info.family_names:
-                raise ValueError(f"models are described by their quality per task family: the data's families "
-                                 f"{list(data.family_names)} are not the router's {list(self.info.family_names)}")
-            centre = self.info.descriptor_centre or None  # routers saved before it: the data's own centring
-            descriptors = jnp.asarray(data.descriptors(split, centre=centre))
+        arrays = RoutingArrays.from_data(data, split)
+        descriptors = jnp.asarray(self._descriptors_for(data, split))
         observed = jnp.asarray(data.observed)
         log_cost = jnp.where(observed, (jnp.log10(jnp.maximum(arrays.cost, 1e-12)) - self.info.log_cost_mean)
                              / self.info.log_cost_std, 0.0)
         return arrays.replace(descriptors=descriptors, log_cost=log_cost,
                               log_cost_mean=jnp.asarray(self.info.log_cost_mean, jnp.float32),
                               log_cost_std=jnp.asarray(self.info.log_cost_std, jnp.float32))
+
+    def _descriptors_for(self, data: RoutingData, split: str) -> np.ndarray:
+        """The router's own descriptors for its model set; for another set (models added, removed
+        or unseen in training), descriptors from `data`'s `split` centred as the router's training
+        descriptors were, so a model that was in training keeps its descriptor."""
+        if data.model_names == self.model_names:
+            return self.info.descriptors
+        if data.family_names != self.info.family_names:
+            raise ValueError(f"models are described by their quality per task family: the data's families "
+                             f"{list(data.family_names)} are not the router's {list(self.info.family_names)}")
+        centre = self.info.descriptor_centre or None  # routers saved before it: the data's own centring
+        return data.descriptors(split, centre=centre)
+
+    def with_models(self, data: RoutingData, split: str | None = None) -> "MetaRouter":
+        """This router for the models of `data` (added, removed or replaced; nothing is retrained).
+
+        Each model is described from `data`'s calibration `split` (default: the training split
+        name) in the router's units; the policy scores any model by its descriptor. The result
+        routes, adapts and saves with the new model set (names, indices and pools are `data`'s).
+        """
+        split = split or self.config.train_split
+        if data.embed_dim != self.info.embed_dim:
+            raise ValueError(f"data embeddings are {data.embed_dim}-d, the router was trained on {self.info.embed_dim}-d")
+        summary = data.model_summary(split)
+        info = dataclasses.replace(
+            self.info, model_names=tuple(data.model_names), descriptors=self._descriptors_for(data, split),
+            mean_quality=tuple(map(float, summary["quality"])), mean_cost=tuple(map(float, summary["cost"])))
+        return MetaRouter(self.config, self.hparams, self.net_config, self.profiles, self.params, info, self.history)
 
     def _adapt_batched(self, params, contexts: Contexts, descriptors):
         batch_shape = contexts.mask.shape[:-1]
