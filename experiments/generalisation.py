@@ -173,7 +173,7 @@ def plot_sizes(results: dict, path: Path) -> Path | None:
         for method in SHOWN:
             vals = np.array([[r[str(s)][strategy][method]["6"]["normalized_utility"] for s in sizes] for r in runs])
             ax.errorbar(sizes, vals.mean(0), yerr=vals.std(0), label=method, marker="o", ms=3, capsize=2)
-        ax.set(title=f"{strategy} pairs, n = 6", xlabel="models in the pool")
+        ax.set(title=f"{strategy} pairs, n = 6", xlabel="models in the pool", xticks=sizes)
     fig.axes[0].set_ylabel("normalised utility")
     fig.axes[1].legend(fontsize=7)
     fig.tight_layout()
