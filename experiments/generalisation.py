@@ -12,8 +12,8 @@ seed, uniform and informative pairs, beta = 10 and 5% label flips:
   every model routable; the unseen ones are described only by their descriptors, computed
   from the calibration (training) split in the router's units. Beside it, on the same users,
   the router trained with every model ("seen") and the held-out-model router with descriptors
-  centred on the test pool's own mean ("own centring", what MetaRouter did before it kept its
-  descriptor centre).
+  centred on the test pool's own mean (`with_models(data, centring="data")`, "own centring")
+  instead of the router's training centre.
 - `sizes`: the router trained with every model, evaluated on random pools of 2..K models
   (one pool per size and seed, always the same pools for every method).
 
@@ -23,7 +23,6 @@ Writes experiments/results/generalisation_<data>.json (every seed, every table) 
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import time
 from pathlib import Path
@@ -93,9 +92,7 @@ def pool_and_sizes(data, setup, config, seeds, users, studies) -> dict:
         full = mr.MetaRouter.fit(data, config, seed=seed)
         if "pool" in studies:
             held_out = mr.MetaRouter.fit(seen_only, config, seed=seed)
-            own = dataclasses.replace(held_out.info, descriptor_centre=())
-            own_centring = mr.MetaRouter(held_out.config, held_out.hparams, held_out.net_config, held_out.profiles,
-                                         held_out.params, own, held_out.history)
+            own_centring = held_out.with_models(data, centring="data")
             out["pool"]["runs"][str(seed)] = {
                 "seen": evaluate(full, data, seed, users),
                 "unseen": evaluate(held_out, data, seed, users),

@@ -191,6 +191,10 @@ def test_with_models_routes_adapts_and_saves_another_model_set(trained_router, s
     loaded = mr.MetaRouter.load(tmp_path / "r")
     assert loaded.model_names == names[1:]
     np.testing.assert_array_equal(loaded.route(latent, queries, pool=[names[2], names[3]]), choice)
+    own = trained_router.with_models(fewer, centring="data")          # centred on the 4 models' own mean
+    np.testing.assert_array_equal(own.info.descriptors, fewer.descriptors("train"))
+    with pytest.raises(ValueError, match="centring must be"):
+        trained_router.with_models(fewer, centring="mean")
     with pytest.raises(ValueError, match="outside"):                  # 4 models now: index 4 is out
         router.adapt(mr.Contexts.from_feedback(small_data, query, np.full(8, 4), np.zeros(8, int),
                                                np.ones(8, bool), capacity=8))

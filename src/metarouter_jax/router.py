@@ -236,31 +236,39 @@ class MetaRouter:
                               log_cost_mean=jnp.asarray(self.info.log_cost_mean, jnp.float32),
                               log_cost_std=jnp.asarray(self.info.log_cost_std, jnp.float32))
 
-    def _descriptors_for(self, data: RoutingData, split: str) -> np.ndarray:
+    def _descriptors_for(self, data: RoutingData, split: str, centring: str = "router") -> np.ndarray:
         """The router's own descriptors for its model set; for another set (models added, removed
-        or unseen in training), descriptors from `data`'s `split` centred as the router's training
-        descriptors were, so a model that was in training keeps its descriptor."""
+        or unseen in training), descriptors from `data`'s `split`, by default centred as the
+        router's training descriptors were, so a model that was in training keeps its descriptor."""
         if data.model_names == self.model_names:
             return self.info.descriptors
         if data.family_names != self.info.family_names:
             raise ValueError(f"models are described by their quality per task family: the data's families "
                              f"{list(data.family_names)} are not the router's {list(self.info.family_names)}")
-        centre = self.info.descriptor_centre or None  # routers saved before it: the data's own centring
-        return data.descriptors(split, centre=centre)
+        # Routers saved before the centre was kept: the data's own centring.
+        centre = self.info.descriptor_centre if centring == "router" else ()
+        return data.descriptors(split, centre=centre or None)
 
-    def with_models(self, data: RoutingData, split: str | None = None) -> "MetaRouter":
+    def with_models(self, data: RoutingData, split: str | None = None, centring: str = "router") -> "MetaRouter":
         """This router for the models of `data` (added, removed or replaced; nothing is retrained).
 
         Each model is described from `data`'s calibration `split` (default: the training split
-        name) in the router's units; the policy scores any model by its descriptor. The result
-        routes, adapts and saves with the new model set (names, indices and pools are `data`'s).
+        name); the policy scores any model by its descriptor. The result routes, adapts, saves
+        and evaluates with the new model set (names, indices and pools are `data`'s).
+
+        centring: "router" (default) subtracts what the router's training descriptors were centred
+        on, so the models that stay keep their descriptors; "data" centres on the new set's own
+        mean over models, as training did (experiments/generalisation.py measures both).
         """
+        if centring not in ("router", "data"):
+            raise ValueError(f"centring must be 'router' or 'data', got {centring!r}")
         split = split or self.config.train_split
         if data.embed_dim != self.info.embed_dim:
             raise ValueError(f"data embeddings are {data.embed_dim}-d, the router was trained on {self.info.embed_dim}-d")
         summary = data.model_summary(split)
         info = dataclasses.replace(
-            self.info, model_names=tuple(data.model_names), descriptors=self._descriptors_for(data, split),
+            self.info, model_names=tuple(data.model_names),
+            descriptors=self._descriptors_for(data, split, centring),
             mean_quality=tuple(map(float, summary["quality"])), mean_cost=tuple(map(float, summary["cost"])))
         return MetaRouter(self.config, self.hparams, self.net_config, self.profiles, self.params, info, self.history)
 
