@@ -254,7 +254,8 @@ class MetaRouter:
 
         Each model is described from `data`'s calibration `split` (default: the training split
         name); the policy scores any model by its descriptor. The result routes, adapts, saves
-        and evaluates with the new model set (names, indices and pools are `data`'s).
+        and evaluates with the new model set (names, indices and pools are `data`'s). For the
+        router's own model set (the same names in the same order) its descriptors are kept.
 
         centring: "router" (default) subtracts what the router's training descriptors were centred
         on, so the models that stay keep their descriptors; "data" centres on the new set's own
