@@ -58,6 +58,11 @@ def test_train_then_eval(tmp_path, capsys, monkeypatch):
     assert "preference recovery" in printed and "bt_posterior" in printed
     result = json.loads((tmp_path / "reports" / "eval.json").read_text())
     assert set(result["informative"]["best_fixed"]) == {"0", "2"}
+    assert main(["eval", str(out / "router"), "--users", "4", "--n-contexts", "0", "--strategies", "uniform",
+                 "--pool", "coder-7b", "--json", str(tmp_path / "pool.json")]) == 0
+    assert "pool: coder-7b" in capsys.readouterr().out
+    costs = {m: by_n["0"]["cost"] for m, by_n in json.loads((tmp_path / "pool.json").read_text())["uniform"].items()}
+    assert len(set(costs.values())) == 1, costs        # one routable model: every method answers with it
     # A refused rerun (the checkpoints there are of another configuration) keeps the config.json
     # that describes router/.
     recorded = (out / "config.json").read_text()

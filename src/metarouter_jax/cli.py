@@ -166,7 +166,10 @@ def cmd_eval(args) -> int:
         profiles = make_profiles(args.profile, data, log10_lam_range=router.profiles.log10_lam_range)
     start = time.time()
     report = mr.evaluate(router, data, split=args.split, n_users=args.users, seed=args.seed,
-                         n_contexts=tuple(args.n_contexts), strategies=tuple(args.strategies), profiles=profiles)
+                         n_contexts=tuple(args.n_contexts), strategies=tuple(args.strategies), profiles=profiles,
+                         pool=args.pool)
+    if args.pool:
+        print(f"pool: {', '.join(report.settings['pool'])}")
     print(report.format())
     print(f"evaluated in {time.time() - start:.0f} s")
     if args.json:
@@ -338,6 +341,9 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--strategies", nargs="+", default=["uniform", "informative"],
                     help="pair strategies: uniform, informative, active (asked one at a time)")
     ev.add_argument("--profile", default=None, help="test-user profile family (default: the training one)")
+    ev.add_argument("--pool", nargs="+", default=None, metavar="MODEL",
+                    help="the routable models (names of the data's models; default: all). The data may hold "
+                         "models the router never saw: they are described by their descriptors")
     ev.add_argument("--json", default=None, help="write {strategy: {method: {n: metrics}}} here")
     ev.set_defaults(func=cmd_eval)
 
