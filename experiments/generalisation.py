@@ -7,7 +7,9 @@ Three studies (DESIGN.md section 8), each over meta-training seeds, users drawn 
 seed, uniform and informative pairs, beta = 10 and 5% label flips:
 
 - `ood`: meta-train on one group of task families (QA), evaluate users on the queries of
-  other groups (code; math), which neither the routers nor the model descriptors saw.
+  other groups (code; math), which neither the routers nor the model descriptors saw. Beside
+  it, on the same queries (those of the data's own test split), the router trained on every
+  family of the data's training split: what leaving the families out costs.
 - `pool`: meta-train without some models (`--unseen`), evaluate on the test queries with
   every model routable; the unseen ones are described only by their descriptors, computed
   from the calibration (training) split in the router's units. Beside it, on the same users,
@@ -61,25 +63,38 @@ def evaluate(router, data, seed, users, split="test", pool=None) -> dict:
     return report.to_json()
 
 
-def ood_study(data, setup, config, seeds, users) -> dict:
+def ood_study(data, setup, config, seeds, users, full_fit) -> dict:
+    """Train on the training families, test on each group of other families. Beside it, on the
+    same queries (the data's own test split, restricted to the group), the router trained on
+    every family of the data's training split: what leaving the families out costs."""
     groups = setup["test"]
+
+    def of(split_data, split, fams):
+        idx = split_data.split(split)
+        return idx[np.isin(split_data.family[idx], [split_data.family_names.index(f) for f in fams])]
+
     split = ood_by_family(data, setup["train"], [f for fams in groups.values() for f in fams])
-    tests = {f"test_{g}": split.split("test")[np.isin(split.family[split.split("test")],
-                                                      [split.family_names.index(f) for f in fams])]
-             for g, fams in groups.items()}
-    split = split.with_splits(**tests)
+    tests = {f"test_{g}": of(split, "test", fams) for g, fams in groups.items()}
+    same = {f"same_{g}": of(data, "test", fams) for g, fams in groups.items()}  # unseen by both routers
+    split = split.with_splits(**tests, **same)
+    reference = data.with_splits(**same)
     runs = {}
     for seed in seeds:
         start = time.time()
         router = mr.MetaRouter.fit(split, config, seed=seed)
+        full = full_fit(seed)
         runs[str(seed)] = {g: evaluate(router, split, seed, users, split=f"test_{g}") for g in groups}
+        for g in groups:
+            runs[str(seed)][f"{g}_same_queries"] = evaluate(router, split, seed, users, split=f"same_{g}")
+            runs[str(seed)][f"{g}_in_distribution"] = evaluate(full, reference, seed, users, split=f"same_{g}")
         runs[str(seed)]["validation"] = router.best_valid_utility
         print(f"ood, seed {seed}: {time.time() - start:.0f} s", flush=True)
     return {"train_families": setup["train"], "test_families": groups,
-            "test_queries": {g: int(tests[f"test_{g}"].size) for g in groups}, "runs": runs}
+            "test_queries": {g: int(tests[f"test_{g}"].size) for g in groups},
+            "same_queries": {g: int(same[f"same_{g}"].size) for g in groups}, "runs": runs}
 
 
-def pool_and_sizes(data, setup, config, seeds, users, studies) -> dict:
+def pool_and_sizes(data, setup, config, seeds, users, studies, full_fit) -> dict:
     unseen = setup["unseen"]
     seen_only = select_models(data, [m for m in data.model_names if m not in unseen])
     out = {}
@@ -89,7 +104,7 @@ def pool_and_sizes(data, setup, config, seeds, users, studies) -> dict:
         out["sizes"] = {"pools": {}, "runs": {}}
     for seed in seeds:
         start = time.time()
-        full = mr.MetaRouter.fit(data, config, seed=seed)
+        full = full_fit(seed)
         if "pool" in studies:
             held_out = mr.MetaRouter.fit(seen_only, config, seed=seed)
             own_centring = held_out.with_models(data, centring="data")
@@ -133,6 +148,12 @@ def markdown(name: str, results: dict, seeds, users, steps) -> str:
             for strategy in STRATEGIES:
                 lines += _table([run[group] for run in ood["runs"].values()], strategy,
                                 f"test on {group} ({', '.join(fams)}; {ood['test_queries'][group]} queries)")
+            for strategy in STRATEGIES:
+                for variant, who in (("same_queries", "the same router"),
+                                     ("in_distribution", "the router trained on every family")):
+                    lines += _table([run[f"{group}_{variant}"] for run in ood["runs"].values()], strategy,
+                                    f"{who}, on the {ood['same_queries'][group]} {group} queries of the data's "
+                                    "test split")
     if "pool" in results:
         pool = results["pool"]
         lines += ["", f"## Models unseen in training: {', '.join(pool['unseen'])} (all models routable at test)"]
@@ -195,10 +216,17 @@ def main() -> None:
     config = mr.TrainConfig(**{"num_steps": args.steps, **lam, **overrides})
     start = time.time()
     results = {"config": config.to_dict(), "data": args.data}
+    fits = {}
+
+    def full_fit(seed):  # the router trained on the data's own splits, every model: one per seed
+        if seed not in fits:
+            fits[seed] = mr.MetaRouter.fit(data, config, seed=seed)
+        return fits[seed]
+
     if "ood" in args.study:
-        results["ood"] = ood_study(data, setup, config, args.seeds, args.users)
+        results["ood"] = ood_study(data, setup, config, args.seeds, args.users, full_fit)
     if {"pool", "sizes"} & set(args.study):
-        results.update(pool_and_sizes(data, setup, config, args.seeds, args.users, args.study))
+        results.update(pool_and_sizes(data, setup, config, args.seeds, args.users, args.study, full_fit))
     results["seconds"] = time.time() - start
     stem = args.out / f"generalisation_{args.data}"
     stem.with_suffix(".json").write_text(json.dumps(results, indent=2))
