@@ -21,7 +21,6 @@ experiments/results/ablations_<data>.json (every seed) and ablations_<data>.md (
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
@@ -29,7 +28,7 @@ import numpy as np
 
 import metarouter_jax as mr
 
-from common import cell, experiment_parser, load_data, parse
+from common import cell, experiment_parser, load_data, parse, write_results
 
 OUT = Path(__file__).resolve().parent / "results"
 NS = (0, 2, 6, 16)
@@ -88,7 +87,7 @@ def main() -> None:
             print(f"{variant}, seed {seed}: trained in {seconds:.0f} s\n{report.table('uniform')}", flush=True)
         results["variants"][variant] = {"config": config.to_dict(), "hparams": hparams.to_json(), "runs": runs}
     stem = args.out / f"ablations_{args.data}"
-    stem.with_suffix(".json").write_text(json.dumps(results, indent=2))
+    write_results(stem.with_suffix(".json"), results)
     table = markdown(args.data, results, args)
     stem.with_suffix(".md").write_text(table)
     print(table)

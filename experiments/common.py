@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 
 import metarouter_jax as mr
+from metarouter_jax import checkpoint
 from metarouter_jax.cli import apply_compile_cache, compile_cache_option, parse_overrides
 
 
@@ -44,3 +45,20 @@ def cell(values) -> str:
     """mean ± std of a metric over seeds, for a Markdown table."""
     values = np.asarray(values, float)
     return f"{values.mean():.3f} ± {values.std():.3f}"
+
+
+def write_results(path: Path, results) -> None:
+    """Every seed's results as compact JSON (atomically). The metrics are float32 computations:
+    each float is written as the shortest decimal of its float32 value, which reads back to the
+    same float32, instead of the 17 digits of its float64 widening (half the file's size)."""
+    checkpoint.write_json(path, _as_float32(results), indent=None)
+
+
+def _as_float32(obj):
+    if isinstance(obj, float):
+        return float(str(np.float32(obj)))
+    if isinstance(obj, dict):
+        return {key: _as_float32(value) for key, value in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_as_float32(value) for value in obj]
+    return obj

@@ -25,7 +25,6 @@ Writes experiments/results/generalisation_<data>.json (every seed, every table) 
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
@@ -34,7 +33,7 @@ import numpy as np
 import metarouter_jax as mr
 from metarouter_jax.splits import ood_by_family, select_models
 
-from common import cell, experiment_parser, load_data, parse
+from common import cell, experiment_parser, load_data, parse, write_results
 
 OUT = Path(__file__).resolve().parent / "results"
 NS = (0, 2, 6, 16)
@@ -229,7 +228,7 @@ def main() -> None:
         results.update(pool_and_sizes(data, setup, config, args.seeds, args.users, args.study, full_fit))
     results["seconds"] = time.time() - start
     stem = args.out / f"generalisation_{args.data}"
-    stem.with_suffix(".json").write_text(json.dumps(results, indent=2))
+    write_results(stem.with_suffix(".json"), results)
     table = markdown(args.data, results, args.seeds, args.users, args.steps)
     stem.with_suffix(".md").write_text(table)
     print(table)

@@ -10,7 +10,6 @@ experiments/results/routerbench.json (every seed) and routerbench.md (mean +- st
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
@@ -18,7 +17,7 @@ import numpy as np
 
 import metarouter_jax as mr
 
-from common import experiment_parser, parse
+from common import experiment_parser, parse, write_results
 
 OUT = Path(__file__).resolve().parent / "results"
 NS = (0, 1, 2, 4, 6, 8, 16, 32)
@@ -42,7 +41,7 @@ def main() -> None:
         runs[seed]["validation"] = router.best_valid_utility
         print(f"seed {seed}: {time.time() - start:.0f} s", flush=True)
         print(report.format(), flush=True)
-    (out / "routerbench.json").write_text(json.dumps({"config": config.to_dict(), "runs": runs}, indent=2))
+    write_results(out / "routerbench.json", {"config": config.to_dict(), "runs": runs})
 
     lines = [f"RouterBench 0-shot, test split, {args.users} users, seeds {args.seeds}, mean +- std over seeds"]
     for strategy in STRATEGIES:

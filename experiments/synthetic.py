@@ -10,7 +10,6 @@ seed) and synthetic.md (mean +- std over seeds).
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
@@ -18,7 +17,7 @@ import numpy as np
 
 import metarouter_jax as mr
 
-from common import experiment_parser, parse
+from common import experiment_parser, parse, write_results
 
 OUT = Path(__file__).resolve().parent / "results"
 NS = (0, 1, 2, 4, 6, 8, 16, 32)
@@ -56,7 +55,7 @@ def main() -> None:
             runs[str(seed)] = report.to_json()
             runs[str(seed)]["validation"] = router.best_valid_utility
             print(f"{profile}, seed {seed}: trained in {seconds[-1]:.0f} s\n{report.format()}", flush=True)
-        (out / f"synthetic_{profile}.json").write_text(json.dumps({"config": config.to_dict(), "runs": runs}, indent=2))
+        write_results(out / f"synthetic_{profile}.json", {"config": config.to_dict(), "runs": runs})
         summary.append(f"\n### {profile} users (training {np.mean(seconds):.0f} s per seed, {args.steps} steps)\n")
         for strategy in STRATEGIES:
             for metric in ("normalized_utility", "preference_recovery"):
