@@ -195,6 +195,11 @@ def test_with_models_routes_adapts_and_saves_another_model_set(trained_router, s
     np.testing.assert_array_equal(own.info.descriptors, fewer.descriptors("train"))
     with pytest.raises(ValueError, match="centring must be"):
         trained_router.with_models(fewer, centring="mean")
+    narrow = mr.synthetic_data(seed=0, num_queries=200, embed_dim=16)     # the router reads 32-d embeddings
+    with pytest.raises(ValueError, match="16-d, the router was trained on 32-d"):
+        trained_router.with_models(narrow)
+    with pytest.raises(ValueError, match="16-d, the router was trained on 32-d"):
+        mr.evaluate(trained_router, narrow, n_users=4, n_contexts=(0,))
     with pytest.raises(ValueError, match="outside"):                  # 4 models now: index 4 is out
         router.adapt(mr.Contexts.from_feedback(small_data, query, np.full(8, 4), np.zeros(8, int),
                                                np.ones(8, bool), capacity=8))

@@ -225,8 +225,7 @@ class MetaRouter:
         """Device arrays of `data` in this router's units (its cost standardisation and its
         model descriptors; for another model set, see `with_models`)."""
         split = descriptor_split or self.config.train_split
-        if data.embed_dim != self.info.embed_dim:
-            raise ValueError(f"data embeddings are {data.embed_dim}-d, the router was trained on {self.info.embed_dim}-d")
+        self._check_embed_dim(data)
         arrays = RoutingArrays.from_data(data, split)
         descriptors = jnp.asarray(self._descriptors_for(data, split))
         observed = jnp.asarray(data.observed)
@@ -235,6 +234,10 @@ class MetaRouter:
         return arrays.replace(descriptors=descriptors, log_cost=log_cost,
                               log_cost_mean=jnp.asarray(self.info.log_cost_mean, jnp.float32),
                               log_cost_std=jnp.asarray(self.info.log_cost_std, jnp.float32))
+
+    def _check_embed_dim(self, data: RoutingData) -> None:
+        if data.embed_dim != self.info.embed_dim:
+            raise ValueError(f"data embeddings are {data.embed_dim}-d, the router was trained on {self.info.embed_dim}-d")
 
     def _descriptors_for(self, data: RoutingData, split: str, centring: str = "router") -> np.ndarray:
         """The router's own descriptors for its model set; for another set (models added, removed
@@ -264,8 +267,7 @@ class MetaRouter:
         if centring not in ("router", "data"):
             raise ValueError(f"centring must be 'router' or 'data', got {centring!r}")
         split = split or self.config.train_split
-        if data.embed_dim != self.info.embed_dim:
-            raise ValueError(f"data embeddings are {data.embed_dim}-d, the router was trained on {self.info.embed_dim}-d")
+        self._check_embed_dim(data)
         summary = data.model_summary(split)
         info = dataclasses.replace(
             self.info, model_names=tuple(data.model_names),
