@@ -150,24 +150,33 @@ def query_features(graphdef, params, query_emb):
     return nnx.merge(graphdef, params).policy.query_features(query_emb)
 
 
-def answer_components(graphdef, params, query_feats, descriptors):
+def answer_components(graphdef, params, query_feats, descriptors, family=None):
     """[B, K, R] the policy's components of every model's answer to B queries (features [B, H]):
-    one pass serves every user, whose scores are these components times their routing weights."""
+    one pass serves every user, whose scores are these components times their routing weights.
+    family: [B] the queries' task-family ids (-1: unknown) or None; read only by a policy with
+    `family_quality`."""
     policy = nnx.merge(graphdef, params).policy
-    return jax.vmap(policy.answer_components, in_axes=(0, None))(query_feats, descriptors)
+    return jax.vmap(policy.answer_components, in_axes=(0, None, _axis(family)))(query_feats, descriptors, family)
 
 
-def policy_scores(graphdef, params, query_feats, latent, descriptors):
-    """Scores [K] of every model for one query (features [H]) and one user's routing weights [R]."""
-    return nnx.merge(graphdef, params).policy(query_feats, latent, descriptors)
+def policy_scores(graphdef, params, query_feats, latent, descriptors, family=None):
+    """Scores [K] of every model for one query (features [H], family id or None) and one user's
+    routing weights [R]."""
+    return nnx.merge(graphdef, params).policy(query_feats, latent, descriptors, family)
 
 
-def route_scores(graphdef, params, query_emb, latent, descriptors, allowed):
+def route_scores(graphdef, params, query_emb, latent, descriptors, allowed, family=None):
     """Masked scores [Q, K] for one user over many queries; disallowed models get -1e9.
 
-    query_emb: [Q, D]; latent: routing weights [R]; descriptors: [K, Dd]; allowed: [K] or [Q, K] bool.
+    query_emb: [Q, D]; latent: routing weights [R]; descriptors: [K, Dd]; allowed: [K] or [Q, K] bool;
+    family: [Q] task-family ids (-1: unknown) or None.
     """
     model = nnx.merge(graphdef, params)
     feats = model.policy.query_features(query_emb)                        # [Q, H]
-    scores = jax.vmap(model.policy, in_axes=(0, None, None))(feats, latent, descriptors)
+    scores = jax.vmap(model.policy, in_axes=(0, None, None, _axis(family)))(feats, latent, descriptors, family)
     return jnp.where(allowed, scores, NEG_INF)
+
+
+def _axis(family):
+    """vmap's axis for an optional per-query family array."""
+    return None if family is None else 0

@@ -196,7 +196,8 @@ def cmd_route(args) -> int:
     embedder = mr.TextEmbedder()
     contexts = contexts_from_jsonl(router, args.feedback, embedder)
     latent = router.adapt(contexts)
-    for query, model in zip(args.queries, router.route_text(latent, args.queries, embedder=embedder)):
+    choices = router.route_text(latent, args.queries, embedder=embedder, family=args.family)
+    for query, model in zip(args.queries, choices):
         print(f"{model}\t{query}")
     return 0
 
@@ -351,6 +352,8 @@ def build_parser() -> argparse.ArgumentParser:
                            help="adapt to a user's feedback (JSONL) and route raw text queries")
     route.add_argument("checkpoint")
     route.add_argument("--feedback", required=True, help="JSONL: {query, model_a, model_b, preferred} per line")
+    route.add_argument("--family", default=None,
+                       help="the queries' task family, for a router trained with family_quality (default: unknown)")
     route.add_argument("queries", nargs="+")
     route.set_defaults(func=cmd_route)
 

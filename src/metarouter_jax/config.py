@@ -87,6 +87,8 @@ class TrainConfig:
     profile_latent: bool = True    # encoder infers profile features, shared embedding with `known`
     context_query: bool = False    # the encoder sees the contexts' query embeddings (memorisation risk)
     context_family: bool = False   # ... and their task family (one-hot; did not help family-weight users at n = 6)
+    family_quality: bool = False   # the policy sees each model's calibration quality on the query's own task
+                                   # family (needs the family when routing; carries over to new families)
     posterior_atoms: int = 128     # > 0: atomic posterior over this many prior profiles, Bayes-decision routing
     likelihood: str = "bradley_terry"  # the atomic posterior's likelihood: each atom's Bradley-Terry likelihood
                                        # plus a learned correction, or "learned" (a per-context network alone)
@@ -116,6 +118,7 @@ class TrainConfig:
     valid_split: str = "valid"
     valid_users: int = 128
     calib_queries: int = 256
+    descriptor_split: str = ""    # the calibration split the model descriptors come from ("": train_split)
 
     def __post_init__(self):
         _check_types(self)
@@ -150,6 +153,11 @@ class TrainConfig:
             raise ValueError(f"beta_range must be two positive numbers lo <= hi, got {self.beta_range}")
         if self.log10_lam_range is not None and not self.log10_lam_range[0] < self.log10_lam_range[1]:
             raise ValueError(f"log10_lam_range must be (lo, hi) with lo < hi, got {self.log10_lam_range}")
+
+    @property
+    def descriptor_source(self) -> str:
+        """The split the model descriptors are computed from."""
+        return self.descriptor_split or self.train_split
 
     @property
     def num_chunks(self) -> int:

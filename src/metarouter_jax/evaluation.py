@@ -129,9 +129,12 @@ def evaluate(router, data: RoutingData, split: str = "test", n_contexts=DEFAULT_
     emb = arrays.embeddings[queries]
     feats = {name: adaptation.query_features(graphdef, params[name], emb) for name in ("metarouter", "known", "agnostic")}
 
+    family = arrays.family[queries] if router.net_config.family_quality else None   # read by that policy only
+
     def route(name, z):
-        scores = jax.vmap(adaptation.policy_scores, in_axes=(None, None, 0, None, None))(
-            graphdef, params[name], feats[name], z, arrays.descriptors)
+        axes = (None, None, 0, None, None, None if family is None else 0)
+        scores = jax.vmap(adaptation.policy_scores, in_axes=axes)(
+            graphdef, params[name], feats[name], z, arrays.descriptors, family)
         return jnp.argmax(jnp.where(allowed, scores, -jnp.inf), -1)                     # [Q]
 
     # The same for every user: random routing's quality and cost, the agnostic router's choices.

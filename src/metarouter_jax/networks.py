@@ -48,6 +48,7 @@ class NetworkConfig:
     context_query: bool = True   # contexts show the encoder their query (off: outcomes and models only)
     posterior_atoms: int = 0     # > 0: an atomic posterior over this many prior profiles (Bayes decision)
     num_families: int = 0        # > 0: contexts show the encoder their query's task family (one-hot)
+    family_quality: bool = False  # the policy sees each model's descriptor quality on the query's own family
     log_cost_mean: float = 0.0   # the data's log10-cost standardisation (contexts carry standardised costs)
     log_cost_std: float = 1.0
     likelihood: str = "learned"  # the atoms' per-context log-likelihoods: "learned", or "bradley_terry" (the
@@ -211,6 +212,12 @@ class Policy(nnx.Module):
     them (w is linear in z). A linear user's utility q - lam * c is such a form with R = 2,
     and because scores are linear in w, a posterior mixture of users is exactly one weight
     vector: sum_g p_g <w_g, psi> = <sum_g p_g w_g, psi> (the Bayes decision, DESIGN.md 9).
+
+    With `family_quality`, psi also reads one number per (query, model): the model's descriptor
+    quality on the query's own task family. The descriptors hold one quality column per family,
+    and a column of a family the router never trained on is an input it never learned to read;
+    this feature is the same input for every family, so calibration answers on a new family
+    reach the policy (experiments/generalisation.py, study `ood_calibrated`).
     """
 
     def __init__(self, cfg: NetworkConfig, rngs: nnx.Rngs):
@@ -222,23 +229,45 @@ class Policy(nnx.Module):
         self.hidden = _dense(cfg.hidden, cfg.hidden, rngs)
         self.components = _dense(cfg.hidden, cfg.latent_dim, rngs, bias=False)
         self.weights = _dense(cfg.latent_dim, cfg.latent_dim, rngs)  # latent -> routing weights
+        # Last, so that routers without it draw every other initial weight as before.
+        self.in_family = _dense(1, cfg.hidden, rngs, bias=False) if cfg.family_quality else None
 
     def query_features(self, query_emb):
         """[..., D] -> [..., H]: the query pathway, computable once per query."""
         return self.in_query(jax.nn.gelu(self.query(query_emb)))
 
-    def answer_components(self, query_features, descriptors):
-        """query_features [H], descriptors [K, Dd] -> [K, R] components of each candidate answer."""
-        h = jax.nn.gelu(query_features[None, :] + self.in_model(descriptors))
-        return self.components(jax.nn.gelu(self.hidden(h)))
+    def answer_components(self, query_features, descriptors, family=None):
+        """query_features [H], descriptors [K, Dd] -> [K, R] components of each candidate answer.
+
+        family: the query's task-family id (scalar int; -1 or None: unknown), read only with
+        `family_quality`.
+        """
+        h = query_features[None, :] + self.in_model(descriptors)
+        if self.in_family is not None:
+            h = h + self.in_family(own_family_quality(descriptors, family)[:, None])
+        return self.components(jax.nn.gelu(self.hidden(jax.nn.gelu(h))))
 
     def routing_weights(self, latent):
         """[Z] latent -> [R] routing weights (affine: mixtures of latents mix the weights)."""
         return self.weights(latent)
 
-    def __call__(self, query_features, routing_weights, descriptors):
+    def __call__(self, query_features, routing_weights, descriptors, family=None):
         """query_features [H], routing weights [R], descriptors [K, Dd] -> scores [K]."""
-        return self.answer_components(query_features, descriptors) @ routing_weights
+        return self.answer_components(query_features, descriptors, family) @ routing_weights
+
+
+def own_family_quality(descriptors, family):
+    """[K] each model's descriptor quality on one query's task family (descriptors [K, 1 + F]).
+
+    Descriptor columns are centred over the models, so an unknown family (-1 or None) and a
+    family absent from the calibration split both read 0: no model stands out.
+    """
+    descriptors = jnp.asarray(descriptors)
+    if family is None:
+        return jnp.zeros(descriptors.shape[:1], descriptors.dtype)
+    family = jnp.asarray(family)
+    column = descriptors[:, 1 + jnp.clip(family, 0, descriptors.shape[1] - 2)]
+    return jnp.where(family >= 0, column, 0.0)
 
 
 class ProfileEmbedding(nnx.Module):

@@ -54,7 +54,7 @@ class DataInfo:
     log_cost_mean: float
     log_cost_std: float
     embed_dim: int
-    mean_quality: tuple[float, ...]  # per model, on the training split
+    mean_quality: tuple[float, ...]  # per model, on the descriptor (calibration) split
     mean_cost: tuple[float, ...]     # per model, USD, on the training split
     atom_scales: tuple[float, ...] = ()  # the atomic posterior's utility scales (empty: no atoms)
     # What the descriptors' columns were centred on (RoutingData.descriptor_centre of the training
@@ -142,7 +142,7 @@ class MetaRouter:
                                  f"{float(state.best_score)}): try a lower learning_rate than "
                                  f"{float(hparams.learning_rate):.3g}")
             params[name], history[name] = state.best_params, hist
-        info = DataInfo.from_data(data, trainer.arrays, config.train_split, trainer.atoms)
+        info = DataInfo.from_data(data, trainer.arrays, config.descriptor_source, trainer.atoms)
         return cls(config, hparams, trainer.net_config, trainer.profiles, params, info, history)
 
     # ------------------------------------------------------------------ persistence
@@ -224,7 +224,7 @@ class MetaRouter:
     def arrays_for(self, data: RoutingData, descriptor_split: str | None = None) -> RoutingArrays:
         """Device arrays of `data` in this router's units (its cost standardisation and its
         model descriptors; for another model set, see `with_models`)."""
-        split = descriptor_split or self.config.train_split
+        split = descriptor_split or self.config.descriptor_source
         self._check_embed_dim(data)
         arrays = RoutingArrays.from_data(data, split)
         descriptors = jnp.asarray(self._descriptors_for(data, split))
@@ -266,7 +266,7 @@ class MetaRouter:
         """
         if centring not in ("router", "data"):
             raise ValueError(f"centring must be 'router' or 'data', got {centring!r}")
-        split = split or self.config.train_split
+        split = split or self.config.descriptor_source
         self._check_embed_dim(data)
         summary = data.model_summary(split)
         info = dataclasses.replace(
@@ -319,19 +319,22 @@ class MetaRouter:
             raise ValueError("the latent (routing weights) holds NaN/inf: cannot route with it")
         return latent
 
-    def _route_batched(self, params, latent, query_emb, descriptors, allowed):
+    def _route_batched(self, params, latent, query_emb, descriptors, allowed, family=None):
         def one_user(z):
-            return jnp.argmax(adaptation.route_scores(self.graphdef, params, query_emb, z, descriptors, allowed), -1)
+            scores = adaptation.route_scores(self.graphdef, params, query_emb, z, descriptors, allowed, family)
+            return jnp.argmax(scores, -1)
 
         batch_shape = latent.shape[:-1]
         out = jax.vmap(one_user)(latent.reshape((-1, latent.shape[-1])))
         return out.reshape(batch_shape + out.shape[-1:])
 
     def route(self, latent, query_emb, pool: Sequence[str] | Sequence[int] | np.ndarray | None = None,
-              router: str = "metarouter") -> np.ndarray:
+              router: str = "metarouter", family=None) -> np.ndarray:
         """Model index per query: latent (routing weights) [..., Z], query_emb [Q, D] -> [..., Q] int32.
 
         pool: the routable models (names, indices or a [K] bool mask); None = all.
+        family: the queries' task families, [Q] names or ids (-1: unknown), for a router trained
+        with `family_quality` (which otherwise routes every query as of an unknown family).
         """
         params = self._router_params(router)
         latent = self._checked_latent(latent)
@@ -341,7 +344,27 @@ class MetaRouter:
         if not np.all(np.isfinite(query_emb)):
             raise ValueError("query embeddings hold NaN/inf")
         # Host arrays go to the jitted program as they are: one transfer, no extra dispatch each.
-        return np.asarray(self._route(params, latent, query_emb, self.info.descriptors, self.pool_mask(pool)))
+        family = self._query_family(family, query_emb.shape[0])
+        return np.asarray(self._route(params, latent, query_emb, self.info.descriptors, self.pool_mask(pool), family))
+
+    def _query_family(self, family, num_queries: int) -> np.ndarray | None:
+        """[Q] int32 family ids from names or ids; None where the policy does not read them."""
+        if not self.net_config.family_quality:
+            return None
+        if family is None:
+            return np.full(num_queries, -1, np.int32)
+        family = np.asarray(family)
+        if family.shape != (num_queries,):
+            raise ValueError(f"family must give one task family per query ({num_queries}), got shape {family.shape}")
+        names = self.info.family_names
+        if family.dtype.kind in "US":
+            unknown = sorted(set(family.tolist()) - set(names))
+            if unknown:
+                raise KeyError(f"unknown task family name(s) {unknown}; the router's families: {list(names)}")
+            return np.asarray([names.index(f) for f in family.tolist()], np.int32)
+        if family.dtype.kind not in "iu" or (family.size and (family.min() < -1 or family.max() >= len(names))):
+            raise ValueError(f"family ids must be integers in [-1, {len(names)}), got {family.tolist()[:8]}")
+        return family.astype(np.int32)
 
     def pool_mask(self, pool) -> np.ndarray:
         """[K] bool mask of a pool given as None (every model), a bool mask, names or indices."""
@@ -369,15 +392,18 @@ class MetaRouter:
             raise ValueError("the pool must name at least one of the router's models")
         return mask
 
-    def route_text(self, latent, texts: str | Sequence[str], pool=None, embedder=None) -> list:
+    def route_text(self, latent, texts: str | Sequence[str], pool=None, embedder=None, family=None) -> list:
         """Embed raw query texts (the optional `text` extra) and route them; returns model names.
 
-        A single string is one text (a list of one name), not a sequence of characters."""
+        A single string is one text (a list of one name), not a sequence of characters.
+        family: one task-family name for every text, or one per text (see `route`)."""
         self._checked_latent(latent)  # before loading an embedder for nothing
         if isinstance(texts, str):
             texts = [texts]
         if embedder is None:
             from metarouter_jax.text import TextEmbedder
             embedder = TextEmbedder()
-        choice = self.route(latent, embedder.embed(list(texts)), pool=pool)
+        if isinstance(family, str):
+            family = [family] * len(texts)
+        choice = self.route(latent, embedder.embed(list(texts)), pool=pool, family=family)
         return np.asarray(self.model_names, dtype=object)[choice].tolist()

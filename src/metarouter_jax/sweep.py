@@ -199,7 +199,7 @@ def run_sweep(data: RoutingData, config: TrainConfig, hparam_grid: dict[str, Seq
     states, history = _train_configs(trainer, seeds, hparams, KEY_INDEX["metarouter"], padded, mesh,
                                      init_params=init, chunk_offset=(stages - 1) * config.num_chunks, **common)
     best_params = jax.tree.map(lambda x: jnp.asarray(x[:size]), to_host(states.best_params))
-    info = DataInfo.from_data(data, trainer.arrays, config.train_split, trainer.atoms)
+    info = DataInfo.from_data(data, trainer.arrays, config.descriptor_source, trainer.atoms)
     return SweepResult(config, trainer.net_config, trainer.profiles, seeds, hparams, tuple(hparam_grid),
                        history["valid_utility"][:, -1], to_host(states.best_score)[:size], history, best_params, info,
                        known_params, known_history)

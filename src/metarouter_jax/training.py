@@ -97,7 +97,7 @@ def network_config(config: TrainConfig, data: RoutingData, profiles: LinearProfi
         profile_latent=config.profile_latent, context_query=config.context_query,
         posterior_atoms=config.posterior_atoms, num_families=data.num_families if config.context_family else 0,
         log_cost_mean=log_cost_mean, log_cost_std=log_cost_std,
-        likelihood=config.likelihood, beta_range=tuple(config.beta_range),
+        likelihood=config.likelihood, beta_range=tuple(config.beta_range), family_quality=config.family_quality,
     )
 
 
@@ -213,7 +213,8 @@ class Trainer:
         alpha = entropy_weight(hparams, progress)
         # The answers' policy components do not depend on the user: one pass (and one backward
         # pass) serves this user's latent and, below, the known profile's.
-        components = adaptation.answer_components(self.graphdef, params, feats, arrays.descriptors)  # [B, K, R]
+        components = adaptation.answer_components(self.graphdef, params, feats, arrays.descriptors,
+                                                  self.query_family(queries))                   # [B, K, R]
         loss, expected, entropy = self.routing_loss(components @ z, u, allowed, alpha, keys[6])
 
         if cfg.latent_source == "contexts":  # auxiliary signals for the encoder (DESIGN.md section 9)
@@ -255,6 +256,10 @@ class Trainer:
         entropy = -(probs * jnp.where(allowed, logp, 0.0)).sum(-1).mean()
         return utility_loss - alpha * entropy, expected, entropy
 
+    def query_family(self, queries):
+        """The queries' task families where the policy reads them (`family_quality`), else None."""
+        return self.arrays.family[queries] if self.config.family_quality else None
+
     # ------------------------------------------------------------------ validation
     def validation_users(self, key, hparams: Hparams):
         """Fixed held-out users and their contexts: counts spread over 0..N, half with informative pairs.
@@ -278,7 +283,7 @@ class Trainer:
         def one(user, ctx):
             z, _, _, _ = self.latent(params, ctx, user)
             scores = adaptation.route_scores(self.graphdef, params, arrays.embeddings[queries], z,
-                                             arrays.descriptors, allowed)
+                                             arrays.descriptors, allowed, self.query_family(queries))
             u = jax.vmap(query_utility, in_axes=(None, None, None, 0))(self.profiles, user.profile, arrays, queries)
             routed = jnp.take_along_axis(u, jnp.argmax(scores, -1)[:, None], 1).mean()
             rand = ((u * allowed).sum(-1) / allowed.sum(-1)).mean()
@@ -413,7 +418,9 @@ def make_train(config: TrainConfig, data: RoutingData) -> Trainer:
     profiles = resolve_profiles(config, data)
     net_config = network_config(config, data, profiles)
     graphdef = router_graphdef(net_config)
-    arrays = RoutingArrays.from_data(data, config.train_split)
+    if config.descriptor_split:
+        data.nonempty_split(config.descriptor_split)
+    arrays = RoutingArrays.from_data(data, config.descriptor_source)
     calib = calibration_queries(data, config)
     atoms = build_atoms(config, profiles, arrays, calib)
     return Trainer(config, net_config, profiles, arrays, PairSource.build(arrays, data.split(config.train_split)),
