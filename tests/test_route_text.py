@@ -73,6 +73,10 @@ def test_metarouter_route_command(llm_setup, tmp_path, capsys):
     assert main(["route", str(tmp_path / "router"), "--feedback", str(feedback), *QUERIES[:3]]) == 0
     out = capsys.readouterr().out.strip().splitlines()
     assert len(out) == 3 and all(line.split("\t")[0] in data.model_names for line in out)
+    # --family reaches route_text; a router trained without family_quality routes as before
+    assert main(["route", str(tmp_path / "router"), "--feedback", str(feedback), "--family",
+                 data.family_names[0], *QUERIES[:3]]) == 0
+    assert capsys.readouterr().out.strip().splitlines() == out
 
     bad = tmp_path / "bad.jsonl"
     bad.write_text(json.dumps({"query": "hi", "model_a": "gpt-17", "model_b": data.model_names[0],
