@@ -62,19 +62,20 @@ def evaluate(router, data, seed, users, split="test", pool=None) -> dict:
     return report.to_json()
 
 
+def family_queries(data, split: str, families) -> np.ndarray:
+    """The queries of `split` that belong to one of `families` (names)."""
+    idx = data.split(split)
+    return idx[np.isin(data.family[idx], [data.family_names.index(f) for f in families])]
+
+
 def ood_study(data, setup, config, seeds, users, full_fit) -> dict:
     """Train on the training families, test on each group of other families. Beside it, on the
     same queries (the data's own test split, restricted to the group), the router trained on
     every family of the data's training split: what leaving the families out costs."""
     groups = setup["test"]
-
-    def of(split_data, split, fams):
-        idx = split_data.split(split)
-        return idx[np.isin(split_data.family[idx], [split_data.family_names.index(f) for f in fams])]
-
     split = ood_by_family(data, setup["train"], [f for fams in groups.values() for f in fams])
-    tests = {f"test_{g}": of(split, "test", fams) for g, fams in groups.items()}
-    same = {f"same_{g}": of(data, "test", fams) for g, fams in groups.items()}  # unseen by both routers
+    tests = {f"test_{g}": family_queries(split, "test", fams) for g, fams in groups.items()}
+    same = {f"same_{g}": family_queries(data, "test", fams) for g, fams in groups.items()}  # unseen by both
     split = split.with_splits(**tests, **same)
     reference = data.with_splits(**same)
     runs = {}

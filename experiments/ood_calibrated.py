@@ -31,7 +31,7 @@ import metarouter_jax as mr
 from metarouter_jax.splits import ood_by_family
 
 from common import cell, experiment_parser, load_data, parse, write_results
-from generalisation import SETUPS, STRATEGIES, _table, evaluate
+from generalisation import SETUPS, STRATEGIES, _table, evaluate, family_queries
 
 OUT = Path(__file__).resolve().parent / "results"
 VARIANTS = {"descriptors": "router trained on the QA families, descriptors with the calibration answers",
@@ -46,21 +46,16 @@ def calibrated_split(data, setup, calib_queries: int, seed: int = 0):
     groups = setup["test"]
     split = ood_by_family(data, setup["train"], [f for fams in groups.values() for f in fams])
     rng = np.random.default_rng(seed)
-    test = split.split("test")
     held = []
     for fams in groups.values():
         for fam in fams:
-            members = test[split.family[test] == split.family_names.index(fam)]
+            members = family_queries(split, "test", [fam])
             if members.size <= calib_queries:
                 raise ValueError(f"family {fam!r} has {members.size} queries: too few to keep {calib_queries} "
                                  "for calibration and test on the rest")
             held.append(rng.choice(members, calib_queries, replace=False))
     held = np.sort(np.concatenate(held))
-    tests = {}
-    for group, fams in groups.items():
-        ids = [split.family_names.index(f) for f in fams]
-        idx = test[np.isin(split.family[test], ids)]
-        tests[f"test_{group}"] = np.setdiff1d(idx, held)
+    tests = {f"test_{g}": np.setdiff1d(family_queries(split, "test", fams), held) for g, fams in groups.items()}
     return split.with_splits(calib=np.concatenate([split.split("train"), held]), **tests)
 
 

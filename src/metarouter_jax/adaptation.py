@@ -156,7 +156,7 @@ def answer_components(graphdef, params, query_feats, descriptors, family=None):
     family: [B] the queries' task-family ids (-1: unknown) or None; read only by a policy with
     `family_quality`."""
     policy = nnx.merge(graphdef, params).policy
-    return jax.vmap(policy.answer_components, in_axes=(0, None, _axis(family)))(query_feats, descriptors, family)
+    return jax.vmap(policy.answer_components, in_axes=(0, None, family_axis(family)))(query_feats, descriptors, family)
 
 
 def policy_scores(graphdef, params, query_feats, latent, descriptors, family=None):
@@ -173,10 +173,10 @@ def route_scores(graphdef, params, query_emb, latent, descriptors, allowed, fami
     """
     model = nnx.merge(graphdef, params)
     feats = model.policy.query_features(query_emb)                        # [Q, H]
-    scores = jax.vmap(model.policy, in_axes=(0, None, None, _axis(family)))(feats, latent, descriptors, family)
+    scores = jax.vmap(model.policy, in_axes=(0, None, None, family_axis(family)))(feats, latent, descriptors, family)
     return jnp.where(allowed, scores, NEG_INF)
 
 
-def _axis(family):
+def family_axis(family):
     """vmap's axis for an optional per-query family array."""
     return None if family is None else 0

@@ -132,7 +132,7 @@ def evaluate(router, data: RoutingData, split: str = "test", n_contexts=DEFAULT_
     family = arrays.family[queries] if router.net_config.family_quality else None   # read by that policy only
 
     def route(name, z):
-        axes = (None, None, 0, None, None, None if family is None else 0)
+        axes = (None, None, 0, None, None, adaptation.family_axis(family))
         scores = jax.vmap(adaptation.policy_scores, in_axes=axes)(
             graphdef, params[name], feats[name], z, arrays.descriptors, family)
         return jnp.argmax(jnp.where(allowed, scores, -jnp.inf), -1)                     # [Q]

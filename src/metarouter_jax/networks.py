@@ -217,7 +217,7 @@ class Policy(nnx.Module):
     quality on the query's own task family. The descriptors hold one quality column per family,
     and a column of a family the router never trained on is an input it never learned to read;
     this feature is the same input for every family, so calibration answers on a new family
-    reach the policy (experiments/generalisation.py, study `ood_calibrated`).
+    reach the policy (measured by experiments/ood_calibrated.py).
     """
 
     def __init__(self, cfg: NetworkConfig, rngs: nnx.Rngs):

@@ -55,7 +55,7 @@ class DataInfo:
     log_cost_std: float
     embed_dim: int
     mean_quality: tuple[float, ...]  # per model, on the descriptor (calibration) split
-    mean_cost: tuple[float, ...]     # per model, USD, on the training split
+    mean_cost: tuple[float, ...]     # per model, USD, on the descriptor (calibration) split
     atom_scales: tuple[float, ...] = ()  # the atomic posterior's utility scales (empty: no atoms)
     # What the descriptors' columns were centred on (RoutingData.descriptor_centre of the training
     # split): new models are described in these units. Empty for routers saved before it existed.
