@@ -70,8 +70,8 @@ def test_active_strategy(trained_router, small_data, report):
     active = mr.evaluate(trained_router, small_data, n_users=32, n_contexts=(0, 2, 8), strategies=("active",))
     table, informative = active.results["active"], report.results["informative"]
     assert set(table) == set(METHODS)
-    for method in ("known", "agnostic", "best_fixed", "random"):
-        assert table[method][0] == informative[method][0]
+    for method in ("known", "agnostic", "best_fixed", "random"):  # two compiled programs: equal to rounding
+        assert table[method][0] == pytest.approx(informative[method][0], rel=1e-5, abs=1e-6)
     for method in ("metarouter", "bt_bayes"):  # no feedback yet: routing by the prior alone
         assert table[method][0]["normalized_utility"] == pytest.approx(informative[method][0]["normalized_utility"])
     assert table["metarouter"][8]["normalized_utility"] > table["metarouter"][0]["normalized_utility"]

@@ -91,10 +91,8 @@ def child() -> dict:
 @pytest.fixture(scope="module")
 def multi_device():
     repo = Path(__file__).resolve().parents[1]
-    env = {**os.environ,
-           # O0: the backend compiles about 2x faster; these tiny programs run as fast.
-           "XLA_FLAGS": f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count={DEVICES} "
-                        "--xla_backend_optimization_level=0",
+    env = {**os.environ,  # XLA_FLAGS keeps conftest's fast-compile flags
+           "XLA_FLAGS": f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count={DEVICES}",
            "JAX_PLATFORMS": "cpu",
            "PYTHONPATH": os.pathsep.join(filter(None, [str(repo / "src"), os.environ.get("PYTHONPATH")]))}
     proc = subprocess.run([sys.executable, __file__], env=env, capture_output=True, text=True, timeout=300)

@@ -86,10 +86,10 @@ def child(out: str) -> dict:
 
 @pytest.fixture(scope="module")
 def swept(tmp_path_factory):
-    """Runs `child` in a subprocess whose XLA compiles at -O0 (about 2x faster, same programs)."""
+    """Runs `child` in a subprocess (with conftest's fast-compile XLA_FLAGS, inherited)."""
     out = tmp_path_factory.mktemp("sweep")
     repo = Path(__file__).resolve().parents[1]
-    env = {**os.environ, "XLA_FLAGS": f"{os.environ.get('XLA_FLAGS', '')} --xla_backend_optimization_level=0",
+    env = {**os.environ,
            "PYTHONPATH": os.pathsep.join(filter(None, [str(repo / "src"), os.environ.get("PYTHONPATH")]))}
     proc = subprocess.run([sys.executable, __file__, str(out)], env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
