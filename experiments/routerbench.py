@@ -1,11 +1,13 @@
 """RouterBench 0-shot: MetaRouter vs baselines, mean and spread over meta-training seeds.
 
     python experiments/routerbench.py [--seeds 0 1 2] [--steps 2000] [--users 256] [--set KEY=VALUE ...] [--out DIR]
+                                      [--name NAME]
 
 Meta-trains on the train split (10% of it held out, stratified by family, for early stopping
 and model selection), evaluates users on the test split, all three pair strategies, linear
 profiles with log10(lam) in [0, 4] (the reference range of DESIGN.md section 9). Writes
-experiments/results/routerbench.json (every seed) and routerbench.md (mean +- std).
+experiments/results/NAME.json (every seed) and NAME.md (mean +- std); NAME is routerbench
+unless given, e.g. `--set family_quality=true --name routerbench_family_quality`.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ SHOWN = ("metarouter", "bt_bayes", "bt_posterior", "bt_marginal", "bt_mle", "kno
 def main() -> None:
     parser = experiment_parser(__doc__, OUT)
     parser.add_argument("--data", default=None, help="RouterBench folder (default: $METAROUTER_DATA/routerbench_0shot)")
+    parser.add_argument("--name", default="routerbench", help="result file names: NAME.json, NAME.md")
     args, overrides = parse(parser)
     out = args.out
     data = mr.load_routerbench(args.data)
@@ -41,9 +44,10 @@ def main() -> None:
         runs[seed]["validation"] = router.best_valid_utility
         print(f"seed {seed}: {time.time() - start:.0f} s", flush=True)
         print(report.format(), flush=True)
-    write_results(out / "routerbench.json", {"config": config.to_dict(), "runs": runs})
+    write_results(out / f"{args.name}.json", {"config": config.to_dict(), "runs": runs})
 
-    lines = [f"RouterBench 0-shot, test split, {args.users} users, seeds {args.seeds}, mean +- std over seeds"]
+    changed = f", TrainConfig overrides {overrides}" if overrides else ""
+    lines = [f"RouterBench 0-shot, test split, {args.users} users, seeds {args.seeds}{changed}, mean +- std over seeds"]
     for strategy in STRATEGIES:
         for metric in ("normalized_utility", "preference_recovery"):
             lines.append(f"\n{metric.replace('_', ' ')}, {strategy} pairs\n")
@@ -55,7 +59,7 @@ def main() -> None:
                     vals = np.array([runs[s][strategy][method][str(n)][metric] for s in args.seeds])
                     cells.append(f"{vals.mean():.3f} ± {vals.std():.3f}")
                 lines.append(f"| {method} | " + " | ".join(cells) + " |")
-    (out / "routerbench.md").write_text("\n".join(lines) + "\n")
+    (out / f"{args.name}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
 
