@@ -23,6 +23,13 @@ import metarouter_jax as mr
 REPO = Path(__file__).resolve().parents[1]
 
 
+def child_env(**extra: str) -> dict[str, str]:
+    """The environment for a test's subprocess: this process's (with the XLA_FLAGS above), this
+    checkout's src/ first on PYTHONPATH, then `extra`."""
+    path = os.pathsep.join(filter(None, [str(REPO / "src"), os.environ.get("PYTHONPATH")]))
+    return {**os.environ, "PYTHONPATH": path, **extra}
+
+
 def real_data_dir() -> Path:
     return Path(os.environ.get("METAROUTER_DATA", REPO.parent / "shared" / "data"))
 
@@ -51,6 +58,7 @@ def tiny_config():
 
 @pytest.fixture(scope="session")
 def trained_router(small_data):
-    """A small router trained long enough to beat random clearly (9-13 s on 2 cores, mostly compiling)."""
+    """A small router trained long enough to beat random clearly, with its two companions (40 s on
+    2 cores, mostly compiling)."""
     config = TINY.replace(num_steps=600, chunk_steps=100, tasks_per_step=16)
     return mr.MetaRouter.fit(small_data, config, seed=0)

@@ -4,12 +4,12 @@ loads what the first compiled (with bit-identical results)."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from conftest import child_env
 
 from metarouter_jax import compile_cache
 from metarouter_jax.cli import build_parser
@@ -49,7 +49,7 @@ def cache_entries(directory) -> int:
 
 def run_child(cache: str, program: str = "train", **env) -> dict:
     out = subprocess.run([sys.executable, "-c", CHILD, cache, program], capture_output=True, text=True, timeout=300,
-                         env={**os.environ, "PYTHONPATH": str(REPO / "src"), **env}, cwd=REPO)
+                         env=child_env(**env), cwd=REPO)
     assert out.returncode == 0, out.stderr[-3000:]
     return json.loads(out.stdout.strip().splitlines()[-1])
 

@@ -9,11 +9,11 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import jax
 import numpy as np
 import pytest
+from conftest import child_env
 
 import metarouter_jax as mr
 from metarouter_jax import sweep
@@ -90,11 +90,8 @@ def child() -> dict:
 
 @pytest.fixture(scope="module")
 def multi_device():
-    repo = Path(__file__).resolve().parents[1]
-    env = {**os.environ,  # XLA_FLAGS keeps conftest's fast-compile flags
-           "XLA_FLAGS": f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count={DEVICES}",
-           "JAX_PLATFORMS": "cpu",
-           "PYTHONPATH": os.pathsep.join(filter(None, [str(repo / "src"), os.environ.get("PYTHONPATH")]))}
+    env = child_env(XLA_FLAGS=f"{os.environ['XLA_FLAGS']} --xla_force_host_platform_device_count={DEVICES}",
+                    JAX_PLATFORMS="cpu")
     proc = subprocess.run([sys.executable, __file__], env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return json.loads(proc.stdout.strip().splitlines()[-1])

