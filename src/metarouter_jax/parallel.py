@@ -3,7 +3,8 @@
 * Meta-training is data parallel over users: each meta-step's `tasks_per_step` task keys
   are split across the devices (`Trainer.task_sharding`), the vmapped task losses follow
   them, and the mean over tasks becomes an all-reduce that XLA inserts; parameters,
-  optimiser state and the dataset are replicated.
+  optimiser state and the dataset are replicated. `MetaRouter.fit` does this by itself
+  whenever JAX sees several devices (`auto_task_mesh`).
 * A sweep shards its configuration axis: each device trains S / n configurations and the
   devices never talk to each other.
 
@@ -16,6 +17,7 @@ arrays onto and off such a mesh; every process holds the same data and grid).
 from __future__ import annotations
 
 import dataclasses
+import warnings
 
 import jax
 import jax.numpy as jnp
@@ -31,6 +33,21 @@ def default_mesh(axis_name: str, devices=None) -> Mesh:
     """A 1-D mesh named `axis_name` over `devices` (default: every device JAX sees)."""
     devices = jax.devices() if devices is None else list(devices)
     return Mesh(np.asarray(devices), (axis_name,))
+
+
+def auto_task_mesh(tasks_per_step: int) -> Mesh | None:
+    """The mesh `MetaRouter.fit` splits each meta-step's task batch over by default: every
+    device JAX sees; None (one device) when it sees one, or when `tasks_per_step` does not
+    divide over them (a warning then names both numbers)."""
+    count = jax.device_count()
+    if count == 1:
+        return None
+    if tasks_per_step % count:
+        warnings.warn(f"tasks_per_step ({tasks_per_step}) is not a multiple of the {count} devices JAX sees, so "
+                      f"meta-training runs on one device; a multiple of {count} splits the task batch across all",
+                      stacklevel=3)
+        return None
+    return default_mesh(TASK_AXIS)
 
 
 def _leading(mesh: Mesh) -> NamedSharding:

@@ -20,6 +20,7 @@ from metarouter_jax.config import FROZEN_WHEN_WARM, Hparams, TrainConfig
 from metarouter_jax.contexts import Contexts
 from metarouter_jax.data import RoutingData
 from metarouter_jax.networks import NetworkConfig, init_router_net, router_graphdef
+from metarouter_jax.parallel import auto_task_mesh, shard_tasks, to_host
 from metarouter_jax.profiles import make_atoms, make_profiles
 from metarouter_jax.tasks import RoutingArrays
 from metarouter_jax.training import make_train, run_training
@@ -107,16 +108,27 @@ class MetaRouter:
     @classmethod
     def fit(cls, data: RoutingData, config: TrainConfig | None = None, hparams: Hparams | None = None,
             seed: int = 0, *, companions: bool = True, progress: Callable | None = None,
-            checkpoint_dir: str | Path | None = None, save_every: int = 0, keep: int = 3) -> "MetaRouter":
+            checkpoint_dir: str | Path | None = None, save_every: int = 0, keep: int = 3,
+            mesh: jax.sharding.Mesh | str | None = "auto") -> "MetaRouter":
         """Meta-train on `data` (and the known/agnostic companions unless `companions=False`).
 
         Args:
           progress: called as progress(router_name, chunk, num_chunks, metrics).
           checkpoint_dir: if given, training states are saved every `save_every` steps under
             `<dir>/<router_name>/` (last `keep` kept) and a rerun resumes from them.
+          mesh: the devices each meta-step's task batch is split across (data parallel,
+            `parallel.shard_tasks`; the same parameters as one device within float tolerance).
+            "auto": every device JAX sees, when there are several and `tasks_per_step` divides
+            over them (otherwise one device, with a warning); a 1-D `jax.sharding.Mesh`: that
+            mesh (ValueError if `tasks_per_step` does not divide over it); None: one device.
+            The returned router's parameters are on one device either way.
         """
         config = config or TrainConfig()
         hparams = hparams or Hparams.create()
+        if isinstance(mesh, str):
+            if mesh != "auto":
+                raise ValueError(f"mesh must be 'auto', a jax.sharding.Mesh or None, got {mesh!r}")
+            mesh = auto_task_mesh(config.tasks_per_step)
         # With a warm start the known-preference router is trained first and the MetaRouter
         # starts from it (with `freeze_known`, its encoder trains on the frozen known policy).
         warm_start = warm_starts(config)
@@ -126,13 +138,14 @@ class MetaRouter:
             if name == "agnostic" and not companions:
                 continue
             trainer = make_train(router_config(config, name), data)
+            run_trainer = trainer if mesh is None else shard_tasks(trainer, mesh)
             ckpt = None
             if checkpoint_dir is not None:
                 ckpt = checkpoint.TrainCheckpointer(Path(checkpoint_dir) / name, every=save_every, keep=keep)
             on_chunk = (lambda c, n, m, name=name: progress(name, c, n, m)) if progress else None
             try:
                 init = params["known"] if name == "metarouter" and warm_start else None
-                state, hist = run_training(trainer, jax.random.fold_in(jax.random.key(seed), KEY_INDEX[name]), hparams,
+                state, hist = run_training(run_trainer, jax.random.fold_in(jax.random.key(seed), KEY_INDEX[name]), hparams,
                                            on_chunk=on_chunk, checkpointer=ckpt, init_params=init)
             finally:
                 if ckpt is not None:
@@ -142,6 +155,8 @@ class MetaRouter:
                                  f"{float(state.best_score)}): try a lower learning_rate than "
                                  f"{float(hparams.learning_rate):.3g}")
             params[name], history[name] = state.best_params, hist
+        if mesh is not None:  # off the mesh (its replicas), so that routing runs on one device
+            params = jax.device_put(to_host(params), jax.local_devices()[0])
         info = DataInfo.from_data(data, trainer.arrays, config.descriptor_source, trainer.atoms)
         return cls(config, hparams, trainer.net_config, trainer.profiles, params, info, history)
 
