@@ -76,7 +76,7 @@ def child() -> dict:
 
     # The sweep's sharding is independent of the network: the smaller program compiles faster.
     config, grid, seeds = CONFIG.replace(latent_source="none"), {"learning_rate": [LR, 2 * LR]}, [0, 1, 2]
-    one = run_sweep(data, config, grid, seeds)                    # 6 configurations, padded to 8 below
+    one = run_sweep(data, config, grid, seeds, mesh=None)         # 6 configurations, padded to 8 below
     placed, real_shard_configs = set(), sweep.shard_configs
 
     def spy(tree, mesh):  # how the sweep's stacked states, hparams and validation users are placed
@@ -88,7 +88,7 @@ def child() -> dict:
 
     sweep.shard_configs = spy
     try:
-        many = run_sweep(data, config, grid, seeds, mesh=default_mesh("configs"))
+        many = run_sweep(data, config, grid, seeds)               # by default on every device
     finally:
         sweep.shard_configs = real_shard_configs
     fitted_hist = fitted.history["metarouter"]

@@ -209,7 +209,6 @@ def cmd_sweep(args) -> int:
     import jax
 
     from metarouter_jax import sweep
-    from metarouter_jax.parallel import CONFIG_AXIS, default_mesh
 
     # --seeds and --grid take several values, so key=value settings after them land in their lists.
     seeds, settings = [], args.overrides + args.grid
@@ -241,7 +240,6 @@ def cmd_sweep(args) -> int:
     out = Path(args.out)
     check_out(out)
     data = load_data(args.data, args.data_seed)
-    mesh = default_mesh(CONFIG_AXIS) if jax.device_count() > 1 else None
     size = len(seeds) * math.prod(len(v) for v in grid.values())
     print(f"data: {args.data}: {data.num_queries} queries, {data.num_models} models; "
           f"sweep: {size} configurations x {config.num_steps} steps on {jax.device_count()} device(s)")
@@ -261,7 +259,7 @@ def cmd_sweep(args) -> int:
 
     start = time.time()
     try:
-        result = sweep.run_sweep(data, config, grid, seeds, mesh=mesh, on_chunk=on_chunk)
+        result = sweep.run_sweep(data, config, grid, seeds, on_chunk=on_chunk)   # every device JAX sees
     finally:
         if bar is not None:
             bar.close()

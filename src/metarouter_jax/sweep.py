@@ -25,7 +25,7 @@ import numpy as np
 from metarouter_jax.config import Hparams, TrainConfig
 from metarouter_jax.data import RoutingData
 from metarouter_jax.networks import NetworkConfig
-from metarouter_jax.parallel import replicate, shard_configs, to_host
+from metarouter_jax.parallel import CONFIG_AXIS, default_mesh, replicate, shard_configs, to_host
 from metarouter_jax.profiles import LinearProfiles
 from metarouter_jax.router import KEY_INDEX, DataInfo, MetaRouter, router_config, warm_starts
 from metarouter_jax.training import make_train, run_training
@@ -166,7 +166,8 @@ def _train_configs(trainer, seeds: np.ndarray, hparams: Hparams, key_index: int,
 
 
 def run_sweep(data: RoutingData, config: TrainConfig, hparam_grid: dict[str, Sequence[float]],
-              seeds: Sequence[int], mesh=None, *, on_chunk: Callable | None = None) -> SweepResult:
+              seeds: Sequence[int], mesh: jax.sharding.Mesh | str | None = "auto", *,
+              on_chunk: Callable | None = None) -> SweepResult:
     """Train every (seed, grid point) configuration side by side as one compiled program.
 
     As in `MetaRouter.fit`, with a profile-space latent shared with the known-preference router
@@ -177,11 +178,16 @@ def run_sweep(data: RoutingData, config: TrainConfig, hparam_grid: dict[str, Seq
       hparam_grid: Hparams field -> values (a single number: one value); the sweep is seeds x
         the Cartesian product.
       mesh: a 1-D `jax.sharding.Mesh` to shard the configurations across (padded to a
-        multiple of its size with copies of the last one); None: the default device.
+        multiple of its size with copies of the last one); "auto": every device JAX sees
+        when there are several (`parallel.default_mesh`); None: the default device.
       on_chunk: called as on_chunk(chunk_index, num_chunks, metrics: name -> np.ndarray [S]);
         with the warm start the index runs through the known routers' chunks, then the
         MetaRouters' (num_chunks counts both).
     """
+    if isinstance(mesh, str):
+        if mesh != "auto":
+            raise ValueError(f"mesh must be 'auto', a jax.sharding.Mesh or None, got {mesh!r}")
+        mesh = default_mesh(CONFIG_AXIS) if jax.device_count() > 1 else None
     hparams, seeds = sweep_hparams(hparam_grid, seeds)
     size = len(seeds)
     padded = size if mesh is None else -(-size // mesh.size) * mesh.size
