@@ -77,6 +77,14 @@ def test_splits_from_masks_or_indices_only():
         data.nonempty_split("calib")
 
 
+def test_holdout_from_an_empty_split_names_it():
+    data = make().with_splits(e=[])
+    with pytest.raises(DataError, match="split 'e' is empty"):
+        data.holdout("e", 0.5, "v")
+    with pytest.raises(KeyError, match="unknown split 'nope'"):
+        data.holdout("nope", 0.5, "v")
+
+
 def test_descriptors_shape_and_centring(small_data):
     desc = small_data.descriptors("train")
     assert desc.shape == (small_data.num_models, 1 + small_data.num_families)

@@ -514,6 +514,28 @@ def test_routerbench_small_folder_reads_each_models_score_and_cost(tmp_path):
                                rtol=1e-6)
 
 
+def test_routerbench_single_csv_gets_a_seeded_70_30_split(tmp_path):
+    """One file whose name gives no split: a seeded random 70/30 train/test split of its rows, then
+    the valid share of train held out (the split names were once cut to the '<U3' of "all", which
+    left every split empty)."""
+    n = 40
+    rows = "".join(f"{i},['q{i}'],fam{i % 2},1.0,0.0,0.01,0.001\n" for i in range(n))
+    path = tmp_path / "log.csv"
+    path.write_text("sample_id,prompt,eval_name,a,b,a|total_cost,b|total_cost\n" + rows)
+    np.savez(tmp_path / "embeddings_minilm_l6_question.npz", ids=np.arange(n).astype(str), emb=np.ones((n, 8)))
+    d = load_routerbench(path, valid_fraction=0)
+    train, test = d.split("train"), d.split("test")
+    assert (len(train), len(test)) == (28, 12) and np.intersect1d(train, test).size == 0
+    np.testing.assert_array_equal(np.sort(np.concatenate([train, test])), np.arange(n))
+    assert not np.array_equal(load_routerbench(path, valid_fraction=0, seed=1).split("test"), test)   # random
+    np.testing.assert_array_equal(load_routerbench(path, valid_fraction=0).split("test"), test)       # seeded
+    d = load_dataset(path)                                       # default valid_fraction 0.1, stratified by family
+    train, valid, test2 = d.split("train"), d.split("valid"), d.split("test")
+    assert len(train) > 0 and len(valid) == pytest.approx(0.1 * 28, abs=1)
+    np.testing.assert_array_equal(test2, test)
+    np.testing.assert_array_equal(np.sort(np.concatenate([train, valid, test])), np.arange(n))
+
+
 def test_llmrouter_score_outside_the_unit_interval_is_refused(tmp_path):
     bad = _llmrouter_folder(tmp_path, train=[{"question": "What is two plus two?", "scores": {"a": 1.5, "b": 0.0}}])
     with pytest.raises(DataError, match=r"item 0: score 1.5 for model 'a' is outside \[0, 1\]"):

@@ -230,7 +230,7 @@ class RoutingData:
         """
         if not 0.0 < fraction < 1.0:
             raise ValueError(f"fraction must be in (0, 1), got {fraction}")
-        idx = self.split(split)
+        idx = self.nonempty_split(split)
         rng = np.random.default_rng(seed)
         out, keep = [], []
         for f in np.unique(self.family[idx]):

@@ -3,7 +3,7 @@
 Accepted inputs:
 * a folder of `<part>_{train,test}.csv[.gz]` files (e.g. `routerbench_0shot/`): the file
   names give the train/test split;
-* one `.csv` / `.csv.gz` file (a seeded random train/test split is made);
+* one `.csv` / `.csv.gz` file (a seeded random 70/30 train/test split of its rows is made);
 * the official pickled pandas DataFrame (`.pkl`; needs pandas, which is imported lazily).
 
 Embeddings come from a `embeddings_minilm_l6*.npz` beside the data (format in
@@ -34,6 +34,7 @@ REQUIRED = ("sample_id", "prompt", "eval_name")
 NOT_SCORES = ("oracle_model_to_route_to", "Unnamed: 0")  # upstream columns that are not a model's scores
 QUESTION_EMBEDDINGS = "embeddings_minilm_l6_question.npz"
 FULL_EMBEDDINGS = "embeddings_minilm_l6.npz"
+SINGLE_FILE_SPLIT = {"train": 0.7, "test": 0.3}  # rows of a file whose name gives no split
 
 
 def _open_text(path: Path):
@@ -154,7 +155,7 @@ def load_routerbench(
         "full" (the whole prompt), or "compute" (embed with the text extra).
       valid_fraction: share of the train split held out (stratified by family) as "valid"
         for early stopping and model selection; 0 disables it.
-      seed: for the held-out draw (and for the train/test split of a single file).
+      seed: for the held-out draw (and for the 70/30 train/test split of a single file).
 
     Returns:
       RoutingData with splits "train", "valid" (if asked), "test".
@@ -205,9 +206,9 @@ def load_routerbench(
     observed = (np.isfinite(quality) & np.isfinite(cost)).sum(axis=1)
     usable = observed >= 2
     split_of_row = np.array(split_of_row)
-    if np.all(split_of_row == "all"):
-        split_of_row[:] = np.where(np.isin(np.arange(len(ids)), random_split(len(ids), {"train": 0.7, "test": 0.3},
-                                                                               seed)["test"]), "test", "train")
+    if np.all(split_of_row == "all"):  # a new array: "train" written into the '<U3' of "all" is "tra"
+        test = random_split(len(ids), SINGLE_FILE_SPLIT, seed)["test"]
+        split_of_row = np.where(np.isin(np.arange(len(ids)), test), "test", "train")
     splits = {name: np.nonzero((split_of_row == name) & usable)[0] for name in ("train", "test")}
     notes = []
     if (~usable).any():
