@@ -40,14 +40,42 @@ def test_empty_feedback_is_the_prior(small_data):
     (dict(model_b=[0]), ValueError, "distinct models"),
     (dict(query_idx=[10**6]), ValueError, "query indices"),
     (dict(prefers_a=[2]), ValueError, "boolean"),
-    (dict(capacity=0), ValueError, "exceed the context capacity"),
+    (dict(capacity=0), ValueError, "capacity must be an integer >= 1"),
+    (dict(query_idx=[0, 1], model_a=[0, 0], model_b=[1, 1], prefers_a=[True, False], capacity=1), ValueError,
+     "2 feedbacks exceed the context capacity 1"),
     (dict(model_a=[0, 1]), ValueError, "must match|same shape"),
+    (dict(query_idx=[1.7]), ValueError, r"query_idx must hold integer indices, got float64 values \[1.7\]"),
+    (dict(query_idx=[2.0]), ValueError, "query_idx must hold integer indices"),  # refused as split_indices does
+    (dict(model_b=[1.5]), ValueError, r"model_b must hold integer indices, got float64 values \[1.5\]"),
+    (dict(query_idx=["a"]), ValueError, r"query_idx must hold integer indices, got <U1 values \['a'\]"),
+    (dict(prefers_a=["yes"]), ValueError, r"prefers_a must hold numbers, got <U3 values \['yes'\]"),
+    (dict(model_b=[5]), ValueError, r"model_b must be in \[0, 5\), got 5 at index 0"),
 ])
 def test_bad_feedback_is_named(small_data, kwargs, error, message):
     args = dict(query_idx=[0], model_a=[0], model_b=[1], prefers_a=[True], capacity=4)
     args.update(kwargs)
     with pytest.raises(error, match=message):
         mr.Contexts.from_feedback(small_data, **args)
+
+
+OUTCOMES = dict(query_emb=np.zeros((1, 8)), model_a=[0], model_b=[1], prefers_a=[True], quality_a=[1.0],
+                cost_a=[0.01], quality_b=[0.0], cost_b=[0.001], capacity=2, log_cost_stats=(-3.0, 1.0), num_models=2)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(model_a=[0.6]), r"model_a must hold integer indices, got float64 values \[0.6\]"),   # was model 0
+    (dict(cost_a=["abc"]), r"cost_a must hold numbers, got <U3 values \['abc'\]"),
+    (dict(family=[77], num_families=4), r"family ids \(-1: unknown\) must be in \[-1, 4\), got 77 at index 0"),
+    (dict(family=[-2]), r"family ids \(-1: unknown\) must be in \[-1, .*got -2 at index 0"),
+    (dict(family=[1.7]), r"family must hold integer indices, got float64 values \[1.7\]"),
+    (dict(log_cost_stats=(-3.0, 0.0)), r"std > 0 of log10 cost \(USD\), got \(-3.0, 0.0\)"),
+    (dict(log_cost_stats=(-3.0, -1.0)), r"std > 0 of log10 cost \(USD\), got \(-3.0, -1.0\)"),
+    (dict(log_cost_stats=(-3.0, np.inf)), r"finite mean and a std > 0 .*got \(-3.0, inf\)"),
+    (dict(log_cost_stats=(np.nan, 1.0)), r"finite mean and a std > 0 .*got \(nan, 1.0\)"),
+])
+def test_bad_outcomes_are_named(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        mr.Contexts.from_outcomes(**{**OUTCOMES, **kwargs})
 
 
 def test_nan_outcome_is_refused():
@@ -180,6 +208,8 @@ def test_contexts_carry_the_query_family(small_data):
     raw = mr.Contexts.from_outcomes(np.zeros((1, 8)), [0], [1], [True], [1.0], [0.01], [0.0], [0.001],
                                     capacity=2, log_cost_stats=(-3.0, 1.0), num_models=2)
     np.testing.assert_array_equal(np.asarray(raw.family), [-1, -1])         # raw text: unknown family
+    known = mr.Contexts.from_outcomes(**{**OUTCOMES, "family": [3], "num_families": 4})
+    np.testing.assert_array_equal(np.asarray(known.family), [3, -1])
     with pytest.raises(ValueError, match="family must have shape"):
         mr.Contexts.from_outcomes(np.zeros((1, 8)), [0], [1], [True], [1.0], [0.01], [0.0], [0.001],
                                   capacity=2, log_cost_stats=(-3.0, 1.0), num_models=2, family=[0, 1])

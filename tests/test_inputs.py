@@ -1,5 +1,6 @@
 """Bad input to the public entry points gets a clear error that names the problem."""
 
+import dataclasses
 import json
 from types import SimpleNamespace
 
@@ -96,6 +97,12 @@ BASE = {"query": "q", "model_a": "tiny-1b", "model_b": "frontier-xl", "preferred
      "quality_a is nan"),
     ("[1, 2]", "a feedback line must be a JSON object, got list"),
     ('"query model_a model_b preferred"', "a feedback line must be a JSON object, got str"),
+    ({**BASE, "query": None}, "query must be a non-empty string, got None"),      # was a TypeError when embedded
+    ({**BASE, "query": 5}, "query must be a non-empty string, got 5"),
+    ({**BASE, "query": ""}, "query must be a non-empty string, got ''"),        # was embedded silently
+    ({**BASE, "query": " "}, "query must be a non-empty string, got ' '"),
+    ({**BASE, "model_b": "tiny-1b", "preferred": "tiny-1b"}, "model_a and model_b are both 'tiny-1b'"),
+    (json.dumps(BASE)[:-1] + ', "cost_a": 1' + "0" * 400 + "}", "cost_a is an integer of 401 digits, too large"),
 ])
 def test_bad_feedback_outcomes_name_the_field_and_line(tmp_path, line, message):
     path = tmp_path / "feedback.jsonl"
@@ -115,6 +122,24 @@ def test_feedback_file_to_contexts_names_the_problem(router, small_data, tmp_pat
     path.write_text(json.dumps(BASE) + "\n\n\n" + json.dumps({**BASE, "model_b": "gpt-5"}) + "\n")
     with pytest.raises(KeyError, match="feedback.jsonl:4: unknown model 'gpt-5'"):   # the file's line, blanks counted
         contexts_from_jsonl(router, path, Embedder(small_data.embed_dim))
+
+
+def test_feedback_file_not_utf8_is_named(tmp_path):
+    path = tmp_path / "feedback.jsonl"
+    path.write_bytes(json.dumps(BASE).encode() + b"\n\xff\xfe\n")
+    with pytest.raises(ValueError, match=r"feedback.jsonl: not UTF-8 text \(invalid start byte: byte 0xff at offset"):
+        read_feedback(path)
+
+
+def test_feedback_capacity_below_one_is_refused_not_the_default(router, small_data, tmp_path):
+    path = tmp_path / "feedback.jsonl"
+    path.write_text(json.dumps(BASE) + "\n")
+    embedder = Embedder(small_data.embed_dim)
+    for capacity in (0, -2):
+        with pytest.raises(ValueError, match=f"capacity must be an integer >= 1.*got {capacity}"):
+            contexts_from_jsonl(router, path, embedder, capacity=capacity)
+    assert contexts_from_jsonl(router, path, embedder).capacity == router.config.max_contexts   # None: the default
+    assert contexts_from_jsonl(router, path, embedder, capacity=3).capacity == 3
 
 
 @pytest.mark.parametrize("field, values, message", [
@@ -187,9 +212,19 @@ def test_pools_capacities_names_and_router_metadata_of_the_wrong_kind(router, sm
 
 @pytest.mark.parametrize("edit, message", [
     (lambda m: m["data"].update(embed_dim=7), "data.embed_dim 7 != network.embed_dim"),
-    (lambda m: m["data"].update(model_names=m["data"]["model_names"][:-1]), "4 model names and descriptors"),
+    (lambda m: m["data"].update(model_names=m["data"]["model_names"][:-1]), r"one row per model \(4\)"),
     (lambda m: m["data"].update(log_cost_std=float("nan")), "log10-cost standardisation"),
     (lambda m: m.update(history=3), "'int' object has no attribute 'items'"),
+    (lambda m: m["network"].update(hidden="x"), "NetworkConfig.hidden must be an integer >= 1, got 'x'"),
+    (lambda m: m["data"].update(atom_scales=[float("nan")] * len(m["data"]["atom_scales"])),
+     "atom_scales must be positive finite numbers"),
+    (lambda m: m["data"]["descriptors"][0].__setitem__(0, float("nan")), "descriptors must be finite"),
+    (lambda m: m["profiles"].update(log10_lam_range=[0.0, float("nan")]), "log10_lam_range .* is not finite"),
+    (lambda m: m["data"].update(mean_cost=["a"] * len(m["data"]["mean_cost"])), "mean_cost must be one number per model"),
+    (lambda m: m["data"].update(model_names=[m["data"]["model_names"][0]] * len(m["data"]["model_names"])),
+     "model_names must be distinct"),
+    (lambda m: m["data"].update(descriptor_centre=[0.0]), "descriptor_centre must be 5 finite numbers"),
+    (lambda m: m.update(routers=["a", "b", "c"]), r"routers \['a', 'b', 'c'\]"),
 ])
 def test_router_json_that_disagrees_with_itself_is_corrupt(router, tmp_path, edit, message):
     router.save(tmp_path / "r")
@@ -206,3 +241,50 @@ def test_synthetic_sizes_and_zero_width_embeddings_are_named(small_data):
     with pytest.raises(mr.DataError, match=r"\[Q, D\] with D >= 1, got shape \(1200, 0\)"):
         mr.RoutingData.create(small_data.embeddings[:, :0], small_data.quality, small_data.cost, small_data.family,
                               model_names=small_data.model_names, family_names=small_data.family_names)
+
+
+def test_parameters_holding_nan_are_neither_saved_nor_loaded(router, tmp_path, monkeypatch):
+    broken = mr.MetaRouter(router.config, router.hparams, router.net_config, router.profiles,
+                           jax.tree.map(lambda x: x * np.nan, router.params), router.info)
+    with pytest.raises(ValueError, match=r"cannot save a router whose parameters hold NaN/inf \(\['agnostic'\]"):
+        broken.save(tmp_path / "r")
+    assert not (tmp_path / "r").exists()
+    monkeypatch.setattr(router_module, "_non_finite", lambda params: [])   # as a damaged file would hold them
+    broken.save(tmp_path / "r")
+    monkeypatch.undo()
+    with pytest.raises(mr.CheckpointError, match="hold NaN/inf .*a diverged or damaged router"):
+        mr.MetaRouter.load(tmp_path / "r")
+
+
+def test_hand_built_contexts_of_the_wrong_shape_or_kind_are_named(router, small_data):
+    ctx = mr.Contexts.from_feedback(small_data, [1, 2], [0, 1], [1, 2], [True, False], capacity=8)
+    router.adapt(ctx)
+    for bad, message in [
+        ("hello", "adapt takes Contexts .* got str"),
+        (ctx.replace(mask=ctx.mask[:5]), r"query_emb has shape \(8, 32\), expected \(5, 32\)"),
+        (ctx.replace(mask=ctx.mask.astype(jnp.int32)), "mask must be a bool array"),
+        (ctx.replace(model_a=ctx.model_a.astype(jnp.float32)), "model_a must hold integer indices, got float32"),
+        (ctx.replace(label=ctx.label.at[0].set(5.0)), "label must be 1 .* or 0"),
+        (ctx.replace(outcome_b=ctx.outcome_b.at[1, 0].set(jnp.nan)), "outcome_b holds NaN/inf on a valid context"),
+    ]:
+        with pytest.raises((TypeError, ValueError), match=message):
+            router.adapt(bad)
+    router.adapt(ctx.replace(outcome_b=ctx.outcome_b.at[5, 0].set(jnp.nan)))   # an unused slot may hold anything
+
+
+def test_one_pool_name_is_one_model_and_families_must_match(router, small_data):
+    name = small_data.model_names[1]
+    np.testing.assert_array_equal(router.pool_mask(name), router.pool_mask([name]))   # not its characters
+    renamed = dataclasses.replace(small_data, family_names=tuple(f + "_x" for f in small_data.family_names))
+    with pytest.raises(ValueError, match="the data's families .* are not the router's"):
+        router.arrays_for(renamed)
+
+
+def test_router_outcomes_check_families_and_capacity(router, small_data):
+    emb = np.zeros((1, small_data.embed_dim), np.float32)
+    args = (emb, [0], [1], [True], [1.0], [0.01], [0.0], [0.001])
+    with pytest.raises(ValueError, match=rf"family ids .* must be in \[-1, {small_data.num_families}\), got 77"):
+        router.contexts_from_outcomes(*args, family=[77])
+    with pytest.raises(ValueError, match="capacity must be an integer >= 1 .* got 0"):
+        router.contexts_from_outcomes(*args, capacity=0)        # not the default
+    assert router.contexts_from_outcomes(*args).capacity == router.config.max_contexts

@@ -78,7 +78,7 @@ class Contexts:
     @classmethod
     def empty(cls, capacity: int, embed_dim: int, batch_shape: tuple[int, ...] = ()) -> "Contexts":
         """No feedback at all: the router falls back to its prior."""
-        _check_capacity(capacity)
+        check_capacity(capacity)
         shape = batch_shape + (capacity,)
         return cls(
             query_emb=jnp.zeros(shape + (embed_dim,)),
@@ -102,12 +102,11 @@ class Contexts:
         Returns:
           Contexts with leading batch axes [...].
         """
-        model_a, model_b = _model_indices(data, model_a), _model_indices(data, model_b)
-        query_idx = np.asarray(query_idx, dtype=np.int64)
+        model_a, model_b = _model_indices(data, "model_a", model_a), _model_indices(data, "model_b", model_b)
+        query_idx = _numeric("query_idx", query_idx, integer=True)
         if query_idx.shape != model_a.shape:
             raise ValueError(f"query_idx {query_idx.shape} must match model_a {model_a.shape}")
-        if query_idx.size and (query_idx.min() < 0 or query_idx.max() >= data.num_queries):
-            raise ValueError(f"query indices must be in [0, {data.num_queries})")
+        query_idx = _in_range("query indices", query_idx, 0, data.num_queries)
         if model_a.shape != model_b.shape:
             raise ValueError(f"model_a {model_a.shape} and model_b {model_b.shape} must have the same shape")
         return cls.from_outcomes(
@@ -115,29 +114,29 @@ class Contexts:
             data.quality[query_idx, model_a], data.cost[query_idx, model_a],
             data.quality[query_idx, model_b], data.cost[query_idx, model_b],
             capacity=capacity, log_cost_stats=data.log_cost_stats(), num_models=data.num_models,
-            family=data.family[query_idx])
+            family=data.family[query_idx], num_families=data.num_families)
 
     @classmethod
     def from_outcomes(cls, query_emb, model_a, model_b, prefers_a, quality_a, cost_a, quality_b, cost_b, *,
                       capacity: int, log_cost_stats: tuple[float, float], num_models: int,
-                      family=None) -> "Contexts":
+                      family=None, num_families: int | None = None) -> "Contexts":
         """Contexts from explicit outcomes (queries need not be in any dataset, e.g. raw text).
 
         query_emb: [..., n, D]; model_a, model_b: [..., n] indices; prefers_a: [..., n];
         quality_*: [..., n] in [0, 1]; cost_*: [..., n] USD; log_cost_stats: the router's
         (mean, std) of log10 cost, so that these contexts are in its training units;
-        family: [..., n] task-family ids of the queries, or None (unknown: -1).
+        family: [..., n] task-family ids of the queries, or None (unknown: -1), checked
+        against `num_families` when given.
         """
-        model_a, model_b = np.asarray(model_a, np.int32), np.asarray(model_b, np.int32)
-        prefers_a = np.asarray(prefers_a, dtype=np.float32)
-        query_emb = np.asarray(query_emb, np.float32)
+        model_a, model_b = _numeric("model_a", model_a, integer=True), _numeric("model_b", model_b, integer=True)
+        prefers_a = _numeric("prefers_a", prefers_a).astype(np.float32)
+        query_emb = _numeric("query_emb", query_emb).astype(np.float32)
         if model_a.ndim == 0:
             raise ValueError("feedback must be a sequence (shape [..., n]), got a scalar")
         if model_a.shape != model_b.shape or model_a.shape != prefers_a.shape:
             raise ValueError(f"model_a {model_a.shape}, model_b {model_b.shape} and prefers_a "
                              f"{prefers_a.shape} must have the same shape")
-        if model_a.size and (min(model_a.min(), model_b.min()) < 0 or max(model_a.max(), model_b.max()) >= num_models):
-            raise ValueError(f"model indices must be in [0, {num_models})")
+        model_a, model_b = _in_range("model_a", model_a, 0, num_models), _in_range("model_b", model_b, 0, num_models)
         if np.any(model_a == model_b):
             raise ValueError(f"each context needs two distinct models (model_a == model_b at index "
                              f"{_first(model_a == model_b)})")
@@ -145,16 +144,16 @@ class Contexts:
             bad = _first(~np.isin(prefers_a, (0.0, 1.0)))
             raise ValueError(f"prefers_a must be boolean (0/1), got {prefers_a[bad]} at index {bad}")
         n = model_a.shape[-1]
+        check_capacity(capacity)
         if n > capacity:
             raise ValueError(f"{n} feedbacks exceed the context capacity {capacity}")
-        _check_capacity(capacity)
         if query_emb.ndim != model_a.ndim + 1 or query_emb.shape[:-1] != model_a.shape:
             raise ValueError(f"query_emb must be {model_a.shape} + (D,), got {query_emb.shape}")
         if not np.all(np.isfinite(query_emb)):
             raise ValueError(f"query embeddings hold NaN/inf at index {_first(~np.isfinite(query_emb).all(-1))}")
         outcomes = {}
         for name, v in (("quality_a", quality_a), ("cost_a", cost_a), ("quality_b", quality_b), ("cost_b", cost_b)):
-            v = np.asarray(v, np.float32)
+            v = _numeric(name, v).astype(np.float32)
             if v.shape != model_a.shape:
                 raise ValueError(f"{name} must have shape {model_a.shape}, got {v.shape}")
             if not np.all(np.isfinite(v)):
@@ -166,10 +165,15 @@ class Contexts:
                 rule = "in [0, 1] (normalised quality)" if quality else ">= 0 (USD)"
                 raise ValueError(f"{name} must be {rule}, got {v[_first(bad)]:.6g} at index {_first(bad)}")
             outcomes[name] = v
-        family = np.full(model_a.shape, -1, np.int32) if family is None else np.asarray(family, np.int32)
+        family = np.full(model_a.shape, -1) if family is None else _numeric("family", family, integer=True)
         if family.shape != model_a.shape:
             raise ValueError(f"family must have shape {model_a.shape}, got {family.shape}")
+        family = _in_range("family ids (-1: unknown)", family, -1,
+                           np.iinfo(np.int32).max if num_families is None else num_families)
         mean, std = log_cost_stats
+        if not (np.isfinite(mean) and np.isfinite(std) and std > 0):
+            raise ValueError(f"log_cost_stats must be a finite mean and a std > 0 of log10 cost (USD), got "
+                             f"({mean}, {std})")
         standard = lambda c: (np.log10(np.maximum(c, 1e-12)) - mean) / std  # noqa: E731
         pad = [(0, 0)] * (model_a.ndim - 1) + [(0, capacity - n)]
         padded = lambda x, extra=0: jnp.asarray(np.pad(x, pad + [(0, 0)] * extra))  # noqa: E731
@@ -185,7 +189,8 @@ class Contexts:
         )
 
 
-def _check_capacity(capacity) -> None:
+def check_capacity(capacity) -> None:
+    """Refuse a static context capacity that is not an integer >= 1."""
     if not isinstance(capacity, (int, np.integer)) or capacity < 1:
         raise ValueError(f"the context capacity must be an integer >= 1 (no feedback is a mask of zeros), "
                          f"got {capacity!r}")
@@ -197,14 +202,30 @@ def _first(bad: np.ndarray):
     return index[0] if len(index) == 1 else index
 
 
-def _model_indices(data: RoutingData, models) -> np.ndarray:
+def _model_indices(data: RoutingData, name: str, models) -> np.ndarray:
     models = np.asarray(models)
     if models.dtype.kind in "US":
         return data.model_index(models.ravel().tolist()).reshape(models.shape)
-    models = models.astype(np.int32)
-    if models.size and (models.min() < 0 or models.max() >= data.num_models):
-        raise ValueError(f"model indices must be in [0, {data.num_models})")
-    return models
+    return _in_range(name, _numeric(name, models, integer=True), 0, data.num_models)
+
+
+def _numeric(name: str, values, integer: bool = False) -> np.ndarray:
+    """`values` as an array, or an error naming the argument if it does not hold numbers; where
+    indices are meant, floats are refused rather than truncated (as in `split_indices`)."""
+    values = np.asarray(values)
+    if values.size and values.dtype.kind not in ("iu" if integer else "biuf"):
+        raise ValueError(f"{name} must hold {'integer indices' if integer else 'numbers'}, got {values.dtype} "
+                         f"values {values.ravel()[:4].tolist()}")
+    return values
+
+
+def _in_range(name: str, idx: np.ndarray, low: int, high: int) -> np.ndarray:
+    """Integer `idx` as int32, or an error naming the first value outside [low, high)."""
+    bad = (idx < low) | (idx >= high)
+    if bad.any():
+        at = f" at index {_first(bad)}" if idx.ndim else ""
+        raise ValueError(f"{name} must be in [{low}, {high}), got {idx[_first(bad)]}{at}")
+    return idx.astype(np.int32)
 
 
 # ---------------------------------------------------------------------------- simulation

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from metarouter_jax.contexts import Contexts
+from metarouter_jax.contexts import Contexts, check_capacity
 
 REQUIRED_KEYS = ("query", "model_a", "model_b", "preferred")
 OUTCOME_KEYS = ("quality_a", "cost_a", "quality_b", "cost_b")
@@ -26,19 +26,32 @@ def read_feedback(path: str | Path) -> list[dict]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"feedback file not found: {path}")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise ValueError(f"{path}: not UTF-8 text ({err.reason}: byte {err.object[err.start]:#04x} at offset "
+                         f"{err.start})") from None
     records = []
-    for number, line in enumerate(path.read_text().splitlines(), start=1):
+    for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
         try:
             record = json.loads(line)
         except json.JSONDecodeError as err:
             raise ValueError(f"{path}:{number}: not valid JSON ({err.msg})") from None
+        except ValueError as err:  # an integer of more than 4300 digits
+            raise ValueError(f"{path}:{number}: {err}") from None
         if not isinstance(record, dict):
             raise ValueError(f"{path}:{number}: a feedback line must be a JSON object, got {type(record).__name__}")
         missing = [k for k in REQUIRED_KEYS if k not in record]
         if missing:
             raise ValueError(f"{path}:{number}: missing key(s) {missing}")
+        query = record["query"]
+        if not isinstance(query, str) or not query.strip():
+            raise ValueError(f"{path}:{number}: query must be a non-empty string, got {query!r}")
+        if record["model_a"] == record["model_b"]:
+            raise ValueError(f"{path}:{number}: model_a and model_b are both {record['model_a']!r}: a feedback "
+                             "compares two distinct models")
         pref = record["preferred"]
         if pref in ("a", "A", True, 1):
             record["prefers_a"] = True
@@ -61,6 +74,11 @@ def _check_outcome(where: str, key: str, value) -> None:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise ValueError(f"{where}: {key} must be a number, got {value!r}"
                          + (" (omit the key to use the model's mean)" if value is None else ""))
+    try:
+        float(value)
+    except OverflowError:  # a JSON integer beyond float range
+        raise ValueError(f"{where}: {key} is an integer of {len(str(abs(value)))} digits, too large for a "
+                         "number") from None
     if not np.isfinite(value):
         raise ValueError(f"{where}: {key} is {value}: the outcome of that answer must be known")
     if key.startswith("quality") and not 0.0 <= value <= 1.0:
@@ -72,7 +90,9 @@ def _check_outcome(where: str, key: str, value) -> None:
 def contexts_from_jsonl(router, path: str | Path, embedder, capacity: int | None = None) -> Contexts:
     """Contexts for `router` from a feedback file, embedding the query texts with `embedder`."""
     records = read_feedback(path)
-    capacity = capacity or max(router.config.max_contexts, len(records))
+    if capacity is None:
+        capacity = max(router.config.max_contexts, len(records))
+    check_capacity(capacity)  # before the router reads 0 as "its default"
     names = list(router.model_names)
     for r in records:
         for key in ("model_a", "model_b"):

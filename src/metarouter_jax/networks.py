@@ -22,8 +22,10 @@ import math
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 
+from metarouter_jax.config import LIKELIHOODS
 from metarouter_jax.contexts import Contexts, label_log_likelihood
 
 OUTCOME_DIM = 2  # (quality, standardised log10 cost)
@@ -55,10 +57,41 @@ class NetworkConfig:
                                  # Bradley-Terry form on each atom's utilities plus a learned correction)
     beta_range: tuple[float, float] = (3.0, 30.0)  # the training users' rationality prior (initialises beta)
 
+    def __post_init__(self):
+        """Refuse a field of the wrong kind (e.g. read from a damaged router.json), naming it."""
+        for field in dataclasses.fields(self):
+            value, kind = getattr(self, field.name), field.type
+            if kind == "int":
+                low = 1 if field.name in _SIZES else 0
+                ok, want = _is_int(value) and value >= low, f"an integer >= {low}"
+            elif kind == "bool":
+                ok, want = isinstance(value, (bool, np.bool_)), "true or false"
+            elif kind == "float":
+                ok, want = _is_number(value) and math.isfinite(value), "a finite number"
+            elif field.name == "likelihood":
+                ok, want = value in LIKELIHOODS, f"one of {LIKELIHOODS}"
+            else:  # beta_range
+                ok = (isinstance(value, (tuple, list)) and len(value) == 2 and all(map(_is_number, value))
+                      and 0 < value[0] <= value[1] < math.inf)
+                want = "two numbers 0 < lo <= hi"
+            if not ok:
+                raise ValueError(f"NetworkConfig.{field.name} must be {want}, got {value!r}")
+
     @property
     def encoder_dim(self) -> int:
         """Size of the encoder's output: the profile-feature space, or a free latent."""
         return self.profile_feature_dim if self.profile_latent else self.latent_dim
+
+
+_SIZES = ("embed_dim", "descriptor_dim", "hidden", "latent_dim")  # NetworkConfig's fields that cannot be 0
+
+
+def _is_int(x) -> bool:
+    return isinstance(x, (int, np.integer)) and not isinstance(x, (bool, np.bool_))
+
+
+def _is_number(x) -> bool:
+    return _is_int(x) or isinstance(x, (float, np.floating))
 
 
 class Dense(nnx.Module):

@@ -62,6 +62,30 @@ class DataInfo:
     # split): new models are described in these units. Empty for routers saved before it existed.
     descriptor_centre: tuple[float, ...] = ()
 
+    def __post_init__(self):
+        """Refuse what no router could have been trained with (e.g. read from a damaged router.json)."""
+        names, k = self.model_names, len(self.model_names)
+        if not k or not all(isinstance(n, str) and n for n in names) or len(set(names)) != k:
+            raise ValueError(f"model_names must be distinct non-empty strings, got {list(names)}")
+        if not all(isinstance(n, str) for n in self.family_names):
+            raise ValueError(f"family_names must be strings, got {list(self.family_names)}")
+        descriptors = np.asarray(self.descriptors)
+        if descriptors.ndim != 2 or descriptors.shape[0] != k or not np.all(np.isfinite(descriptors)):
+            raise ValueError(f"descriptors must be finite, one row per model ({k}), got shape {descriptors.shape}")
+        if not (np.isfinite(self.log_cost_mean) and np.isfinite(self.log_cost_std) and self.log_cost_std > 0):
+            raise ValueError(f"log10-cost standardisation ({self.log_cost_mean}, {self.log_cost_std})")
+        for name in ("mean_quality", "mean_cost"):  # NaN: a model with no answers on the split
+            values = getattr(self, name)
+            if len(values) != k or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+                raise ValueError(f"{name} must be one number per model ({k}), got {list(values)[:8]}")
+        scales = np.asarray(self.atom_scales, float)
+        if not np.all(np.isfinite(scales) & (scales > 0)):
+            raise ValueError(f"atom_scales must be positive finite numbers, got {scales.tolist()[:8]}")
+        centre = np.asarray(self.descriptor_centre, float)
+        if centre.size and (centre.shape != descriptors.shape[1:] or not np.all(np.isfinite(centre))):
+            raise ValueError(f"descriptor_centre must be {descriptors.shape[1]} finite numbers (one per descriptor "
+                             f"column), got {centre.tolist()}")
+
     def to_json(self) -> dict:
         return {**dataclasses.asdict(self), "descriptors": self.descriptors.tolist()}
 
@@ -82,6 +106,12 @@ class DataInfo:
                    float(d["log_cost_mean"]), float(d["log_cost_std"]), int(d["embed_dim"]),
                    tuple(d["mean_quality"]), tuple(d["mean_cost"]), tuple(d.get("atom_scales", ())),
                    tuple(d.get("descriptor_centre", ())))
+
+
+def _non_finite(params: dict) -> list[str]:
+    """The paths of the parameter arrays holding NaN or inf."""
+    return [f"{jax.tree_util.keystr(path)}" for path, x in jax.tree_util.tree_leaves_with_path(params)
+            if not np.all(np.isfinite(np.asarray(x)))]
 
 
 class MetaRouter:
@@ -165,7 +195,11 @@ class MetaRouter:
         """Write the router to directory `path` (atomically: nothing half-written is left).
 
         Replaces a router saved there before or an empty directory; refuses anything else at
-        `path` (FileExistsError), since replacing it deletes it (`checkpoint.save_tree`)."""
+        `path` (FileExistsError), since replacing it deletes it (`checkpoint.save_tree`). Refuses
+        parameters that hold NaN/inf (ValueError): they would route every query to model 0."""
+        bad = _non_finite(self.params)
+        if bad:
+            raise ValueError(f"cannot save a router whose parameters hold NaN/inf ({', '.join(bad[:4])})")
         meta = {
             "format_version": checkpoint.FORMAT_VERSION,
             "config": self.config.to_dict(),
@@ -195,21 +229,28 @@ class MetaRouter:
             prof = dict(meta["profiles"])
             profiles = make_profiles(prof.pop("name"), **{k: tuple(v) if isinstance(v, list) else v
                                                            for k, v in prof.items()})
+            if not np.all(np.isfinite(profiles.log10_lam_range)):
+                raise ValueError(f"profiles.log10_lam_range {list(profiles.log10_lam_range)} is not finite")
             info = DataInfo.from_json(meta["data"])
             names = meta["routers"]
+            if "metarouter" not in names or not set(names) <= set(KEY_INDEX) or len(set(names)) != len(names):
+                raise ValueError(f"routers {names}: 'metarouter' and at most once each of {sorted(KEY_INDEX)}")
             history = {r: {k: np.asarray(v) for k, v in h.items()} for r, h in meta.get("history", {}).items()}
             if info.embed_dim != net_config.embed_dim:
                 raise ValueError(f"data.embed_dim {info.embed_dim} != network.embed_dim {net_config.embed_dim}")
             if info.descriptors.shape != (len(info.model_names), net_config.descriptor_dim):
                 raise ValueError(f"{len(info.model_names)} model names and descriptors of shape "
                                  f"{info.descriptors.shape} (network descriptor_dim {net_config.descriptor_dim})")
-            if not (np.isfinite(info.log_cost_mean) and np.isfinite(info.log_cost_std) and info.log_cost_std > 0):
-                raise ValueError(f"log10-cost standardisation ({info.log_cost_mean}, {info.log_cost_std})")
+            _, template = init_router_net(net_config, jax.random.key(0))
+            router = cls(config, hparams, net_config, profiles, {name: template for name in names}, info, history)
         except (AttributeError, KeyError, TypeError, ValueError) as err:
             raise checkpoint.CheckpointError(f"{path}/router.json is corrupt: {err!r}") from err
-        _, template = init_router_net(net_config, jax.random.key(0))
-        params = checkpoint.load_tree(path, {name: template for name in names})
-        return cls(config, hparams, net_config, profiles, params, info, history)
+        router.params = checkpoint.load_tree(path, router.params)
+        bad = _non_finite(router.params)
+        if bad:
+            raise checkpoint.CheckpointError(f"router arrays in {path} hold NaN/inf ({', '.join(bad[:4])}): "
+                                             "a diverged or damaged router")
+        return router
 
     # ------------------------------------------------------------------ inference
     @property
@@ -233,8 +274,9 @@ class MetaRouter:
         """Contexts in this router's units from explicit outcomes (see `Contexts.from_outcomes`)."""
         return Contexts.from_outcomes(
             query_emb, model_a, model_b, prefers_a, quality_a, cost_a, quality_b, cost_b,
-            capacity=capacity or self.config.max_contexts, num_models=len(self.model_names),
-            log_cost_stats=(self.info.log_cost_mean, self.info.log_cost_std), family=family)
+            capacity=self.config.max_contexts if capacity is None else capacity, num_models=len(self.model_names),
+            log_cost_stats=(self.info.log_cost_mean, self.info.log_cost_std), family=family,
+            num_families=len(self.info.family_names))
 
     def arrays_for(self, data: RoutingData, descriptor_split: str | None = None) -> RoutingArrays:
         """Device arrays of `data` in this router's units (its cost standardisation and its
@@ -258,11 +300,11 @@ class MetaRouter:
         """The router's own descriptors for its model set; for another set (models added, removed
         or unseen in training), descriptors from `data`'s `split`, by default centred as the
         router's training descriptors were, so a model that was in training keeps its descriptor."""
-        if data.model_names == self.model_names:
-            return self.info.descriptors
-        if data.family_names != self.info.family_names:
+        if data.family_names != self.info.family_names:  # also the ids a family-aware router reads
             raise ValueError(f"models are described by their quality per task family: the data's families "
                              f"{list(data.family_names)} are not the router's {list(self.info.family_names)}")
+        if data.model_names == self.model_names:
+            return self.info.descriptors
         # Routers saved before the centre was kept: the data's own centring.
         centre = self.info.descriptor_centre if centring == "router" else ()
         return data.descriptors(split, centre=centre or None)
@@ -303,20 +345,44 @@ class MetaRouter:
         Leading axes: many users at once. With the default atomic-posterior encoder the weights
         are the posterior average of the prior profiles' weights (Bayes-decision routing)."""
         params = self._router_params(router)
+        if not isinstance(contexts, Contexts):
+            raise TypeError(f"adapt takes Contexts (Contexts.from_feedback, from_outcomes, contexts_from_jsonl), "
+                            f"got {type(contexts).__name__}")
         if contexts.query_emb.shape[-1] != self.info.embed_dim:
             raise ValueError(f"contexts hold {contexts.query_emb.shape[-1]}-d query embeddings, "
                              f"the router expects {self.info.embed_dim}-d")
-        num_models = len(self.model_names)
-        if not any(isinstance(x, jax.core.Tracer) for x in (contexts.model_a, contexts.model_b, contexts.mask)):
-            # A gather clamps an index out of range: a valid context naming model 7 of 5 would
-            # silently read model 4's descriptor. Checked only on concrete arrays (not under a trace).
-            mask = np.asarray(contexts.mask)
-            for name in ("model_a", "model_b"):
-                index = np.asarray(getattr(contexts, name))[mask]
-                if index.size and (index.min() < 0 or index.max() >= num_models):
-                    raise ValueError(f"contexts' {name} holds model indices outside [0, {num_models}) "
-                                     f"(got {index.min()}..{index.max()}): this router has {num_models} models")
+        if not any(isinstance(x, jax.core.Tracer) for x in jax.tree.leaves(contexts)):
+            self._check_contexts(contexts)  # only concrete arrays can be checked (not under a trace)
         return self._adapt(params, contexts, self.info.descriptors)
+
+    def _check_contexts(self, contexts: Contexts) -> None:
+        """Refuse hand-built contexts whose arrays disagree in shape or kind, or whose valid
+        contexts hold model indices out of range, labels other than 0/1, or NaN/inf."""
+        mask = np.asarray(contexts.mask)
+        shape = mask.shape
+        if mask.dtype != bool or not shape:
+            raise ValueError(f"contexts' mask must be a bool array [..., N], got {mask.dtype}{list(shape)}")
+        want = {"query_emb": shape + (self.info.embed_dim,), "model_a": shape, "model_b": shape,
+                "outcome_a": shape + (2,), "outcome_b": shape + (2,), "label": shape, "family": shape}
+        arrays = {name: np.asarray(getattr(contexts, name)) for name in want}
+        for name, x in arrays.items():
+            if x.shape != want[name]:
+                raise ValueError(f"contexts' {name} has shape {x.shape}, expected {want[name]} (mask {shape})")
+            if name in ("model_a", "model_b", "family") and x.dtype.kind not in "iu":
+                raise ValueError(f"contexts' {name} must hold integer indices, got {x.dtype}")
+        num_models = len(self.model_names)
+        for name in ("model_a", "model_b"):
+            # A gather clamps an index out of range: a valid context naming model 7 of 5 would
+            # silently read model 4's descriptor.
+            index = arrays[name][mask]
+            if index.size and (index.min() < 0 or index.max() >= num_models):
+                raise ValueError(f"contexts' {name} holds model indices outside [0, {num_models}) "
+                                 f"(got {index.min()}..{index.max()}): this router has {num_models} models")
+        if not np.isin(arrays["label"][mask], (0.0, 1.0)).all():
+            raise ValueError("contexts' label must be 1 (a preferred) or 0 (b preferred) on every valid context")
+        for name in ("query_emb", "outcome_a", "outcome_b"):
+            if not np.all(np.isfinite(arrays[name][mask])):
+                raise ValueError(f"contexts' {name} holds NaN/inf on a valid context")
 
     def _router_params(self, router: str):
         """The parameters of one of this MetaRouter's routers, by name."""
@@ -386,7 +452,7 @@ class MetaRouter:
         names = self.model_names
         if pool is None:
             return np.ones(len(names), bool)
-        pool = np.asarray(pool)
+        pool = np.asarray([pool] if isinstance(pool, str) else pool)   # a single name: one model
         if pool.dtype == bool:
             if pool.shape != (len(names),):
                 raise ValueError(f"a pool mask needs one entry per model ({len(names)}), got shape {pool.shape}")
