@@ -7,6 +7,7 @@ import pytest
 
 from metarouter_jax import cli
 from metarouter_jax.cli import eval_data_source, load_data, main, parse_overrides
+from metarouter_jax.data import DataError
 
 TINY = ["num_steps=20", "chunk_steps=10", "tasks_per_step=4", "queries_per_task=8", "max_contexts=4",
         "hidden=16", "latent_dim=4", "query_dim=4", "valid_users=8", "calib_queries=32"]
@@ -63,6 +64,11 @@ def test_train_then_eval(tmp_path, capsys, monkeypatch):
     assert "pool: coder-7b" in capsys.readouterr().out
     costs = {m: by_n["0"]["cost"] for m, by_n in json.loads((tmp_path / "pool.json").read_text())["uniform"].items()}
     assert len(set(costs.values())) == 1, costs        # one routable model: every method answers with it
+    assert main(["eval", str(out / "router"), "--profile", "nope"]) == 2
+    assert capsys.readouterr().err.startswith("error: unknown profile family 'nope'")   # not the KeyError's repr
+    (tmp_path / "adir").mkdir()
+    assert main(["eval", str(out / "router"), "--json", str(tmp_path / "adir")]) == 2
+    assert f"error: --json {tmp_path / 'adir'}: is a directory" in capsys.readouterr().err
     # A refused rerun (the checkpoints there are of another configuration) keeps the config.json
     # that describes router/.
     recorded = (out / "config.json").read_text()
@@ -76,6 +82,9 @@ def test_clear_errors(tmp_path, capsys):
     assert "no saved router" in capsys.readouterr().err
     assert main(["data", "info", "no-such-dataset"]) == 2
     assert "unknown" in capsys.readouterr().err.lower()
+    (tmp_path / "plot.png").mkdir()   # an OSError from a command: an error line, not a traceback
+    assert main(["data", "info", "synthetic", "--plot", str(tmp_path / "plot.png")]) == 2
+    assert re.search(f"^error: .*Is a directory: '{re.escape(str(tmp_path / 'plot.png'))}'", capsys.readouterr().err)
 
 
 def test_data_info_with_plot(tmp_path, capsys):
@@ -108,13 +117,16 @@ def test_eval_loads_the_data_with_the_recorded_seed(tmp_path):
 
 def test_failed_train_writes_nothing(tmp_path, capsys):
     out = tmp_path / "run"
-    with pytest.raises(SystemExit, match="hidden=abc: expected an integer"):
+    with pytest.raises(SystemExit, match="hidden=abc: expected an integer") as exit_:
         main(["train", "--out", str(out), "--quiet", *TINY, "hidden=abc"])
+    assert exit_.value.code == 2                        # the status of every input error
+    assert capsys.readouterr().err == "error: hidden=abc: expected an integer\n"
     assert main(["train", "--out", str(out), "--quiet", *TINY, "lr=-1"]) == 2
     assert "learning_rate must be > 0" in capsys.readouterr().err
     assert main(["train", "--out", str(out), "--quiet", *TINY, "valid_split=dev"]) == 2
     assert "unknown split 'dev'" in capsys.readouterr().err
     assert main(["train", "--out", str(out), "--quiet", *TINY, "profile=quadratic"]) == 2  # fails inside fit
+    assert capsys.readouterr().err.startswith("error: unknown profile family 'quadratic'")
     assert not out.exists()
     # A refused rerun keeps the config.json of the router already there.
     out.mkdir()
@@ -126,3 +138,42 @@ def test_failed_train_writes_nothing(tmp_path, capsys):
     (tmp_path / "afile").write_text("x")
     assert main(["train", "--out", str(tmp_path / "afile"), "--quiet", *TINY]) == 2
     assert f"error: --out {tmp_path / 'afile'}: is a file" in capsys.readouterr().err
+
+
+def test_an_out_the_run_could_not_be_saved_to_is_refused_before_the_data_is_loaded(tmp_path, capsys, monkeypatch):
+    """A folder of other files at OUT/router (saving the router would delete it) or a folder at
+    OUT/config.json: refused before the data is loaded, nothing written. A previous router, or
+    an empty folder, may be replaced."""
+    def no_data(name, seed=0):
+        raise DataError("the data would be loaded here")
+
+    monkeypatch.setattr(cli, "load_data", no_data)
+    out = tmp_path / "run"
+    (out / "router").mkdir(parents=True)
+    (out / "router" / "notes.txt").write_text("x")
+    assert main(["train", "--out", str(out), "--quiet", *TINY]) == 2
+    assert capsys.readouterr().err == (f"error: cannot save the router to {out / 'router'}: the directory holds "
+                                       "other files (no router.json: not a saved router), which saving would delete\n")
+    (out / "best_router").mkdir()
+    (out / "best_router" / "notes.txt").write_text("x")
+    assert main(["sweep", "--out", str(out), "--quiet"]) == 2
+    assert f"error: cannot save the router to {out / 'best_router'}: the directory holds other files" \
+        in capsys.readouterr().err
+    (out / "router" / "notes.txt").unlink()
+    (out / "config.json").mkdir()
+    assert main(["train", "--out", str(out), "--quiet", *TINY]) == 2
+    assert f"error: --out {out}: {out / 'config.json'} is a directory" in capsys.readouterr().err
+    (out / "config.json").rmdir()
+    (out / "router").rmdir()
+    (out / "router").write_text("x")
+    assert main(["train", "--out", str(out), "--quiet", *TINY]) == 2
+    assert f"error: cannot save the router to {out / 'router'}: it is a file" in capsys.readouterr().err
+    assert sorted(p.name for p in out.iterdir()) == ["best_router", "router"]   # no checkpoints/, no config.json
+    assert (out / "router").read_text() == "x" and (out / "best_router" / "notes.txt").read_text() == "x"
+    (out / "router").unlink()
+    for router in ([], ["router.json"]):   # an empty folder, a previous router: on to the data
+        (out / "router").mkdir(exist_ok=True)
+        for name in router:
+            (out / "router" / name).write_text("{}")
+        assert main(["train", "--out", str(out), "--quiet", *TINY]) == 2
+        assert "the data would be loaded here" in capsys.readouterr().err

@@ -51,6 +51,23 @@ def test_json_schema(report, tmp_path):
 def test_bad_evaluation_requests(trained_router, small_data):
     with pytest.raises(ValueError, match="pair strategies"):
         mr.evaluate(trained_router, small_data, strategies=("bisect",))
+    with pytest.raises(ValueError, match=re.escape("unknown pair strategies ['bisect']")):  # one, not 6 letters
+        mr.evaluate(trained_router, small_data, strategies="bisect")
+    for n_contexts in ("12", (0, 1.5), [[0, 1]]):
+        with pytest.raises(TypeError, match="n_contexts must be an int or a sequence of ints"):
+            mr.evaluate(trained_router, small_data, n_contexts=n_contexts)
+    with pytest.raises(ValueError, match="n_contexts is empty"):
+        mr.evaluate(trained_router, small_data, n_contexts=())
+    with pytest.raises(ValueError, match="numbers of contexts must be >= 0"):
+        mr.evaluate(trained_router, small_data, n_contexts=-1)
+    for beta in (-5.0, 0.0, float("inf"), float("nan")):
+        with pytest.raises(ValueError, match="beta .* must be a finite number > 0"):
+            mr.evaluate(trained_router, small_data, beta=beta)
+    for flip in (-0.1, 0.5, 3.0, float("nan")):
+        with pytest.raises(ValueError, match=r"flip .* must be in \[0, 0.5\)"):
+            mr.evaluate(trained_router, small_data, flip=flip)
+    with pytest.raises(KeyError, match="unknown profile family 'nope'"):
+        mr.evaluate(trained_router, small_data, profiles="nope")
     point = copy.copy(trained_router)
     point.atoms = None  # as a point-estimate encoder (posterior_atoms=0) has
     with pytest.raises(ValueError, match="atomic-posterior"):
@@ -62,6 +79,13 @@ def test_bad_evaluation_requests(trained_router, small_data):
                          trained_router.info)
     with pytest.raises(ValueError, match="companion"):
         mr.evaluate(solo, small_data)
+
+
+def test_a_single_strategy_count_or_profile_name(trained_router, small_data):
+    """One pair strategy, one number of contexts and a profile family's name need no tuple or object."""
+    report = mr.evaluate(trained_router, small_data, n_users=1, n_contexts=2, strategies="uniform", profiles="budget")
+    assert list(report.results) == ["uniform"] and list(report.results["uniform"]["metarouter"]) == [2]
+    assert report.settings["profile"] == "budget" != trained_router.profiles.name
 
 
 def test_active_strategy(trained_router, small_data, report):

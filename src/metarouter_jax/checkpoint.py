@@ -200,6 +200,17 @@ def _process_alive(pid: int) -> bool:
     return True
 
 
+def check_save_target(path: str | os.PathLike) -> None:
+    """Raise FileExistsError unless a router may be saved at `path`: nothing there, an empty
+    directory or a router saved before; anything else would be deleted by the save."""
+    path = Path(path).absolute()
+    if path.exists() and not path.is_dir():
+        raise FileExistsError(f"cannot save the router to {path}: it is a file, not a router directory")
+    if path.is_dir() and not (path / "router.json").is_file() and any(path.iterdir()):
+        raise FileExistsError(f"cannot save the router to {path}: the directory holds other files "
+                              "(no router.json: not a saved router), which saving would delete")
+
+
 def save_tree(path: str | os.PathLike, tree, metadata: dict) -> None:
     """Write `tree` and a JSON `metadata` to directory `path` atomically (tmp dir + rename).
 
@@ -207,11 +218,7 @@ def save_tree(path: str | os.PathLike, tree, metadata: dict) -> None:
     (FileExistsError), since replacing it deletes it. Temporary folders that killed saves of the
     same `path` left behind are removed once the new router is in place."""
     path = Path(path).absolute()
-    if path.exists() and not path.is_dir():
-        raise FileExistsError(f"cannot save the router to {path}: it is a file, not a router directory")
-    if path.is_dir() and not (path / "router.json").is_file() and any(path.iterdir()):
-        raise FileExistsError(f"cannot save the router to {path}: the directory holds other files "
-                              "(no router.json: not a saved router), which saving would delete")
+    check_save_target(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = _temp_dir(path, "new")
     aside = None  # a router already at `path`, moved aside (not deleted) until the new one is in place

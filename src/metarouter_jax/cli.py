@@ -21,7 +21,7 @@ import sys
 import time
 from pathlib import Path
 
-from metarouter_jax.checkpoint import CheckpointError, read_json_object, write_json
+from metarouter_jax.checkpoint import CheckpointError, check_save_target, read_json_object, write_json
 from metarouter_jax.config import Hparams, TrainConfig, expected_type
 from metarouter_jax.data import DataError
 
@@ -106,6 +106,17 @@ def check_out(out: Path, option: str = "--out") -> None:
             return
 
 
+def check_run_out(out: Path, router: str) -> None:
+    """Raise unless a run can end by saving `out/router` and writing `out/config.json`: checked
+    before anything trains. A file or a folder of other files at `out/router` is refused as
+    saving refuses it (`checkpoint.check_save_target`); a previous router is replaced."""
+    check_out(out)
+    check_save_target(out / router)
+    config_file = out / "config.json"
+    if config_file.is_dir():
+        raise ValueError(f"--out {out}: {config_file} is a directory, not a file")
+
+
 def cmd_train(args) -> int:
     import metarouter_jax as mr
 
@@ -115,7 +126,7 @@ def cmd_train(args) -> int:
     config = TrainConfig(**config_over)
     hparams = Hparams.create(**hparam_over)
     out = Path(args.out)
-    check_out(out)
+    check_run_out(out, "router")
     data = load_data(args.data, args.seed)
     print(f"data: {args.data}: {data.num_queries} queries, {data.num_models} models, "
           f"splits {{{', '.join(f'{k}: {len(v)}' for k, v in data.splits.items())}}}")
@@ -159,14 +170,11 @@ def cmd_eval(args) -> int:
     data = load_data(data_name, data_seed)
     if args.json:  # before a long evaluation, not after it
         check_out(Path(args.json).parent, "--json")
-    profiles = None
-    if args.profile:
-        from metarouter_jax.profiles import make_profiles
-
-        profiles = make_profiles(args.profile, data, log10_lam_range=router.profiles.log10_lam_range)
+        if Path(args.json).is_dir():
+            raise ValueError(f"--json {args.json}: is a directory")
     start = time.time()
     report = mr.evaluate(router, data, split=args.split, n_users=args.users, seed=args.seed,
-                         n_contexts=tuple(args.n_contexts), strategies=tuple(args.strategies), profiles=profiles,
+                         n_contexts=tuple(args.n_contexts), strategies=tuple(args.strategies), profiles=args.profile,
                          pool=args.pool)
     if args.pool:
         print(f"pool: {', '.join(report.settings['pool'])}")
@@ -238,7 +246,7 @@ def cmd_sweep(args) -> int:
     config = TrainConfig(**config_over)
     Hparams.grid(**grid)   # bad values (NaN, negative) fail here, before the data is loaded
     out = Path(args.out)
-    check_out(out)
+    check_run_out(out, "best_router")
     data = load_data(args.data, args.data_seed)
     size = len(seeds) * math.prod(len(v) for v in grid.values())
     print(f"data: {args.data}: {data.num_queries} queries, {data.num_models} models; "
@@ -385,9 +393,18 @@ def main(argv: list[str] | None = None) -> int:
     apply_compile_cache(args)
     try:
         return args.func(args)
-    except (CheckpointError, DataError, FileNotFoundError, KeyError, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
+    except (CheckpointError, DataError, KeyError, OSError, ValueError) as err:
+        # str() of a KeyError is the repr of its message, quotes and all
+        print(f"error: {err.args[0] if isinstance(err, KeyError) and err.args else err}", file=sys.stderr)
         return 2
+    except SystemExit as err:
+        if not isinstance(err.code, str):
+            raise
+        # A bad setting (`setting_kind`, `parse_overrides`, --seeds): SystemExit("error: ...") would exit 1.
+        # Printed here and raised again with status 2, as argparse raises its usage errors.
+        print(err.code, file=sys.stderr)
+        err.code = 2
+        raise
 
 
 if __name__ == "__main__":

@@ -27,6 +27,7 @@ from metarouter_jax import adaptation, baselines, checkpoint
 from metarouter_jax.contexts import (ACTIVE_STRATEGIES, PAIR_STRATEGIES, PairSource, sample_active_contexts,
                                      sample_contexts)
 from metarouter_jax.data import RoutingData
+from metarouter_jax.profiles import make_profiles
 from metarouter_jax.tasks import query_utility, utility_scale
 from metarouter_jax.training import calibration_queries
 
@@ -81,22 +82,37 @@ def evaluate(router, data: RoutingData, split: str = "test", n_contexts=DEFAULT_
              profiles=None, user_batch: int = 16) -> EvalReport:
     """Evaluate a fitted `MetaRouter` (with its known/agnostic companions) on `data[split]`.
 
-    `data` may hold another set of models than the router was trained on (a changed pool);
-    `pool` then names or indexes `data`'s models."""
+    `n_contexts` is a number of contexts or a sequence of them, `strategies` a pair strategy or
+    a sequence of them, `profiles` the test users' profile family (an object or a registered name,
+    default the router's), `beta` > 0 and `flip` in [0, 0.5) their Bradley-Terry rationality and
+    label-flip rate. `data` may hold another set of models than the router was trained on (a
+    changed pool); `pool` then names or indexes `data`'s models."""
     for name in ("known", "agnostic"):
         if name not in router.params:
             raise ValueError(f"evaluation needs the {name!r} companion router: fit with companions=True")
+    strategies = (strategies,) if isinstance(strategies, str) else tuple(strategies)
     unknown = [s for s in strategies if s not in PAIR_STRATEGIES + ACTIVE_STRATEGIES]
     if unknown:
         raise ValueError(f"unknown pair strategies {unknown}; known: {PAIR_STRATEGIES + ACTIVE_STRATEGIES}")
     if "active" in strategies and router.atoms is None:
         raise ValueError("the 'active' pair strategy asks at the median of the MetaRouter's posterior: it needs "
                          "an atomic-posterior router (posterior_atoms > 0), this one has posterior_atoms=0")
-    n_contexts = tuple(int(n) for n in n_contexts)
+    counts = np.atleast_1d(n_contexts)  # a string becomes a one-string array: refused as not integers
+    if counts.size == 0:
+        raise ValueError("n_contexts is empty: give at least one number of contexts")
+    if counts.ndim != 1 or not np.issubdtype(counts.dtype, np.integer):
+        raise TypeError(f"n_contexts must be an int or a sequence of ints, got {n_contexts!r}")
+    n_contexts = tuple(counts.tolist())
     if min(n_contexts) < 0:
         raise ValueError(f"numbers of contexts must be >= 0, got {n_contexts}")
     if int(n_users) < 1:
         raise ValueError(f"n_users must be >= 1 (the metrics are means over users), got {n_users}")
+    if not (np.isfinite(beta) and beta > 0):
+        raise ValueError(f"beta (the test users' rationality) must be a finite number > 0, got {beta}")
+    if not 0.0 <= flip < 0.5:  # at 1/2 a label says nothing of the user's preference
+        raise ValueError(f"flip (the test users' label-flip probability) must be in [0, 0.5), got {flip}")
+    if isinstance(profiles, str):  # a registered family over the router's log10(lam) range
+        profiles = make_profiles(profiles, data, log10_lam_range=router.profiles.log10_lam_range)
     if data.model_names != router.model_names:  # another model set: described in the router's units
         router = router.with_models(data)
     profiles = profiles or router.profiles
