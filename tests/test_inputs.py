@@ -249,6 +249,9 @@ def test_parameters_holding_nan_are_neither_saved_nor_loaded(router, tmp_path, m
     with pytest.raises(ValueError, match=r"cannot save a router whose parameters hold NaN/inf \(\['agnostic'\]"):
         broken.save(tmp_path / "r")
     assert not (tmp_path / "r").exists()
+    (tmp_path / "f").write_text("x")
+    with pytest.raises(FileExistsError, match=f"cannot save the router to {tmp_path / 'f' / 'r'}: .* is a file"):
+        router.save(tmp_path / "f" / "r")
     monkeypatch.setattr(router_module, "_non_finite", lambda params: [])   # as a damaged file would hold them
     broken.save(tmp_path / "r")
     monkeypatch.undo()
@@ -275,6 +278,9 @@ def test_hand_built_contexts_of_the_wrong_shape_or_kind_are_named(router, small_
 def test_one_pool_name_is_one_model_and_families_must_match(router, small_data):
     name = small_data.model_names[1]
     np.testing.assert_array_equal(router.pool_mask(name), router.pool_mask([name]))   # not its characters
+    np.testing.assert_array_equal(small_data.pool_mask(name), router.pool_mask([name]))
+    with pytest.raises(ValueError, match=r"model names, model indices or a bool mask, got \[0.9\]"):
+        small_data.pool_mask([0.9])                                                     # was model 0
     renamed = dataclasses.replace(small_data, family_names=tuple(f + "_x" for f in small_data.family_names))
     with pytest.raises(ValueError, match="the data's families .* are not the router's"):
         router.arrays_for(renamed)

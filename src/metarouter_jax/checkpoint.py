@@ -204,6 +204,9 @@ def check_save_target(path: str | os.PathLike) -> None:
     """Raise FileExistsError unless a router may be saved at `path`: nothing there, an empty
     directory or a router saved before; anything else would be deleted by the save."""
     path = Path(path).absolute()
+    above = next(parent for parent in path.parents if parent.exists())
+    if not above.is_dir():
+        raise FileExistsError(f"cannot save the router to {path}: {above} is a file")
     if path.exists() and not path.is_dir():
         raise FileExistsError(f"cannot save the router to {path}: it is a file, not a router directory")
     if path.is_dir() and not (path / "router.json").is_file() and any(path.iterdir()):

@@ -35,6 +35,35 @@ def data_root(path: str | os.PathLike | None = None) -> Path:
     return checkout.parent / "shared" / "data"
 
 
+def pool_mask(model_names: Sequence[str], pool) -> np.ndarray:
+    """[K] bool mask of the models `pool` names: None (every model), a [K] bool mask, model names
+    (one name: one model) or indices. Refuses unknown names, indices out of range or not
+    integers, and an empty pool."""
+    k = len(model_names)
+    if pool is None:
+        return np.ones(k, bool)
+    pool = np.asarray([pool] if isinstance(pool, str) else pool)
+    if pool.dtype == bool:
+        if pool.shape != (k,):
+            raise ValueError(f"a pool mask needs one entry per model ({k}), got shape {pool.shape}")
+        mask = pool
+    elif pool.dtype.kind in "US":
+        unknown = [p for p in pool.tolist() if p not in model_names]
+        if unknown:
+            raise KeyError(f"unknown model name(s) {unknown} in pool; known models: {list(model_names)}")
+        mask = np.isin(np.asarray(model_names), pool)
+    elif pool.size and pool.dtype.kind not in "iu":
+        raise ValueError(f"a pool is model names, model indices or a bool mask, got {pool.tolist()}")
+    else:
+        if pool.size and (pool.min() < 0 or pool.max() >= k):
+            raise ValueError(f"pool indices must be in [0, {k}), got {pool.tolist()}")
+        mask = np.zeros(k, bool)
+        mask[pool.astype(int)] = True
+    if mask.shape != (k,) or not mask.any():
+        raise ValueError("the pool is empty: it must name at least one model")
+    return mask
+
+
 @dataclasses.dataclass(frozen=True, eq=False)
 class RoutingData:
     """A routing log. Build it with `RoutingData.create`, which validates.
@@ -196,25 +225,7 @@ class RoutingData:
 
     def pool_mask(self, pool: Sequence[str] | Sequence[int] | np.ndarray | None) -> np.ndarray:
         """[K] bool mask of routable models from names, indices or a mask (None = all)."""
-        if pool is None:
-            return np.ones(self.num_models, bool)
-        pool = list(pool) if not isinstance(pool, np.ndarray) else pool
-        if isinstance(pool, np.ndarray) and pool.dtype == bool:
-            if pool.shape != (self.num_models,):
-                raise ValueError(f"pool mask must have shape ({self.num_models},), got {pool.shape}")
-            mask = pool
-        elif len(pool) and isinstance(pool[0], str):
-            mask = np.zeros(self.num_models, bool)
-            mask[self.model_index(pool)] = True
-        else:
-            idx = np.asarray(pool, dtype=np.int64)
-            if idx.size and (idx.min() < 0 or idx.max() >= self.num_models):
-                raise ValueError(f"pool indices must be in [0, {self.num_models}), got {idx.tolist()}")
-            mask = np.zeros(self.num_models, bool)
-            mask[idx] = True
-        if mask.sum() < 1:
-            raise ValueError("the pool of routable models is empty")
-        return mask
+        return pool_mask(self.model_names, pool)
 
     # ------------------------------------------------------------------ derived views
     def with_splits(self, **splits: Sequence[int]) -> "RoutingData":

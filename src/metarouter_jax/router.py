@@ -18,7 +18,7 @@ import numpy as np
 from metarouter_jax import adaptation, checkpoint
 from metarouter_jax.config import FROZEN_WHEN_WARM, Hparams, TrainConfig
 from metarouter_jax.contexts import Contexts
-from metarouter_jax.data import RoutingData
+from metarouter_jax.data import RoutingData, pool_mask
 from metarouter_jax.networks import NetworkConfig, init_router_net, router_graphdef
 from metarouter_jax.parallel import auto_task_mesh, shard_tasks, to_host
 from metarouter_jax.profiles import make_atoms, make_profiles
@@ -449,29 +449,7 @@ class MetaRouter:
 
     def pool_mask(self, pool) -> np.ndarray:
         """[K] bool mask of a pool given as None (every model), a bool mask, names or indices."""
-        names = self.model_names
-        if pool is None:
-            return np.ones(len(names), bool)
-        pool = np.asarray([pool] if isinstance(pool, str) else pool)   # a single name: one model
-        if pool.dtype == bool:
-            if pool.shape != (len(names),):
-                raise ValueError(f"a pool mask needs one entry per model ({len(names)}), got shape {pool.shape}")
-            mask = pool
-        elif pool.dtype.kind in "US":
-            unknown = [p for p in pool.tolist() if p not in names]
-            if unknown:
-                raise KeyError(f"unknown model name(s) {unknown} in pool; known models: {list(names)}")
-            mask = np.isin(np.asarray(names), pool)
-        elif pool.size and pool.dtype.kind not in "iu":
-            raise ValueError(f"a pool is model names, model indices or a bool mask, got {pool.tolist()}")
-        else:
-            if pool.size and (pool.min() < 0 or pool.max() >= len(names)):
-                raise ValueError(f"pool indices must be in [0, {len(names)}), got {pool.tolist()}")
-            mask = np.zeros(len(names), bool)
-            mask[pool.astype(int)] = True
-        if mask.shape != (len(names),) or not mask.any():
-            raise ValueError("the pool must name at least one of the router's models")
-        return mask
+        return pool_mask(self.model_names, pool)
 
     def route_text(self, latent, texts: str | Sequence[str], pool=None, embedder=None, family=None) -> list:
         """Embed raw query texts (the optional `text` extra) and route them; returns model names.
