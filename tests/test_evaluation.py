@@ -68,6 +68,9 @@ def test_bad_evaluation_requests(trained_router, small_data):
             mr.evaluate(trained_router, small_data, flip=flip)
     with pytest.raises(KeyError, match="unknown profile family 'nope'"):
         mr.evaluate(trained_router, small_data, profiles="nope")
+    for user_batch in (0, 2.5):
+        with pytest.raises(ValueError, match="user_batch .* must be an integer >= 1"):
+            mr.evaluate(trained_router, small_data, user_batch=user_batch)
     point = copy.copy(trained_router)
     point.atoms = None  # as a point-estimate encoder (posterior_atoms=0) has
     with pytest.raises(ValueError, match="atomic-posterior"):

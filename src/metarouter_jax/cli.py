@@ -117,13 +117,23 @@ def check_run_out(out: Path, router: str) -> None:
         raise ValueError(f"--out {out}: {config_file} is a directory, not a file")
 
 
+def checked_config(overrides: dict) -> TrainConfig:
+    """TrainConfig(**overrides), with its profile family looked up before any data is loaded."""
+    from metarouter_jax.profiles import PROFILE_FAMILIES
+
+    config = TrainConfig(**overrides)
+    if config.profile not in PROFILE_FAMILIES:
+        raise KeyError(f"unknown profile family {config.profile!r}; registered: {sorted(PROFILE_FAMILIES)}")
+    return config
+
+
 def cmd_train(args) -> int:
     import metarouter_jax as mr
 
     # Everything is checked before anything is written; config.json is written last, beside the
     # router it describes, so a failed or refused run leaves no config.json that disagrees with it.
     config_over, hparam_over = parse_overrides(args.overrides)
-    config = TrainConfig(**config_over)
+    config = checked_config(config_over)
     hparams = Hparams.create(**hparam_over)
     out = Path(args.out)
     check_run_out(out, "router")
@@ -243,7 +253,7 @@ def cmd_sweep(args) -> int:
             except ValueError:
                 raise SystemExit(f"error: {name}={raw!r}: hyperparameter values must be numbers") from None
         grid[name] = grid.get(name, []) + values
-    config = TrainConfig(**config_over)
+    config = checked_config(config_over)
     Hparams.grid(**grid)   # bad values (NaN, negative) fail here, before the data is loaded
     out = Path(args.out)
     check_run_out(out, "best_router")

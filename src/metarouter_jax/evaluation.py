@@ -105,6 +105,8 @@ def evaluate(router, data: RoutingData, split: str = "test", n_contexts=DEFAULT_
     n_contexts = tuple(counts.tolist())
     if min(n_contexts) < 0:
         raise ValueError(f"numbers of contexts must be >= 0, got {n_contexts}")
+    if not isinstance(user_batch, (int, np.integer)) or user_batch < 1:
+        raise ValueError(f"user_batch (users evaluated side by side) must be an integer >= 1, got {user_batch!r}")
     if int(n_users) < 1:
         raise ValueError(f"n_users must be >= 1 (the metrics are means over users), got {n_users}")
     if not (np.isfinite(beta) and beta > 0):
