@@ -129,6 +129,7 @@ def checked_config(overrides: dict) -> TrainConfig:
 
 def cmd_train(args) -> int:
     import metarouter_jax as mr
+    from metarouter_jax.parallel import auto_task_mesh
 
     # Everything is checked before anything is written; config.json is written last, beside the
     # router it describes, so a failed or refused run leaves no config.json that disagrees with it.
@@ -140,9 +141,14 @@ def cmd_train(args) -> int:
     data = load_data(args.data, args.seed)
     print(f"data: {args.data}: {data.num_queries} queries, {data.num_models} models, "
           f"splits {{{', '.join(f'{k}: {len(v)}' for k, v in data.splits.items())}}}")
+    mesh = auto_task_mesh(config.tasks_per_step)   # every device JAX sees, as fit's default
+    if mesh is not None:
+        print(f"each meta-step's {config.tasks_per_step} tasks split across {mesh.size} "
+              f"{mesh.devices.flat[0].platform} devices")
     start = time.time()
     router = mr.MetaRouter.fit(data, config, hparams, seed=args.seed, progress=Progress(not args.quiet),
-                               checkpoint_dir=out / "checkpoints", save_every=args.save_every, keep=args.keep)
+                               checkpoint_dir=out / "checkpoints", save_every=args.save_every, keep=args.keep,
+                               mesh=mesh)
     router.save(out / "router")
     write_json(out / "config.json", {"data": args.data, "data_seed": args.seed, "seed": args.seed,
                                      "config": config.to_dict(), "hparams": hparams.to_json()})
