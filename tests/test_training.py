@@ -215,3 +215,21 @@ def test_early_stopping_score_is_the_routed_normalised_utility(trained_router):
     for name in ("known", "metarouter"):
         best = trained_router.best_valid_utility[name]
         assert 0.3 < best <= 1.0, (name, best)
+
+
+@pytest.mark.parametrize("loss", ["full", "bandit"])
+def test_queries_no_pool_model_can_answer_teach_nothing(small_data, tiny_config, loss):
+    """Random pools on a log with missing cells leave some queries no model: their centring was
+    0 / 0, which made the task losses NaN."""
+    rng = np.random.default_rng(0)
+    quality, cost = small_data.quality.copy(), small_data.cost.copy()
+    for i in np.nonzero(rng.random(small_data.num_queries) < 0.5)[0]:   # 3 of 5 models missing on half the queries
+        drop = rng.choice(small_data.num_models, 3, replace=False)
+        quality[i, drop] = cost[i, drop] = np.nan
+    data = dataclasses.replace(small_data, quality=quality, cost=cost)
+    trainer = make_train(tiny_config.replace(pool_dropout=0.6, latent_source="profile", loss=loss), data)
+    hparams = Hparams.create()
+    params = trainer.init(jax.random.key(0), hparams).params
+    keys = jax.random.split(jax.random.key(5), 16)
+    losses, metrics = jax.jit(jax.vmap(trainer.task_loss, in_axes=(None, 0, None, None)))(params, keys, hparams, 0.0)
+    assert np.isfinite(np.asarray(losses)).all() and np.isfinite(np.asarray(metrics["utility"])).all()

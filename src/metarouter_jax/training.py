@@ -208,8 +208,9 @@ class Trainer:
         u = jax.vmap(query_utility, in_axes=(None, None, None, 0))(self.profiles, user.profile, arrays, queries)
         u = u / user.scale
         # Centring per query changes no expected-utility gradient (probabilities sum to 1) but
-        # lowers the variance of the bandit estimator.
-        u = u - (u * allowed).sum(-1, keepdims=True) / allowed.sum(-1, keepdims=True)
+        # lowers the variance of the bandit estimator. A query no model of the pool can answer
+        # (a random pool on a log with missing cells) earns 0 and teaches nothing (was 0 / 0).
+        u = u - (u * allowed).sum(-1, keepdims=True) / jnp.maximum(allowed.sum(-1, keepdims=True), 1)
         alpha = entropy_weight(hparams, progress)
         # The answers' policy components do not depend on the user: one pass (and one backward
         # pass) serves this user's latent and, below, the known profile's.
@@ -250,8 +251,9 @@ class Trainer:
             utility_loss = -expected.mean()
         else:  # REINFORCE on one sampled arm per query, batch-mean baseline
             arm = jax.random.categorical(key, jnp.where(allowed, logp, -jnp.inf))
-            reward = jnp.take_along_axis(u, arm[:, None], 1)[:, 0]
-            advantage = jax.lax.stop_gradient(reward - reward.mean())
+            answerable = allowed.any(-1)             # else the arm is no model at all: no reward, no gradient
+            reward = jnp.where(answerable, jnp.take_along_axis(u, arm[:, None], 1)[:, 0], 0.0)
+            advantage = jax.lax.stop_gradient(reward - reward.mean()) * answerable
             utility_loss = -(advantage * jnp.take_along_axis(logp, arm[:, None], 1)[:, 0]).mean()
         entropy = -(probs * jnp.where(allowed, logp, 0.0)).sum(-1).mean()
         return utility_loss - alpha * entropy, expected, entropy
