@@ -233,3 +233,11 @@ def test_queries_no_pool_model_can_answer_teach_nothing(small_data, tiny_config,
     keys = jax.random.split(jax.random.key(5), 16)
     losses, metrics = jax.jit(jax.vmap(trainer.task_loss, in_axes=(None, 0, None, None)))(params, keys, hparams, 0.0)
     assert np.isfinite(np.asarray(losses)).all() and np.isfinite(np.asarray(metrics["utility"])).all()
+
+
+def test_budget_plug_in_profile_is_a_cap_the_known_router_was_trained_on():
+    profiles = make_profiles("budget", log10_lam_range=(0.0, 3.0))
+    cap_input = float(profiles.features(profiles.linear_profile(1.0))[-1])
+    assert cap_input == 1.0                     # the loosest cap of the prior (training inputs span [-1, 1])
+    trained = jax.vmap(profiles.features)(jax.vmap(profiles.sample)(jax.random.split(jax.random.key(0), 256)))
+    assert float(trained[:, -1].min()) >= -1.0 and float(trained[:, -1].max()) <= 1.0

@@ -85,7 +85,9 @@ class TrainConfig:
     query_dim: int = 8             # small query pathway: routers overfit per-query 0/1 labels
     gaussian_encoder: bool = False
     profile_latent: bool = True    # encoder infers profile features, shared embedding with `known`
-    context_query: bool = False    # the encoder sees the contexts' query embeddings (memorisation risk)
+    context_query: bool = False    # the encoder's per-context features see the query embeddings (memorisation
+                                   # risk); the utility head v_psi(x, d, outcome, z) of the pair loss and of
+                                   # inner refinement reads the query either way (DESIGN.md section 6)
     context_family: bool = False   # ... and their task family (one-hot; did not help family-weight users at n = 6)
     family_quality: bool = False   # the policy sees each model's calibration quality on the query's own task
                                    # family (needs the family when routing; carries over to new families)

@@ -232,7 +232,12 @@ class ContextEncoder(nnx.Module):
         return z, jnp.zeros_like(z)
 
     def utility(self, query_emb, descriptor, outcome, latent):
-        """v_psi: scalar learned utility of one answer (query [D], descriptor [Dd], outcome [2])."""
+        """v_psi: scalar learned utility of one answer (query [D], descriptor [Dd], outcome [2]).
+
+        It reads the query whatever `context_query` says (that flag governs the per-context
+        features the posterior is computed from): it serves the auxiliary pair loss and the
+        inner refinement steps (`inner_steps` > 0, where the refined latent therefore depends on
+        the contexts' queries)."""
         x = jnp.concatenate([self.query(query_emb), descriptor, self._outcome(outcome), latent], -1)
         return self.util2(jax.nn.gelu(self.util1(x)))[0]
 

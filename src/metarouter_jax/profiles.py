@@ -135,7 +135,11 @@ class BudgetProfiles(LinearProfiles):
         return profile
 
     def linear_profile(self, log10_lam) -> Profile:
-        return {"log10_lam": jnp.asarray(log10_lam, jnp.float32), "log10_cap": jnp.asarray(10.0)}
+        """The user with this lam and the loosest cap of the prior: the nearest to a linear user
+        that the known router was trained on (a cap of 1e10 USD, the linear user itself, was
+        read by it as an input far outside its training range, clipped)."""
+        return {"log10_lam": jnp.asarray(log10_lam, jnp.float32),
+                "log10_cap": jnp.asarray(self.log10_cap_range[1], jnp.float32)}
 
     def utility(self, profile: Profile, quality, cost, family):
         over = jnp.maximum(cost / 10.0 ** profile["log10_cap"] - 1.0, 0.0)
