@@ -46,6 +46,10 @@ def test_route_text_takes_one_string_as_one_text(router, small_data):
     one = router.route_text(z, "Write a haiku about routers.", embedder=embedder)
     assert embedder.calls == [["Write a haiku about routers."]] and len(one) == 1 and one[0] in router.model_names
     assert len(router.route_text(z, ["a", "b"], embedder=embedder)) == 2 and embedder.calls[-1] == ["a", "b"]
+    # MiniLM's 384-d embeddings for a router trained on other ones: the embedder is named, not query_emb
+    with pytest.raises(ValueError, match=rf"text embedder gives embeddings of shape \(1, 384\), this router was "
+                                         rf"trained on {small_data.embed_dim}-d ones"):
+        router.route_text(z, "a", embedder=Embedder(384))
 
 
 @pytest.mark.parametrize("bad", [np.nan, np.inf])
@@ -122,6 +126,9 @@ def test_feedback_file_to_contexts_names_the_problem(router, small_data, tmp_pat
     path.write_text(json.dumps(BASE) + "\n\n\n" + json.dumps({**BASE, "model_b": "gpt-5"}) + "\n")
     with pytest.raises(KeyError, match="feedback.jsonl:4: unknown model 'gpt-5'"):   # the file's line, blanks counted
         contexts_from_jsonl(router, path, Embedder(small_data.embed_dim))
+    path.write_text(json.dumps(BASE) + "\n")
+    with pytest.raises(ValueError, match="text embedder gives embeddings of shape"):
+        contexts_from_jsonl(router, path, Embedder(384))
 
 
 def test_feedback_file_not_utf8_is_named(tmp_path):

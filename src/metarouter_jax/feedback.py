@@ -100,7 +100,7 @@ def contexts_from_jsonl(router, path: str | Path, embedder, capacity: int | None
                 raise KeyError(f"{path}:{r['line']}: unknown model {r[key]!r}; the router knows {names}")
     means = router.model_means
     fill = lambda r, key, which, col: float(r.get(f"{key}_{which}", means[col][names.index(r[f'model_{which}'])]))  # noqa: E731
-    emb = embedder.embed([r["query"] for r in records]) if records else np.zeros((0, router.info.embed_dim))
+    emb = router.embed_texts([r["query"] for r in records], embedder) if records else np.zeros((0, router.info.embed_dim))
     return router.contexts_from_outcomes(
         query_emb=emb,
         model_a=[names.index(r["model_a"]) for r in records],

@@ -453,6 +453,15 @@ class MetaRouter:
         """[K] bool mask of a pool given as None (every model), a bool mask, names or indices."""
         return pool_mask(self.model_names, pool)
 
+    def embed_texts(self, texts: Sequence[str], embedder) -> np.ndarray:
+        """[Q, D] embeddings of `texts` by `embedder`, refused unless D is the router's width."""
+        emb = np.asarray(embedder.embed(list(texts)), np.float32)
+        if emb.ndim != 2 or emb.shape[1] != self.info.embed_dim:
+            raise ValueError(f"the text embedder gives embeddings of shape {emb.shape}, this router was trained on "
+                             f"{self.info.embed_dim}-d ones: raw text needs a router trained on that embedder's "
+                             "embeddings of its queries")
+        return emb
+
     def route_text(self, latent, texts: str | Sequence[str], pool=None, embedder=None, family=None) -> list:
         """Embed raw query texts (the optional `text` extra) and route them; returns model names.
 
@@ -466,5 +475,5 @@ class MetaRouter:
             embedder = TextEmbedder()
         if isinstance(family, str):
             family = [family] * len(texts)
-        choice = self.route(latent, embedder.embed(list(texts)), pool=pool, family=family)
+        choice = self.route(latent, self.embed_texts(texts, embedder), pool=pool, family=family)
         return np.asarray(self.model_names, dtype=object)[choice].tolist()
