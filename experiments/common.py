@@ -29,7 +29,10 @@ def parse(parser: argparse.ArgumentParser) -> tuple[argparse.Namespace, dict]:
     """The arguments (the compilation cache set up as asked) and the TrainConfig overrides of --set."""
     args = parser.parse_args()
     print(f"compilation cache: {apply_compile_cache(args) or 'off'}", flush=True)
-    overrides, hparams = parse_overrides(args.set)
+    try:
+        overrides, hparams = parse_overrides(args.set)
+    except ValueError as err:
+        parser.error(str(err))   # exit status 2, as the metarouter command
     if hparams:
         parser.error(f"only TrainConfig fields can be set here, not {sorted(hparams)}")
     args.out.mkdir(parents=True, exist_ok=True)

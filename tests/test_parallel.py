@@ -20,7 +20,7 @@ import metarouter_jax as mr
 from metarouter_jax import router as router_module
 from metarouter_jax import sweep
 from metarouter_jax.config import Hparams
-from metarouter_jax.parallel import auto_task_mesh, default_mesh, shard_configs, shard_tasks
+from metarouter_jax.parallel import TASK_AXIS, default_mesh, resolve_mesh, shard_configs, shard_tasks
 from metarouter_jax.sweep import run_sweep
 from metarouter_jax.training import make_train, run_training
 
@@ -72,7 +72,7 @@ def child() -> dict:
         task_error = str(err)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        undivided = auto_task_mesh(12)
+        undivided = resolve_mesh("auto", TASK_AXIS, 12)
 
     # The sweep's sharding is independent of the network: the smaller program compiles faster.
     config, grid, seeds = CONFIG.replace(latent_source="none"), {"learning_rate": [LR, 2 * LR]}, [0, 1, 2]
@@ -159,8 +159,11 @@ def test_one_device_is_a_no_op(small_data, tiny_config):
     assert shard_tasks(trainer) is trainer
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        assert auto_task_mesh(7) is None                         # one device: no mesh, no warning
+        assert resolve_mesh("auto", TASK_AXIS, 7) is None        # one device: no mesh, no warning
     mesh = default_mesh("configs")
+    assert resolve_mesh(mesh, TASK_AXIS, 7) is mesh and resolve_mesh(None, TASK_AXIS) is None   # as given
+    with pytest.raises(ValueError, match="mesh must be 'auto', a jax.sharding.Mesh or None, got 'all'"):
+        resolve_mesh("all", TASK_AXIS)
     assert mesh.shape == {"configs": 1}
     tree = {"a": np.zeros((3, 2))}
     assert shard_configs(tree, mesh) is tree and shard_configs(tree, None) is tree

@@ -56,15 +56,14 @@ def test_a_sweep_whose_every_configuration_diverged_has_no_best_router():
         best_router(result, None)
 
 
-def test_static_or_bad_grid_values_are_named(tmp_path):
-    with pytest.raises(SystemExit, match="hidden is a static TrainConfig field"):
-        main(["sweep", "--out", str(tmp_path), "--grid", "hidden=16,32"])
-    with pytest.raises(SystemExit, match="must be numbers"):
-        main(["sweep", "--out", str(tmp_path), "--grid", "lr=1e-3,fast"])
-    with pytest.raises(SystemExit, match="unknown setting"):
-        main(["sweep", "--out", str(tmp_path), "--grid", "learning_rat=1e-3"])
-    with pytest.raises(SystemExit, match="--seeds takes integers"):
-        main(["sweep", "--out", str(tmp_path), "--seeds", "0", "one"])
+def test_static_or_bad_grid_values_are_named(tmp_path, capsys):
+    for args, message in [(["--grid", "hidden=16,32"], "error: hidden is a static TrainConfig field"),
+                          (["--grid", "lr=1e-3,fast"], "error: learning_rate='fast': hyperparameter values must be numbers"),
+                          (["--grid", "learning_rat=1e-3"], "error: unknown setting 'learning_rat'"),
+                          (["--seeds", "0", "one"], "error: --seeds takes integers, got 'one'")]:
+        assert main(["sweep", "--out", str(tmp_path), *args]) == 2
+        assert capsys.readouterr().err.startswith(message)
+    assert not any(tmp_path.iterdir())                          # refused before anything was written
 
 
 def child(out: str) -> dict:

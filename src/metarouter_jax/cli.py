@@ -30,9 +30,9 @@ ALIASES = {"lr": "learning_rate", "steps": "num_steps", "tasks": "tasks_per_step
 
 def setting_kind(pair: str) -> tuple[str, str, str]:
     """("config" or "hparam", field name, raw value) of a `key=value` pair; aliases resolved,
-    unknown keys exit with the known ones listed."""
+    an unknown key raises ValueError listing the known ones."""
     if "=" not in pair:
-        raise SystemExit(f"error: override {pair!r} is not of the form key=value")
+        raise ValueError(f"override {pair!r} is not of the form key=value")
     key, raw = pair.split("=", 1)
     key = ALIASES.get(key, key)
     config_fields = {f.name for f in dataclasses.fields(TrainConfig)}
@@ -42,14 +42,15 @@ def setting_kind(pair: str) -> tuple[str, str, str]:
     if key in hparam_fields:
         return "hparam", key, raw
     known = sorted(config_fields | hparam_fields | set(ALIASES))
-    raise SystemExit(f"error: unknown setting {key!r}; known: {', '.join(known)}")
+    raise ValueError(f"unknown setting {key!r}; known: {', '.join(known)}")
 
 
 def parse_overrides(pairs: list[str]) -> tuple[dict, dict]:
     """Split `key=value` pairs into TrainConfig and Hparams overrides.
 
     Values are parsed as JSON when possible (lists become tuples) and must have the field's
-    type: `hidden=abc` or `hidden=16.5` exits with "error: hidden=abc: expected an integer".
+    type: `hidden=abc` or `hidden=16.5` raises ValueError("hidden=abc: expected an integer"), which
+    `main` prints as an error with exit status 2.
     """
     types = {f.name: f.type for cls in (TrainConfig, Hparams) for f in dataclasses.fields(cls)}
     config, hparams = {}, {}
@@ -65,7 +66,7 @@ def parse_overrides(pairs: list[str]) -> tuple[dict, dict]:
             value = tuple(value) if isinstance(value, list) else value
             expected = expected_type(types[key], value)
             if expected:
-                raise SystemExit(f"error: {pair}: expected {expected}")
+                raise ValueError(f"{pair}: expected {expected}")
         (config if kind == "config" else hparams)[key] = value
     return config, hparams
 
@@ -129,7 +130,7 @@ def checked_config(overrides: dict) -> TrainConfig:
 
 def cmd_train(args) -> int:
     import metarouter_jax as mr
-    from metarouter_jax.parallel import auto_task_mesh
+    from metarouter_jax.parallel import TASK_AXIS, resolve_mesh
 
     # Everything is checked before anything is written; config.json is written last, beside the
     # router it describes, so a failed or refused run leaves no config.json that disagrees with it.
@@ -141,7 +142,7 @@ def cmd_train(args) -> int:
     data = load_data(args.data, args.seed)
     print(f"data: {args.data}: {data.num_queries} queries, {data.num_models} models, "
           f"splits {{{', '.join(f'{k}: {len(v)}' for k, v in data.splits.items())}}}")
-    mesh = auto_task_mesh(config.tasks_per_step)   # every device JAX sees, as fit's default
+    mesh = resolve_mesh("auto", TASK_AXIS, config.tasks_per_step)   # fit's default, said here
     if mesh is not None:
         print(f"each meta-step's {config.tasks_per_step} tasks split across {mesh.size} "
               f"{mesh.devices.flat[0].platform} devices")
@@ -242,13 +243,13 @@ def cmd_sweep(args) -> int:
         elif item.lstrip("-").isdigit():
             seeds.append(int(item))
         else:
-            raise SystemExit(f"error: --seeds takes integers, got {item!r}")
+            raise ValueError(f"--seeds takes integers, got {item!r}")
     config_over, grid = {}, {}
     for item in settings:
         kind, name, raw_values = setting_kind(item)   # checks the key, resolves aliases
         if kind == "config":
             if "," in raw_values and not raw_values.lstrip().startswith("["):
-                raise SystemExit(f"error: {name} is a static TrainConfig field (it sets shapes or loop counts): "
+                raise ValueError(f"{name} is a static TrainConfig field (it sets shapes or loop counts): "
                                  f"it cannot vary inside one sweep; run one sweep per value")
             config_over.update(parse_overrides([item])[0])
             continue
@@ -257,7 +258,7 @@ def cmd_sweep(args) -> int:
             try:
                 values.append(float(raw))
             except ValueError:
-                raise SystemExit(f"error: {name}={raw!r}: hyperparameter values must be numbers") from None
+                raise ValueError(f"{name}={raw!r}: hyperparameter values must be numbers") from None
         grid[name] = grid.get(name, []) + values
     config = checked_config(config_over)
     Hparams.grid(**grid)   # bad values (NaN, negative) fail here, before the data is loaded
@@ -413,14 +414,6 @@ def main(argv: list[str] | None = None) -> int:
         # str() of a KeyError is the repr of its message, quotes and all
         print(f"error: {err.args[0] if isinstance(err, KeyError) and err.args else err}", file=sys.stderr)
         return 2
-    except SystemExit as err:
-        if not isinstance(err.code, str):
-            raise
-        # A bad setting (`setting_kind`, `parse_overrides`, --seeds): SystemExit("error: ...") would exit 1.
-        # Printed here and raised again with status 2, as argparse raises its usage errors.
-        print(err.code, file=sys.stderr)
-        err.code = 2
-        raise
 
 
 if __name__ == "__main__":

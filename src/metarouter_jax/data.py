@@ -59,7 +59,7 @@ def pool_mask(model_names: Sequence[str], pool) -> np.ndarray:
             raise ValueError(f"pool indices must be in [0, {k}), got {pool.tolist()}")
         mask = np.zeros(k, bool)
         mask[pool.astype(int)] = True
-    if mask.shape != (k,) or not mask.any():
+    if not mask.any():
         raise ValueError("the pool is empty: it must name at least one model")
     return mask
 

@@ -4,7 +4,7 @@
   are split across the devices (`Trainer.task_sharding`), the vmapped task losses follow
   them, and the mean over tasks becomes an all-reduce that XLA inserts; parameters,
   optimiser state and the dataset are replicated. `MetaRouter.fit` does this by itself
-  whenever JAX sees several devices (`auto_task_mesh`).
+  whenever JAX sees several devices (`resolve_mesh`).
 * A sweep shards its configuration axis: each device trains S / n configurations and the
   devices never talk to each other.
 
@@ -35,19 +35,24 @@ def default_mesh(axis_name: str, devices=None) -> Mesh:
     return Mesh(np.asarray(devices), (axis_name,))
 
 
-def auto_task_mesh(tasks_per_step: int) -> Mesh | None:
-    """The mesh `MetaRouter.fit` splits each meta-step's task batch over by default: every
-    device JAX sees; None (one device) when it sees one, or when `tasks_per_step` does not
-    divide over them (a warning then names both numbers)."""
+def resolve_mesh(mesh: Mesh | str | None, axis_name: str, tasks_per_step: int | None = None) -> Mesh | None:
+    """`mesh` as given (a Mesh, or None: one device), or for "auto" (the default of
+    `MetaRouter.fit` and `run_sweep`) a mesh named `axis_name` over every device JAX sees when
+    there are several. With `tasks_per_step` (a task batch to split), "auto" keeps one device
+    where it does not divide over them, and a warning names both numbers."""
+    if not isinstance(mesh, str):
+        return mesh
+    if mesh != "auto":
+        raise ValueError(f"mesh must be 'auto', a jax.sharding.Mesh or None, got {mesh!r}")
     count = jax.device_count()
     if count == 1:
         return None
-    if tasks_per_step % count:
+    if tasks_per_step is not None and tasks_per_step % count:
         warnings.warn(f"tasks_per_step ({tasks_per_step}) is not a multiple of the {count} devices JAX sees, so "
                       f"meta-training runs on one device; a multiple of {count} splits the task batch across all",
                       stacklevel=3)
         return None
-    return default_mesh(TASK_AXIS)
+    return default_mesh(axis_name)
 
 
 def _leading(mesh: Mesh) -> NamedSharding:

@@ -20,7 +20,7 @@ from metarouter_jax.config import FROZEN_WHEN_WARM, Hparams, TrainConfig
 from metarouter_jax.contexts import Contexts
 from metarouter_jax.data import RoutingData, pool_mask
 from metarouter_jax.networks import NetworkConfig, init_router_net, router_graphdef
-from metarouter_jax.parallel import auto_task_mesh, shard_tasks, to_host
+from metarouter_jax.parallel import TASK_AXIS, resolve_mesh, shard_tasks, to_host
 from metarouter_jax.profiles import make_atoms, make_profiles
 from metarouter_jax.tasks import RoutingArrays
 from metarouter_jax.training import make_train, run_training
@@ -155,10 +155,7 @@ class MetaRouter:
         """
         config = config or TrainConfig()
         hparams = hparams or Hparams.create()
-        if isinstance(mesh, str):
-            if mesh != "auto":
-                raise ValueError(f"mesh must be 'auto', a jax.sharding.Mesh or None, got {mesh!r}")
-            mesh = auto_task_mesh(config.tasks_per_step)
+        mesh = resolve_mesh(mesh, TASK_AXIS, config.tasks_per_step)
         # With a warm start the known-preference router is trained first and the MetaRouter
         # starts from it (with `freeze_known`, its encoder trains on the frozen known policy).
         warm_start = warm_starts(config)

@@ -25,7 +25,7 @@ import numpy as np
 from metarouter_jax.config import Hparams, TrainConfig
 from metarouter_jax.data import RoutingData
 from metarouter_jax.networks import NetworkConfig
-from metarouter_jax.parallel import CONFIG_AXIS, default_mesh, replicate, shard_configs, to_host
+from metarouter_jax.parallel import CONFIG_AXIS, replicate, resolve_mesh, shard_configs, to_host
 from metarouter_jax.profiles import LinearProfiles
 from metarouter_jax.router import KEY_INDEX, DataInfo, MetaRouter, router_config, warm_starts
 from metarouter_jax.training import make_train, run_training
@@ -179,15 +179,12 @@ def run_sweep(data: RoutingData, config: TrainConfig, hparam_grid: dict[str, Seq
         the Cartesian product.
       mesh: a 1-D `jax.sharding.Mesh` to shard the configurations across (padded to a
         multiple of its size with copies of the last one); "auto": every device JAX sees
-        when there are several (`parallel.default_mesh`); None: the default device.
+        when there are several (`parallel.resolve_mesh`); None: the default device.
       on_chunk: called as on_chunk(chunk_index, num_chunks, metrics: name -> np.ndarray [S]);
         with the warm start the index runs through the known routers' chunks, then the
         MetaRouters' (num_chunks counts both).
     """
-    if isinstance(mesh, str):
-        if mesh != "auto":
-            raise ValueError(f"mesh must be 'auto', a jax.sharding.Mesh or None, got {mesh!r}")
-        mesh = default_mesh(CONFIG_AXIS) if jax.device_count() > 1 else None
+    mesh = resolve_mesh(mesh, CONFIG_AXIS)
     hparams, seeds = sweep_hparams(hparam_grid, seeds)
     size = len(seeds)
     padded = size if mesh is None else -(-size // mesh.size) * mesh.size
