@@ -36,6 +36,9 @@ ADAPTIVE = ("metarouter", "bt_posterior", "bt_mle", "bt_bayes", "bt_marginal")
 FLAT = ("random", "best_fixed", "agnostic", "known")
 METHODS = ADAPTIVE + FLAT
 METRICS = ("normalized_utility", "preference_recovery", "quality", "cost")
+# Test users draw from fold_in(key(seed), TEST_USERS_STREAM): apart from the routers' training streams
+# fold_in(key(seed), router.KEY_INDEX[name]) in {0, 1, 2}, which a plain split(key(seed), n) would reuse.
+TEST_USERS_STREAM = 1000
 
 
 @dataclasses.dataclass
@@ -209,7 +212,7 @@ def evaluate(router, data: RoutingData, split: str = "test", n_contexts=DEFAULT_
         return adaptive, flat
 
     results, n_queries = {}, int(queries.shape[0])
-    keys = jax.random.split(jax.random.key(seed), n_users)
+    keys = jax.random.split(jax.random.fold_in(jax.random.key(seed), TEST_USERS_STREAM), n_users)
     run = jax.jit(lambda ks, inf: jax.lax.map(lambda k: one_user(k, inf), ks, batch_size=user_batch))
     run_active = jax.jit(lambda ks: jax.lax.map(lambda k: one_user(k, True, active=True), ks, batch_size=user_batch))
     for strategy in strategies:

@@ -268,13 +268,15 @@ class Trainer:
 
         Sampled once per run (`train`, `run_training`) and scored after every chunk."""
         cfg = self.config
-        keys = jax.random.split(key, cfg.valid_users)
-        users = jax.vmap(lambda k: self.sample_user(k, hparams, 0.0))(keys)
+        # One key per user, split in two: a user's preference and its contexts draw on distinct streams.
+        pairs = jax.vmap(jax.random.split)(jax.random.split(key, cfg.valid_users))          # [V, 2]
+        user_keys, ctx_keys = pairs[:, 0], pairs[:, 1]
+        users = jax.vmap(lambda k: self.sample_user(k, hparams, 0.0))(user_keys)
         counts = jnp.arange(cfg.valid_users) % (cfg.max_contexts + 1)
         informative = jnp.arange(cfg.valid_users) % 2 == 1
         users = users.replace(count=counts, informative=informative,
                               beta=jnp.full_like(users.beta, 10.0), flip=jnp.full_like(users.flip, 0.05))
-        contexts = jax.vmap(lambda k, u: self.user_contexts(k, u, self.valid_source))(keys, users)
+        contexts = jax.vmap(lambda k, u: self.user_contexts(k, u, self.valid_source))(ctx_keys, users)
         return users, contexts
 
     def validation_score(self, params, users, contexts):
