@@ -5,11 +5,12 @@ import dataclasses
 import json
 import re
 
+import jax
 import numpy as np
 import pytest
 
 import metarouter_jax as mr
-from metarouter_jax.evaluation import METHODS
+from metarouter_jax.evaluation import METHODS, TEST_USERS_STREAM
 from metarouter_jax.splits import select_models
 
 
@@ -251,3 +252,10 @@ def test_bt_marginal_is_told_the_training_flip_prior(trained_router, small_data,
     (beta_range, flip_max), = seen
     assert tuple(beta_range) == tuple(trained_router.config.beta_range)
     assert flip_max == pytest.approx(float(trained_router.hparams.flip_max)) and flip_max > 0
+
+
+def test_more_test_users_extend_the_same_draw():
+    """`evaluate`'s docstring promises that the first n of a larger n_users are the n users."""
+    stream = jax.random.fold_in(jax.random.key(0), TEST_USERS_STREAM)
+    few, many = jax.random.split(stream, 256), jax.random.split(stream, 1024)
+    assert (jax.random.key_data(few) == jax.random.key_data(many[:256])).all()
