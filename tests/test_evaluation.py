@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 import metarouter_jax as mr
-from metarouter_jax.evaluation import METHODS, TEST_USERS_STREAM
+from metarouter_jax.evaluation import METHODS
+from metarouter_jax.streams import seed_key
 from metarouter_jax.splits import select_models
 
 
@@ -256,6 +257,18 @@ def test_bt_marginal_is_told_the_training_flip_prior(trained_router, small_data,
 
 def test_more_test_users_extend_the_same_draw():
     """`evaluate`'s docstring promises that the first n of a larger n_users are the n users."""
-    stream = jax.random.fold_in(jax.random.key(0), TEST_USERS_STREAM)
+    stream = seed_key(0, "test_users")
     few, many = jax.random.split(stream, 256), jax.random.split(stream, 1024)
     assert (jax.random.key_data(few) == jax.random.key_data(many[:256])).all()
+
+
+def test_every_use_of_a_seed_has_its_own_stream():
+    """Each router of `fit(seed=s)` and the test users of `evaluate(seed=s)` draw from distinct keys."""
+    from metarouter_jax.router import LATENT_SOURCE
+    from metarouter_jax.streams import STREAMS
+
+    assert set(LATENT_SOURCE) < set(STREAMS) and len(set(STREAMS.values())) == len(STREAMS)
+    keys = {name: jax.random.key_data(seed_key(3, name)).tolist() for name in STREAMS}
+    assert len({str(k) for k in keys.values()}) == len(STREAMS)
+    with pytest.raises(ValueError, match="unknown random stream 'users'"):
+        seed_key(3, "users")

@@ -21,6 +21,7 @@ from metarouter_jax import router as router_module
 from metarouter_jax import sweep
 from metarouter_jax.config import Hparams
 from metarouter_jax.parallel import TASK_AXIS, default_mesh, resolve_mesh, shard_configs, shard_tasks
+from metarouter_jax.streams import seed_key
 from metarouter_jax.sweep import run_sweep
 from metarouter_jax.training import make_train, run_training
 
@@ -48,7 +49,7 @@ def child() -> dict:
     # MetaRouter.fit splits the task batch by itself; the same run on one device, with fit's key.
     # Its router is the best chunk's parameters: at this rate the two chunks' scores are far apart.
     hparams = Hparams.create(learning_rate=30 * LR)
-    key = jax.random.fold_in(jax.random.key(0), router_module.KEY_INDEX["metarouter"])
+    key = seed_key(0, "metarouter")
     plain, plain_hist = run_training(make_train(router_module.router_config(CONFIG, "metarouter"), data), key, hparams)
     sharded_trainers, real_shard_tasks = [], router_module.shard_tasks
 

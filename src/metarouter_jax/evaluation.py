@@ -28,6 +28,7 @@ from metarouter_jax.contexts import (ACTIVE_STRATEGIES, PAIR_STRATEGIES, PairSou
                                      sample_contexts)
 from metarouter_jax.data import RoutingData
 from metarouter_jax.profiles import make_profiles
+from metarouter_jax.streams import seed_key
 from metarouter_jax.tasks import query_utility, utility_scale
 from metarouter_jax.training import calibration_queries
 
@@ -36,9 +37,6 @@ ADAPTIVE = ("metarouter", "bt_posterior", "bt_mle", "bt_bayes", "bt_marginal")
 FLAT = ("random", "best_fixed", "agnostic", "known")
 METHODS = ADAPTIVE + FLAT
 METRICS = ("normalized_utility", "preference_recovery", "quality", "cost")
-# Test users draw from fold_in(key(seed), TEST_USERS_STREAM): apart from the routers' training streams
-# fold_in(key(seed), router.KEY_INDEX[name]) in {0, 1, 2}, which a plain split(key(seed), n) would reuse.
-TEST_USERS_STREAM = 1000
 
 
 @dataclasses.dataclass
@@ -89,7 +87,7 @@ def evaluate(router, data: RoutingData, split: str = "test", n_contexts=DEFAULT_
     a sequence of them, `profiles` the test users' profile family (an object or a registered name,
     default the router's), `beta` > 0 and `flip` in [0, 0.5) their Bradley-Terry rationality and
     label-flip rate. `seed` draws the test users, from a stream of their own
-    (`TEST_USERS_STREAM`), apart from the keys the routers of a `fit(seed=...)` trained with; a
+    (`streams.STREAMS["test_users"]`), apart from the keys the routers of a `fit(seed=...)` trained with; a
     larger `n_users` extends the same draw (the first 256 of 1,024 users are the 256). `data`
     may hold another set of models than the router was trained on (a changed pool); `pool` then
     names or indexes `data`'s models."""
@@ -215,7 +213,7 @@ def evaluate(router, data: RoutingData, split: str = "test", n_contexts=DEFAULT_
         return adaptive, flat
 
     results, n_queries = {}, int(queries.shape[0])
-    keys = jax.random.split(jax.random.fold_in(jax.random.key(seed), TEST_USERS_STREAM), n_users)
+    keys = jax.random.split(seed_key(seed, "test_users"), n_users)
     run = jax.jit(lambda ks, inf: jax.lax.map(lambda k: one_user(k, inf), ks, batch_size=user_batch))
     run_active = jax.jit(lambda ks: jax.lax.map(lambda k: one_user(k, True, active=True), ks, batch_size=user_batch))
     for strategy in strategies:

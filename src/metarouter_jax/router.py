@@ -22,11 +22,11 @@ from metarouter_jax.data import RoutingData, pool_mask
 from metarouter_jax.networks import NetworkConfig, init_router_net, router_graphdef
 from metarouter_jax.parallel import TASK_AXIS, resolve_mesh, shard_tasks, to_host
 from metarouter_jax.profiles import make_atoms, make_profiles
+from metarouter_jax.streams import seed_key
 from metarouter_jax.tasks import RoutingArrays
 from metarouter_jax.training import make_train, run_training
 
 LATENT_SOURCE = {"metarouter": "contexts", "known": "profile", "agnostic": "none"}
-KEY_INDEX = {"metarouter": 0, "known": 1, "agnostic": 2}  # fold_in(key(seed), i): each router's key
 
 
 def warm_starts(config: TrainConfig) -> bool:
@@ -172,7 +172,7 @@ class MetaRouter:
             on_chunk = (lambda c, n, m, name=name: progress(name, c, n, m)) if progress else None
             try:
                 init = params["known"] if name == "metarouter" and warm_start else None
-                state, hist = run_training(run_trainer, jax.random.fold_in(jax.random.key(seed), KEY_INDEX[name]), hparams,
+                state, hist = run_training(run_trainer, seed_key(seed, name), hparams,
                                            on_chunk=on_chunk, checkpointer=ckpt, init_params=init)
             finally:
                 if ckpt is not None:
@@ -230,8 +230,8 @@ class MetaRouter:
                 raise ValueError(f"profiles.log10_lam_range {list(profiles.log10_lam_range)} is not finite")
             info = DataInfo.from_json(meta["data"])
             names = meta["routers"]
-            if "metarouter" not in names or not set(names) <= set(KEY_INDEX) or len(set(names)) != len(names):
-                raise ValueError(f"routers {names}: 'metarouter' and at most once each of {sorted(KEY_INDEX)}")
+            if "metarouter" not in names or not set(names) <= set(LATENT_SOURCE) or len(set(names)) != len(names):
+                raise ValueError(f"routers {names}: 'metarouter' and at most once each of {sorted(LATENT_SOURCE)}")
             history = {r: {k: np.asarray(v) for k, v in h.items()} for r, h in meta.get("history", {}).items()}
             if info.embed_dim != net_config.embed_dim:
                 raise ValueError(f"data.embed_dim {info.embed_dim} != network.embed_dim {net_config.embed_dim}")

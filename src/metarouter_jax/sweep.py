@@ -27,7 +27,8 @@ from metarouter_jax.data import RoutingData
 from metarouter_jax.networks import NetworkConfig
 from metarouter_jax.parallel import CONFIG_AXIS, replicate, resolve_mesh, shard_configs, to_host
 from metarouter_jax.profiles import LinearProfiles
-from metarouter_jax.router import KEY_INDEX, DataInfo, MetaRouter, router_config, warm_starts
+from metarouter_jax.router import DataInfo, MetaRouter, router_config, warm_starts
+from metarouter_jax.streams import seed_key
 from metarouter_jax.training import make_train, run_training
 
 
@@ -130,14 +131,14 @@ def _pad(tree, size: int):
     return jax.tree.map(lambda x: jnp.concatenate([x, jnp.repeat(x[-1:], size - x.shape[0], 0)]), tree)
 
 
-def _train_configs(trainer, seeds: np.ndarray, hparams: Hparams, key_index: int, padded: int, mesh, *,
+def _train_configs(trainer, seeds: np.ndarray, hparams: Hparams, stream: str, padded: int, mesh, *,
                    init_params=None, on_chunk: Callable | None = None, chunk_offset: int = 0, total_chunks: int = 0):
     """Train S configurations of one router side by side (one jitted, vmapped chunk function).
 
-    Keys as `MetaRouter.fit` gives its router number `key_index`. Returns (final states with
+    Keys as `MetaRouter.fit` gives its router `stream` (a name of `streams.STREAMS`). Returns (final states with
     leaves [padded, ...], history name -> [S, C])."""
     config, size = trainer.config, len(seeds)
-    keys = jax.vmap(lambda s: jax.random.split(jax.random.fold_in(jax.random.key(s), key_index)))(jnp.asarray(seeds))
+    keys = jax.vmap(lambda s: jax.random.split(seed_key(s, stream)))(jnp.asarray(seeds))
     key_init, key_valid = _pad((keys[:, 0], keys[:, 1]), padded)
     hparams_run = _pad(hparams, padded)
 
@@ -194,12 +195,12 @@ def run_sweep(data: RoutingData, config: TrainConfig, hparam_grid: dict[str, Seq
     known_params, known_history, run_config, init = None, None, config, None
     if warm_start:
         known = make_train(router_config(config, "known"), data)
-        states, known_history = _train_configs(known, seeds, hparams, KEY_INDEX["known"], padded, mesh, **common)
+        states, known_history = _train_configs(known, seeds, hparams, "known", padded, mesh, **common)
         init = states.best_params
         known_params = jax.tree.map(lambda x: jnp.asarray(x[:size]), to_host(init))
         run_config = router_config(config, "metarouter")
     trainer = make_train(run_config, data)
-    states, history = _train_configs(trainer, seeds, hparams, KEY_INDEX["metarouter"], padded, mesh,
+    states, history = _train_configs(trainer, seeds, hparams, "metarouter", padded, mesh,
                                      init_params=init, chunk_offset=(stages - 1) * config.num_chunks, **common)
     best_params = jax.tree.map(lambda x: jnp.asarray(x[:size]), to_host(states.best_params))
     info = DataInfo.from_data(data, trainer.arrays, config.descriptor_source, trainer.atoms)
@@ -234,7 +235,7 @@ def best_router(result: SweepResult, data: RoutingData, *, companions: bool = Fa
                 continue
             companion = make_train(router_config(config, name), data)
             progress = (lambda c, n, m, name=name: on_chunk(name, c, n, m)) if on_chunk else None
-            state, history[name] = run_training(companion, jax.random.fold_in(jax.random.key(seed), KEY_INDEX[name]),
+            state, history[name] = run_training(companion, seed_key(seed, name),
                                                 hparams, on_chunk=progress)
             params[name] = state.best_params
     return MetaRouter(config, hparams, result.net_config, result.profiles, params, result.info, history)
