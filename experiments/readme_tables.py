@@ -1,0 +1,216 @@
+"""The README's result tables, made from the committed result files.
+
+    python experiments/readme_tables.py            # check: print what differs, exit 1 if anything does
+    python experiments/readme_tables.py --write    # rewrite those tables in README.md
+
+Each table made here follows a marker line in README.md, `<!-- table: KIND key=value ... -->`
+(invisible when rendered), which names how to make it from `experiments/results/`; the table
+itself is the Markdown table that starts on the next non-blank line. KIND is a key of `KINDS`:
+
+- `curves file=F strategy=S metric=M [methods=a,b,...]`: one row per method, mean ± std over
+  seeds at every n, as the experiment scripts write them (F: synthetic_linear.json, routerbench.json, ...);
+- `ood`, `same_queries`, `unseen_models`, `pool_sizes`: the generalisation summaries
+  (generalisation_<data>.json), at n = 6;
+- `ood_calibrated`: the calibrated new-family summary (ood_calibrated_<data>.json), at n = 6;
+- `ablations`: one row per data set and variant (ablations_<data>.json), at n = 6.
+
+So a rerun's numbers reach the README by `--write`, and the test suite runs the check: a README
+table that no longer matches its result file fails it. Prose figures beside the tables are not
+checked; a rerun still means rereading them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import difflib
+import json
+import re
+import sys
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "experiments" / "results"
+README = ROOT / "README.md"
+MARKER = re.compile(r"^<!-- table: (\w+)((?: [\w.]+=[\w.,]+)*) -->$")
+NS = ("0", "1", "2", "4", "6", "8", "16", "32")
+CURVE_METHODS = ("metarouter", "bt_bayes", "bt_posterior", "bt_marginal", "bt_mle", "known", "agnostic", "best_fixed")
+SUMMARY_METHODS = ("metarouter", "bt_posterior", "known", "agnostic", "best_fixed")
+SUMMARY_HEADER = "MetaRouter | posterior-mean plug-in | known | agnostic | best fixed in hindsight"
+DATA_LABEL = {"synthetic": "synthetic", "llmrouter": "LLMRouter", "routerbench": "RouterBench"}
+
+
+def cell(values) -> str:
+    """mean ± std over seeds (the population std, as experiments/common.py writes it)."""
+    values = np.asarray(values, float)
+    return f"{values.mean():.3f} ± {values.std():.3f}"
+
+
+def load(name: str) -> dict:
+    path = RESULTS / name
+    if not path.is_file():
+        raise FileNotFoundError(f"result file {path} does not exist (a README table marker names it)")
+    return json.loads(path.read_text())
+
+
+def table(header: list[str], rows: list[list[str]]) -> list[str]:
+    return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)] + ["| " + " | ".join(r) + " |" for r in rows]
+
+
+def n6(runs, report, strategy, method, metric="normalized_utility") -> str:
+    """mean ± std over seeds at n = 6 of report(run)[strategy][method]."""
+    return cell([report(run)[strategy][method]["6"][metric] for run in runs])
+
+
+def curves(file: str, strategy: str, metric: str, methods: str = ",".join(CURVE_METHODS)) -> list[str]:
+    runs = list(load(file)["runs"].values())
+    rows = [[m] + [cell([run[strategy][m][n][metric] for run in runs]) for n in NS] for m in methods.split(",")]
+    return table(["method"] + [f"n={n}" for n in NS], rows)
+
+
+def _group_label(data: str, group: str, families: list[str], first: bool, count: str = "") -> str:
+    """'LLMRouter, code (human_eval, mbpp)' on a group's first row, 'LLMRouter, code' after it."""
+    detail = count or (", ".join(families) if families != [group] else "")
+    return f"{DATA_LABEL[data]}, {group}" + (f" ({detail})" if first and detail else "")
+
+
+def ood(data: str = "synthetic,llmrouter") -> list[str]:
+    rows = []
+    for name in data.split(","):
+        study = load(f"generalisation_{name}.json")["ood"]
+        runs = list(study["runs"].values())
+        for group, families in study["test_families"].items():
+            for i, strategy in enumerate(("uniform", "informative")):
+                label = _group_label(name, group, families, first=i == 0)
+                rows.append([label, strategy] + [n6(runs, lambda r: r[group], strategy, m) for m in SUMMARY_METHODS])
+    return table(["data, test families", "pairs", *SUMMARY_HEADER.split(" | ")], rows)
+
+
+def same_queries(data: str = "synthetic,llmrouter") -> list[str]:
+    rows = []
+    for name in data.split(","):
+        study = load(f"generalisation_{name}.json")["ood"]
+        runs = list(study["runs"].values())
+        for group in study["test_families"]:
+            label = f"{DATA_LABEL[name]}, {group} ({study['same_queries'][group]})"
+            for key, trained in (("in_distribution", "every family"), ("same_queries", "QA families only")):
+                report = lambda r, k=f"{group}_{key}": r[k]  # noqa: E731
+                rows.append([label, trained, n6(runs, report, "informative", "metarouter"),
+                             n6(runs, report, "uniform", "metarouter")]
+                            + [n6(runs, report, "informative", m) for m in SUMMARY_METHODS[2:]])
+    header = ["data, family group (test-split queries)", "router trained on", "MetaRouter n=6, informative",
+              "MetaRouter n=6, uniform", "known", "agnostic", "best fixed in hindsight"]
+    return table(header, rows)
+
+
+def ood_calibrated(data: str = "llmrouter,synthetic") -> list[str]:
+    rows = []
+    for name in data.split(","):
+        results = load(f"ood_calibrated_{name}.json")
+        runs = list(results["runs"].values())
+        for group in results["test_families"]:
+            count = f"{results['test_queries'][group]:,} queries"
+            for i, (variant, label) in enumerate((("descriptors", "descriptors"),
+                                                  ("family_quality", "+ own-family quality"))):
+                rows.append([_group_label(name, group, [], first=i == 0, count=count), label]
+                            + [n6(runs, lambda r: r[variant][group], "informative", m) for m in SUMMARY_METHODS])
+    return table(["data, test families", "router", *SUMMARY_HEADER.split(" | ")], rows)
+
+
+def unseen_models(data: str = "synthetic,routerbench") -> list[str]:
+    rows = []
+    for name in data.split(","):
+        study = load(f"generalisation_{name}.json")["pool"]
+        runs = list(study["runs"].values())
+        without = "trained without the unseen model" + ("s" if len(study["unseen"]) > 1 else "")
+        for key, label in (("seen", "trained with every model"), ("unseen", without)):
+            for strategy in ("uniform", "informative"):
+                rows.append([DATA_LABEL[name], label, strategy]
+                            + [n6(runs, lambda r: r[key], strategy, m) for m in SUMMARY_METHODS])
+    return table(["data", "router", "pairs", *SUMMARY_HEADER.split(" | ")], rows)
+
+
+def pool_sizes(data: str = "routerbench", strategy: str = "informative") -> list[str]:
+    runs = list(load(f"generalisation_{data}.json")["sizes"]["runs"].values())
+    sizes = sorted((k for k in runs[0] if k.isdigit()), key=int)
+    labels = ("MetaRouter", "posterior-mean plug-in", "known", "agnostic", "best fixed in hindsight")
+    rows = [[label] + [f"{np.mean([r[s][strategy][m]['6']['normalized_utility'] for r in runs]):.3f}" for s in sizes]
+            for m, label in zip(SUMMARY_METHODS, labels)]
+    return table(["pool size", *sizes], rows)
+
+
+def ablations(data: str = "synthetic,routerbench") -> list[str]:
+    rows = []
+    for name in data.split(","):
+        for variant, result in load(f"ablations_{name}.json")["variants"].items():
+            runs = list(result["runs"].values())
+            same = lambda r: r  # noqa: E731
+            rows.append([DATA_LABEL[name], f"`{variant}`", n6(runs, same, "uniform", "metarouter"),
+                         n6(runs, same, "informative", "metarouter"),
+                         n6(runs, same, "informative", "metarouter", "preference_recovery"),
+                         cell([r["informative"]["known"]["0"]["normalized_utility"] for r in runs]),
+                         f"{np.mean([r['seconds'] for r in runs]):.0f}"])
+    header = ["data", "variant", "MetaRouter n=6, uniform", "MetaRouter n=6, informative", "PR(6), informative",
+              "known", "training s per seed"]
+    return table(header, rows)
+
+
+KINDS = {"curves": curves, "ood": ood, "same_queries": same_queries, "ood_calibrated": ood_calibrated,
+         "unseen_models": unseen_models, "pool_sizes": pool_sizes, "ablations": ablations}
+
+
+def tables(lines: list[str]) -> list[tuple[int, int, list[str]]]:
+    """(first line, end line, made table) for every marker of README lines `lines`."""
+    found = []
+    for i, line in enumerate(lines):
+        match = MARKER.match(line)
+        if line.startswith("<!-- table:") and not match:
+            raise ValueError(f"README.md line {i + 1}: malformed table marker {line!r}")
+        if not match:
+            continue
+        kind, args = match.group(1), dict(a.split("=", 1) for a in match.group(2).split())
+        if kind not in KINDS:
+            raise ValueError(f"README.md line {i + 1}: unknown table kind {kind!r}; known: {sorted(KINDS)}")
+        start = i + 1
+        while start < len(lines) and not lines[start].strip():
+            start += 1
+        end = start
+        while end < len(lines) and lines[end].startswith("|"):
+            end += 1
+        if end == start:
+            raise ValueError(f"README.md line {i + 1}: no Markdown table follows the marker")
+        try:
+            made = KINDS[kind](**args)
+        except (KeyError, TypeError) as err:
+            raise ValueError(f"README.md line {i + 1}: cannot make {kind} {args}: {err!r}") from err
+        found.append((start, end, made))
+    return found
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--write", action="store_true", help="rewrite the README tables (default: check only)")
+    parser.add_argument("--readme", type=Path, default=README)
+    args = parser.parse_args(argv)
+    lines = args.readme.read_text().split("\n")
+    found = tables(lines)
+    stale = [(s, e, made) for s, e, made in found if lines[s:e] != made]
+    for start, end, made in stale:
+        print(f"{args.readme.name} line {start + 1}: table differs from its result file", file=sys.stderr)
+        sys.stderr.writelines(line + "\n" for line in difflib.unified_diff(lines[start:end], made, "README", "results",
+                                                                             lineterm="", n=0))
+    if args.write and stale:
+        for start, end, made in reversed(stale):
+            lines[start:end] = made
+        tmp = args.readme.with_suffix(".md.tmp")
+        tmp.write_text("\n".join(lines))
+        tmp.replace(args.readme)
+        print(f"rewrote {len(stale)} of {len(found)} tables in {args.readme}")
+        return 0
+    print(f"{len(found) - len(stale)} of {len(found)} README tables match their result files")
+    return 1 if stale else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

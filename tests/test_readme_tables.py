@@ -1,0 +1,51 @@
+"""The README's result tables agree with the committed result files (experiments/readme_tables.py)."""
+
+import importlib.util
+import shutil
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+_spec = importlib.util.spec_from_file_location("readme_tables", ROOT / "experiments" / "readme_tables.py")
+readme_tables = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(readme_tables)
+
+
+def test_readme_tables_match_the_result_files(capsys):
+    assert readme_tables.main([]) == 0, capsys.readouterr().err
+    assert len(readme_tables.tables((ROOT / "README.md").read_text().split("\n"))) >= 17
+
+
+def test_a_stale_table_is_reported_and_rewritten(tmp_path, capsys):
+    readme = tmp_path / "README.md"
+    shutil.copy(ROOT / "README.md", readme)
+    original = readme.read_text()
+    lines = original.split("\n")
+    start, _, made = readme_tables.tables(lines)[-1]
+    row = lines[start + 2]
+    lines[start + 2] = row.replace(row.split(" | ")[2], "0.999 ± 0.000", 1)
+    readme.write_text("\n".join(lines))
+    assert readme_tables.main(["--readme", str(readme)]) == 1
+    assert "differs from its result file" in capsys.readouterr().err
+    assert readme_tables.main(["--readme", str(readme), "--write"]) == 0
+    assert readme.read_text() == original
+    assert readme_tables.main(["--readme", str(readme)]) == 0
+
+
+@pytest.mark.parametrize("marker, message", [
+    ("<!-- table: nonsense -->", "unknown table kind 'nonsense'"),
+    ("<!-- table: curves file=missing.json strategy=uniform metric=normalized_utility -->", "missing.json does not exist"),
+    ("<!-- table: curves file=routerbench.json strategy=uniform metric=no_such_metric -->", "cannot make curves"),
+    ("<!-- table: curves file=routerbench.json strategy=uniform -->", "cannot make curves"),
+    ("<!-- table: curves file = x -->", "malformed table marker"),
+])
+def test_bad_markers_name_the_problem(marker, message):
+    lines = ["text", "", marker, "| a |", "|---|", "| b |"]
+    with pytest.raises((ValueError, FileNotFoundError), match=message):
+        readme_tables.tables(lines)
+
+
+def test_a_marker_without_a_table_is_an_error():
+    with pytest.raises(ValueError, match="no Markdown table follows"):
+        readme_tables.tables(["<!-- table: ablations -->", "", "prose"])
