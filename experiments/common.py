@@ -3,8 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import os
+import platform
+import subprocess
+import sys
+from datetime import datetime, timezone
 from pathlib import Path
 
+import jax
 import numpy as np
 
 import metarouter_jax as mr
@@ -50,11 +56,33 @@ def cell(values) -> str:
     return f"{values.mean():.3f} ± {values.std():.3f}"
 
 
-def write_results(path: Path, results) -> None:
-    """Every seed's results as compact JSON (atomically). The metrics are float32 computations:
-    each float is written as the shortest decimal of its float32 value, which reads back to the
-    same float32, instead of the 17 digits of its float64 widening (half the file's size)."""
-    checkpoint.write_json(path, _as_float32(results), indent=None)
+def write_results(path: Path, results: dict) -> None:
+    """Every seed's results as compact JSON (atomically), with their `provenance()` first. The
+    metrics are float32 computations: each float is written as the shortest decimal of its
+    float32 value, which reads back to the same float32, instead of the 17 digits of its float64
+    widening (half the file's size)."""
+    checkpoint.write_json(path, {"provenance": provenance(), **_as_float32(results)}, indent=None)
+
+
+def provenance() -> dict:
+    """Where a result file came from: the commit and whether the code differed from it (changes
+    under experiments/results/, which a run writes itself, do not count), the command, the date,
+    and the software and machine. Without git (an unpacked copy) commit and changes are None."""
+    root = Path(__file__).resolve().parent.parent
+
+    def git(*args: str) -> str | None:
+        try:
+            return subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, check=True,
+                                  timeout=30).stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            return None
+
+    changes = git("status", "--porcelain", "--untracked-files=no", "--", ".", ":(exclude)experiments/results")
+    return {"commit": git("rev-parse", "HEAD"), "uncommitted_changes": None if changes is None else bool(changes),
+            "command": " ".join(["python", os.path.relpath(sys.argv[0], root), *sys.argv[1:]]),
+            "date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "metarouter_jax": mr.__version__,
+            "jax": jax.__version__, "python": platform.python_version(),
+            "devices": [str(d) for d in jax.devices()], "cpu_count": os.cpu_count()}
 
 
 def _as_float32(obj):
