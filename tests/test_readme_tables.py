@@ -49,3 +49,21 @@ def test_bad_markers_name_the_problem(marker, message):
 def test_a_marker_without_a_table_is_an_error():
     with pytest.raises(ValueError, match="no Markdown table follows"):
         readme_tables.tables(["<!-- table: ablations -->", "", "prose"])
+
+
+def test_result_files_record_their_provenance(tmp_path, monkeypatch):
+    """experiments/common.write_results opens each result file with where it came from."""
+    import json
+    import sys
+
+    monkeypatch.syspath_prepend(str(ROOT / "experiments"))
+    import common
+
+    common.write_results(tmp_path / "r.json", {"runs": {"0": {"x": 0.1}}})
+    written = json.loads((tmp_path / "r.json").read_text())
+    assert list(written) == ["provenance", "runs"] and written["runs"] == {"0": {"x": 0.1}}
+    record = written["provenance"]
+    assert {"commit", "uncommitted_changes", "command", "date", "jax", "devices", "cpu_count"} <= set(record)
+    if (ROOT / ".git").exists():
+        assert len(record["commit"]) == 40 and isinstance(record["uncommitted_changes"], bool)
+    assert record["command"].startswith("python ") and sys.argv[0].rsplit("/", 1)[-1] in record["command"]
