@@ -1,0 +1,82 @@
+"""Where on the preference range does each router beat the best fixed model? Users by log10(lam) band.
+
+    python experiments/lam_bands.py [--data routerbench] [--bands 8] [--seeds 0 1 2] [--steps 2000]
+        [--users 256] [--set KEY=VALUE ...] [--out DIR]
+
+DESIGN.md section 9 asks that a router given the true preference beat the best fixed model in
+hindsight before PR(n) is read. The headline tables average over the whole log10(lam) range;
+this script splits it into `--bands` equal bands and evaluates each band's users on their own
+(the test users drawn with each seed, their log10(lam) uniform within the band), so a known
+router that loses to a single model shows where: for quality-seeking users (small lam, where
+the best fixed model is the strongest one) or cost-seeking ones (large lam, the cheapest).
+The routers are those of `experiments/routerbench.py` (or `synthetic.py` with --data synthetic):
+same configuration, same seeds. Reports, per band, the known router, the best fixed model in
+hindsight, the agnostic router and the MetaRouter at n = 6 with informative pairs. Writes
+experiments/results/lam_bands_<data>.json (every seed) and .md (mean ± std and every seed).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from pathlib import Path
+
+import numpy as np
+
+import metarouter_jax as mr
+
+from common import cell, experiment_parser, load_data, parse, write_results
+
+OUT = Path(__file__).resolve().parent / "results"
+METHODS = ("known", "best_fixed", "agnostic", "metarouter")
+
+
+def main() -> None:
+    parser = experiment_parser(__doc__, OUT)
+    parser.add_argument("--data", default="routerbench", help="routerbench (default), synthetic, or a dataset name")
+    parser.add_argument("--bands", type=int, default=8, help="equal log10(lam) bands over the router's range")
+    args, overrides = parse(parser)
+    if args.bands < 1:
+        parser.error(f"--bands must be >= 1, got {args.bands}")
+    data = load_data(args.data)
+    # RouterBench: the reference range of DESIGN.md section 9 (as experiments/routerbench.py).
+    lam = {"log10_lam_range": (0.0, 4.0)} if args.data == "routerbench" else {}
+    config = mr.TrainConfig(**{"num_steps": args.steps, **lam, **overrides})
+    runs, edges = {}, None
+    for seed in args.seeds:
+        start = time.time()
+        router = mr.MetaRouter.fit(data, config, seed=seed)
+        lo, hi = router.profiles.log10_lam_range
+        edges = np.linspace(lo, hi, args.bands + 1)
+        bands = {}
+        for a, b in zip(edges[:-1], edges[1:]):
+            users = dataclasses.replace(router.profiles, log10_lam_range=(float(a), float(b)))
+            report = mr.evaluate(router, data, n_users=args.users, seed=seed, n_contexts=(6,),
+                                 strategies=("informative",), profiles=users).to_json()["informative"]
+            bands[f"{a:.2f}-{b:.2f}"] = {m: report[m]["6"]["normalized_utility"] for m in METHODS}
+        runs[str(seed)] = {"bands": bands, "validation": router.best_valid_utility, "seconds": time.time() - start}
+        print(f"seed {seed}: {runs[str(seed)]['seconds']:.0f} s", flush=True)
+    write_results(args.out / f"lam_bands_{args.data}.json",
+                  {"config": config.to_dict(), "data": args.data, "edges": edges.tolist(), "runs": runs})
+    table = markdown(args, runs)
+    (args.out / f"lam_bands_{args.data}.md").write_text(table)
+    print(table)
+
+
+def markdown(args, runs: dict) -> str:
+    bands = list(next(iter(runs.values()))["bands"])
+    lines = [f"# Normalised utility by log10(lam) band on {args.data}", "",
+             f"Seeds {args.seeds}, {args.users} test users per band and seed (log10(lam) uniform in the band), "
+             f"{args.steps} meta-steps per router; MetaRouter at n = 6 with informative pairs; mean ± std over "
+             "seeds, then the known router minus the best fixed model per seed.", "",
+             "| log10(lam) | " + " | ".join(METHODS) + " | known - best_fixed per seed |",
+             "|---|" + "---|" * (len(METHODS) + 1)]
+    for band in bands:
+        values = {m: [run["bands"][band][m] for run in runs.values()] for m in METHODS}
+        gaps = ", ".join(f"{k - f:+.3f}" for k, f in zip(values["known"], values["best_fixed"]))
+        lines.append(f"| {band} | " + " | ".join(cell(values[m]) for m in METHODS) + f" | {gaps} |")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    main()
