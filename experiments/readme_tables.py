@@ -12,7 +12,8 @@ itself is the Markdown table that starts on the next non-blank line. KIND is a k
 - `ood`, `same_queries`, `unseen_models`, `pool_sizes`: the generalisation summaries
   (generalisation_<data>.json), at n = 6;
 - `ood_calibrated`: the calibrated new-family summary (ood_calibrated_<data>.json), at n = 6;
-- `ablations`: one row per data set and variant (ablations_<data>.json), at n = 6.
+- `ablations`: one row per data set and variant (ablations_<data>.json), at n = 6;
+- `lam_bands [data=D]`: one row per log10(lam) band (lam_bands_<data>.json).
 
 So a rerun's numbers reach the README by `--write`, and the test suite runs the check: a README
 table that no longer matches its result file fails it. Prose figures beside the tables are not
@@ -156,7 +157,19 @@ def ablations(data: str = "synthetic,routerbench") -> list[str]:
     return table(header, rows)
 
 
-KINDS = {"curves": curves, "ood": ood, "same_queries": same_queries, "ood_calibrated": ood_calibrated,
+def lam_bands(data: str = "routerbench") -> list[str]:
+    runs = list(load(f"lam_bands_{data}.json")["runs"].values())
+    methods = ("known", "best_fixed", "agnostic", "metarouter")
+    rows = []
+    for band in runs[0]["bands"]:
+        values = {m: [run["bands"][band][m] for run in runs] for m in methods}
+        gaps = ", ".join(f"{k - f:+.3f}" for k, f in zip(values["known"], values["best_fixed"]))
+        rows.append([band.replace("-", " to "), *(cell(values[m]) for m in methods), gaps])
+    return table(["log10(lam)", "known", "best fixed in hindsight", "agnostic", "MetaRouter n=6, informative",
+                  "known minus best fixed, per seed"], rows)
+
+
+KINDS = {"curves": curves, "lam_bands": lam_bands, "ood": ood, "same_queries": same_queries, "ood_calibrated": ood_calibrated,
          "unseen_models": unseen_models, "pool_sizes": pool_sizes, "ablations": ablations}
 
 
