@@ -10,9 +10,11 @@ this script splits it into `--bands` equal bands and evaluates each band's users
 router that loses to a single model shows where: for quality-seeking users (small lam, where
 the best fixed model is the strongest one) or cost-seeking ones (large lam, the cheapest).
 The routers are those of `experiments/routerbench.py` (or `synthetic.py` with --data synthetic):
-same configuration, same seeds. Reports, per band, the known router, the best fixed model in
-hindsight, the agnostic router and the MetaRouter at n = 6 with informative pairs. Writes
-experiments/results/lam_bands_<data>.json (every seed) and .md (mean ± std and every seed).
+same configuration, same seeds. Records, per band, the known router, the best fixed model in
+hindsight, the agnostic router, and with informative pairs at n = 0, 6 and 32 the MetaRouter, the exact
+Bayes decision `bt_bayes` (the known router routing by the exact posterior: what the contexts
+allow) and the posterior-mean plug-in. Writes experiments/results/lam_bands_<data>.json (every
+seed) and .md (n = 6: mean ± std, and the known router minus the best fixed model per seed).
 """
 
 from __future__ import annotations
@@ -28,7 +30,8 @@ import metarouter_jax as mr
 from common import cell, experiment_parser, load_data, parse, write_results
 
 OUT = Path(__file__).resolve().parent / "results"
-METHODS = ("known", "best_fixed", "agnostic", "metarouter")
+METHODS = ("known", "best_fixed", "agnostic", "metarouter", "bt_bayes", "bt_posterior")
+NS = (0, 6, 32)
 
 
 def main() -> None:
@@ -51,9 +54,10 @@ def main() -> None:
         bands = {}
         for a, b in zip(edges[:-1], edges[1:]):
             users = dataclasses.replace(router.profiles, log10_lam_range=(float(a), float(b)))
-            report = mr.evaluate(router, data, n_users=args.users, seed=seed, n_contexts=(6,),
+            report = mr.evaluate(router, data, n_users=args.users, seed=seed, n_contexts=NS,
                                  strategies=("informative",), profiles=users).to_json()["informative"]
-            bands[f"{a:.2f}-{b:.2f}"] = {m: report[m]["6"]["normalized_utility"] for m in METHODS}
+            bands[f"{a:.2f}-{b:.2f}"] = {m: {str(n): report[m][str(n)]["normalized_utility"] for n in NS}
+                                         for m in METHODS}
         runs[str(seed)] = {"bands": bands, "validation": router.best_valid_utility, "seconds": time.time() - start}
         print(f"seed {seed}: {runs[str(seed)]['seconds']:.0f} s", flush=True)
     write_results(args.out / f"lam_bands_{args.data}.json",
@@ -67,12 +71,12 @@ def markdown(args, runs: dict) -> str:
     bands = list(next(iter(runs.values()))["bands"])
     lines = [f"# Normalised utility by log10(lam) band on {args.data}", "",
              f"Seeds {args.seeds}, {args.users} test users per band and seed (log10(lam) uniform in the band), "
-             f"{args.steps} meta-steps per router; MetaRouter at n = 6 with informative pairs; mean ± std over "
-             "seeds, then the known router minus the best fixed model per seed.", "",
+             f"{args.steps} meta-steps per router; adaptive methods at n = 6 with informative pairs; mean ± std "
+             "over seeds, then the known router minus the best fixed model per seed.", "",
              "| log10(lam) | " + " | ".join(METHODS) + " | known - best_fixed per seed |",
              "|---|" + "---|" * (len(METHODS) + 1)]
     for band in bands:
-        values = {m: [run["bands"][band][m] for run in runs.values()] for m in METHODS}
+        values = {m: [run["bands"][band][m]["6"] for run in runs.values()] for m in METHODS}
         gaps = ", ".join(f"{k - f:+.3f}" for k, f in zip(values["known"], values["best_fixed"]))
         lines.append(f"| {band} | " + " | ".join(cell(values[m]) for m in METHODS) + f" | {gaps} |")
     return "\n".join(lines) + "\n"
