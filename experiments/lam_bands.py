@@ -1,7 +1,7 @@
 """Where on the preference range does each router beat the best fixed model? Users by log10(lam) band.
 
-    python experiments/lam_bands.py [--data routerbench] [--bands 8] [--seeds 0 1 2] [--steps 2000]
-        [--users 256] [--set KEY=VALUE ...] [--out DIR]
+    python experiments/lam_bands.py [--data routerbench] [--bands 8] [--strategy informative]
+        [--seeds 0 1 2] [--steps 2000] [--users 256] [--set KEY=VALUE ...] [--out DIR]
 
 DESIGN.md section 9 asks that a router given the true preference beat the best fixed model in
 hindsight before PR(n) is read. The headline tables average over the whole log10(lam) range;
@@ -11,10 +11,11 @@ router that loses to a single model shows where: for quality-seeking users (smal
 the best fixed model is the strongest one) or cost-seeking ones (large lam, the cheapest).
 The routers are those of `experiments/routerbench.py` (or `synthetic.py` with --data synthetic):
 same configuration, same seeds. Records, per band, the known router, the best fixed model in
-hindsight, the agnostic router, and with informative pairs at n = 0, 6 and 32 the MetaRouter, the exact
+hindsight, the agnostic router, and with `--strategy` pairs at n = 0, 6 and 32 the MetaRouter, the exact
 Bayes decision `bt_bayes` (the known router routing by the exact posterior: what the contexts
 allow) and the posterior-mean plug-in. Writes experiments/results/lam_bands_<data>.json (every
-seed) and .md (n = 6: mean ± std, and the known router minus the best fixed model per seed).
+seed) and .md (n = 6: mean ± std, and the known router minus the best fixed model per seed);
+lam_bands_<data>_<strategy>.json and .md for a strategy other than informative.
 """
 
 from __future__ import annotations
@@ -38,6 +39,8 @@ def main() -> None:
     parser = experiment_parser(__doc__, OUT)
     parser.add_argument("--data", default="routerbench", help="routerbench (default), synthetic, or a dataset name")
     parser.add_argument("--bands", type=int, default=8, help="equal log10(lam) bands over the router's range")
+    parser.add_argument("--strategy", default="informative", choices=("uniform", "informative", "active"),
+                        help="how the users' pairs are chosen (evaluate's pair strategies)")
     args, overrides = parse(parser)
     if args.bands < 1:
         parser.error(f"--bands must be >= 1, got {args.bands}")
@@ -55,15 +58,16 @@ def main() -> None:
         for a, b in zip(edges[:-1], edges[1:]):
             users = dataclasses.replace(router.profiles, log10_lam_range=(float(a), float(b)))
             report = mr.evaluate(router, data, n_users=args.users, seed=seed, n_contexts=NS,
-                                 strategies=("informative",), profiles=users).to_json()["informative"]
+                                 strategies=(args.strategy,), profiles=users).to_json()[args.strategy]
             bands[f"{a:.2f}-{b:.2f}"] = {m: {str(n): report[m][str(n)]["normalized_utility"] for n in NS}
                                          for m in METHODS}
         runs[str(seed)] = {"bands": bands, "validation": router.best_valid_utility, "seconds": time.time() - start}
         print(f"seed {seed}: {runs[str(seed)]['seconds']:.0f} s", flush=True)
-    write_results(args.out / f"lam_bands_{args.data}.json",
-                  {"config": config.to_dict(), "data": args.data, "edges": edges.tolist(), "runs": runs})
+    stem = args.out / (f"lam_bands_{args.data}" + ("" if args.strategy == "informative" else f"_{args.strategy}"))
+    write_results(stem.with_suffix(".json"), {"config": config.to_dict(), "data": args.data, "strategy": args.strategy,
+                                              "edges": edges.tolist(), "runs": runs})
     table = markdown(args, runs)
-    (args.out / f"lam_bands_{args.data}.md").write_text(table)
+    stem.with_suffix(".md").write_text(table)
     print(table)
 
 
@@ -71,7 +75,7 @@ def markdown(args, runs: dict) -> str:
     bands = list(next(iter(runs.values()))["bands"])
     lines = [f"# Normalised utility by log10(lam) band on {args.data}", "",
              f"Seeds {args.seeds}, {args.users} test users per band and seed (log10(lam) uniform in the band), "
-             f"{args.steps} meta-steps per router; adaptive methods at n = 6 with informative pairs; mean ± std "
+             f"{args.steps} meta-steps per router; adaptive methods at n = 6 with {args.strategy} pairs; mean ± std "
              "over seeds, then the known router minus the best fixed model per seed.", "",
              "| log10(lam) | " + " | ".join(METHODS) + " | known - best_fixed per seed |",
              "|---|" + "---|" * (len(METHODS) + 1)]
