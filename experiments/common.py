@@ -50,10 +50,25 @@ def load_data(name: str):
     return mr.synthetic_data(seed=0) if name == "synthetic" else mr.load_dataset(name)
 
 
+CURVE_NS = (0, 1, 2, 4, 6, 8, 16, 32)
+CURVE_METHODS = ("metarouter", "bt_bayes", "bt_posterior", "bt_marginal", "bt_mle", "known", "agnostic", "best_fixed")
+
+
 def cell(values) -> str:
     """mean ± std of a metric over seeds, for a Markdown table."""
     values = np.asarray(values, float)
     return f"{values.mean():.3f} ± {values.std():.3f}"
+
+
+def table(header: list[str], rows: list[list[str]]) -> list[str]:
+    """The lines of a Markdown table."""
+    return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)] + ["| " + " | ".join(r) + " |" for r in rows]
+
+
+def curve_table(runs, strategy: str, metric: str, methods=CURVE_METHODS, ns=CURVE_NS) -> list[str]:
+    """One row per method, mean ± std over `runs` (one evaluation report per seed) at every n."""
+    rows = [[m] + [cell([run[strategy][m][str(n)][metric] for run in runs]) for n in ns] for m in methods]
+    return table(["method"] + [f"n={n}" for n in ns], rows)
 
 
 def write_results(path: Path, results: dict) -> None:

@@ -11,9 +11,9 @@ router that loses to a single model shows where: for quality-seeking users (smal
 the best fixed model is the strongest one) or cost-seeking ones (large lam, the cheapest).
 The routers are those of `experiments/routerbench.py` (or `synthetic.py` with --data synthetic):
 same configuration, same seeds. Records, per band, the known router, the best fixed model in
-hindsight, the agnostic router, and with `--strategy` pairs at n = 0, 6 and 32 the MetaRouter, the exact
-Bayes decision `bt_bayes` (the known router routing by the exact posterior: what the contexts
-allow) and the posterior-mean plug-in. Writes experiments/results/lam_bands_<data>.json (every
+hindsight, the agnostic router, and with `--strategy` pairs at n = 0, 6 and 32 the MetaRouter,
+the exact Bayes decision `bt_bayes` (the known router routing by the exact posterior: what the
+contexts allow) and the posterior-mean plug-in. Writes experiments/results/lam_bands_<data>.json (every
 seed) and .md (n = 6: mean ± std, and the known router minus the best fixed model per seed);
 lam_bands_<data>_<strategy>.json and .md for a strategy other than informative.
 """
@@ -28,7 +28,7 @@ import numpy as np
 
 import metarouter_jax as mr
 
-from common import cell, experiment_parser, load_data, parse, write_results
+from common import cell, experiment_parser, load_data, parse, table, write_results
 
 OUT = Path(__file__).resolve().parent / "results"
 METHODS = ("known", "best_fixed", "agnostic", "metarouter", "bt_bayes", "bt_posterior")
@@ -71,18 +71,23 @@ def main() -> None:
     print(table)
 
 
+def band_table(runs: list[dict], methods, header: list[str]) -> list[str]:
+    """One row per log10(lam) band: `methods` at n = 6, mean ± std over `runs` (one per seed), then
+    the known router minus the best fixed model per seed. `header` names the columns."""
+    rows = []
+    for band in runs[0]["bands"]:
+        values = {m: [run["bands"][band][m]["6"] for run in runs] for m in methods}
+        gaps = ", ".join(f"{k - f:+.3f}" for k, f in zip(values["known"], values["best_fixed"]))
+        rows.append([band.replace("-", " to "), *(cell(values[m]) for m in methods), gaps])
+    return table(header, rows)
+
+
 def markdown(args, runs: dict) -> str:
-    bands = list(next(iter(runs.values()))["bands"])
     lines = [f"# Normalised utility by log10(lam) band on {args.data}", "",
              f"Seeds {args.seeds}, {args.users} test users per band and seed (log10(lam) uniform in the band), "
              f"{args.steps} meta-steps per router; adaptive methods at n = 6 with {args.strategy} pairs; mean ± std "
-             "over seeds, then the known router minus the best fixed model per seed.", "",
-             "| log10(lam) | " + " | ".join(METHODS) + " | known - best_fixed per seed |",
-             "|---|" + "---|" * (len(METHODS) + 1)]
-    for band in bands:
-        values = {m: [run["bands"][band][m]["6"] for run in runs.values()] for m in METHODS}
-        gaps = ", ".join(f"{k - f:+.3f}" for k, f in zip(values["known"], values["best_fixed"]))
-        lines.append(f"| {band} | " + " | ".join(cell(values[m]) for m in METHODS) + f" | {gaps} |")
+             "over seeds, then the known router minus the best fixed model per seed.", ""]
+    lines += band_table(list(runs.values()), METHODS, ["log10(lam)", *METHODS, "known - best_fixed per seed"])
     return "\n".join(lines) + "\n"
 
 

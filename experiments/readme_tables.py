@@ -31,21 +31,16 @@ from pathlib import Path
 
 import numpy as np
 
+from common import CURVE_METHODS, cell, curve_table, table
+from lam_bands import band_table
+
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "experiments" / "results"
 README = ROOT / "README.md"
 MARKER = re.compile(r"^<!-- table: (\w+)((?: [\w.]+=[\w.,]+)*) -->$")
-NS = ("0", "1", "2", "4", "6", "8", "16", "32")
-CURVE_METHODS = ("metarouter", "bt_bayes", "bt_posterior", "bt_marginal", "bt_mle", "known", "agnostic", "best_fixed")
 SUMMARY_METHODS = ("metarouter", "bt_posterior", "known", "agnostic", "best_fixed")
 SUMMARY_HEADER = "MetaRouter | posterior-mean plug-in | known | agnostic | best fixed in hindsight"
 DATA_LABEL = {"synthetic": "synthetic", "llmrouter": "LLMRouter", "routerbench": "RouterBench"}
-
-
-def cell(values) -> str:
-    """mean ± std over seeds (the population std, as experiments/common.py writes it)."""
-    values = np.asarray(values, float)
-    return f"{values.mean():.3f} ± {values.std():.3f}"
 
 
 def load(name: str) -> dict:
@@ -55,19 +50,13 @@ def load(name: str) -> dict:
     return json.loads(path.read_text())
 
 
-def table(header: list[str], rows: list[list[str]]) -> list[str]:
-    return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)] + ["| " + " | ".join(r) + " |" for r in rows]
-
-
 def n6(runs, report, strategy, method, metric="normalized_utility") -> str:
     """mean ± std over seeds at n = 6 of report(run)[strategy][method]."""
     return cell([report(run)[strategy][method]["6"][metric] for run in runs])
 
 
 def curves(file: str, strategy: str, metric: str, methods: str = ",".join(CURVE_METHODS)) -> list[str]:
-    runs = list(load(file)["runs"].values())
-    rows = [[m] + [cell([run[strategy][m][n][metric] for run in runs]) for n in NS] for m in methods.split(",")]
-    return table(["method"] + [f"n={n}" for n in NS], rows)
+    return curve_table(load(file)["runs"].values(), strategy, metric, methods.split(","))
 
 
 def _group_label(data: str, group: str, families: list[str], first: bool, count: str = "") -> str:
@@ -159,14 +148,9 @@ def ablations(data: str = "synthetic,routerbench") -> list[str]:
 
 def lam_bands(data: str = "routerbench") -> list[str]:
     runs = list(load(f"lam_bands_{data}.json")["runs"].values())
-    methods = ("known", "best_fixed", "agnostic", "metarouter", "bt_bayes")
-    rows = []
-    for band in runs[0]["bands"]:
-        values = {m: [run["bands"][band][m]["6"] for run in runs] for m in methods}
-        gaps = ", ".join(f"{k - f:+.3f}" for k, f in zip(values["known"], values["best_fixed"]))
-        rows.append([band.replace("-", " to "), *(cell(values[m]) for m in methods), gaps])
-    return table(["log10(lam)", "known", "best fixed in hindsight", "agnostic", "MetaRouter n=6, informative",
-                  "exact Bayes decision n=6", "known minus best fixed, per seed"], rows)
+    return band_table(runs, ("known", "best_fixed", "agnostic", "metarouter", "bt_bayes"),
+                      ["log10(lam)", "known", "best fixed in hindsight", "agnostic", "MetaRouter n=6, informative",
+                       "exact Bayes decision n=6", "known minus best fixed, per seed"])
 
 
 KINDS = {"curves": curves, "lam_bands": lam_bands, "ood": ood, "same_queries": same_queries, "ood_calibrated": ood_calibrated,

@@ -18,16 +18,12 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-import numpy as np
-
 import metarouter_jax as mr
 
-from common import experiment_parser, parse, write_results
+from common import CURVE_NS as NS, curve_table, experiment_parser, parse, write_results
 
 OUT = Path(__file__).resolve().parent / "results"
-NS = (0, 1, 2, 4, 6, 8, 16, 32)
 STRATEGIES = ("uniform", "informative", "active")  # active: asked one at a time at the posterior median
-SHOWN = ("metarouter", "bt_bayes", "bt_posterior", "bt_marginal", "bt_mle", "known", "agnostic", "best_fixed")
 
 
 def main() -> None:
@@ -55,14 +51,7 @@ def main() -> None:
     for strategy in STRATEGIES:
         for metric in ("normalized_utility", "preference_recovery"):
             lines.append(f"\n{metric.replace('_', ' ')}, {strategy} pairs\n")
-            lines.append("| method | " + " | ".join(f"n={n}" for n in NS) + " |")
-            lines.append("|---|" + "---|" * len(NS))
-            for method in SHOWN:
-                cells = []
-                for n in NS:
-                    vals = np.array([runs[s][strategy][method][str(n)][metric] for s in args.seeds])
-                    cells.append(f"{vals.mean():.3f} ± {vals.std():.3f}")
-                lines.append(f"| {method} | " + " | ".join(cells) + " |")
+            lines += curve_table([runs[s] for s in args.seeds], strategy, metric)
     (out / f"{args.name}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 

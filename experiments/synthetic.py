@@ -17,24 +17,15 @@ import numpy as np
 
 import metarouter_jax as mr
 
-from common import experiment_parser, parse, write_results
+from common import CURVE_NS as NS, curve_table, experiment_parser, parse, write_results
 
 OUT = Path(__file__).resolve().parent / "results"
-NS = (0, 1, 2, 4, 6, 8, 16, 32)
 STRATEGIES = ("uniform", "informative", "active")  # active: asked one at a time at the posterior median
-SHOWN = ("metarouter", "bt_bayes", "bt_posterior", "bt_marginal", "bt_mle", "known", "agnostic", "best_fixed")
 
 
 def markdown(runs: dict, strategy: str, metric: str) -> str:
-    lines = [f"\n{metric.replace('_', ' ')}, {strategy} pairs\n",
-             "| method | " + " | ".join(f"n={n}" for n in NS) + " |", "|---|" + "---|" * len(NS)]
-    for method in SHOWN:
-        cells = []
-        for n in NS:
-            vals = np.array([run[strategy][method][str(n)][metric] for run in runs.values()])
-            cells.append(f"{vals.mean():.3f} ± {vals.std():.3f}")
-        lines.append(f"| {method} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+    return "\n".join([f"\n{metric.replace('_', ' ')}, {strategy} pairs\n",
+                      *curve_table(runs.values(), strategy, metric)])
 
 
 def main() -> None:

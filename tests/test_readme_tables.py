@@ -2,11 +2,13 @@
 
 import importlib.util
 import shutil
+import sys
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "experiments"))  # readme_tables imports its siblings, as when run as a script
 _spec = importlib.util.spec_from_file_location("readme_tables", ROOT / "experiments" / "readme_tables.py")
 readme_tables = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(readme_tables)
@@ -51,12 +53,10 @@ def test_a_marker_without_a_table_is_an_error():
         readme_tables.tables(["<!-- table: ablations -->", "", "prose"])
 
 
-def test_result_files_record_their_provenance(tmp_path, monkeypatch):
+def test_result_files_record_their_provenance(tmp_path):
     """experiments/common.write_results opens each result file with where it came from."""
     import json
-    import sys
 
-    monkeypatch.syspath_prepend(str(ROOT / "experiments"))
     import common
 
     common.write_results(tmp_path / "r.json", {"runs": {"0": {"x": 0.1}}})

@@ -87,10 +87,10 @@ def evaluate(router, data: RoutingData, split: str = "test", n_contexts=DEFAULT_
     a sequence of them, `profiles` the test users' profile family (an object or a registered name,
     default the router's), `beta` > 0 and `flip` in [0, 0.5) their Bradley-Terry rationality and
     label-flip rate. `seed` draws the test users, from a stream of their own
-    (`streams.STREAMS["test_users"]`), apart from the keys the routers of a `fit(seed=...)` trained with; a
-    larger `n_users` extends the same draw (the first 256 of 1,024 users are the 256). `data`
-    may hold another set of models than the router was trained on (a changed pool); `pool` then
-    names or indexes `data`'s models."""
+    (`streams.STREAMS["test_users"]`), apart from the keys the routers of a `fit(seed=...)`
+    trained with; a larger `n_users` extends the same draw (the first 256 of 1,024 users are the
+    256). `data` may hold another set of models than the router was trained on (a changed pool);
+    `pool` then names or indexes `data`'s models."""
     for name in ("known", "agnostic"):
         if name not in router.params:
             raise ValueError(f"evaluation needs the {name!r} companion router: fit with companions=True")

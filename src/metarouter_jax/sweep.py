@@ -135,8 +135,8 @@ def _train_configs(trainer, seeds: np.ndarray, hparams: Hparams, stream: str, pa
                    init_params=None, on_chunk: Callable | None = None, chunk_offset: int = 0, total_chunks: int = 0):
     """Train S configurations of one router side by side (one jitted, vmapped chunk function).
 
-    Keys as `MetaRouter.fit` gives its router `stream` (a name of `streams.STREAMS`). Returns (final states with
-    leaves [padded, ...], history name -> [S, C])."""
+    Keys as `MetaRouter.fit` gives its router `stream` (a name of `streams.STREAMS`). Returns
+    (final states with leaves [padded, ...], history name -> [S, C])."""
     config, size = trainer.config, len(seeds)
     keys = jax.vmap(lambda s: jax.random.split(seed_key(s, stream)))(jnp.asarray(seeds))
     key_init, key_valid = _pad((keys[:, 0], keys[:, 1]), padded)
