@@ -1,26 +1,31 @@
 """Where on the preference range does each router beat the best fixed model? Users by log10(lam) band.
 
     python experiments/lam_bands.py [--data routerbench] [--bands 8] [--strategy informative]
-        [--seeds 0 1 2] [--steps 2000] [--users 256] [--set KEY=VALUE ...] [--out DIR]
+        [--seeds 0 1 2] [--steps 2000] [--users 512] [--set KEY=VALUE ...] [--out DIR]
 
 DESIGN.md section 9 asks that a router given the true preference beat the best fixed model in
 hindsight before PR(n) is read. The headline tables average over the whole log10(lam) range;
 this script splits it into `--bands` equal bands and evaluates each band's users on their own
-(the test users drawn with each seed, their log10(lam) uniform within the band), so a known
-router that loses to a single model shows where: for quality-seeking users (small lam, where
-the best fixed model is the strongest one) or cost-seeking ones (large lam, the cheapest).
-The routers are those of `experiments/routerbench.py` (or `synthetic.py` with --data synthetic):
-same configuration, same seeds. Records, per band, the known router, the best fixed model in
+(`evaluate(..., bands=...)`: the test users drawn with each seed, `--users` per band, their
+log10(lam) uniform within the band; their pairs chosen as for any user), so a known router that
+loses to a single model shows where: for quality-seeking users (small lam, where the best fixed
+model is the strongest one) or cost-seeking ones (large lam, the cheapest). The routers are
+those of `experiments/routerbench.py` (or `synthetic.py` with --data synthetic): same
+configuration, same seeds. Records, per band, the known router, the best fixed model in
 hindsight, the agnostic router, and with `--strategy` pairs at n = 0, 6 and 32 the MetaRouter,
 the exact Bayes decision `bt_bayes` (the known router routing by the exact posterior: what the
-contexts allow) and the posterior-mean plug-in. Writes experiments/results/lam_bands_<data>.json (every
-seed) and .md (n = 6: mean ± std, and the known router minus the best fixed model per seed);
-lam_bands_<data>_<strategy>.json and .md for a strategy other than informative.
+contexts allow), the posterior-mean plug-in, how well the answers identify log10(lam) (mean
+absolute error of the exact and the MetaRouter's posterior means, the exact posterior's sd),
+and the share of the test split's trade-off pairs (a dearer, better answer against a cheaper
+one on the same query) whose switch point log10(dq / dc) lies in the band: only those pairs'
+answers depend on where in the band a user's lam is. Writes
+experiments/results/lam_bands_<data>.json (every seed) and .md (n = 6: mean ± std, and the known
+router minus the best fixed model per seed); lam_bands_<data>_<strategy>.json and .md for a
+strategy other than informative.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from pathlib import Path
 
@@ -29,6 +34,7 @@ import numpy as np
 import metarouter_jax as mr
 
 from common import cell, experiment_parser, load_data, parse, table, write_results
+from metarouter_jax.contexts import PairSource
 
 OUT = Path(__file__).resolve().parent / "results"
 METHODS = ("known", "best_fixed", "agnostic", "metarouter", "bt_bayes", "bt_posterior")
@@ -41,6 +47,7 @@ def main() -> None:
     parser.add_argument("--bands", type=int, default=8, help="equal log10(lam) bands over the router's range")
     parser.add_argument("--strategy", default="informative", choices=("uniform", "informative", "active"),
                         help="how the users' pairs are chosen (evaluate's pair strategies)")
+    parser.set_defaults(users=512)   # per band: 4,096 users a seed with the default 8 bands
     args, overrides = parse(parser)
     if args.bands < 1:
         parser.error(f"--bands must be >= 1, got {args.bands}")
@@ -52,17 +59,20 @@ def main() -> None:
     for seed in args.seeds:
         start = time.time()
         router = mr.MetaRouter.fit(data, config, seed=seed)
-        lo, hi = router.profiles.log10_lam_range
-        edges = np.linspace(lo, hi, args.bands + 1)
+        trained = time.time()
+        report = mr.evaluate(router, data, n_users=args.users, seed=seed, n_contexts=NS, strategies=(args.strategy,),
+                             bands=args.bands)
+        edges = np.asarray(report.settings["bands"])
+        shares = tradeoff_shares(router, data, edges)
         bands = {}
-        for a, b in zip(edges[:-1], edges[1:]):
-            users = dataclasses.replace(router.profiles, log10_lam_range=(float(a), float(b)))
-            report = mr.evaluate(router, data, n_users=args.users, seed=seed, n_contexts=NS,
-                                 strategies=(args.strategy,), profiles=users).to_json()[args.strategy]
-            bands[f"{a:.2f}-{b:.2f}"] = {m: {str(n): report[m][str(n)]["normalized_utility"] for n in NS}
-                                         for m in METHODS}
-        runs[str(seed)] = {"bands": bands, "validation": router.best_valid_utility, "seconds": time.time() - start}
-        print(f"seed {seed}: {runs[str(seed)]['seconds']:.0f} s", flush=True)
+        for (band, by_band), share in zip(report.by_band.items(), shares):
+            results = by_band.to_json()[args.strategy]
+            bands[band] = {**{m: {str(n): results[m][str(n)]["normalized_utility"] for n in NS} for m in METHODS},
+                           "identification": by_band.identification_json()[args.strategy], "tradeoff_share": share}
+        runs[str(seed)] = {"bands": bands, "validation": router.best_valid_utility, "seconds": time.time() - start,
+                           "evaluation_seconds": time.time() - trained}
+        print(f"seed {seed}: {runs[str(seed)]['seconds']:.0f} s ({time.time() - trained:.0f} s evaluating)",
+              flush=True)
     stem = args.out / (f"lam_bands_{args.data}" + ("" if args.strategy == "informative" else f"_{args.strategy}"))
     write_results(stem.with_suffix(".json"), {"config": config.to_dict(), "data": args.data, "strategy": args.strategy,
                                               "edges": edges.tolist(), "runs": runs})
@@ -71,22 +81,42 @@ def main() -> None:
     print(table)
 
 
+def tradeoff_shares(router, data, edges) -> list[float]:
+    """Per band: the share of the test split's trade-off pairs whose switch point lies in it."""
+    source = PairSource.build(router.arrays_for(data), data.split("test"))
+    switch = np.asarray(source.switch)[:int(source.num_tradeoffs)]
+    return [float(np.mean((switch >= a) & (switch < b))) if switch.size else 0.0 for a, b in zip(edges[:-1], edges[1:])]
+
+
+IDENTIFICATION_HEADER = ["log10(lam) error n=6 (sd)", "error n=32 (sd)", "trade-off pairs"]
+
+
 def band_table(runs: list[dict], methods, header: list[str]) -> list[str]:
-    """One row per log10(lam) band: `methods` at n = 6, mean ± std over `runs` (one per seed), then
-    the known router minus the best fixed model per seed. `header` names the columns."""
+    """One row per log10(lam) band: `methods` at n = 6, mean ± std over `runs` (one per seed); the
+    mean absolute error of the exact posterior mean of log10(lam) at n = 6 and 32 (with the
+    posterior sd) and the share of trade-off pairs switching in the band, means over seeds;
+    then the known router minus the best fixed model per seed. `header` names the columns
+    before the identification ones (`IDENTIFICATION_HEADER`) and the last."""
     rows = []
     for band in runs[0]["bands"]:
         values = {m: [run["bands"][band][m]["6"] for run in runs] for m in methods}
+        identified = [np.mean([[run["bands"][band]["identification"][n][k] for k in ("bt_posterior_error",
+                                                                                 "bt_posterior_sd")] for run in runs], 0)
+                      for n in ("6", "32")]
+        share = np.mean([run["bands"][band]["tradeoff_share"] for run in runs])
         gaps = ", ".join(f"{k - f:+.3f}" for k, f in zip(values["known"], values["best_fixed"]))
-        rows.append([band.replace("-", " to "), *(cell(values[m]) for m in methods), gaps])
-    return table(header, rows)
+        rows.append([band.replace("-", " to "), *(cell(values[m]) for m in methods),
+                     *(f"{e:.2f} ({sd:.2f})" for e, sd in identified), f"{share:.1%}", gaps])
+    return table([*header[:-1], *IDENTIFICATION_HEADER, header[-1]], rows)
 
 
 def markdown(args, runs: dict) -> str:
     lines = [f"# Normalised utility by log10(lam) band on {args.data}", "",
              f"Seeds {args.seeds}, {args.users} test users per band and seed (log10(lam) uniform in the band), "
              f"{args.steps} meta-steps per router; adaptive methods at n = 6 with {args.strategy} pairs; mean ± std "
-             "over seeds, then the known router minus the best fixed model per seed.", ""]
+             "over seeds; the mean absolute error (decades) of the exact posterior mean of log10(lam) and the "
+             "posterior's sd, and the share of the test split's trade-off pairs whose switch point is in the band, "
+             "means over seeds; then the known router minus the best fixed model per seed.", ""]
     lines += band_table(list(runs.values()), METHODS, ["log10(lam)", *METHODS, "known - best_fixed per seed"])
     return "\n".join(lines) + "\n"
 

@@ -107,6 +107,53 @@ def test_active_strategy(trained_router, small_data, report):
     assert "pair strategy: active" in active.format()
 
 
+def test_identification_of_the_preference(report, trained_router):
+    """With no contexts the posterior is the prior: its mean is the range's centre (mean error a
+    quarter of the range for uniform users) and its sd the range's; answers then narrow it."""
+    lo, hi = trained_router.profiles.log10_lam_range
+    for strategy, by_n in report.identification.items():
+        assert sorted(by_n) == [0, 2, 8]
+        assert by_n[0]["bt_posterior_sd"] == pytest.approx((hi - lo) / np.sqrt(12), rel=0.02)
+        assert by_n[0]["bt_posterior_error"] == pytest.approx((hi - lo) / 4, rel=0.2)
+        assert by_n[0]["metarouter_error"] == pytest.approx(by_n[0]["bt_posterior_error"], rel=0.1)
+        assert by_n[8]["bt_posterior_sd"] < by_n[0]["bt_posterior_sd"]
+    informative = report.identification["informative"]
+    assert informative[8]["bt_posterior_error"] < 0.7 * informative[0]["bt_posterior_error"]
+    assert informative[8]["metarouter_error"] < 0.7 * informative[0]["metarouter_error"]
+    assert "error of the posterior mean of log10(lam)" in report.format()
+    assert set(json.loads(json.dumps(report.identification_json()))["uniform"]) == {"0", "2", "8"}
+
+
+def test_evaluation_by_preference_band(trained_router, small_data):
+    """`bands` draws n_users users in each log10(lam) band and reports each band on its own."""
+    lo, hi = trained_router.profiles.log10_lam_range
+    width = (hi - lo) / 4
+    report = mr.evaluate(trained_router, small_data, n_users=32, n_contexts=(0, 4), strategies="uniform", bands=4)
+    edges = np.linspace(lo, hi, 5)
+    assert list(report.by_band) == [f"{a:.2f}-{b:.2f}" for a, b in zip(edges[:-1], edges[1:])]
+    assert report.settings["n_users"] == 128 and report.settings["bands"] == pytest.approx(edges.tolist())
+    centre = 0.5 * (lo + hi)
+    for i, band in enumerate(report.by_band.values()):
+        assert band.settings["n_users"] == 32 and band.settings["log10_lam_band"] == pytest.approx(edges[i:i + 2])
+        # With no contexts the posterior mean is the centre: the error is the band's users' distance from
+        # it, 1.5 band widths on average for an outer band and 0.5 for an inner one, if they are in the band.
+        expected = abs(centre - (edges[i] + 0.5 * width))
+        assert band.identification["uniform"][0]["bt_posterior_error"] == pytest.approx(expected, abs=0.15 * width)
+        assert band.results["uniform"]["known"][0]["preference_recovery"] == pytest.approx(1.0)
+    # The overall report is the mean over every band's users (as many in each).
+    for method, n in (("known", 0), ("metarouter", 4), ("bt_bayes", 4)):
+        by_band = [b.results["uniform"][method][n]["normalized_utility"] for b in report.by_band.values()]
+        assert report.results["uniform"][method][n]["normalized_utility"] == pytest.approx(np.mean(by_band), abs=1e-5)
+    assert "log10(lam) 0.00-" in report.format() or f"log10(lam) {lo:.2f}-" in report.format()
+    # Given edges work as well; bad ones are refused by name.
+    given = mr.evaluate(trained_router, small_data, n_users=2, n_contexts=0, strategies="uniform", bands=edges[1:4])
+    assert list(given.by_band) == list(report.by_band)[1:3]
+    for bands, match in ((0, "bands must be >= 1"), ([1.0, 0.5], "increasing"), ([[lo, hi]], "increasing"),
+                         ([lo - 1.0, hi], "leave the test users' log10.lam. range")):
+        with pytest.raises(ValueError, match=match):
+            mr.evaluate(trained_router, small_data, n_users=2, n_contexts=0, strategies="uniform", bands=bands)
+
+
 def test_queries_the_pool_cannot_answer_are_left_out(trained_router, small_data):
     """A test query with no pool model observed has no routing, oracle or random answer: it is left
     out (not a NaN in every metric); a pool that answers no test query is refused by name."""

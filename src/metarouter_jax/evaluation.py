@@ -12,7 +12,17 @@ such model is left out (the report's n_queries counts the rest).
 Per user: normalised utility NU = (U - U_random) / (U_oracle - U_random), with U the mean
 (scale-normalised) utility of the routed answers. Reported: mean NU over users, PR(n) =
 (NU(n) - NU_agnostic) / (NU_known - NU_agnostic) of those means, and the mean quality and
-mean cost (USD) of the routed answers.
+mean cost (USD) of the routed answers. Beside them, how well the n contexts identify the
+preference: the mean absolute error (decades) of the posterior mean of log10(lam), under the
+exact grid posterior and under the MetaRouter's atomic posterior, and the exact posterior's
+standard deviation (`EvalReport.identification`).
+
+With `bands`, the users are drawn band by band (`n_users` in each equal or given log10(lam)
+band, their other parameters from the prior) and each band gets its own report
+(`EvalReport.by_band`): where on the preference range a router wins or loses. The pairs are
+chosen as for any user (informative targets over the whole prior range): the band is the
+test's, not something the asker knows. The overall report averages the bands' users, a
+stratified draw from the prior when the bands are equal.
 """
 
 from __future__ import annotations
@@ -37,18 +47,30 @@ ADAPTIVE = ("metarouter", "bt_posterior", "bt_mle", "bt_bayes", "bt_marginal")
 FLAT = ("random", "best_fixed", "agnostic", "known")
 METHODS = ADAPTIVE + FLAT
 METRICS = ("normalized_utility", "preference_recovery", "quality", "cost")
+IDENTIFICATION = ("bt_posterior_error", "bt_posterior_sd", "metarouter_error")
 
 
 @dataclasses.dataclass
 class EvalReport:
-    """results[strategy][method][n] = {metric: value}; flat baselines repeat over n."""
+    """results[strategy][method][n] = {metric: value}; flat baselines repeat over n.
+
+    identification[strategy][n] = {name: decades} for the names of `IDENTIFICATION`: the mean
+    absolute error of the posterior mean of log10(lam) (exact grid posterior; the MetaRouter's
+    atomic posterior, NaN without atoms) and the exact posterior's standard deviation.
+    by_band: {"lo-hi": EvalReport} when evaluated by log10(lam) band, else empty."""
 
     results: dict
     settings: dict
+    identification: dict = dataclasses.field(default_factory=dict)
+    by_band: dict = dataclasses.field(default_factory=dict)
 
     def to_json(self) -> dict:
         return {s: {m: {str(n): v for n, v in by_n.items()} for m, by_n in methods.items()}
                 for s, methods in self.results.items()}
+
+    def identification_json(self) -> dict:
+        """`identification` with string keys for n (as `to_json`)."""
+        return {s: {str(n): v for n, v in by_n.items()} for s, by_n in self.identification.items()}
 
     def write_json(self, path) -> None:
         """Write `to_json()` to `path` (its folder made if missing; atomically)."""
@@ -74,13 +96,23 @@ class EvalReport:
             out.append(self.table(strategy, "normalized_utility"))
             out.append("preference recovery PR(n)")
             out.append(self.table(strategy, "preference_recovery"))
+            if strategy in self.identification:
+                out.append("error of the posterior mean of log10(lam), decades (exact posterior sd)")
+                out.append("  ".join(f"n={n}: {v['bt_posterior_error']:.2f} ({v['bt_posterior_sd']:.2f})"
+                                     for n, v in self.identification[strategy].items()))
             out.append("")
+        for band, report in self.by_band.items():
+            for strategy, methods in report.results.items():
+                ns = sorted(next(iter(methods.values())))
+                out.append(f"log10(lam) {band}, {strategy}: " + ", ".join(
+                    f"{m} {methods[m][ns[-1] if m in ADAPTIVE else ns[0]]['normalized_utility']:.3f}"
+                    for m in ("known", "best_fixed", "agnostic", "metarouter")) + f" (adaptive at n={ns[-1]})")
         return "\n".join(out)
 
 
 def evaluate(router, data: RoutingData, split: str = "test", n_contexts=DEFAULT_N_CONTEXTS, n_users: int = 256,
              seed: int = 0, strategies=PAIR_STRATEGIES, pool=None, beta: float = 10.0, flip: float = 0.05,
-             profiles=None, user_batch: int = 16) -> EvalReport:
+             profiles=None, user_batch: int = 16, bands=None) -> EvalReport:
     """Evaluate a fitted `MetaRouter` (with its known/agnostic companions) on `data[split]`.
 
     `n_contexts` is a number of contexts or a sequence of them, `strategies` a pair strategy or
@@ -90,7 +122,9 @@ def evaluate(router, data: RoutingData, split: str = "test", n_contexts=DEFAULT_
     (`streams.STREAMS["test_users"]`), apart from the keys the routers of a `fit(seed=...)`
     trained with; a larger `n_users` extends the same draw (the first 256 of 1,024 users are the
     256). `data` may hold another set of models than the router was trained on (a changed pool);
-    `pool` then names or indexes `data`'s models."""
+    `pool` then names or indexes `data`'s models. `bands` (an int, or increasing log10(lam) edges
+    inside the test profiles' range) evaluates `n_users` users in each band and reports each
+    band on its own (`by_band`)."""
     for name in ("known", "agnostic"):
         if name not in router.params:
             raise ValueError(f"evaluation needs the {name!r} companion router: fit with companions=True")
@@ -122,6 +156,7 @@ def evaluate(router, data: RoutingData, split: str = "test", n_contexts=DEFAULT_
     if data.model_names != router.model_names:  # another model set: described in the router's units
         router = router.with_models(data)
     profiles = profiles or router.profiles
+    edges = band_edges(bands, profiles.log10_lam_range)
     arrays = router.arrays_for(data)
     pool_mask = router.pool_mask(pool)
     pool_names = [m for m, keep in zip(router.model_names, pool_mask) if keep]
@@ -164,9 +199,13 @@ def evaluate(router, data: RoutingData, split: str = "test", n_contexts=DEFAULT_
     rand = jnp.stack([jnp.zeros(()), mean_allowed(arrays.quality[queries]), mean_allowed(arrays.cost[queries])])
     agnostic = route("agnostic", adaptation.prior_latent(graphdef, params["agnostic"]))
 
-    def one_user(key, informative, active=False):
+    def one_user(key, band, informative, active=False):
         key_profile, key_ctx = jax.random.split(key)
         profile = profiles.sample(key_profile)
+        if edges is not None:  # log10(lam) uniform in the user's band [lo, hi)
+            lo, hi = band
+            profile["log10_lam"] = lo + (hi - lo) * jax.random.uniform(jax.random.fold_in(key_profile, 1))
+        true_lam = profile["log10_lam"]
         scale = utility_scale(profiles, profile, arrays, calib)
         u = jax.vmap(query_utility, in_axes=(None, None, None, 0))(profiles, profile, arrays, queries) / scale
         if active:
@@ -195,33 +234,89 @@ def evaluate(router, data: RoutingData, split: str = "test", n_contexts=DEFAULT_
 
         def at_n(n):
             ctx = ctx_full.replace(mask=ctx_full.mask & (jnp.arange(capacity) < n))  # drawn pairs left out stay out
-            z = adaptation.adapt(graphdef, params["metarouter"], ctx, arrays.descriptors, router.config.inner_steps,
-                                 router.config.first_order, router.atoms)
+            if router.atoms is None:
+                z = adaptation.adapt(graphdef, params["metarouter"], ctx, arrays.descriptors,
+                                     router.config.inner_steps, router.config.first_order)
+                metarouter_lam = jnp.nan
+            else:  # what `adapt` returns, with the atom posterior beside it
+                z, atom_weights = adaptation.atomic_latent(graphdef, params["metarouter"], ctx, arrays.descriptors,
+                                                           router.atoms, router.config.inner_steps,
+                                                           router.config.first_order)
+                metarouter_lam = atom_weights @ router.atoms.log10_lam
             mle, post, weights = baselines.bt_estimates(ctx, arrays, grid, grid_scales, beta, flip)
             marginal = baselines.marginal_posterior_mean(ctx, arrays, grid, grid_scales, noise_betas, noise_flips)
-            return jnp.stack([outcome(route("metarouter", z)),
-                              outcome(known_choice(router.profiles.linear_profile(post))),
-                              outcome(known_choice(router.profiles.linear_profile(mle))),
-                              outcome(route("known", weights @ grid_latents)),
-                              outcome(known_choice(router.profiles.linear_profile(marginal)))])
+            routed = jnp.stack([outcome(route("metarouter", z)),
+                                outcome(known_choice(router.profiles.linear_profile(post))),
+                                outcome(known_choice(router.profiles.linear_profile(mle))),
+                                outcome(route("known", weights @ grid_latents)),
+                                outcome(known_choice(router.profiles.linear_profile(marginal)))])
+            identified = jnp.stack([jnp.abs(post - true_lam), jnp.sqrt(weights @ (grid - post) ** 2),
+                                    jnp.abs(metarouter_lam - true_lam)])
+            return routed, identified
 
-        adaptive = jax.lax.map(at_n, jnp.asarray(n_contexts))                           # [n, 5, 3]
+        adaptive, identified = jax.lax.map(at_n, jnp.asarray(n_contexts))               # [n, 5, 3], [n, 3]
         # Best fixed model in hindsight; where it is unobserved, the best observed one.
         fixed = jnp.argmax(jnp.where(allowed, model_means[None, :], -jnp.inf), -1)
         flat = jnp.stack([rand, outcome(fixed), outcome(agnostic),
                           outcome(known_choice(profile))])                                  # [4, 3]
-        return adaptive, flat
+        return adaptive, flat, identified
 
-    results, n_queries = {}, int(queries.shape[0])
+    n_queries = int(queries.shape[0])
     keys = jax.random.split(seed_key(seed, "test_users"), n_users)
-    run = jax.jit(lambda ks, inf: jax.lax.map(lambda k: one_user(k, inf), ks, batch_size=user_batch))
-    run_active = jax.jit(lambda ks: jax.lax.map(lambda k: one_user(k, True, active=True), ks, batch_size=user_batch))
+    if edges is None:
+        user_bands = jnp.zeros((n_users, 2))  # unread
+    else:  # each band's users their own stream, so a larger n_users extends every band's draw
+        keys = jnp.concatenate([jax.random.split(jax.random.fold_in(seed_key(seed, "test_users"), b), n_users)
+                                for b in range(len(edges) - 1)])
+        user_bands = jnp.repeat(jnp.stack([edges[:-1], edges[1:]], -1), n_users, axis=0).astype(jnp.float32)
+    run = jax.jit(lambda ks, bs, inf: jax.lax.map(lambda kb: one_user(*kb, inf), (ks, bs), batch_size=user_batch))
+    run_active = jax.jit(lambda ks, bs: jax.lax.map(lambda kb: one_user(*kb, True, active=True), (ks, bs),
+                                                    batch_size=user_batch))
+    per_user = {}
     for strategy in strategies:
         if strategy == "active":
-            adaptive, flat = run_active(keys)
+            per_user[strategy] = run_active(keys, user_bands)
         else:  # one compiled program serves both up-front strategies (a traced switch)
-            adaptive, flat = run(keys, jnp.asarray(strategy == "informative"))
-        adaptive, flat = np.asarray(adaptive.mean(0)), np.asarray(flat.mean(0))       # [n, 5, 3], [4, 3]
+            per_user[strategy] = run(keys, user_bands, jnp.asarray(strategy == "informative"))
+        # per user: adaptive [U, n, 5, 3], flat [U, 4, 3], identification [U, n, 3]
+    settings = {"split": split, "n_users": n_users * (1 if edges is None else len(edges) - 1), "n_queries": n_queries,
+                "seed": seed, "beta": beta, "flip": flip, "profile": profiles.name,
+                "n_contexts": sorted(set(n_contexts)), "pool": pool_names}
+    if edges is not None:
+        settings["bands"] = edges.tolist()
+    report = _report(per_user, slice(None), n_contexts, settings)
+    for b, (lo, hi) in enumerate(zip(edges[:-1], edges[1:]) if edges is not None else ()):
+        band_settings = {**settings, "n_users": n_users, "log10_lam_band": [float(lo), float(hi)]}
+        del band_settings["bands"]
+        report.by_band[f"{lo:.2f}-{hi:.2f}"] = _report(per_user, slice(b * n_users, (b + 1) * n_users), n_contexts,
+                                                       band_settings)
+    return report
+
+
+def band_edges(bands, log10_lam_range) -> np.ndarray | None:
+    """[B + 1] log10(lam) band edges: None for no bands, B equal bands over `log10_lam_range` for
+    an int B, or the given increasing edges (inside the range)."""
+    if bands is None:
+        return None
+    lo, hi = (float(x) for x in log10_lam_range)
+    if isinstance(bands, (int, np.integer)) and not isinstance(bands, bool):
+        if bands < 1:
+            raise ValueError(f"bands must be >= 1 (a number of equal log10(lam) bands), got {bands}")
+        return np.linspace(lo, hi, int(bands) + 1)
+    edges = np.asarray(bands, dtype=float)
+    if edges.ndim != 1 or edges.size < 2 or not np.all(np.isfinite(edges)) or np.any(np.diff(edges) <= 0):
+        raise ValueError(f"bands must be an int or at least two finite, increasing log10(lam) edges, got {bands!r}")
+    if edges[0] < lo - 1e-6 or edges[-1] > hi + 1e-6:
+        raise ValueError(f"band edges {edges.tolist()} leave the test users' log10(lam) range [{lo}, {hi}]: "
+                         "widen the profiles' range to test users outside it")
+    return edges
+
+
+def _report(per_user: dict, users: slice, n_contexts, settings: dict) -> EvalReport:
+    """The report of the users `users` of every strategy's per-user outcomes."""
+    results, identification = {}, {}
+    for strategy, (adaptive, flat, identified) in per_user.items():
+        adaptive, flat = np.asarray(adaptive[users].mean(0)), np.asarray(flat[users].mean(0))  # [n, 5, 3], [4, 3]
         nu_agnostic, nu_known = flat[FLAT.index("agnostic"), 0], flat[FLAT.index("known"), 0]
 
         def metrics(row):
@@ -232,7 +327,6 @@ def evaluate(router, data: RoutingData, split: str = "test", n_contexts=DEFAULT_
         table = {m: {n: metrics(adaptive[i, j]) for i, n in enumerate(n_contexts)} for j, m in enumerate(ADAPTIVE)}
         table.update({m: {n: metrics(flat[j]) for n in n_contexts} for j, m in enumerate(FLAT)})
         results[strategy] = table
-    settings = {"split": split, "n_users": n_users, "n_queries": n_queries, "seed": seed, "beta": beta,
-                "flip": flip, "profile": profiles.name, "n_contexts": sorted(set(n_contexts)),
-                "pool": pool_names}
-    return EvalReport(results, settings)
+        errors = np.asarray(identified[users].mean(0))                                     # [n, 3]
+        identification[strategy] = {n: dict(zip(IDENTIFICATION, map(float, errors[i]))) for i, n in enumerate(n_contexts)}
+    return EvalReport(results, settings, identification)
