@@ -159,9 +159,19 @@ def test_dataset_info_and_format(syn):
     assert info["splits"]["train"]["pareto_frontier"] == ["a", "c"]
     assert info["splits"]["train"]["oracle_quality"] == pytest.approx(1.0)
     assert info["missing_cells"] == {"quality": 2, "cost": 0, "per_model": {"a": 1, "b": 1, "c": 0}}
+    # Trade-off pairs (better and dearer than another answer on the query): c over b on query 0,
+    # c over a and c over b on query 1; a user's answer flips at log10(dq / dc).
+    tradeoffs = info["splits"]["train"]["tradeoffs"]
+    assert tradeoffs["pairs"] == 3
+    assert tradeoffs["switch_quantiles"]["1%"] == pytest.approx(np.log10(1 / (1e-2 - 1e-4)), abs=1e-3)
+    assert tradeoffs["switch_quantiles"]["50%"] == pytest.approx(np.log10(1 / (1e-2 - 1e-3)), abs=1e-3)
+    assert info["splits"]["test"]["tradeoffs"]["pairs"] == 2   # b over a, c over a on query 3
     text = format_info(info)
-    for word in ("qa", "code", "math", "train", "test", "mean quality", "Notes:"):
+    for word in ("qa", "code", "math", "train", "test", "mean quality", "Notes:", "3 trade-off pairs"):
         assert word in text
+    none = dataset_info(_tiny(splits={"train": [2, 5]}))   # equal quality, or one model: nothing to trade
+    assert none["splits"]["train"]["tradeoffs"] == {"pairs": 0, "switch_quantiles": None}
+    assert "no trade-off pairs" in format_info(none)
     big = format_info(dataset_info(syn))
     assert all(m in big for m in syn.model_names)
 

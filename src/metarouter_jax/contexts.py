@@ -252,16 +252,9 @@ class PairSource:
         queries = np.asarray(queries, np.int64)
         if queries.ndim != 1 or queries.size == 0:
             raise ValueError(f"a pair source needs a non-empty 1-d array of query indices, got shape {queries.shape}")
-        quality = np.asarray(arrays.quality)[queries]
-        cost = np.asarray(arrays.cost)[queries]
-        observed = np.asarray(arrays.observed)[queries]
-        dq = quality[:, :, None] - quality[:, None, :]                                # [Q, K, K]: a - b
-        dc = cost[:, :, None] - cost[:, None, :]
-        both = observed[:, :, None] & observed[:, None, :]
-        row, a, b = np.nonzero(both & (dq > 0) & (dc > 0))
-        switch = np.log10(dq[row, a, b] / dc[row, a, b])
-        order = np.argsort(switch, kind="stable")
-        switch, row, a, b = switch[order].astype(np.float32), row[order], a[order], b[order]
+        row, a, b, switch = tradeoff_pairs(np.asarray(arrays.quality)[queries], np.asarray(arrays.cost)[queries],
+                                           np.asarray(arrays.observed)[queries])
+        switch = switch.astype(np.float32)
         num = len(switch)
         if num == 0:  # nothing to choose from: informative falls back to uniform pairs
             row, a, b = np.zeros(1, np.int64), np.zeros(1, np.int64), np.ones(1, np.int64)
@@ -269,6 +262,23 @@ class PairSource:
         return cls(queries=jnp.asarray(queries, jnp.int32), tradeoff_query=jnp.asarray(queries[row], jnp.int32),
                    tradeoff_a=jnp.asarray(a, jnp.int32), tradeoff_b=jnp.asarray(b, jnp.int32),
                    switch=jnp.asarray(switch), num_tradeoffs=jnp.asarray(num, jnp.int32))
+
+
+def tradeoff_pairs(quality, cost, observed):
+    """Every trade-off pair of a query set (host-side numpy): (row, a, b, switch), [P] each.
+
+    quality, cost (USD): [Q, K]; observed: [Q, K] bool. A trade-off pair is an observed (a, b)
+    on one query where answer a is both better and dearer than b; a linear user prefers a
+    exactly when lam < dq / dc, so its switch point log10(dq / dc) is the one log10(lam) its
+    answer tells about. Sorted by switch point, ascending (stable)."""
+    quality, cost, observed = np.asarray(quality), np.asarray(cost), np.asarray(observed, bool)
+    dq = quality[:, :, None] - quality[:, None, :]                                    # [Q, K, K]: a - b
+    dc = cost[:, :, None] - cost[:, None, :]
+    both = observed[:, :, None] & observed[:, None, :]
+    row, a, b = np.nonzero(both & (dq > 0) & (dc > 0))
+    switch = np.log10(dq[row, a, b] / dc[row, a, b])
+    order = np.argsort(switch, kind="stable")
+    return row[order], a[order], b[order], switch[order]
 
 
 def uniform_index(u, n):

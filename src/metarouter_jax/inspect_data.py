@@ -16,7 +16,10 @@ from pathlib import Path
 
 import numpy as np
 
+from metarouter_jax.contexts import tradeoff_pairs
 from metarouter_jax.data import RoutingData
+
+SWITCH_QUANTILES = (1, 10, 50, 90, 99)
 
 
 def _float(x) -> float | None:
@@ -36,7 +39,13 @@ def dataset_info(data: RoutingData) -> dict:
                "models": {model: {"quality": mean in [0, 1], "cost": mean USD per query,
                                   "observed": answered cells}},
                "pareto_frontier": [model names, cheapest first],
-               "oracle_quality": mean of the per-query best known quality}}.
+               "oracle_quality": mean of the per-query best known quality,
+               "tradeoffs": {"pairs": count of trade-off pairs (a better, dearer answer against a
+                             cheaper one on the same query; `contexts.tradeoff_pairs`),
+                             "switch_quantiles": {"1%", "10%", "50%", "90%", "99%": log10(dq / dc)}
+                             (None without pairs)}}}.
+               A pairwise answer tells about a linear user's log10(lam) only through such pairs,
+               at their switch points: outside the quantiles' range, answers barely tell users apart.
       missing_cells: {"quality": NaN count, "cost": NaN count, "per_model": {model: unobserved}}.
       notes: the loader's notes.
     Means ignore unknown cells; a model with no observed cell in a split has None.
@@ -59,14 +68,19 @@ def dataset_info(data: RoutingData) -> dict:
             frontier = [data.model_names[k] for k in data.pareto_frontier(name)
                         if np.isfinite(summary["quality"][k]) and np.isfinite(summary["cost"][k])]
             oracle = _float(np.nanmean(best)) if np.isfinite(best).any() else None
+            observed_idx = data.observed[idx]
+            switch = tradeoff_pairs(np.where(observed_idx, data.quality[idx], 0.0),
+                                    np.where(observed_idx, data.cost[idx], 0.0), observed_idx)[3]
         else:
-            frontier, oracle = [], None
+            frontier, oracle, switch = [], None, np.zeros(0)
         splits[name] = {
             "queries": int(idx.size),
             "per_family": {f: int(c) for f, c in zip(data.family_names, counts) if c},
             "models": models,
             "pareto_frontier": frontier,
             "oracle_quality": oracle,
+            "tradeoffs": {"pairs": int(switch.size), "switch_quantiles": None if not switch.size else
+                          {f"{q}%": float(np.percentile(switch, q)) for q in SWITCH_QUANTILES}},
         }
     in_split = np.zeros(data.num_queries, bool)
     for idx in data.splits.values():
@@ -122,6 +136,14 @@ def format_info(info: dict) -> str:
         rows = [[("* " if m in frontier else "  ") + m, _fmt(v["quality"], ".3f"), _fmt(v["cost"], ".3e"),
                  str(v["observed"])] for m, v in split["models"].items()]
         out += _table(["model", "mean quality", "mean cost USD", "observed"], rows)
+        tradeoffs = split["tradeoffs"]
+        if tradeoffs["pairs"]:
+            quantiles = tradeoffs["switch_quantiles"]
+            out.append(f"{tradeoffs['pairs']:,} trade-off pairs (a better, dearer answer against a cheaper one); their "
+                       f"switch points log10(dq / dc), where a linear user's answer flips, at quantiles "
+                       f"{' / '.join(quantiles)}: {' / '.join(f'{v:.2f}' for v in quantiles.values())}")
+        else:
+            out.append("no trade-off pairs: pairwise answers cannot tell linear users' lam apart")
     miss = info["missing_cells"]
     out += ["", f"Missing cells: quality {miss['quality']}, cost {miss['cost']}"
                 + ("" if not any(miss["per_model"].values()) else
