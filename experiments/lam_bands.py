@@ -88,7 +88,8 @@ def tradeoff_shares(router, data, edges) -> list[float]:
     return [float(np.mean((switch >= a) & (switch < b))) if switch.size else 0.0 for a, b in zip(edges[:-1], edges[1:])]
 
 
-IDENTIFICATION_HEADER = ["log10(lam) error n=6 (sd)", "error n=32 (sd)", "trade-off pairs"]
+IDENTIFICATION_HEADER = ["exact posterior: log10(lam) error (sd), n=6", "the same, n=32",
+                         "trade-off pairs switching in the band"]
 
 
 def band_table(runs: list[dict], methods, header: list[str]) -> list[str]:
