@@ -148,6 +148,9 @@ def test_evaluation_by_preference_band(trained_router, small_data):
     # Given edges work as well; bad ones are refused by name.
     given = mr.evaluate(trained_router, small_data, n_users=2, n_contexts=0, strategies="uniform", bands=edges[1:4])
     assert list(given.by_band) == list(report.by_band)[1:3]
+    fine = mr.evaluate(trained_router, small_data, n_users=1, n_contexts=0, strategies="uniform",
+                       bands=[lo, lo + 1e-3, lo + 2e-3])   # labels as precise as it takes to tell them apart
+    assert len(fine.by_band) == 2
     for bands, match in ((0, "bands must be >= 1"), ([1.0, 0.5], "increasing"), ([[lo, hi]], "increasing"),
                          ([lo - 1.0, hi], "leave the test users' log10.lam. range")):
         with pytest.raises(ValueError, match=match):

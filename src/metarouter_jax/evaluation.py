@@ -285,12 +285,21 @@ def evaluate(router, data: RoutingData, split: str = "test", n_contexts=DEFAULT_
     if edges is not None:
         settings["bands"] = edges.tolist()
     report = _report(per_user, slice(None), n_contexts, settings)
-    for b, (lo, hi) in enumerate(zip(edges[:-1], edges[1:]) if edges is not None else ()):
-        band_settings = {**settings, "n_users": n_users, "log10_lam_band": [float(lo), float(hi)]}
-        del band_settings["bands"]
-        report.by_band[f"{lo:.2f}-{hi:.2f}"] = _report(per_user, slice(b * n_users, (b + 1) * n_users), n_contexts,
-                                                       band_settings)
+    if edges is not None:
+        common = {k: v for k, v in settings.items() if k != "bands"} | {"n_users": n_users}
+        for b, label in enumerate(band_labels(edges)):
+            report.by_band[label] = _report(per_user, slice(b * n_users, (b + 1) * n_users), n_contexts,
+                                            {**common, "log10_lam_band": edges[b:b + 2].tolist()})
     return report
+
+
+def band_labels(edges) -> list[str]:
+    """"lo-hi" per band, with two decimals or as many more as keep the labels distinct."""
+    for decimals in range(2, 10):
+        labels = [f"{lo:.{decimals}f}-{hi:.{decimals}f}" for lo, hi in zip(edges[:-1], edges[1:])]
+        if len(set(labels)) == len(labels):
+            break
+    return labels
 
 
 def band_edges(bands, log10_lam_range) -> np.ndarray | None:
