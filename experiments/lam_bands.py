@@ -34,7 +34,7 @@ import numpy as np
 import metarouter_jax as mr
 
 from common import cell, experiment_parser, load_data, parse, table, write_results
-from metarouter_jax.contexts import PairSource
+from metarouter_jax.inspect_data import switch_points
 
 OUT = Path(__file__).resolve().parent / "results"
 METHODS = ("known", "best_fixed", "agnostic", "metarouter", "bt_bayes", "bt_posterior")
@@ -63,7 +63,7 @@ def main() -> None:
         report = mr.evaluate(router, data, n_users=args.users, seed=seed, n_contexts=NS, strategies=(args.strategy,),
                              bands=args.bands)
         edges = np.asarray(report.settings["bands"])
-        shares = tradeoff_shares(router, data, edges)
+        shares = tradeoff_shares(data, edges)
         bands = {}
         for (band, by_band), share in zip(report.by_band.items(), shares):
             results = by_band.to_json()[args.strategy]
@@ -81,10 +81,9 @@ def main() -> None:
     print(table)
 
 
-def tradeoff_shares(router, data, edges) -> list[float]:
+def tradeoff_shares(data, edges) -> list[float]:
     """Per band: the share of the test split's trade-off pairs whose switch point lies in it."""
-    source = PairSource.build(router.arrays_for(data), data.split("test"))
-    switch = np.asarray(source.switch)[:int(source.num_tradeoffs)]
+    switch = switch_points(data, "test")
     return [float(np.mean((switch >= a) & (switch < b))) if switch.size else 0.0 for a, b in zip(edges[:-1], edges[1:])]
 
 

@@ -68,9 +68,7 @@ def dataset_info(data: RoutingData) -> dict:
             frontier = [data.model_names[k] for k in data.pareto_frontier(name)
                         if np.isfinite(summary["quality"][k]) and np.isfinite(summary["cost"][k])]
             oracle = _float(np.nanmean(best)) if np.isfinite(best).any() else None
-            observed_idx = data.observed[idx]
-            switch = tradeoff_pairs(np.where(observed_idx, data.quality[idx], 0.0),
-                                    np.where(observed_idx, data.cost[idx], 0.0), observed_idx)[3]
+            switch = switch_points(data, name)
         else:
             frontier, oracle, switch = [], None, np.zeros(0)
         splits[name] = {
@@ -103,6 +101,15 @@ def dataset_info(data: RoutingData) -> dict:
         },
         "notes": list(data.notes),
     }
+
+
+def switch_points(data: RoutingData, split: str) -> np.ndarray:
+    """[P] the switch points log10(dq / dc) of a split's trade-off pairs, ascending
+    (`contexts.tradeoff_pairs`): the log10(lam) values at which pairwise answers on it flip."""
+    idx = np.asarray(data.split(split))
+    observed = data.observed[idx]
+    return tradeoff_pairs(np.where(observed, data.quality[idx], 0.0), np.where(observed, data.cost[idx], 0.0),
+                          observed)[3]
 
 
 def _table(header: list[str], rows: list[list[str]]) -> list[str]:
