@@ -64,6 +64,15 @@ def test_train_then_eval(tmp_path, capsys, monkeypatch):
     assert "pool: coder-7b" in capsys.readouterr().out
     costs = {m: by_n["0"]["cost"] for m, by_n in json.loads((tmp_path / "pool.json").read_text())["uniform"].items()}
     assert len(set(costs.values())) == 1, costs        # one routable model: every method answers with it
+    assert main(["eval", str(out / "router"), "--users", "2", "--n-contexts", "0", "--strategies", "uniform",
+                 "--bands", "2", "--json", str(tmp_path / "bands.json")]) == 0
+    assert "log10(lam) " in capsys.readouterr().out
+    by_band = json.loads((tmp_path / "bands.json").read_text())
+    assert len(by_band["by_band"]) == 2 and len(by_band["bands"]) == 3 and "uniform" in by_band["all"]
+    assert set(by_band["identification"]["uniform"]["0"]) == {"bt_posterior_error", "bt_posterior_sd",
+                                                              "metarouter_error"}
+    assert main(["eval", str(out / "router"), "--users", "2", "--bands", "0"]) == 2
+    assert "bands must be >= 1" in capsys.readouterr().err
     assert main(["eval", str(out / "router"), "--profile", "nope"]) == 2
     assert capsys.readouterr().err.startswith("error: unknown profile family 'nope'")   # not the KeyError's repr
     (tmp_path / "adir").mkdir()

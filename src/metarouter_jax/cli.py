@@ -192,12 +192,16 @@ def cmd_eval(args) -> int:
     start = time.time()
     report = mr.evaluate(router, data, split=args.split, n_users=args.users, seed=args.seed,
                          n_contexts=tuple(args.n_contexts), strategies=tuple(args.strategies), profiles=args.profile,
-                         pool=args.pool)
+                         pool=args.pool, bands=args.bands)
     if args.pool:
         print(f"pool: {', '.join(report.settings['pool'])}")
     print(report.format())
     print(f"evaluated in {time.time() - start:.0f} s")
-    if args.json:
+    if args.json and args.bands:
+        write_json(args.json, {"all": report.to_json(), "by_band": {b: r.to_json() for b, r in report.by_band.items()},
+                               "identification": report.identification_json(), "bands": report.settings["bands"]})
+        print(f"wrote {args.json}")
+    elif args.json:
         report.write_json(args.json)
         print(f"wrote {args.json}")
     return 0
@@ -368,7 +372,11 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--pool", nargs="+", default=None, metavar="MODEL",
                     help="the routable models (names of the data's models; default: all). The data may hold "
                          "models the router never saw: they are described by their descriptors")
-    ev.add_argument("--json", default=None, help="write {strategy: {method: {n: metrics}}} here")
+    ev.add_argument("--bands", type=int, default=None, metavar="B",
+                    help="evaluate --users users in each of B equal log10(lam) bands and report each band "
+                         "(where on the preference range a router wins or loses)")
+    ev.add_argument("--json", default=None, help="write {strategy: {method: {n: metrics}}} here; with --bands, "
+                                                 "{all: that, by_band: {band: that}, identification, bands}")
     ev.set_defaults(func=cmd_eval)
 
     route = sub.add_parser("route", parents=[common],
