@@ -56,6 +56,7 @@ def main() -> None:
     lam = {"log10_lam_range": (0.0, 4.0)} if args.data == "routerbench" else {}
     config = mr.TrainConfig(**{"num_steps": args.steps, **lam, **overrides})
     runs, edges = {}, None
+    switch = switch_points(data, "test")   # the data's, the same for every seed
     for seed in args.seeds:
         start = time.time()
         router = mr.MetaRouter.fit(data, config, seed=seed)
@@ -63,7 +64,7 @@ def main() -> None:
         report = mr.evaluate(router, data, n_users=args.users, seed=seed, n_contexts=NS, strategies=(args.strategy,),
                              bands=args.bands)
         edges = np.asarray(report.settings["bands"])
-        shares = tradeoff_shares(data, edges)
+        shares = tradeoff_shares(switch, edges)
         bands = {}
         for (band, by_band), share in zip(report.by_band.items(), shares):
             results = by_band.to_json()[args.strategy]
@@ -81,9 +82,8 @@ def main() -> None:
     print(table)
 
 
-def tradeoff_shares(data, edges) -> list[float]:
-    """Per band: the share of the test split's trade-off pairs whose switch point lies in it."""
-    switch = switch_points(data, "test")
+def tradeoff_shares(switch, edges) -> list[float]:
+    """Per band: the share of the trade-off pairs (switch points `switch`) that switch in it."""
     return [float(np.mean((switch >= a) & (switch < b))) if switch.size else 0.0 for a, b in zip(edges[:-1], edges[1:])]
 
 

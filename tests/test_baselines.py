@@ -24,7 +24,8 @@ def test_posterior_mean_converges_to_the_true_lam(small_data):
         profile = profiles.sample(key_lam)
         scale = utility_scale(profiles, profile, arrays, calib)
         ctx = sample_contexts(key_ctx, profiles, profile, arrays, source, jnp.ones(5, bool), count=n, capacity=32,
-                              scale=scale, beta=10.0, flip=0.05, informative=True)
+                              scale=scale, beta=10.0, flip=0.05, informative=True,
+                              target_range=profiles.log10_lam_range)
         mle, post, _ = baselines.bt_estimates(ctx, arrays, grid, scales, 10.0, 0.05)
         # One quadrature point at the true noise: the marginal plug-in is the posterior mean.
         exact = baselines.marginal_posterior_mean(ctx, arrays, grid, scales, jnp.array([10.0]), jnp.array([0.05]))
@@ -94,7 +95,7 @@ def test_marginal_posterior_averages_the_likelihood_over_the_noise_quadrature(sm
     profile = profiles.linear_profile(1.5)
     ctx = sample_contexts(jax.random.key(5), profiles, profile, arrays, source, jnp.ones(5, bool), count=6,
                           capacity=8, scale=utility_scale(profiles, profile, arrays, calib), beta=10.0, flip=0.05,
-                          informative=True)
+                          informative=True, target_range=profiles.log10_lam_range)
     betas, flips = jnp.array([2.0, 30.0]), jnp.array([0.0, 0.2])
     ll = np.stack([np.asarray(baselines.context_log_likelihood(ctx, arrays, grid, scales, b, f), np.float64)
                    for b, f in zip(betas, flips)])

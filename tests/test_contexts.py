@@ -97,7 +97,8 @@ def _simulate(data, informative, pool=None, count=16, key=0):
     pool = jnp.ones(data.num_models, bool) if pool is None else jnp.asarray(pool)
     source = PairSource.build(arrays, queries)
     return arrays, sample_contexts(jax.random.key(key), profiles, profile, arrays, source, pool, count=count,
-                                   capacity=16, scale=scale, beta=10.0, flip=0.0, informative=informative)
+                                   capacity=16, scale=scale, beta=10.0, flip=0.0, informative=informative,
+                                   target_range=profiles.log10_lam_range)
 
 
 def test_top2_is_top_k_including_ties_at_minus_inf():
@@ -185,6 +186,26 @@ def test_informative_switch_points_spread_over_the_prior_range(small_data):
     assert np.mean(a != b) == 1.0 and 0.4 < np.mean(cost[q, a] > cost[q, b]) < 0.6  # both orders shown
 
 
+def test_informative_targets_follow_the_askers_range_not_the_users(small_data):
+    """Users of a narrow log10(lam) band are asked about the asker's whole range: the band is the
+    test's, not something the asker knows (lam_bands once leaked it through the users' family)."""
+    arrays = RoutingArrays.from_data(small_data)
+    source = PairSource.build(arrays, small_data.split("train"))
+    band = LinearProfiles((0.0, 0.5))
+    profile = band.linear_profile(0.25)
+
+    def switches(key, target_range):
+        ctx = sample_contexts(key, band, profile, arrays, source, jnp.ones(5, bool), count=8, capacity=8, scale=1.0,
+                              beta=10.0, flip=0.0, informative=True, target_range=target_range)
+        cost = lambda o: 10.0 ** (o[:, 1] * arrays.log_cost_std + arrays.log_cost_mean)  # noqa: E731
+        return jnp.log10(jnp.abs(ctx.outcome_a[:, 0] - ctx.outcome_b[:, 0]) / jnp.abs(cost(ctx.outcome_a) - cost(ctx.outcome_b)))
+
+    keys = jax.random.split(jax.random.key(7), 200)
+    wide = np.asarray(jax.vmap(lambda k: switches(k, (0.0, 3.5)))(keys)).ravel()
+    narrow = np.asarray(jax.vmap(lambda k: switches(k, (0.0, 0.5)))(keys)).ravel()
+    assert np.mean(wide > 1.0) > 0.5 > np.mean(narrow > 1.0)
+
+
 def test_no_trade_offs_fall_back_to_uniform_pairs():
     q = np.array([[1.0, 0.0, 0.0], [1.0, 1.0, 0.0]] * 10, np.float32)   # the cheapest answer is never worse
     c = np.tile(np.array([0.001, 0.01, 0.1], np.float32), (20, 1))
@@ -196,7 +217,8 @@ def test_no_trade_offs_fall_back_to_uniform_pairs():
     assert int(source.num_tradeoffs) == 0
     profiles = LinearProfiles((0.0, 3.0))
     ctx = sample_contexts(jax.random.key(0), profiles, profiles.linear_profile(1.0), arrays, source,
-                          jnp.ones(3, bool), count=8, capacity=8, scale=1.0, beta=10.0, flip=0.0, informative=True)
+                          jnp.ones(3, bool), count=8, capacity=8, scale=1.0, beta=10.0, flip=0.0, informative=True,
+                          target_range=profiles.log10_lam_range)
     assert bool(jnp.all(ctx.model_a != ctx.model_b))
     with pytest.raises(ValueError, match="non-empty"):
         PairSource.build(arrays, np.array([], np.int64))
@@ -305,7 +327,8 @@ def test_pairs_without_two_allowed_models_are_left_out():
     profile, pool = profiles.linear_profile(1.0), jnp.asarray([True, True, True, False, True])
     keys = jax.random.split(jax.random.key(0), 32)
     ctx = jax.vmap(lambda k: sample_contexts(k, profiles, profile, arrays, source, pool, count=6, capacity=8,
-                                             scale=1.0, beta=10.0, flip=0.0, informative=False))(keys)
+                                             scale=1.0, beta=10.0, flip=0.0, informative=False,
+                                             target_range=profiles.log10_lam_range))(keys)
     rows = np.argmax(np.asarray(ctx.query_emb)[..., None, :] == np.asarray(arrays.embeddings), axis=-2)[..., 0]
     a, b, mask = np.asarray(ctx.model_a), np.asarray(ctx.model_b), np.asarray(ctx.mask)
     observed, in_pool = np.asarray(arrays.observed), np.asarray(pool)

@@ -377,11 +377,16 @@ def label_log_likelihood(gap, label, mask, beta, flip):
 
 
 def sample_contexts(key, profiles, profile, arrays: RoutingArrays, source: PairSource, pool, *, count,
-                    capacity: int, scale, beta, flip, informative) -> Contexts:
+                    capacity: int, scale, beta, flip, informative, target_range) -> Contexts:
     """Simulate one user's context set on `source`'s queries (capacity static, the first `count`
-    valid, less any pair on a query with fewer than two models observed and in the pool)."""
+    valid, less any pair on a query with fewer than two models observed and in the pool).
+
+    target_range: the (lo, hi) log10(lam) range informative pairs test (`switch_targets`): the
+    asker's prior, the router's. It is not taken from `profiles`, the users' family: a test
+    population narrower than the prior (one log10(lam) band) would otherwise be asked only
+    about its own range, as if the asker knew it."""
     keys_pair, keys_label, key_targets = jax.random.split(key, 3)
-    targets = switch_targets(key_targets, capacity, profiles.log10_lam_range)
+    targets = switch_targets(key_targets, capacity, target_range)
     query, a, b = jax.vmap(sample_pair, in_axes=(0, None, None, None, None, 0))(
         jax.random.split(keys_pair, capacity), arrays, source, pool, informative, targets)
     label = jax.vmap(bradley_terry_label, in_axes=(0, None, None, None, 0, 0, 0, None, None, None))(

@@ -220,7 +220,8 @@ def evaluate(router, data: RoutingData, split: str = "test", n_contexts=DEFAULT_
                                               next_target=next_target)
         else:
             ctx_full = sample_contexts(key_ctx, profiles, profile, arrays, source, pool_mask, count=capacity,
-                                       capacity=capacity, scale=scale, beta=beta, flip=flip, informative=informative)
+                                       capacity=capacity, scale=scale, beta=beta, flip=flip, informative=informative,
+                                       target_range=router.profiles.log10_lam_range)
         u_random, u_oracle, model_means = baselines.hindsight(u, allowed)
 
         def outcome(choice):
@@ -263,9 +264,8 @@ def evaluate(router, data: RoutingData, split: str = "test", n_contexts=DEFAULT_
 
     n_queries = int(queries.shape[0])
     keys = jax.random.split(seed_key(seed, "test_users"), n_users)
-    if edges is None:
-        user_bands = jnp.zeros((n_users, 2))  # unread
-    else:  # each band's users their own stream, so a larger n_users extends every band's draw
+    user_bands = None   # an empty pytree: lax.map hands one_user band=None
+    if edges is not None:  # each band's users their own stream, so a larger n_users extends every band's draw
         keys = jnp.concatenate([jax.random.split(jax.random.fold_in(seed_key(seed, "test_users"), b), n_users)
                                 for b in range(len(edges) - 1)])
         user_bands = jnp.repeat(jnp.stack([edges[:-1], edges[1:]], -1), n_users, axis=0).astype(jnp.float32)

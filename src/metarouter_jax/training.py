@@ -157,7 +157,8 @@ class Trainer:
     def user_contexts(self, key, user: User, source: PairSource):
         return sample_contexts(key, self.profiles, user.profile, self.arrays, source, user.pool,
                                count=user.count, capacity=self.config.max_contexts, scale=user.scale,
-                               beta=user.beta, flip=user.flip, informative=user.informative)
+                               beta=user.beta, flip=user.flip, informative=user.informative,
+                               target_range=self.profiles.log10_lam_range)
 
     def latent(self, params, contexts, user: User, key=None, hparams: Hparams | None = None, clean=None):
         """The router's latent for one user, by `latent_source` (with training noise when keyed;
