@@ -93,7 +93,7 @@ def test_unwritable_folder_warns_and_runs_without_cache(tmp_path):
         with pytest.warns(UserWarning, match="compilation cache off: cannot create"):
             assert compile_cache.enable_compilation_cache(blocker / "xla") is None
     finally:
-        compile_cache.disable_compilation_cache()
+        compile_cache.enable_compilation_cache(min_compile_s=0.5)    # back to conftest's session cache
 
 
 @pytest.mark.parametrize("argv", [["train"], ["eval", "runs/x/router"], ["route", "r", "--feedback", "f", "q"],
