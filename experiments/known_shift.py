@@ -6,7 +6,8 @@
 The known router is the upper bound PR(n) divides by, and the policy the MetaRouter's posterior
 averages. On RouterBench it loses to a single model, or to the prior-average decision, in some
 log10(lam) bands (`lam_bands.py`). This script asks whether that is a misread preference or poor
-query-level routing: for users drawn uniformly in each band (test split), it routes every query
+query-level routing: for `evaluate`'s test users of each band (log10(lam) uniform in the band,
+test split; with the same --users, lam_bands.py's users, so shift 0 is its known router), it routes every query
 with the known router given log10(lam) + shift for each `SHIFTS` (clipped to the prior range),
 with the posterior-average decision over a window of +-w decades around the true value (`WINDOWS`:
 a smoothed reading of lam), and with the prior-average decision (the MetaRouter's with no
@@ -26,7 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import metarouter_jax as mr
-from metarouter_jax import adaptation, baselines
+from metarouter_jax import adaptation, baselines, evaluation
 from metarouter_jax.tasks import query_utility, utility_scale
 from metarouter_jax.training import calibration_queries
 
@@ -60,14 +61,14 @@ def known_router_readings(router, data, edges, users: int, seed: int) -> dict:
             graphdef, params, feats, z, arrays.descriptors, None)
         return jnp.argmax(jnp.where(allowed, scores, -jnp.inf), -1)
 
-    def one_user(log10_lam):
-        profile = profiles.linear_profile(log10_lam)
+    def one_user(key, band):
+        profile, _ = evaluation.draw_user(profiles, key, band)
+        log10_lam = profile["log10_lam"]
         scale = utility_scale(profiles, profile, arrays, calib)
         u = jax.vmap(query_utility, in_axes=(None, None, None, 0))(profiles, profile, arrays, queries) / scale
-        u_random, u_oracle, _ = baselines.hindsight(u, allowed)
 
         def nu(choice):
-            return (jnp.take_along_axis(u, choice[:, None], 1)[:, 0].mean() - u_random) / (u_oracle - u_random + 1e-9)
+            return evaluation.normalized_utility(u, allowed, choice)
 
         def window(width):
             weights = (jnp.abs(grid - log10_lam) <= width).astype(jnp.float32)
@@ -76,10 +77,10 @@ def known_router_readings(router, data, edges, users: int, seed: int) -> dict:
         shifted = jax.vmap(lambda s: nu(route(latent(jnp.clip(log10_lam + s, lo, hi)))))(jnp.asarray(SHIFTS))
         return shifted, jax.vmap(window)(jnp.asarray(WINDOWS)), nu(route(grid_latents.mean(0)))
 
-    run = jax.jit(lambda lams: jax.lax.map(one_user, lams, batch_size=16))
-    rng = np.random.default_rng(seed)
-    lams = np.concatenate([rng.uniform(a, b, users) for a, b in zip(edges[:-1], edges[1:])]).astype(np.float32)
-    shifted, windows, prior = (np.asarray(x) for x in run(jnp.asarray(lams)))
+    # evaluate's test users for this seed, band by band: the users lam_bands.py reports on
+    keys, bands = evaluation.user_keys(seed, users, edges)
+    run = jax.jit(lambda ks, bs: jax.lax.map(lambda kb: one_user(*kb), (ks, bs), batch_size=16))
+    shifted, windows, prior = (np.asarray(x) for x in run(keys, bands))
     out = {}
     for b, (a, c) in enumerate(zip(edges[:-1], edges[1:])):
         part = slice(b * users, (b + 1) * users)

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import metarouter_jax as mr
-from metarouter_jax.evaluation import METHODS, band_edges, band_labels
+from metarouter_jax.evaluation import METHODS, band_edges, band_labels, draw_user, normalized_utility, user_keys
 from metarouter_jax.streams import seed_key
 from metarouter_jax.splits import select_models
 
@@ -154,6 +154,47 @@ def test_evaluation_by_preference_band(trained_router, small_data):
                          ([lo - 1.0, hi], "leave the test users' log10.lam. range")):
         with pytest.raises(ValueError, match=match):
             mr.evaluate(trained_router, small_data, n_users=2, n_contexts=0, strategies="uniform", bands=bands)
+
+
+def test_scripts_meet_evaluates_users_and_metric(trained_router, small_data):
+    """`user_keys`, `draw_user` and `normalized_utility` are evaluate's own: a script that routes
+    those users by itself (as experiments/known_shift.py does) reproduces evaluate's figures."""
+    from metarouter_jax import adaptation
+    from metarouter_jax.tasks import query_utility, utility_scale
+    from metarouter_jax.training import calibration_queries
+
+    router, profiles = trained_router, trained_router.profiles
+    report = mr.evaluate(router, small_data, n_users=6, n_contexts=0, strategies="uniform", bands=2, seed=3)
+    edges = np.asarray(report.settings["bands"])
+    keys, bands = user_keys(3, 6, edges)
+    assert keys.shape == (12,) and bands.shape == (12, 2)
+    more, _ = user_keys(3, 9, edges)                      # a larger draw extends every band's users
+    np.testing.assert_array_equal(jax.random.key_data(more[9:15]), jax.random.key_data(keys[6:]))
+    arrays = router.arrays_for(small_data)
+    split = small_data.split("test")
+    queries = jax.numpy.asarray(split[small_data.observed[split].any(-1)])
+    allowed = arrays.observed[queries]
+    calib = jax.numpy.asarray(calibration_queries(small_data, router.config))
+    params = router.params["known"]
+    feats = adaptation.query_features(router.graphdef, params, arrays.embeddings[queries])
+
+    def known_nu(key, band):
+        profile, _ = draw_user(profiles, key, band)
+        u = jax.vmap(query_utility, in_axes=(None, None, None, 0))(profiles, profile, arrays, queries)
+        u = u / utility_scale(profiles, profile, arrays, calib)
+        z = adaptation.profile_latent(router.graphdef, params, profiles.features(profile))
+        scores = jax.vmap(adaptation.policy_scores, in_axes=(None, None, 0, None, None, None))(
+            router.graphdef, params, feats, z, arrays.descriptors, None)
+        oracle = jax.numpy.argmax(jax.numpy.where(allowed, u, -jax.numpy.inf), -1)
+        return (normalized_utility(u, allowed, jax.numpy.argmax(jax.numpy.where(allowed, scores, -jax.numpy.inf), -1)),
+                normalized_utility(u, allowed, oracle), profile["log10_lam"])
+
+    nu, oracle_nu, lams = (np.asarray(x) for x in jax.vmap(known_nu)(keys, bands))
+    np.testing.assert_allclose(oracle_nu, 1.0, atol=1e-5)              # the per-query oracle scores 1
+    for b, band in enumerate(report.by_band.values()):
+        assert np.all((lams[6 * b:6 * b + 6] >= edges[b]) & (lams[6 * b:6 * b + 6] < edges[b + 1]))
+        assert band.results["uniform"]["known"][0]["normalized_utility"] == pytest.approx(nu[6 * b:6 * b + 6].mean(),
+                                                                                          abs=1e-5)
 
 
 def test_queries_the_pool_cannot_answer_are_left_out(trained_router, small_data):
@@ -306,9 +347,9 @@ def test_bt_marginal_is_told_the_training_flip_prior(trained_router, small_data,
 
 def test_more_test_users_extend_the_same_draw():
     """`evaluate`'s docstring promises that the first n of a larger n_users are the n users."""
-    stream = seed_key(0, "test_users")
-    few, many = jax.random.split(stream, 256), jax.random.split(stream, 1024)
-    assert (jax.random.key_data(few) == jax.random.key_data(many[:256])).all()
+    (few, no_bands), (many, _) = user_keys(0, 256), user_keys(0, 1024)
+    assert no_bands is None and (jax.random.key_data(few) == jax.random.key_data(many[:256])).all()
+    assert (jax.random.key_data(few) == jax.random.key_data(jax.random.split(seed_key(0, "test_users"), 256))).all()
 
 
 def test_every_use_of_a_seed_has_its_own_stream():

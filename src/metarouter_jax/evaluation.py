@@ -200,11 +200,7 @@ def evaluate(router, data: RoutingData, split: str = "test", n_contexts=DEFAULT_
     agnostic = route("agnostic", adaptation.prior_latent(graphdef, params["agnostic"]))
 
     def one_user(key, band, informative, active=False):
-        key_profile, key_ctx = jax.random.split(key)
-        profile = profiles.sample(key_profile)
-        if edges is not None:  # log10(lam) uniform in the user's band [lo, hi)
-            lo, hi = band
-            profile["log10_lam"] = lo + (hi - lo) * jax.random.uniform(jax.random.fold_in(key_profile, 1))
+        profile, key_ctx = draw_user(profiles, key, band)
         true_lam = profile["log10_lam"]
         scale = utility_scale(profiles, profile, arrays, calib)
         u = jax.vmap(query_utility, in_axes=(None, None, None, 0))(profiles, profile, arrays, queries) / scale
@@ -226,9 +222,8 @@ def evaluate(router, data: RoutingData, split: str = "test", n_contexts=DEFAULT_
 
         def outcome(choice):
             take = lambda x: jnp.take_along_axis(x, choice[:, None], 1)[:, 0].mean()  # noqa: E731
-            util = take(u)
-            return jnp.stack([(util - u_random) / (u_oracle - u_random + 1e-9),
-                              take(arrays.quality[queries]), take(arrays.cost[queries])])
+            return jnp.stack([_rescale(take(u), u_random, u_oracle), take(arrays.quality[queries]),
+                              take(arrays.cost[queries])])
 
         def known_choice(profile_):
             return route("known", known_latent(profile_))
@@ -263,12 +258,7 @@ def evaluate(router, data: RoutingData, split: str = "test", n_contexts=DEFAULT_
         return adaptive, flat, identified
 
     n_queries = int(queries.shape[0])
-    keys = jax.random.split(seed_key(seed, "test_users"), n_users)
-    user_bands = None   # an empty pytree: lax.map hands one_user band=None
-    if edges is not None:  # each band's users their own stream, so a larger n_users extends every band's draw
-        keys = jnp.concatenate([jax.random.split(jax.random.fold_in(seed_key(seed, "test_users"), b), n_users)
-                                for b in range(len(edges) - 1)])
-        user_bands = jnp.repeat(jnp.stack([edges[:-1], edges[1:]], -1), n_users, axis=0).astype(jnp.float32)
+    keys, user_bands = user_keys(seed, n_users, edges)
     run = jax.jit(lambda ks, bs, inf: jax.lax.map(lambda kb: one_user(*kb, inf), (ks, bs), batch_size=user_batch))
     run_active = jax.jit(lambda ks, bs: jax.lax.map(lambda kb: one_user(*kb, True, active=True), (ks, bs),
                                                     batch_size=user_batch))
@@ -291,6 +281,47 @@ def evaluate(router, data: RoutingData, split: str = "test", n_contexts=DEFAULT_
             report.by_band[label] = _report(per_user, slice(b * n_users, (b + 1) * n_users), n_contexts,
                                             {**common, "log10_lam_band": edges[b:b + 2].tolist()})
     return report
+
+
+def user_keys(seed: int, n_users: int, edges=None):
+    """The keys of `evaluate`'s test users for `seed`, and each user's band.
+
+    Returns (keys [U], bands [U, 2] (lo, hi) or None): `n_users` users, or `n_users` in each band
+    of `edges` (band by band). Each band has its own stream, so a larger `n_users` extends every
+    band's draw. `draw_user` turns a key (and band) into the user: a script that draws users
+    this way meets the users `evaluate` reports on.
+    """
+    base = seed_key(seed, "test_users")
+    if edges is None:
+        return jax.random.split(base, n_users), None   # None, an empty pytree: lax.map hands on band=None
+    edges = np.asarray(edges, np.float32)
+    keys = jnp.concatenate([jax.random.split(jax.random.fold_in(base, b), n_users) for b in range(len(edges) - 1)])
+    bands = jnp.repeat(jnp.stack([edges[:-1], edges[1:]], -1), n_users, axis=0)
+    return keys, bands
+
+
+def draw_user(profiles, key, band=None):
+    """One test user from `user_keys`' key: (profile, key for its contexts). The profile is drawn
+    from `profiles`; with a band (lo, hi), its log10(lam) is uniform in [lo, hi) instead."""
+    key_profile, key_contexts = jax.random.split(key)
+    profile = profiles.sample(key_profile)
+    if band is not None:
+        lo, hi = band
+        profile["log10_lam"] = lo + (hi - lo) * jax.random.uniform(jax.random.fold_in(key_profile, 1))
+    return profile, key_contexts
+
+
+def normalized_utility(utility, allowed, choice):
+    """Normalised utility of routing query q to model `choice[q]`: the mean utility of the routed
+    answers on the scale where uniform random routing among each query's allowed models scores 0
+    and the per-query oracle 1 (`baselines.hindsight`). utility [Q, K], allowed [Q, K] bool,
+    choice [Q] int."""
+    u_random, u_oracle, _ = baselines.hindsight(utility, allowed)
+    return _rescale(jnp.take_along_axis(utility, choice[:, None], 1)[:, 0].mean(), u_random, u_oracle)
+
+
+def _rescale(mean_utility, u_random, u_oracle):
+    return (mean_utility - u_random) / (u_oracle - u_random + 1e-9)
 
 
 def band_labels(edges) -> list[str]:
