@@ -71,6 +71,18 @@ def curve_table(runs, strategy: str, metric: str, methods=CURVE_METHODS, ns=CURV
     return table(["method"] + [f"n={n}" for n in ns], rows)
 
 
+def identification_table(runs, strategy: str, ns=CURVE_NS) -> list[str]:
+    """How well n answers identify log10(lam), mean ± std over `runs` (each with the
+    `EvalReport.identification_json()` of its seed under "identification"): the mean absolute
+    error (decades) of the posterior mean under the exact grid posterior and under the
+    MetaRouter's atomic posterior, and the exact posterior's standard deviation."""
+    rows = [[label] + [cell([run["identification"][strategy][str(n)][key] for run in runs]) for n in ns]
+            for key, label in (("bt_posterior_error", "exact posterior: error"),
+                               ("metarouter_error", "MetaRouter atoms: error"),
+                               ("bt_posterior_sd", "exact posterior: sd"))]
+    return table(["log10(lam), decades"] + [f"n={n}" for n in ns], rows)
+
+
 def write_results(path: Path, results: dict) -> None:
     """Every seed's results as compact JSON (atomically), with their `provenance()` first. The
     metrics are float32 computations: each float is written as the shortest decimal of its

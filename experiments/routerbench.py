@@ -20,7 +20,7 @@ from pathlib import Path
 
 import metarouter_jax as mr
 
-from common import CURVE_NS as NS, curve_table, experiment_parser, parse, write_results
+from common import CURVE_NS as NS, curve_table, experiment_parser, identification_table, parse, write_results
 
 OUT = Path(__file__).resolve().parent / "results"
 STRATEGIES = ("uniform", "informative", "active")  # active: asked one at a time at the posterior median
@@ -42,6 +42,7 @@ def main() -> None:
         report = mr.evaluate(router, data, split="test", n_users=args.users, seed=seed, n_contexts=NS, strategies=STRATEGIES)
         runs[seed] = report.to_json()
         runs[seed]["validation"] = router.best_valid_utility
+        runs[seed]["identification"] = report.identification_json()
         print(f"seed {seed}: {time.time() - start:.0f} s", flush=True)
         print(report.format(), flush=True)
     write_results(out / f"{args.name}.json", {"config": config.to_dict(), "runs": runs})
@@ -52,6 +53,8 @@ def main() -> None:
         for metric in ("normalized_utility", "preference_recovery"):
             lines.append(f"\n{metric.replace('_', ' ')}, {strategy} pairs\n")
             lines += curve_table([runs[s] for s in args.seeds], strategy, metric)
+        lines.append(f"\nidentification of the preference, {strategy} pairs\n")
+        lines += identification_table([runs[s] for s in args.seeds], strategy)
     (out / f"{args.name}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 

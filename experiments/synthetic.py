@@ -17,7 +17,7 @@ import numpy as np
 
 import metarouter_jax as mr
 
-from common import CURVE_NS as NS, curve_table, experiment_parser, parse, write_results
+from common import CURVE_NS as NS, curve_table, experiment_parser, identification_table, parse, write_results
 
 OUT = Path(__file__).resolve().parent / "results"
 STRATEGIES = ("uniform", "informative", "active")  # active: asked one at a time at the posterior median
@@ -45,12 +45,15 @@ def main() -> None:
             report = mr.evaluate(router, data, n_users=args.users, seed=seed, n_contexts=NS, strategies=STRATEGIES)
             runs[str(seed)] = report.to_json()
             runs[str(seed)]["validation"] = router.best_valid_utility
+            runs[str(seed)]["identification"] = report.identification_json()
             print(f"{profile}, seed {seed}: trained in {seconds[-1]:.0f} s\n{report.format()}", flush=True)
         write_results(out / f"synthetic_{profile}.json", {"config": config.to_dict(), "runs": runs})
         summary.append(f"\n### {profile} users (training {np.mean(seconds):.0f} s per seed, {args.steps} steps)\n")
         for strategy in STRATEGIES:
             for metric in ("normalized_utility", "preference_recovery"):
                 summary.append(markdown(runs, strategy, metric))
+            summary += [f"\nidentification of the preference, {strategy} pairs\n",
+                        *identification_table(runs.values(), strategy)]
     (out / "synthetic.md").write_text("\n".join(summary) + "\n")
     print("\n".join(summary))
 
