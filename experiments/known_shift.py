@@ -6,12 +6,12 @@
 The known router is the upper bound PR(n) divides by, and the policy the MetaRouter's posterior
 averages. On RouterBench it loses to a single model, or to the prior-average decision, in some
 log10(lam) bands (`lam_bands.py`). This script asks whether that is a misread preference or poor
-query-level routing: for `evaluate`'s test users of each band (log10(lam) uniform in the band,
-test split; with the same --users, lam_bands.py's users, so shift 0 is its known router), it routes every query
-with the known router given log10(lam) + shift for each `SHIFTS` (clipped to the prior range),
-with the posterior-average decision over a window of +-w decades around the true value (`WINDOWS`:
-a smoothed reading of lam), and with the prior-average decision (the MetaRouter's with no
-answer). If some shift beats shift 0 in a band, the router reads lam there as if it were
+query-level routing: for `evaluate`'s test users of each band (log10(lam) uniform in the band, test
+split; with the same --users they are lam_bands.py's users, so shift 0 is its known router), it
+routes every query with the known router given log10(lam) + shift for each `SHIFTS` (clipped to the
+prior range), with the posterior-average decision over a window of +-w decades around the true value
+(`WINDOWS`: a smoothed reading of lam), and with the prior-average decision (the MetaRouter's with
+no answer). If some shift beats shift 0 in a band, the router reads lam there as if it were
 elsewhere; if none does, the loss is in its routing of queries. Same routers as
 `experiments/routerbench.py` (same configuration and seeds). Writes
 experiments/results/known_shift_<data>.json (every seed) and .md (means over seeds).
