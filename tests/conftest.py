@@ -38,7 +38,14 @@ import pytest
 import metarouter_jax as mr
 
 REPO = Path(__file__).resolve().parents[1]
-mr.enable_compilation_cache(min_compile_s=0.5)
+
+
+def use_session_cache() -> None:
+    """Compile through the session's cache (programs that compile in under 0.5 s are not stored)."""
+    mr.enable_compilation_cache(min_compile_s=0.5)
+
+
+use_session_cache()
 
 
 def pytest_unconfigure(config):

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import child_env
+from conftest import child_env, use_session_cache
 
 from metarouter_jax import compile_cache
 from metarouter_jax.cli import build_parser
@@ -93,7 +93,7 @@ def test_unwritable_folder_warns_and_runs_without_cache(tmp_path):
         with pytest.warns(UserWarning, match="compilation cache off: cannot create"):
             assert compile_cache.enable_compilation_cache(blocker / "xla") is None
     finally:
-        compile_cache.enable_compilation_cache(min_compile_s=0.5)    # back to conftest's session cache
+        use_session_cache()
 
 
 @pytest.mark.parametrize("argv", [["train"], ["eval", "runs/x/router"], ["route", "r", "--feedback", "f", "q"],
