@@ -124,7 +124,7 @@ def test_identification_of_the_preference(report, trained_router):
     assert set(json.loads(json.dumps(report.identification_json()))["uniform"]) == {"0", "2", "8"}
 
 
-def test_evaluation_by_preference_band(trained_router, small_data):
+def test_evaluation_by_preference_band(trained_router, small_data, tmp_path):
     """`bands` draws n_users users in each log10(lam) band and reports each band on its own."""
     lo, hi = trained_router.profiles.log10_lam_range
     width = (hi - lo) / 4
@@ -145,6 +145,12 @@ def test_evaluation_by_preference_band(trained_router, small_data):
         by_band = [b.results["uniform"][method][n]["normalized_utility"] for b in report.by_band.values()]
         assert report.results["uniform"][method][n]["normalized_utility"] == pytest.approx(np.mean(by_band), abs=1e-5)
     assert "log10(lam) 0.00-" in report.format() or f"log10(lam) {lo:.2f}-" in report.format()
+    report.write_json(tmp_path / "bands.json")            # a banded report writes every band
+    written = json.loads((tmp_path / "bands.json").read_text())
+    assert written["all"] == json.loads(json.dumps(report.to_json())) and list(written["by_band"]) == list(report.by_band)
+    assert written["bands"] == pytest.approx(edges.tolist()) and set(written["identification"]) == {"uniform"}
+    with pytest.raises(ValueError, match="not evaluated by band"):
+        next(iter(report.by_band.values())).banded_json()
     # Given edges work as well (labels as precise as it takes to tell them apart); bad ones are
     # refused by name, before anything is compiled.
     assert band_labels(band_edges(edges[1:4], (lo, hi))) == list(report.by_band)[1:3]

@@ -197,11 +197,7 @@ def cmd_eval(args) -> int:
         print(f"pool: {', '.join(report.settings['pool'])}")
     print(report.format())
     print(f"evaluated in {time.time() - start:.0f} s")
-    if args.json and args.bands:
-        write_json(args.json, {"all": report.to_json(), "by_band": {b: r.to_json() for b, r in report.by_band.items()},
-                               "identification": report.identification_json(), "bands": report.settings["bands"]})
-        print(f"wrote {args.json}")
-    elif args.json:
+    if args.json:
         report.write_json(args.json)
         print(f"wrote {args.json}")
     return 0

@@ -72,9 +72,18 @@ class EvalReport:
         """`identification` with string keys for n (as `to_json`)."""
         return {s: {str(n): v for n, v in by_n.items()} for s, by_n in self.identification.items()}
 
+    def banded_json(self) -> dict:
+        """{all: to_json(), by_band: {band: its to_json()}, identification, bands: the edges}, for a
+        report evaluated by log10(lam) band."""
+        if not self.by_band:
+            raise ValueError("this report was not evaluated by band: evaluate(..., bands=B)")
+        return {"all": self.to_json(), "by_band": {b: r.to_json() for b, r in self.by_band.items()},
+                "identification": self.identification_json(), "bands": self.settings["bands"]}
+
     def write_json(self, path) -> None:
-        """Write `to_json()` to `path` (its folder made if missing; atomically)."""
-        checkpoint.write_json(path, self.to_json())
+        """Write `to_json()`, or `banded_json()` for a report by band, to `path` (its folder made if
+        missing; atomically)."""
+        checkpoint.write_json(path, self.banded_json() if self.by_band else self.to_json())
 
     def table(self, strategy: str, metric: str = "normalized_utility") -> str:
         """A text table: methods x n for one pair strategy and metric."""
