@@ -64,20 +64,21 @@ def main() -> None:
         report = mr.evaluate(router, data, n_users=args.users, seed=seed, n_contexts=NS, strategies=(args.strategy,),
                              bands=args.bands)
         edges = np.asarray(report.settings["bands"])
-        shares = tradeoff_shares(switch, edges)
         bands = {}
-        for (band, by_band), share in zip(report.by_band.items(), shares):
+        for band, by_band in report.by_band.items():
             results = by_band.to_json()[args.strategy]
             bands[band] = {**{m: {str(n): results[m][str(n)]["normalized_utility"] for n in NS} for m in METHODS},
-                           "identification": by_band.identification_json()[args.strategy], "tradeoff_share": share}
+                           "identification": by_band.identification_json()[args.strategy]}
         runs[str(seed)] = {"bands": bands, "validation": router.best_valid_utility, "seconds": time.time() - start,
                            "evaluation_seconds": time.time() - trained}
         print(f"seed {seed}: {runs[str(seed)]['seconds']:.0f} s ({time.time() - trained:.0f} s evaluating)",
               flush=True)
     stem = args.out / (f"lam_bands_{args.data}" + ("" if args.strategy == "informative" else f"_{args.strategy}"))
+    # The share of trade-off pairs switching in each band is the data's, the same for every seed.
+    shares = dict(zip(runs[str(args.seeds[0])]["bands"], tradeoff_shares(switch, edges)))
     write_results(stem.with_suffix(".json"), {"config": config.to_dict(), "data": args.data, "strategy": args.strategy,
-                                              "edges": edges.tolist(), "runs": runs})
-    table = markdown(args, runs)
+                                              "edges": edges.tolist(), "tradeoff_share": shares, "runs": runs})
+    table = markdown(args, runs, shares)
     stem.with_suffix(".md").write_text(table)
     print(table)
 
@@ -91,33 +92,32 @@ IDENTIFICATION_HEADER = ["exact posterior: log10(lam) error (sd), n=6", "the sam
                          "trade-off pairs switching in the band"]
 
 
-def band_table(runs: list[dict], methods, header: list[str]) -> list[str]:
+def band_table(runs: list[dict], shares: dict, methods, header: list[str]) -> list[str]:
     """One row per log10(lam) band: `methods` at n = 6, mean ± std over `runs` (one per seed); the
     mean absolute error of the exact posterior mean of log10(lam) at n = 6 and 32 (with the
-    posterior sd) and the share of trade-off pairs switching in the band, means over seeds;
-    then the known router minus the best fixed model per seed. `header` names the columns
-    before the identification ones (`IDENTIFICATION_HEADER`) and the last."""
+    posterior sd), means over seeds, and the share of trade-off pairs switching in the band
+    (`shares[band]`); then the known router minus the best fixed model per seed. `header` names
+    the columns before the identification ones (`IDENTIFICATION_HEADER`) and the last."""
     rows = []
     for band in runs[0]["bands"]:
         values = {m: [run["bands"][band][m]["6"] for run in runs] for m in methods}
         identified = [np.mean([[run["bands"][band]["identification"][n][k] for k in ("bt_posterior_error",
                                                                                  "bt_posterior_sd")] for run in runs], 0)
                       for n in ("6", "32")]
-        share = np.mean([run["bands"][band]["tradeoff_share"] for run in runs])
         gaps = ", ".join(f"{k - f:+.3f}" for k, f in zip(values["known"], values["best_fixed"]))
         rows.append([band.replace("-", " to "), *(cell(values[m]) for m in methods),
-                     *(f"{e:.2f} ({sd:.2f})" for e, sd in identified), f"{share:.1%}", gaps])
+                     *(f"{e:.2f} ({sd:.2f})" for e, sd in identified), f"{shares[band]:.1%}", gaps])
     return table([*header[:-1], *IDENTIFICATION_HEADER, header[-1]], rows)
 
 
-def markdown(args, runs: dict) -> str:
+def markdown(args, runs: dict, shares: dict) -> str:
     lines = [f"# Normalised utility by log10(lam) band on {args.data}", "",
              f"Seeds {args.seeds}, {args.users} test users per band and seed (log10(lam) uniform in the band), "
              f"{args.steps} meta-steps per router; adaptive methods at n = 6 with {args.strategy} pairs; mean ± std "
              "over seeds; the mean absolute error (decades) of the exact posterior mean of log10(lam) and the "
-             "posterior's sd, and the share of the test split's trade-off pairs whose switch point is in the band, "
-             "means over seeds; then the known router minus the best fixed model per seed.", ""]
-    lines += band_table(list(runs.values()), METHODS, ["log10(lam)", *METHODS, "known - best_fixed per seed"])
+             "posterior's sd, means over seeds, and the share of the test split's trade-off pairs whose switch "
+             "point is in the band; then the known router minus the best fixed model per seed.", ""]
+    lines += band_table(list(runs.values()), shares, METHODS, ["log10(lam)", *METHODS, "known - best_fixed per seed"])
     return "\n".join(lines) + "\n"
 
 

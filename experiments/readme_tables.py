@@ -147,8 +147,9 @@ def ablations(data: str = "synthetic,routerbench") -> list[str]:
 
 
 def lam_bands(data: str = "routerbench") -> list[str]:
-    runs = list(load(f"lam_bands_{data}.json")["runs"].values())
-    return band_table(runs, ("known", "best_fixed", "agnostic", "metarouter", "bt_bayes"),
+    result = load(f"lam_bands_{data}.json")
+    return band_table(list(result["runs"].values()), result["tradeoff_share"],
+                      ("known", "best_fixed", "agnostic", "metarouter", "bt_bayes"),
                       ["log10(lam)", "known", "best fixed in hindsight", "agnostic", "MetaRouter n=6, informative",
                        "exact Bayes decision n=6", "known minus best fixed, per seed"])
 
