@@ -34,6 +34,7 @@ import numpy as np
 import metarouter_jax as mr
 
 from common import cell, experiment_parser, load_data, parse, table, write_results
+from metarouter_jax.evaluation import band_labels
 from metarouter_jax.inspect_data import switch_points
 
 OUT = Path(__file__).resolve().parent / "results"
@@ -74,8 +75,7 @@ def main() -> None:
         print(f"seed {seed}: {runs[str(seed)]['seconds']:.0f} s ({time.time() - trained:.0f} s evaluating)",
               flush=True)
     stem = args.out / (f"lam_bands_{args.data}" + ("" if args.strategy == "informative" else f"_{args.strategy}"))
-    # The share of trade-off pairs switching in each band is the data's, the same for every seed.
-    shares = dict(zip(runs[str(args.seeds[0])]["bands"], tradeoff_shares(switch, edges)))
+    shares = tradeoff_shares(switch, edges)     # the data's, the same for every seed
     write_results(stem.with_suffix(".json"), {"config": config.to_dict(), "data": args.data, "strategy": args.strategy,
                                               "edges": edges.tolist(), "tradeoff_share": shares, "runs": runs})
     table = markdown(args, runs, shares)
@@ -83,9 +83,11 @@ def main() -> None:
     print(table)
 
 
-def tradeoff_shares(switch, edges) -> list[float]:
-    """Per band: the share of the trade-off pairs (switch points `switch`) that switch in it."""
-    return [float(np.mean((switch >= a) & (switch < b))) if switch.size else 0.0 for a, b in zip(edges[:-1], edges[1:])]
+def tradeoff_shares(switch, edges) -> dict[str, float]:
+    """{band label (as evaluate's): the share of the trade-off pairs (switch points `switch`) that
+    switch in it}."""
+    return {label: float(np.mean((switch >= a) & (switch < b))) if switch.size else 0.0
+            for label, a, b in zip(band_labels(edges), edges[:-1], edges[1:])}
 
 
 IDENTIFICATION_HEADER = ["exact posterior: log10(lam) error (sd), n=6", "the same, n=32",
