@@ -40,7 +40,7 @@ def test_router_round_trip(trained_router, small_data, tmp_path):
 
 
 def test_resume_is_bit_exact(small_data, tiny_config, tmp_path):
-    config = tiny_config.replace(num_steps=80, chunk_steps=20)
+    config = tiny_config.replace(num_steps=80, chunk_steps=20, ema_decay=0.9)   # the parameter average resumes too
     trainer = make_train(config, small_data)
     hp = Hparams.create()
     key = jax.random.key(7)
@@ -60,7 +60,8 @@ def test_resume_is_bit_exact(small_data, tiny_config, tmp_path):
     resumed, history = run_training(trainer, key, hp, checkpointer=ckpt)
     assert ckpt.all_steps() == [60, 80]                    # keeps the last k
     ckpt.close()
-    jax.tree.map(np.testing.assert_array_equal, full.params, resumed.params)
+    jax.tree.map(np.testing.assert_array_equal, (full.params, full.average, full.best_params, full.best_score),
+                 (resumed.params, resumed.average, resumed.best_params, resumed.best_score))
     assert len(history["loss"]) == config.num_chunks
 
     # The directory is this run's: another seed, hyperparameter, config or start is refused

@@ -10,7 +10,7 @@ import pytest
 import metarouter_jax as mr
 from metarouter_jax.config import Hparams
 from metarouter_jax.profiles import make_atoms, make_profiles
-from metarouter_jax.training import atom_log_score, entropy_weight, make_train, run_training
+from metarouter_jax.training import atom_log_score, average_params, entropy_weight, make_train, run_training
 
 
 @pytest.fixture(scope="module")
@@ -78,6 +78,47 @@ def test_bad_config_is_named(small_data):
         mr.TrainConfig(observe_quality=False)
     with pytest.raises(ValueError, match="unknown network parts"):
         mr.TrainConfig(frozen=("decoder",))
+    with pytest.raises(ValueError, match=r"ema_decay must be in \[0, 1\)"):
+        mr.TrainConfig(ema_decay=1.0)
+
+
+def test_parameter_average_is_the_mean_of_the_iterates_then_an_ema():
+    decay, iterates = 0.75, np.random.default_rng(0).normal(size=(10, 3)).astype(np.float32)
+    average = {"w": jnp.zeros(3)}   # the starting value carries no weight
+    for count, p in enumerate(iterates, 1):
+        average = average_params(average, {"w": jnp.asarray(p)}, decay, count)
+        if count <= 4:              # 1 / (1 - decay): the plain mean so far
+            expected = iterates[:count].mean(0)
+        else:                       # then an exponential moving average
+            expected = decay * expected + (1 - decay) * p
+        np.testing.assert_allclose(average["w"], expected, rtol=1e-5, atol=1e-6)
+
+
+def test_validation_scores_and_keeps_the_parameter_average(small_data, tiny_config):
+    """With ema_decay the state carries the average of every meta-step's parameters, the chunk's
+    validation utility is the average's, and a warm start averages from its own parameters."""
+    decay = 0.9
+    trainer = make_train(tiny_config.replace(ema_decay=decay), small_data)
+    hp, key = Hparams.create(), jax.random.key(3)
+    key_init, key_valid = jax.random.split(key)
+    start = trainer.jit_init(key_init, hp)
+    state, history = run_training(trainer, key, hp, init_params=start.params)
+
+    step = jax.jit(trainer.meta_step)   # the same steps one by one, averaged here
+    manual, expected = start, None
+    for count in range(1, trainer.config.num_steps + 1):
+        manual, _ = step(manual, hp)
+        expected = manual.params if expected is None else average_params(expected, manual.params, decay, count)
+    flat = lambda tree: np.concatenate([np.ravel(x) for x in jax.tree.leaves(tree)])  # noqa: E731
+    np.testing.assert_allclose(flat(state.params), flat(manual.params), rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(flat(state.average), flat(expected), rtol=1e-4, atol=1e-6)
+    assert np.abs(flat(state.average) - flat(state.params)).max() > 1e-3   # it is not the last iterate
+
+    valid = trainer.jit_validation_users(trainer.data_args(), key_valid, hp)
+    score = jax.jit(trainer.validation_score)
+    assert float(score(state.average, *valid)) == pytest.approx(history["valid_utility"][-1], abs=1e-6)
+    assert float(state.best_score) == history["valid_utility"].max()
+    assert float(score(state.best_params, *valid)) == pytest.approx(float(state.best_score), abs=1e-6)
 
 
 def test_frozen_parts_do_not_move(small_data, tiny_config):

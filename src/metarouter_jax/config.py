@@ -110,6 +110,8 @@ class TrainConfig:
     freeze_known: bool = True     # MetaRouter.fit: the warm-started MetaRouter keeps the known router's
                                   # policy and profile embedding fixed and trains its encoder on top
     frozen: tuple[str, ...] = ()  # RouterNet parts whose parameters do not train (set by fit)
+    ema_decay: float = 0.0        # > 0: validation scores, and early stopping keeps, a running average of the
+                                  # parameters (the mean of the iterates, then an EMA with this decay); 0: the iterate
     # noise-injection switches (their levels are Hparams)
     label_flips: bool = True
     outcome_noise: bool = True
@@ -146,6 +148,8 @@ class TrainConfig:
         unknown = sorted(set(self.frozen) - set(FREEZABLE))
         if unknown:
             raise ValueError(f"frozen holds unknown network parts {unknown}; parts: {FREEZABLE}")
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise ValueError(f"ema_decay must be in [0, 1) (0: no parameter average), got {self.ema_decay}")
         if not 0.0 <= self.pool_dropout < 1.0:
             raise ValueError(f"pool_dropout must be in [0, 1), got {self.pool_dropout}")
         if not 0.0 <= self.informative_fraction <= 1.0:

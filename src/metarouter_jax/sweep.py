@@ -146,7 +146,7 @@ def _train_configs(trainer, seeds: np.ndarray, hparams: Hparams, stream: str, pa
     states = [trainer.jit_init(key_init[i], jax.tree.map(lambda x: x[i], hparams_run)) for i in range(padded)]
     states = jax.tree.map(lambda *leaves: jnp.stack(leaves), *states)
     if init_params is not None:  # warm start (as run_training's init_params)
-        states = states.replace(params=init_params, best_params=init_params)
+        states = states.start_from(init_params)
     data_args = trainer.data_args()
     valid = jax.jit(lambda args, keys_, hps: jax.vmap(trainer.bind(args).validation_users)(keys_, hps))(
         data_args, key_valid, hparams_run)                                     # each run's fixed validation set

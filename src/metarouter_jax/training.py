@@ -41,12 +41,26 @@ FEW_CONTEXTS = 8
 
 @struct.dataclass
 class TrainState:
+    """A run's state. `average`: the running average of the parameters where
+    `TrainConfig.ema_decay` > 0 (`average_params`; validation scores it and `best_params` keeps
+    it), else None."""
+
     params: object
     opt_state: object
     key: jax.Array
     step: jax.Array
     best_params: object
     best_score: jax.Array
+    average: object = None
+
+    def start_from(self, params) -> "TrainState":
+        """This state starting from `params` instead (a warm start): current, best and average."""
+        return self.replace(params=params, best_params=params, average=None if self.average is None else params)
+
+    @property
+    def scored_params(self):
+        """The parameters validation scores and early stopping keeps: the average where there is one."""
+        return self.params if self.average is None else self.average
 
 
 @struct.dataclass
@@ -69,6 +83,15 @@ def entropy_weight(hparams: Hparams, progress):
     both = (start > 0) & (end > 0)
     geometric = start * (end / jnp.where(both, start, 1.0)) ** progress
     return jnp.where(both, geometric, start + (end - start) * progress)
+
+
+def average_params(average, params, decay: float, count):
+    """The running parameter average after the `count`-th update (count >= 1) brought `params`:
+    the plain mean of the iterates while count <= 1 / (1 - decay), an exponential moving average
+    with `decay` after that (Polyak averaging with an exponential tail; no weight stays on the
+    starting parameters, so no bias correction is needed)."""
+    rate = jnp.maximum(1.0 - decay, 1.0 / count)
+    return jax.tree.map(lambda a, p: a + rate * (p - a), average, params)
 
 
 def make_optimizer(hparams: Hparams, total_steps: int) -> optax.GradientTransformation:
@@ -302,7 +325,8 @@ class Trainer:
         key_net, key_run = jax.random.split(key)
         _, params = init_router_net(self.net_config, key_net)
         opt_state = make_optimizer(hparams, self.config.num_steps).init(params)
-        return TrainState(params, opt_state, key_run, jnp.zeros((), jnp.int32), params, jnp.asarray(-jnp.inf, jnp.float32))
+        return TrainState(params, opt_state, key_run, jnp.zeros((), jnp.int32), params, jnp.asarray(-jnp.inf, jnp.float32),
+                          params if self.config.ema_decay else None)
 
     def meta_step(self, state: TrainState, hparams: Hparams):
         cfg = self.config
@@ -328,23 +352,27 @@ class Trainer:
             updates = jax.tree_util.tree_map_with_path(
                 lambda path, u: jnp.zeros_like(u) if _part(path) in cfg.frozen else u, updates)
         params = optax.apply_updates(state.params, updates)
+        if cfg.ema_decay:
+            state = state.replace(average=average_params(state.average, params, cfg.ema_decay, state.step + 1))
         return state.replace(params=params, opt_state=opt_state, key=key, step=state.step + 1), metrics
 
     def run_chunk(self, state: TrainState, hparams: Hparams, valid):
-        """`chunk_steps` meta-steps in a lax.scan, then validation and best-parameter tracking.
+        """`chunk_steps` meta-steps in a lax.scan, then validation and best-parameter tracking
+        (of the parameter average where `ema_decay` > 0).
 
         valid: the run's fixed validation set, `validation_users(valid_key, hparams)`."""
         self.trace_counter[0] += 1  # Python side effect: counts traces, not calls
         state, metrics = jax.lax.scan(lambda s, _: self.meta_step(s, hparams), state, None,
                                       length=self.config.chunk_steps)
         users, contexts = valid
-        score = self.validation_score(state.params, users, contexts)
+        scored = state.scored_params
+        score = self.validation_score(scored, users, contexts)
         # Diverged parameters score NaN (argmax routing would still give them a finite score) and
         # are never kept; a NaN score is never better, so the best so far stays.
-        finite = jnp.stack([jnp.isfinite(p).all() for p in jax.tree.leaves(state.params)]).all()
+        finite = jnp.stack([jnp.isfinite(p).all() for p in jax.tree.leaves(scored)]).all()
         score = jnp.where(finite, score, jnp.nan)
         better = score > state.best_score
-        best = jax.tree.map(lambda new, old: jnp.where(better, new, old), state.params, state.best_params)
+        best = jax.tree.map(lambda new, old: jnp.where(better, new, old), scored, state.best_params)
         state = state.replace(best_params=best, best_score=jnp.where(better, score, state.best_score))
         metrics = jax.tree.map(jnp.mean, metrics)
         return state, {**metrics, "valid_utility": score}
@@ -452,7 +480,7 @@ def run_training(trainer: Trainer, key, hparams: Hparams, *, on_chunk=None, chec
     key_init, key_valid = jax.random.split(key)
     state = trainer.jit_init(key_init, hparams)
     if init_params is not None:
-        state = state.replace(params=init_params, best_params=init_params)
+        state = state.start_from(init_params)
     history: dict[str, list[float]] = {}
     if checkpointer is not None and checkpointer.latest_step() is not None:
         state, saved_history = checkpointer.restore((state, _history_template(cfg)))
