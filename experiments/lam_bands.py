@@ -1,7 +1,7 @@
 """Where on the preference range does each router beat the best fixed model? Users by log10(lam) band.
 
     python experiments/lam_bands.py [--data routerbench] [--bands 8] [--strategy informative]
-        [--seeds 0 1 2] [--steps 2000] [--users 512] [--set KEY=VALUE ...] [--out DIR]
+        [--seeds 0 1 2] [--steps 2000] [--users 512] [--set KEY=VALUE ...] [--out DIR] [--name NAME]
 
 DESIGN.md section 9 asks that a router given the true preference beat the best fixed model in
 hindsight before PR(n) is read. The headline tables average over the whole log10(lam) range;
@@ -21,7 +21,7 @@ one on the same query) whose switch point log10(dq / dc) lies in the band: only 
 answers depend on where in the band a user's lam is. Writes
 experiments/results/lam_bands_<data>.json (every seed) and .md (n = 6: mean ± std, and the known
 router minus the best fixed model per seed); lam_bands_<data>_<strategy>.json and .md for a
-strategy other than informative.
+strategy other than informative; NAME.json and .md with --name (e.g. for a --set variant).
 """
 
 from __future__ import annotations
@@ -48,6 +48,8 @@ def main() -> None:
     parser.add_argument("--bands", type=int, default=8, help="equal log10(lam) bands over the router's range")
     parser.add_argument("--strategy", default="informative", choices=("uniform", "informative", "active"),
                         help="how the users' pairs are chosen (evaluate's pair strategies)")
+    parser.add_argument("--name", help="result file names NAME.json and .md (default lam_bands_<data>, "
+                                       "with _<strategy> for a strategy other than informative)")
     parser.set_defaults(users=512)   # per band: 4,096 users a seed with the default 8 bands
     args, overrides = parse(parser)
     if args.bands < 1:
@@ -74,7 +76,8 @@ def main() -> None:
                            "evaluation_seconds": time.time() - trained}
         print(f"seed {seed}: {runs[str(seed)]['seconds']:.0f} s ({time.time() - trained:.0f} s evaluating)",
               flush=True)
-    stem = args.out / (f"lam_bands_{args.data}" + ("" if args.strategy == "informative" else f"_{args.strategy}"))
+    name = args.name or f"lam_bands_{args.data}" + ("" if args.strategy == "informative" else f"_{args.strategy}")
+    stem = args.out / name
     shares = tradeoff_shares(switch, edges)     # the data's, the same for every seed
     write_results(stem.with_suffix(".json"), {"config": config.to_dict(), "data": args.data, "strategy": args.strategy,
                                               "edges": edges.tolist(), "tradeoff_share": shares, "runs": runs})
