@@ -115,6 +115,31 @@ def band_table(runs: list[dict], shares: dict, methods, header: list[str]) -> li
     return table([*header[:-1], *IDENTIFICATION_HEADER, header[-1]], rows)
 
 
+def comparison_table(base: list[dict], variant: list[dict], labels: tuple[str, str]) -> list[str]:
+    """Two runs of this script (`base` and `variant`, one report per seed, the same seeds and users)
+    band by band: the best fixed model, then the known router and the MetaRouter at n = 6 minus it
+    (mean ± std over seeds, and the worst seed's for the known router) for each run; a last row
+    averages over the bands."""
+    def gaps(runs, band, method):
+        return np.array([run["bands"][band][method]["6"] - run["bands"][band]["best_fixed"]["6"] for run in runs])
+
+    bands = list(base[0]["bands"])
+    rows, means = [], []
+    for band in bands:
+        columns = [gaps(runs, band, m) for m in ("known", "metarouter") for runs in (base, variant)]
+        means.append(columns)
+        fixed = cell([run["bands"][band]["best_fixed"]["6"] for run in base])
+        rows.append([band.replace("-", " to "), fixed, *(f"{g.mean():+.3f} ± {g.std():.3f}" for g in columns[:2]),
+                     *(f"{g.min():+.3f}" for g in columns[:2]), *(f"{g.mean():+.3f} ± {g.std():.3f}" for g in columns[2:])])
+    overall = [np.mean([m[i] for m in means], 0) for i in range(4)]   # per seed, the mean over bands
+    rows.append(["all bands", "", *(f"{g.mean():+.3f} ± {g.std():.3f}" for g in overall[:2]),
+                 *(f"{g.min():+.3f}" for g in overall[:2]), *(f"{g.mean():+.3f} ± {g.std():.3f}" for g in overall[2:])])
+    a, b = labels
+    header = ["log10(lam)", "best fixed in hindsight", f"known minus best fixed: {a}", f"... {b}",
+              f"worst seed: {a}", f"... {b}", f"MetaRouter n=6 minus best fixed: {a}", f"... {b}"]
+    return table(header, rows)
+
+
 def markdown(args, runs: dict, shares: dict) -> str:
     lines = [f"# Normalised utility by log10(lam) band on {args.data}", "",
              f"Seeds {args.seeds}, {args.users} test users per band and seed (log10(lam) uniform in the band), "

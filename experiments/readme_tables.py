@@ -13,7 +13,9 @@ itself is the Markdown table that starts on the next non-blank line. KIND is a k
   (generalisation_<data>.json), at n = 6;
 - `ood_calibrated`: the calibrated new-family summary (ood_calibrated_<data>.json), at n = 6;
 - `ablations`: one row per data set and variant (ablations_<data>.json), at n = 6;
-- `lam_bands [data=D]`: one row per log10(lam) band (lam_bands_<data>.json).
+- `lam_bands [data=D]`: one row per log10(lam) band (lam_bands_<data>.json);
+- `lam_bands_compare base=B variant=V labels=a,b`: two lam_bands files (B.json, V.json, the same
+  seeds) side by side, band by band.
 
 So a rerun's numbers reach the README by `--write`, and the test suite runs the check: a README
 table that no longer matches its result file fails it. Prose figures beside the tables are not
@@ -32,7 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from common import CURVE_METHODS, cell, curve_table, table
-from lam_bands import band_table
+from lam_bands import band_table, comparison_table
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "experiments" / "results"
@@ -154,7 +156,15 @@ def lam_bands(data: str = "routerbench") -> list[str]:
                        "exact Bayes decision n=6", "known minus best fixed, per seed"])
 
 
-KINDS = {"curves": curves, "lam_bands": lam_bands, "ood": ood, "same_queries": same_queries, "ood_calibrated": ood_calibrated,
+def lam_bands_compare(base: str, variant: str, labels: str) -> list[str]:
+    """Two lam_bands result files (base.json, variant.json) band by band; labels: "a,b"."""
+    runs = [load(f"{name}.json")["runs"] for name in (base, variant)]
+    if list(runs[0]) != list(runs[1]):
+        raise ValueError(f"{base} holds seeds {list(runs[0])} and {variant} seeds {list(runs[1])}: compare the same")
+    return comparison_table(*(list(r.values()) for r in runs), tuple(labels.split(",")))
+
+
+KINDS = {"curves": curves, "lam_bands": lam_bands, "lam_bands_compare": lam_bands_compare, "ood": ood, "same_queries": same_queries, "ood_calibrated": ood_calibrated,
          "unseen_models": unseen_models, "pool_sizes": pool_sizes, "ablations": ablations}
 
 
