@@ -1,11 +1,13 @@
 """Synthetic default: MetaRouter vs baselines for linear and family-weight users, over seeds.
 
     python experiments/synthetic.py [--seeds 0 1 2] [--steps 2000] [--users 256] [--set KEY=VALUE ...] [--out DIR]
+        [--name NAME]
 
 Trains one router per profile family and seed (the known-preference router, the MetaRouter
 warm-started from it, and the agnostic companion), evaluates the three pair strategies on 256 test
 users (drawn with the same seed) and writes experiments/results/synthetic_<profile>.json (every
-seed) and synthetic.md (mean +- std over seeds).
+seed) and synthetic.md (mean +- std over seeds); NAME_<profile>.json and NAME.md with --name
+(e.g. for a --set variant).
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ def markdown(runs: dict, strategy: str, metric: str) -> str:
 def main() -> None:
     parser = experiment_parser(__doc__, OUT)
     parser.add_argument("--profiles", nargs="+", default=["linear", "family_weights"])
+    parser.add_argument("--name", default="synthetic", help="result file names: NAME_<profile>.json, NAME.md")
     args, overrides = parse(parser)
     out = args.out
     data = mr.synthetic_data(seed=0)
@@ -47,14 +50,14 @@ def main() -> None:
             runs[str(seed)]["validation"] = router.best_valid_utility
             runs[str(seed)]["identification"] = report.identification_json()
             print(f"{profile}, seed {seed}: trained in {seconds[-1]:.0f} s\n{report.format()}", flush=True)
-        write_results(out / f"synthetic_{profile}.json", {"config": config.to_dict(), "runs": runs})
+        write_results(out / f"{args.name}_{profile}.json", {"config": config.to_dict(), "runs": runs})
         summary.append(f"\n### {profile} users (training {np.mean(seconds):.0f} s per seed, {args.steps} steps)\n")
         for strategy in STRATEGIES:
             for metric in ("normalized_utility", "preference_recovery"):
                 summary.append(markdown(runs, strategy, metric))
             summary += [f"\nidentification of the preference, {strategy} pairs\n",
                         *identification_table(runs.values(), strategy)]
-    (out / "synthetic.md").write_text("\n".join(summary) + "\n")
+    (out / f"{args.name}.md").write_text("\n".join(summary) + "\n")
     print("\n".join(summary))
 
 
