@@ -164,8 +164,9 @@ def lam_bands_compare(base: str, variant: str, labels: str) -> list[str]:
     return comparison_table(*(list(r.values()) for r in runs), tuple(labels.split(",")))
 
 
-KINDS = {"curves": curves, "lam_bands": lam_bands, "lam_bands_compare": lam_bands_compare, "ood": ood, "same_queries": same_queries, "ood_calibrated": ood_calibrated,
-         "unseen_models": unseen_models, "pool_sizes": pool_sizes, "ablations": ablations}
+KINDS = {"curves": curves, "lam_bands": lam_bands, "lam_bands_compare": lam_bands_compare, "ood": ood,
+         "same_queries": same_queries, "ood_calibrated": ood_calibrated, "unseen_models": unseen_models,
+         "pool_sizes": pool_sizes, "ablations": ablations}
 
 
 def tables(lines: list[str]) -> list[tuple[int, int, list[str]]]:

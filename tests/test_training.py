@@ -95,14 +95,15 @@ def test_parameter_average_is_the_mean_of_the_iterates_then_an_ema():
 
 
 def test_validation_scores_and_keeps_the_parameter_average(small_data, tiny_config):
-    """With ema_decay the state carries the average of every meta-step's parameters, the chunk's
-    validation utility is the average's, and a warm start averages from its own parameters."""
+    """With ema_decay the state carries the average of every meta-step's parameters (from a warm
+    start here), the chunk's validation utility is the average's, and early stopping keeps it."""
     decay = 0.9
     trainer = make_train(tiny_config.replace(ema_decay=decay), small_data)
     hp, key = Hparams.create(), jax.random.key(3)
     key_init, key_valid = jax.random.split(key)
-    start = trainer.jit_init(key_init, hp)
-    state, history = run_training(trainer, key, hp, init_params=start.params)
+    warm = trainer.jit_init(jax.random.key(99), hp).params        # not the run's own initialisation
+    start = trainer.jit_init(key_init, hp).start_from(warm)
+    state, history = run_training(trainer, key, hp, init_params=warm)
 
     step = jax.jit(trainer.meta_step)   # the same steps one by one, averaged here
     manual, expected = start, None
