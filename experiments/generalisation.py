@@ -1,7 +1,7 @@
 """Generalisation: out-of-distribution task families, models unseen in training, pool sizes.
 
     python experiments/generalisation.py [--data synthetic] [--study ood pool sizes]
-        [--seeds 0 1 2] [--steps 2000] [--users 256] [--set KEY=VALUE ...] [--out DIR]
+        [--seeds 0 1 2] [--steps 2000] [--users 256] [--set KEY=VALUE ...] [--out DIR] [--name NAME]
 
 Three studies (DESIGN.md section 8), each over meta-training seeds, users drawn with the
 seed, uniform and informative pairs, beta = 10 and 5% label flips:
@@ -20,7 +20,8 @@ seed, uniform and informative pairs, beta = 10 and 5% label flips:
   (one pool per size and seed, always the same pools for every method).
 
 Writes experiments/results/generalisation_<data>.json (every seed, every table) and .md
-(mean +- std over seeds), and generalisation_<data>_sizes.png where matplotlib is installed.
+(mean +- std over seeds), and generalisation_<data>_sizes.png where matplotlib is installed;
+NAME.json, NAME.md and NAME_sizes.png with --name (e.g. for a --set variant).
 """
 
 from __future__ import annotations
@@ -204,6 +205,7 @@ def main() -> None:
     parser.add_argument("--data", default="synthetic", choices=sorted(SETUPS))
     parser.add_argument("--study", nargs="+", default=list(STUDIES), choices=STUDIES)
     parser.add_argument("--unseen", nargs="+", default=None, help="models held out of training (pool study)")
+    parser.add_argument("--name", help="result file names NAME.json, NAME.md (default generalisation_<data>)")
     args, overrides = parse(parser)
     setup = dict(SETUPS[args.data], **({"unseen": args.unseen} if args.unseen else {}))
     data = load_data(args.data)
@@ -228,13 +230,13 @@ def main() -> None:
     if {"pool", "sizes"} & set(args.study):
         results.update(pool_and_sizes(data, setup, config, args.seeds, args.users, args.study, full_fit))
     results["seconds"] = time.time() - start
-    stem = args.out / f"generalisation_{args.data}"
+    stem = args.out / (args.name or f"generalisation_{args.data}")
     write_results(stem.with_suffix(".json"), results)
     table = markdown(args.data, results, args.seeds, args.users, args.steps)
     stem.with_suffix(".md").write_text(table)
     print(table)
     if "sizes" in results:
-        png = plot_sizes(results, args.out / f"generalisation_{args.data}_sizes.png")
+        png = plot_sizes(results, stem.parent / f"{stem.name}_sizes.png")
         if png:
             print(f"wrote {png}")
     print(f"wrote {stem}.json and {stem}.md in {results['seconds']:.0f} s")
