@@ -69,8 +69,10 @@ def test_static_or_bad_grid_values_are_named(tmp_path, capsys):
 def child(out: str) -> dict:
     """`metarouter sweep` as a user runs it, then the best configuration trained on its own."""
     # Settings after --seeds, as users type them, must not be read as seeds.
+    # With the parameter average on, so that the sweep's warm start and early stopping of the
+    # average are checked against the single run too.
     assert main(["sweep", "--data", "synthetic", "--out", out, "--quiet", "--grid", "lr=1e-3,3e-3",
-                 "--seeds", "0", "1", *TINY_ARGS]) == 0
+                 "--seeds", "0", "1", *TINY_ARGS, "ema_decay=0.5"]) == 0
     router = mr.MetaRouter.load(Path(out) / "best_router")
     seed = json.loads((Path(out) / "config.json").read_text())["seed"]
     # The same configuration trained alone: its known router first, then the warm-started MetaRouter.
@@ -102,6 +104,7 @@ def test_cli_writes_tables_plot_and_best_router(swept):
     assert " * |" in (sweep_dir / "sweep.md").read_text() and (sweep_dir / "sweep.png").stat().st_size > 0
     router = mr.MetaRouter.load(sweep_dir / "best_router")
     assert router.config.num_steps == 10 and float(router.hparams.learning_rate) == pytest.approx(best["learning_rate"])
+    assert router.config.ema_decay == 0.5                          # the saved router keeps its static settings
     data = load_data("synthetic", 0)
     choice = router.route(router.adapt(mr.Contexts.empty(4, data.embed_dim)), data.embeddings[:5])
     assert choice.shape == (5,) and ((choice >= 0) & (choice < data.num_models)).all()
