@@ -25,6 +25,7 @@ except ImportError:
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from metarouter_jax.compile_cache import disable_compilation_cache  # noqa: E402
+from metarouter_jax.machine import cpu_info  # noqa: E402
 
 # Benchmarks time compilation: nothing may come from a persistent cache (JAX_COMPILATION_CACHE_DIR).
 disable_compilation_cache()
@@ -117,6 +118,7 @@ def env_info() -> dict:
         "device_kind": devices[0].device_kind,
         "device_count": len(devices),
         "cpu_count": os.cpu_count(),
+        "cpu": cpu_info(),
         "cpu_affinity": affinity,
         "load_average_at_start": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
         "xla_flags": os.environ.get("XLA_FLAGS", ""),

@@ -87,13 +87,21 @@ def _table(header: list[str], rows: list[list]) -> list[str]:
         ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
 
 
+def _cpu(env: dict) -> str:
+    """', <model>, <vector extensions>' for the header (nothing for results written before
+    env['cpu'] was recorded)."""
+    cpu = env.get("cpu") or {}
+    parts = [cpu.get("model") or "", " ".join(cpu.get("flags") or [])]
+    return "".join(f", {p}" for p in parts if p)
+
+
 def markdown(results: dict) -> str:
     env = results["env"]
     quick = "QUICK smoke run (small sizes, few repeats): not for comparison. " if results["settings"]["quick"] else ""
     lines = ["# metarouter_jax benchmarks", "",
              f"{quick}"
              f"JAX {env['jax']} on {env['backend']} ({env['device_count']} x {env['device_kind']}), "
-             f"{env['cpu_count']} CPUs (affinity {env['cpu_affinity']}), load average at start "
+             f"{env['cpu_count']} CPUs (affinity {env['cpu_affinity']}{_cpu(env)}), load average at start "
              f"{_fmt(env['load_average_at_start'])}; {env['time']}.",
              f"Data: {results['settings']['data_note']}. Matmul peak (float32 "
              f"{results['peak']['n']}^3, median): {results['peak']['flops_per_s'] / 1e9:.1f} GFLOP/s.",

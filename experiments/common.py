@@ -16,6 +16,7 @@ import numpy as np
 import metarouter_jax as mr
 from metarouter_jax import checkpoint
 from metarouter_jax.cli import apply_compile_cache, compile_cache_option, parse_overrides
+from metarouter_jax.machine import cpu_info
 
 
 def experiment_parser(doc: str, out: Path) -> argparse.ArgumentParser:
@@ -109,7 +110,7 @@ def provenance() -> dict:
             "command": " ".join(["python", os.path.relpath(sys.argv[0], root), *sys.argv[1:]]),
             "date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "metarouter_jax": mr.__version__,
             "jax": jax.__version__, "python": platform.python_version(),
-            "devices": [str(d) for d in jax.devices()], "cpu_count": os.cpu_count()}
+            "devices": [str(d) for d in jax.devices()], "cpu_count": os.cpu_count(), "cpu": cpu_info()}
 
 
 def _as_float32(obj):

@@ -65,7 +65,23 @@ def test_result_files_record_their_provenance(tmp_path):
     written = json.loads((tmp_path / "r.json").read_text())
     assert list(written) == ["provenance", "runs"] and written["runs"] == {"0": {"x": 0.1}}
     record = written["provenance"]
-    assert {"commit", "uncommitted_changes", "command", "date", "jax", "devices", "cpu_count"} <= set(record)
+    assert {"commit", "uncommitted_changes", "command", "date", "jax", "devices", "cpu_count", "cpu"} <= set(record)
+    assert set(record["cpu"]) == {"model", "machine", "flags"}
     if (ROOT / ".git").exists():
         assert len(record["commit"]) == 40 and isinstance(record["uncommitted_changes"], bool)
     assert record["command"].startswith("python ") and sys.argv[0].rsplit("/", 1)[-1] in record["command"]
+
+
+def test_cpu_info_reads_the_model_and_the_kernel_flags(tmp_path):
+    """The CPU a result came from: its model and the vector extensions that pick XLA's kernels."""
+    from metarouter_jax.machine import cpu_info
+
+    x86 = tmp_path / "x86"
+    x86.write_text("processor\t: 0\nmodel name\t: AMD EPYC 9B45\nflags\t\t: fpu sse4_2 avx2 fma avx512f avx512_bf16\n"
+                   "\nprocessor\t: 1\nmodel name\t: AMD EPYC 9B45\nflags\t\t: fpu\n")
+    info = cpu_info(x86)
+    assert info["model"] == "AMD EPYC 9B45" and info["flags"] == ["sse4_2", "avx2", "fma", "avx512f", "avx512_bf16"]
+    arm = tmp_path / "arm"
+    arm.write_text("processor\t: 0\nFeatures\t: fp asimd sve\nCPU part\t: 0xd4f\n")
+    assert cpu_info(arm)["flags"] == ["asimd", "sve"]
+    assert cpu_info(tmp_path / "missing")["flags"] == []      # no /proc/cpuinfo: no flags, no error
