@@ -120,20 +120,19 @@ def comparison_table(base: list[dict], variant: list[dict], labels: tuple[str, s
     band by band: the best fixed model, then the known router and the MetaRouter at n = 6 minus it
     (mean ± std over seeds, and the worst seed's for the known router) for each run; a last row
     averages over the bands."""
-    def gaps(runs, band, method):
+    def gaps(runs, band, method):   # per seed
         return np.array([run["bands"][band][method]["6"] - run["bands"][band]["best_fixed"]["6"] for run in runs])
 
+    def row(label, fixed, known_base, known_variant, meta_base, meta_variant):
+        spread = lambda g: f"{g.mean():+.3f} ± {g.std():.3f}"  # noqa: E731
+        return [label, fixed, spread(known_base), spread(known_variant), f"{known_base.min():+.3f}",
+                f"{known_variant.min():+.3f}", spread(meta_base), spread(meta_variant)]
+
     bands = list(base[0]["bands"])
-    rows, means = [], []
-    for band in bands:
-        columns = [gaps(runs, band, m) for m in ("known", "metarouter") for runs in (base, variant)]
-        means.append(columns)
-        fixed = cell([run["bands"][band]["best_fixed"]["6"] for run in base])
-        rows.append([band.replace("-", " to "), fixed, *(f"{g.mean():+.3f} ± {g.std():.3f}" for g in columns[:2]),
-                     *(f"{g.min():+.3f}" for g in columns[:2]), *(f"{g.mean():+.3f} ± {g.std():.3f}" for g in columns[2:])])
-    overall = [np.mean([m[i] for m in means], 0) for i in range(4)]   # per seed, the mean over bands
-    rows.append(["all bands", "", *(f"{g.mean():+.3f} ± {g.std():.3f}" for g in overall[:2]),
-                 *(f"{g.min():+.3f}" for g in overall[:2]), *(f"{g.mean():+.3f} ± {g.std():.3f}" for g in overall[2:])])
+    columns = {band: [gaps(runs, band, m) for m in ("known", "metarouter") for runs in (base, variant)] for band in bands}
+    rows = [row(band.replace("-", " to "), cell([run["bands"][band]["best_fixed"]["6"] for run in base]), *columns[band])
+            for band in bands]
+    rows.append(row("all bands", "", *np.mean(list(columns.values()), 0)))   # per seed, the mean over bands
     a, b = labels
     header = ["log10(lam)", "best fixed in hindsight", f"known minus best fixed: {a}", f"... {b}",
               f"worst seed: {a}", f"... {b}", f"MetaRouter n=6 minus best fixed: {a}", f"... {b}"]

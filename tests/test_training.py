@@ -13,6 +13,11 @@ from metarouter_jax.profiles import make_atoms, make_profiles
 from metarouter_jax.training import atom_log_score, average_params, entropy_weight, make_train, run_training
 
 
+def flat_params(tree) -> np.ndarray:
+    """Every leaf of a parameter tree in one vector."""
+    return np.concatenate([np.ravel(x) for x in jax.tree.leaves(tree)])
+
+
 @pytest.fixture(scope="module")
 def tiny_trainer(small_data, tiny_config):
     """One trainer for the tests that run the tiny config: its jitted chunk compiles once."""
@@ -33,15 +38,14 @@ def test_vmap_over_seeds_and_hparams_matches_chunked_single_runs(tiny_trainer):
     hps = Hparams.create(learning_rate=jnp.array([1e-3, 3e-3]), entropy_start=jnp.array([0.1, 0.05]))
     states, history = jax.jit(jax.vmap(trainer.train))(keys, hps)
     assert history["valid_utility"].shape == (2, trainer.config.num_chunks)
-    flat = lambda tree: np.concatenate([np.ravel(x) for x in jax.tree.leaves(tree)])  # noqa: E731
-    batched = [flat(jax.tree.map(lambda x: x[i], states.params)) for i in range(2)]
+    batched = [flat_params(jax.tree.map(lambda x: x[i], states.params)) for i in range(2)]
     assert np.abs(batched[0] - batched[1]).max() > 1e-2      # the two configurations really differ
     for i in range(2):
         single, single_history = run_training(trainer, keys[i], jax.tree.map(lambda x: x[i], hps))
         # The tolerances of the two checks this one replaced: vmapped vs single whole run, and
         # whole vs chunked run.
-        np.testing.assert_allclose(batched[i], flat(single.params), atol=1e-5)
-        np.testing.assert_allclose(batched[i], flat(single.params), rtol=1e-4, atol=1e-6)
+        np.testing.assert_allclose(batched[i], flat_params(single.params), atol=1e-5)
+        np.testing.assert_allclose(batched[i], flat_params(single.params), rtol=1e-4, atol=1e-6)
         np.testing.assert_allclose(history["valid_utility"][i], single_history["valid_utility"], rtol=1e-4, atol=1e-5)
 
 
@@ -106,14 +110,13 @@ def test_validation_scores_and_keeps_the_parameter_average(small_data, tiny_conf
     state, history = run_training(trainer, key, hp, init_params=warm)
 
     step = jax.jit(trainer.meta_step)   # the same steps one by one, averaged here
-    manual, expected = start, None
+    manual, expected = start, start.params
     for count in range(1, trainer.config.num_steps + 1):
         manual, _ = step(manual, hp)
-        expected = manual.params if expected is None else average_params(expected, manual.params, decay, count)
-    flat = lambda tree: np.concatenate([np.ravel(x) for x in jax.tree.leaves(tree)])  # noqa: E731
-    np.testing.assert_allclose(flat(state.params), flat(manual.params), rtol=1e-4, atol=1e-6)
-    np.testing.assert_allclose(flat(state.average), flat(expected), rtol=1e-4, atol=1e-6)
-    assert np.abs(flat(state.average) - flat(state.params)).max() > 1e-3   # it is not the last iterate
+        expected = average_params(expected, manual.params, decay, count)   # count 1: the first iterate
+    np.testing.assert_allclose(flat_params(state.params), flat_params(manual.params), rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(flat_params(state.average), flat_params(expected), rtol=1e-4, atol=1e-6)
+    assert np.abs(flat_params(state.average) - flat_params(state.params)).max() > 1e-3   # it is not the last iterate
 
     valid = trainer.jit_validation_users(trainer.data_args(), key_valid, hp)
     score = jax.jit(trainer.validation_score)
