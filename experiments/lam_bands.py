@@ -72,7 +72,9 @@ def main() -> None:
             results = by_band.to_json()[args.strategy]
             bands[band] = {**{m: {str(n): results[m][str(n)]["normalized_utility"] for n in NS} for m in METHODS},
                            "identification": by_band.identification_json()[args.strategy]}
-        runs[str(seed)] = {"bands": bands, "validation": router.best_valid_utility, "seconds": time.time() - start,
+        runs[str(seed)] = {"bands": bands, "validation": router.best_valid_utility,
+                           "validation_worst_band": {k: v["worst_band"] for k, v in router.validation.items()},
+                           "seconds": time.time() - start,
                            "evaluation_seconds": time.time() - trained}
         print(f"seed {seed}: {runs[str(seed)]['seconds']:.0f} s ({time.time() - trained:.0f} s evaluating)",
               flush=True)

@@ -42,6 +42,7 @@ def main() -> None:
         report = mr.evaluate(router, data, split="test", n_users=args.users, seed=seed, n_contexts=NS, strategies=STRATEGIES)
         runs[seed] = report.to_json()
         runs[seed]["validation"] = router.best_valid_utility
+        runs[seed]["validation_worst_band"] = {k: v["worst_band"] for k, v in router.validation.items()}
         runs[seed]["identification"] = report.identification_json()
         print(f"seed {seed}: {time.time() - start:.0f} s", flush=True)
         print(report.format(), flush=True)

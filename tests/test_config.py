@@ -32,6 +32,9 @@ def test_defaults_and_round_trip_pass():
     (dict(informative_fraction=2.0), r"informative_fraction must be in \[0, 1\]"),
     (dict(pool_dropout=float("nan")), "pool_dropout must be a finite number"),
     (dict(frozen="policy"), "frozen must be a list of network parts"),
+    (dict(valid_criterion="median"), "valid_criterion must be one of .*'worst_band'"),
+    (dict(valid_bands=0), "valid_bands must be >= 1"),
+    (dict(valid_users=4, valid_bands=8), r"valid_bands \(8\) must be at most valid_users \(4\)"),
 ])
 def test_train_config_names_the_bad_field(changes, message):
     with pytest.raises(ValueError, match=message):

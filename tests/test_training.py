@@ -10,7 +10,8 @@ import pytest
 import metarouter_jax as mr
 from metarouter_jax.config import Hparams
 from metarouter_jax.profiles import make_atoms, make_profiles
-from metarouter_jax.training import atom_log_score, average_params, entropy_weight, make_train, run_training
+from metarouter_jax.training import (atom_log_score, average_params, band_means, entropy_weight, make_train,
+                                     run_training)
 
 
 def flat_params(tree) -> np.ndarray:
@@ -120,9 +121,37 @@ def test_validation_scores_and_keeps_the_parameter_average(small_data, tiny_conf
 
     valid = trainer.jit_validation_users(trainer.data_args(), key_valid, hp)
     score = jax.jit(trainer.validation_score)
-    assert float(score(state.average, *valid)) == pytest.approx(history["valid_utility"][-1], abs=1e-6)
+    assert float(score(state.average, *valid)["valid_utility"]) == pytest.approx(history["valid_utility"][-1], abs=1e-6)
     assert float(state.best_score) == history["valid_utility"].max()
-    assert float(score(state.best_params, *valid)) == pytest.approx(float(state.best_score), abs=1e-6)
+    assert float(score(state.best_params, *valid)["valid_utility"]) == pytest.approx(float(state.best_score), abs=1e-6)
+
+
+def test_band_means_rank_the_users_into_equal_bands():
+    lam = jnp.array([3.0, 0.0, 2.0, 1.0, 5.0])          # ranks 3 0 2 1 4 -> bands (rank * 2 // 5) 1 0 0 0 1
+    values = jnp.array([10.0, 1.0, 2.0, 3.0, 20.0])
+    np.testing.assert_allclose(band_means(lam, values, 2), [2.0, 15.0])
+    np.testing.assert_allclose(band_means(lam, values, 1), [values.mean()], rtol=1e-6)
+    np.testing.assert_allclose(band_means(lam, values, 5), [1.0, 3.0, 2.0, 10.0, 20.0])   # one user each, by lam
+
+
+def test_worst_band_criterion_changes_only_what_is_kept(small_data, tiny_config):
+    """Both validation scores are recorded every chunk whatever the criterion; valid_criterion
+    picks the one early stopping keeps the best of, and nothing else about the run changes."""
+    hp, key = Hparams.create(), jax.random.key(5)
+    by_criterion = {}
+    for criterion in ("utility", "worst_band"):
+        trainer = make_train(tiny_config.replace(valid_criterion=criterion, valid_bands=3), small_data)
+        by_criterion[criterion] = (trainer, *run_training(trainer, key, hp))
+    (_, mean_state, mean_history), (trainer, worst_state, worst_history) = by_criterion.values()
+    for name in ("valid_utility", "valid_worst_band", "loss"):
+        np.testing.assert_allclose(worst_history[name], mean_history[name], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(flat_params(worst_state.params), flat_params(mean_state.params), rtol=1e-5, atol=1e-6)
+    assert float(worst_state.best_score) == worst_history["valid_worst_band"].max()
+    assert float(mean_state.best_score) == mean_history["valid_utility"].max()
+    # The kept parameters score the best worst-band margin.
+    valid = trainer.jit_validation_users(trainer.data_args(), jax.random.split(key)[1], hp)
+    kept = jax.jit(trainer.validation_score)(worst_state.best_params, *valid)
+    assert float(kept["valid_worst_band"]) == pytest.approx(float(worst_state.best_score), abs=1e-6)
 
 
 def test_frozen_parts_do_not_move(small_data, tiny_config):

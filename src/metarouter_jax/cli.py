@@ -86,7 +86,7 @@ class Progress:
             self.bars[name] = tqdm(total=num_chunks, desc=f"train {name:<10}", unit="chunk", leave=True)
         bar = self.bars[name]
         bar.set_postfix(loss=f"{metrics['loss']:.3f}", utility=f"{metrics['utility']:.3f}",
-                        valid=f"{metrics['valid_utility']:.3f}")
+                        valid=f"{metrics['valid_utility']:.3f}", worst_band=f"{metrics['valid_worst_band']:+.3f}")
         bar.update(1)
         if chunk + 1 == num_chunks:
             bar.close()
@@ -154,8 +154,9 @@ def cmd_train(args) -> int:
     write_json(out / "config.json", {"data": args.data, "data_seed": args.seed, "seed": args.seed,
                                      "config": config.to_dict(), "hparams": hparams.to_json()})
     print(f"trained in {time.time() - start:.0f} s; router saved to {out / 'router'}")
-    for name, best in router.best_valid_utility.items():
-        print(f"  {name:<10} best held-out normalised utility {best:.3f}")
+    for name, scores in router.validation.items():
+        print(f"  {name:<10} held-out normalised utility {scores['utility']:.3f}, worst log10(lam) band's margin "
+              f"over the best fixed model {scores.get('worst_band', float('nan')):+.3f} (kept parameters)")
     return 0
 
 
@@ -305,7 +306,7 @@ def cmd_sweep(args) -> int:
                {"data": args.data, "data_seed": args.data_seed, "seed": int(result.seeds[best]),
                 "config": config.to_dict(), "hparams": router.hparams.to_json(), "seeds": seeds, "grid": grid,
                 "best": result.rows()[best]})
-    print(f"best: configuration {best} {result.configs[best]}: best held-out utility "
+    print(f"best: configuration {best} {result.configs[best]}: best {sweep.SCORE_LABELS[config.valid_criterion]} "
           f"{result.best_utility[best]:.3f}; router saved to {out / 'best_router'}")
     missing = [name for name in ("known", "agnostic") if name not in router.params]
     if missing:

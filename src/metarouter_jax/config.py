@@ -19,10 +19,13 @@ from flax import struct
 LATENT_SOURCES = ("contexts", "profile", "none")
 LOSSES = ("full", "bandit")
 LIKELIHOODS = ("learned", "bradley_terry")
+# early stopping's score (`TrainConfig.valid_criterion`) -> its history key (`Trainer.validation_score`)
+VALID_KEYS = {"utility": "valid_utility", "worst_band": "valid_worst_band"}
+VALID_CRITERIA = tuple(VALID_KEYS)
 FREEZABLE = ("encoder", "policy", "profile_embedding", "profile_head")
 FROZEN_WHEN_WARM = ("policy", "profile_embedding")  # the known router's parts a warm-started MetaRouter keeps
 POSITIVE_INTS = ("num_steps", "chunk_steps", "tasks_per_step", "queries_per_task", "max_contexts",
-                 "hidden", "latent_dim", "query_dim", "valid_users", "calib_queries")
+                 "hidden", "latent_dim", "query_dim", "valid_users", "valid_bands", "calib_queries")
 
 
 def _is_int(x) -> bool:
@@ -121,6 +124,11 @@ class TrainConfig:
     train_split: str = "train"
     valid_split: str = "valid"
     valid_users: int = 128
+    valid_criterion: str = "utility"  # what early stopping keeps the best of: "utility" (mean normalised utility
+                                      # of the validation users) or "worst_band" (the lowest, over `valid_bands`
+                                      # log10(lam) bands of them, of the band's mean margin over the best fixed
+                                      # model in hindsight: a router that loses at one end of the range is not kept)
+    valid_bands: int = 4
     calib_queries: int = 256
     descriptor_split: str = ""    # the calibration split the model descriptors come from ("": train_split)
 
@@ -150,6 +158,11 @@ class TrainConfig:
             raise ValueError(f"frozen holds unknown network parts {unknown}; parts: {FREEZABLE}")
         if not 0.0 <= self.ema_decay < 1.0:
             raise ValueError(f"ema_decay must be in [0, 1) (0: no parameter average), got {self.ema_decay}")
+        if self.valid_criterion not in VALID_CRITERIA:
+            raise ValueError(f"valid_criterion must be one of {VALID_CRITERIA}, got {self.valid_criterion!r}")
+        if self.valid_bands > self.valid_users:
+            raise ValueError(f"valid_bands ({self.valid_bands}) must be at most valid_users ({self.valid_users}): "
+                             "every band needs a validation user")
         if not 0.0 <= self.pool_dropout < 1.0:
             raise ValueError(f"pool_dropout must be in [0, 1), got {self.pool_dropout}")
         if not 0.0 <= self.informative_fraction <= 1.0:

@@ -16,7 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from metarouter_jax import adaptation, checkpoint
-from metarouter_jax.config import FROZEN_WHEN_WARM, Hparams, TrainConfig
+from metarouter_jax.config import FROZEN_WHEN_WARM, VALID_KEYS, Hparams, TrainConfig
 from metarouter_jax.contexts import Contexts
 from metarouter_jax.data import RoutingData, pool_mask
 from metarouter_jax.networks import NetworkConfig, init_router_net, router_graphdef
@@ -178,7 +178,7 @@ class MetaRouter:
                 if ckpt is not None:
                     ckpt.close()
             if not np.isfinite(float(state.best_score)):  # no chunk ended with finite parameters
-                raise ValueError(f"training the {name!r} router diverged (best validation utility "
+                raise ValueError(f"training the {name!r} router diverged (best validation score "
                                  f"{float(state.best_score)}): try a lower learning_rate than "
                                  f"{float(hparams.learning_rate):.3g}")
             params[name], history[name] = state.best_params, hist
@@ -260,11 +260,28 @@ class MetaRouter:
         return {"quality": self.info.mean_quality, "cost": self.info.mean_cost}
 
     @property
+    def validation(self) -> dict[str, dict[str, float]]:
+        """Each trained router's held-out scores at the chunk whose parameters it keeps (the best
+        by `TrainConfig.valid_criterion`; validation users on the training data's held-out
+        queries, never test users): "utility", the mean normalised utility, and "worst_band", the
+        lowest log10(lam) band's mean margin over the best fixed model (`Trainer.validation_score`;
+        absent from routers saved before it was recorded). Chunks that ended with diverged (NaN)
+        parameters score NaN and are skipped, as training skips them."""
+        criterion = VALID_KEYS[self.config.valid_criterion]
+        out = {}
+        for name, h in self.history.items():
+            kept = np.asarray(h[criterion], np.float64)
+            index = int(np.nanargmax(kept)) if np.isfinite(kept).any() else None   # the first best: the kept one
+            out[name] = {key.removeprefix("valid_"): float(h[key][index]) if index is not None else float("nan")
+                         for key in VALID_KEYS.values() if key in h}
+        return out
+
+    @property
     def best_valid_utility(self) -> dict[str, float]:
-        """Each trained router's best held-out utility over training (validation users on the
-        training split's held-out queries, never test users): the model-selection signal. Chunks
-        that ended with diverged (NaN) parameters score NaN and are skipped, as training skips them."""
-        return {name: float(np.nanmax(h["valid_utility"])) for name, h in self.history.items()}
+        """Each trained router's held-out normalised utility with the parameters it keeps (with the
+        default `valid_criterion` the best over training): the model-selection signal
+        (`validation` has the worst-band margin beside it)."""
+        return {name: scores["utility"] for name, scores in self.validation.items()}
 
     def contexts_from_outcomes(self, query_emb, model_a, model_b, prefers_a, quality_a, cost_a,
                                quality_b, cost_b, capacity: int | None = None, family=None) -> Contexts:

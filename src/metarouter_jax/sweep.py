@@ -22,7 +22,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from metarouter_jax.config import Hparams, TrainConfig
+from metarouter_jax.config import VALID_KEYS, Hparams, TrainConfig
 from metarouter_jax.data import RoutingData
 from metarouter_jax.networks import NetworkConfig
 from metarouter_jax.parallel import CONFIG_AXIS, replicate, resolve_mesh, shard_configs, to_host
@@ -31,14 +31,18 @@ from metarouter_jax.router import DataInfo, MetaRouter, router_config, warm_star
 from metarouter_jax.streams import seed_key
 from metarouter_jax.training import make_train, run_training
 
+SCORE_LABELS = {"utility": "held-out normalised utility",
+                "worst_band": "worst log10(lam) band's margin over the best fixed model"}
+
 
 @dataclasses.dataclass(frozen=True)
 class SweepResult:
     """What a sweep found; S configurations, C chunks.
 
     seeds: [S]; hparams: Hparams with [S] fields; swept: the hparam names given a grid axis;
-    final_utility / best_utility: [S] held-out normalised utility after the last chunk / the
-    best over chunks (the early-stopping score, whose parameters are kept); history: name ->
+    final_utility / best_utility: [S] the early-stopping score (`TrainConfig.valid_criterion`:
+    held-out normalised utility by default) after the last chunk / the best over chunks (whose
+    parameters are kept); history: name ->
     [S, C] per-chunk metrics; best_params: the best parameters, every leaf [S, ...];
     info: the training data's summary a router saves (`DataInfo`, with the atoms' utility
     scales); known_params, known_history: the same for the known-preference routers of a warm
@@ -80,10 +84,16 @@ class SweepResult:
     def params_at(self, i: int):
         return jax.tree.map(lambda x: x[i], self.best_params)
 
+    @property
+    def score_key(self) -> str:
+        """The history key of the early-stopping score ("valid_utility" by default)."""
+        return VALID_KEYS[self.config.valid_criterion]
+
     def rows(self) -> list[dict]:
-        """One dict per configuration: seed, swept values, final and best held-out utility."""
-        return [{"config": i, **cfg, "final_valid_utility": float(self.final_utility[i]),
-                 "best_valid_utility": float(self.best_utility[i])} for i, cfg in enumerate(self.configs)]
+        """One dict per configuration: seed, swept values, final and best early-stopping score
+        (keys final_valid_utility and best_valid_utility by default)."""
+        return [{"config": i, **cfg, f"final_{self.score_key}": float(self.final_utility[i]),
+                 f"best_{self.score_key}": float(self.best_utility[i])} for i, cfg in enumerate(self.configs)]
 
 
 def _short(x) -> float:
@@ -205,7 +215,8 @@ def run_sweep(data: RoutingData, config: TrainConfig, hparam_grid: dict[str, Seq
     best_params = jax.tree.map(lambda x: jnp.asarray(x[:size]), to_host(states.best_params))
     info = DataInfo.from_data(data, trainer.arrays, config.descriptor_source, trainer.atoms)
     return SweepResult(config, trainer.net_config, trainer.profiles, seeds, hparams, tuple(hparam_grid),
-                       history["valid_utility"][:, -1], to_host(states.best_score)[:size], history, best_params, info,
+                       history[VALID_KEYS[config.valid_criterion]][:, -1], to_host(states.best_score)[:size], history,
+                       best_params, info,
                        known_params, known_history)
 
 
@@ -220,7 +231,7 @@ def best_router(result: SweepResult, data: RoutingData, *, companions: bool = Fa
     """
     i = result.best_index
     if not np.isfinite(result.best_utility[i]):
-        raise ValueError(f"every configuration of the sweep diverged (no finite held-out utility; "
+        raise ValueError(f"every configuration of the sweep diverged (no finite held-out score; "
                          f"learning rates {np.unique(np.asarray(result.hparams.learning_rate)).tolist()}): "
                          "no router to keep")
     config, hparams, seed = result.config, result.hparams_at(i), int(result.seeds[i])
@@ -269,7 +280,7 @@ def write_tables(result: SweepResult, out_dir: str | Path) -> list[Path]:
 
 
 def plot_sweep(result: SweepResult, path: str | Path) -> Path:
-    """Final and best held-out utility per configuration, as grouped bars (needs matplotlib)."""
+    """Final and best early-stopping score per configuration, as grouped bars (needs matplotlib)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -281,7 +292,7 @@ def plot_sweep(result: SweepResult, path: str | Path) -> Path:
     ax.bar(x - 0.2, result.final_utility, 0.4, label="final")
     ax.bar(x + 0.2, result.best_utility, 0.4, label="best (kept)")
     ax.set_xticks(x, labels, rotation=60, ha="right", fontsize=7)
-    ax.set_ylabel("held-out normalised utility")
+    ax.set_ylabel(SCORE_LABELS[result.config.valid_criterion])
     ax.set_title(f"sweep: {result.size} configurations (best: {result.best_index})")
     ax.legend(loc="lower right")
     fig.tight_layout()

@@ -26,9 +26,9 @@ import numpy as np
 import optax
 from flax import nnx, struct
 
-from metarouter_jax import adaptation
+from metarouter_jax import adaptation, baselines
 from metarouter_jax.checkpoint import CheckpointError, host_leaves
-from metarouter_jax.config import FROZEN_WHEN_WARM, Hparams, TrainConfig
+from metarouter_jax.config import FROZEN_WHEN_WARM, VALID_KEYS, Hparams, TrainConfig
 from metarouter_jax.contexts import PairSource, sample_contexts, top2, uniform_index
 from metarouter_jax.data import RoutingData
 from metarouter_jax.networks import NetworkConfig, init_router_net, router_graphdef
@@ -303,8 +303,16 @@ class Trainer:
         contexts = jax.vmap(lambda k, u: self.user_contexts(k, u, self.valid_source))(ctx_keys, users)
         return users, contexts
 
-    def validation_score(self, params, users, contexts):
-        """Mean normalised utility of argmax routing on the held-out queries."""
+    def validation_score(self, params, users, contexts) -> dict[str, jax.Array]:
+        """Argmax routing of the validation users on the held-out queries, scored two ways.
+
+        valid_utility: the users' mean normalised utility (random routing 0, the per-query oracle 1).
+        valid_worst_band: the users ranked by log10(lam) into `valid_bands` bands of (nearly)
+        equal size; per band, the mean margin of their normalised utility over that of the best
+        fixed model in hindsight (each user's own, on these queries); the lowest band's. It is
+        below 0 where the router loses to one model for some part of the preference range, which
+        a mean over the whole range can hide (DESIGN.md section 9).
+        `TrainConfig.valid_criterion` picks the one early stopping keeps the best of."""
         arrays, queries = self.arrays, self.valid_queries
         allowed = arrays.observed[queries]
 
@@ -313,12 +321,16 @@ class Trainer:
             scores = adaptation.route_scores(self.graphdef, params, arrays.embeddings[queries], z,
                                              arrays.descriptors, allowed, self.query_family(queries))
             u = jax.vmap(query_utility, in_axes=(None, None, None, 0))(self.profiles, user.profile, arrays, queries)
-            routed = jnp.take_along_axis(u, jnp.argmax(scores, -1)[:, None], 1).mean()
-            rand = ((u * allowed).sum(-1) / allowed.sum(-1)).mean()
-            best = jnp.where(allowed, u, -jnp.inf).max(-1).mean()
-            return (routed - rand) / (best - rand + 1e-9)
+            rand, best, model_means = baselines.hindsight(u, allowed)
+            take = lambda choice: jnp.take_along_axis(u, choice[:, None], 1)[:, 0].mean()  # noqa: E731
+            # The best fixed model; on a query where it is unobserved, the best observed one (as `evaluate`).
+            fixed = jnp.argmax(jnp.where(allowed, model_means[None, :], -jnp.inf), -1)
+            scale = best - rand + 1e-9
+            return (take(jnp.argmax(scores, -1)) - rand) / scale, (take(fixed) - rand) / scale
 
-        return jax.vmap(one)(users, contexts).mean()
+        routed, fixed = jax.vmap(one)(users, contexts)                                        # [V], [V]
+        margins = band_means(users.profile["log10_lam"], routed - fixed, self.config.valid_bands)
+        return {"valid_utility": routed.mean(), "valid_worst_band": margins.min()}
 
     # ------------------------------------------------------------------ steps, chunks, runs
     def init(self, key, hparams: Hparams) -> TrainState:
@@ -366,16 +378,17 @@ class Trainer:
                                       length=self.config.chunk_steps)
         users, contexts = valid
         scored = state.scored_params
-        score = self.validation_score(scored, users, contexts)
         # Diverged parameters score NaN (argmax routing would still give them a finite score) and
         # are never kept; a NaN score is never better, so the best so far stays.
         finite = jnp.stack([jnp.isfinite(p).all() for p in jax.tree.leaves(scored)]).all()
-        score = jnp.where(finite, score, jnp.nan)
+        valid_metrics = {k: jnp.where(finite, v, jnp.nan)
+                         for k, v in self.validation_score(scored, users, contexts).items()}
+        score = valid_metrics[VALID_KEYS[self.config.valid_criterion]]
         better = score > state.best_score
         best = jax.tree.map(lambda new, old: jnp.where(better, new, old), scored, state.best_params)
         state = state.replace(best_params=best, best_score=jnp.where(better, score, state.best_score))
         metrics = jax.tree.map(jnp.mean, metrics)
-        return state, {**metrics, "valid_utility": score}
+        return state, {**metrics, **valid_metrics}
 
     # ------------------------------------------------------------------ data as arguments
     def data_args(self):
@@ -414,6 +427,15 @@ class Trainer:
         state, history = jax.lax.scan(lambda s, _: self.run_chunk(s, hparams, valid), state, None,
                                       length=self.config.num_chunks)
         return state, history
+
+
+def band_means(log10_lam, values, num_bands: int):
+    """Mean of `values` [V] in each of `num_bands` bands of the users ranked by `log10_lam` [V]:
+    band b holds the users of rank r with r * num_bands // V == b (sizes differ by at most one;
+    ties keep the users' order). Returns [num_bands]; every band is non-empty when num_bands <= V."""
+    rank = jnp.argsort(jnp.argsort(log10_lam, stable=True), stable=True)
+    bands = jax.nn.one_hot(rank * num_bands // log10_lam.shape[0], num_bands)           # [V, B]
+    return (values @ bands) / bands.sum(0)
 
 
 def _part(path) -> str:
@@ -521,7 +543,7 @@ def run_fingerprint(trainer: Trainer, key, hparams: Hparams, init_params=None) -
             "init_params": None if init_params is None else digest(init_params)}
 
 
-HISTORY_KEYS = ("entropy", "loss", "utility", "valid_utility")
+HISTORY_KEYS = ("entropy", "loss", "utility", *VALID_KEYS.values())
 
 
 def _history_template(cfg: TrainConfig):
