@@ -305,6 +305,28 @@ def test_queries_no_pool_model_can_answer_teach_nothing(small_data, tiny_config,
     assert np.isfinite(np.asarray(losses)).all() and np.isfinite(np.asarray(metrics["utility"])).all()
 
 
+def test_bandit_loss_is_an_unbiased_reinforce_estimate(small_data, tiny_config):
+    """The bandit loss samples one arm per query and centres its reward on the batch mean, itself
+    included: its expected gradient is (1 - 1/B) times that of the full expected utility (each
+    reward's own share of the baseline shrinks it; the others' shares have zero mean)."""
+    rng = np.random.default_rng(0)
+    scores = jnp.asarray(rng.normal(size=(6, 5)), jnp.float32)
+    u = jnp.asarray(rng.normal(size=(6, 5)), jnp.float32)
+    allowed = jnp.asarray(rng.random((6, 5)) < 0.7).at[:, 0].set(True).at[5].set(False)   # query 5: no model
+    grads = {}
+    for loss in ("full", "bandit"):
+        trainer = make_train(tiny_config.replace(loss=loss), small_data)
+        grad = jax.grad(lambda s, key: trainer.routing_loss(s, u, allowed, 0.0, key)[0])
+        grads[loss] = jax.jit(jax.vmap(grad, in_axes=(None, 0)))(scores, jax.random.split(jax.random.key(0), 20_000))
+    full = np.asarray(grads["full"][0])
+    assert np.abs(np.asarray(grads["full"]) - full).max() == 0.0        # the full loss draws nothing
+    bandit = np.asarray(grads["bandit"])
+    assert (bandit[:, ~np.asarray(allowed)] == 0).all()                 # no gradient to a model the query lacks
+    stderr = bandit.std(0) / np.sqrt(bandit.shape[0])
+    np.testing.assert_array_less(np.abs(bandit.mean(0) - (1 - 1 / 6) * full), 5 * stderr + 1e-6)
+    assert np.abs(full).max() > 20 * stderr.max()                       # the check can tell them apart
+
+
 def test_budget_plug_in_profile_is_a_cap_the_known_router_was_trained_on():
     profiles = make_profiles("budget", log10_lam_range=(0.0, 3.0))
     cap_input = float(profiles.features(profiles.linear_profile(1.0))[-1])
