@@ -141,6 +141,37 @@ def comparison_table(base: list[dict], variant: list[dict], labels: tuple[str, s
     return table(header, rows)
 
 
+def summary_table(results: list[dict]) -> list[str]:
+    """Several runs of this script (whole result files, the same seeds) one row each, over the whole
+    range: the training settings that tell them apart (`ema_decay`, `valid_criterion`), the known
+    router and the MetaRouter at n = 6 minus the best fixed model averaged over the bands (mean ±
+    std over seeds, the known router's worst seed, and its lowest band of any seed), and the
+    validation scores of the kept parameters, means over seeds (the worst band's where recorded)."""
+    def gaps(runs, method):   # [seeds, bands]
+        return np.array([[run["bands"][band][method]["6"] - run["bands"][band]["best_fixed"]["6"] for band in run["bands"]]
+                         for run in runs])
+
+    def validation(runs, key):
+        scores = [run.get(key) for run in runs]
+        if any(s is None for s in scores):
+            return "not recorded"
+        return ", ".join(f"{np.mean([s[m] for s in scores]):.3f}" for m in ("known", "metarouter"))
+
+    rows = []
+    for result in results:
+        runs = list(result["runs"].values())
+        known, meta = gaps(runs, "known"), gaps(runs, "metarouter")
+        config = result["config"]
+        rows.append([f"{config.get('ema_decay', 0.0):g}", config.get("valid_criterion", "utility"),
+                     f"{known.mean(1).mean():+.3f} ± {known.mean(1).std():.3f}", f"{known.mean(1).min():+.3f}",
+                     f"{known.min():+.3f}", f"{meta.mean(1).mean():+.3f} ± {meta.mean(1).std():.3f}",
+                     validation(runs, "validation"), validation(runs, "validation_worst_band")])
+    header = ["ema_decay", "kept by (valid_criterion)", "known minus best fixed", "its worst seed",
+              "its lowest (seed, band)", "MetaRouter n=6 minus best fixed",
+              "validation utility: known, MetaRouter", "validation worst band: known, MetaRouter"]
+    return table(header, rows)
+
+
 def markdown(args, runs: dict, shares: dict) -> str:
     lines = [f"# Normalised utility by log10(lam) band on {args.data}", "",
              f"Seeds {args.seeds}, {args.users} test users per band and seed (log10(lam) uniform in the band), "

@@ -15,7 +15,9 @@ itself is the Markdown table that starts on the next non-blank line. KIND is a k
 - `ablations`: one row per data set and variant (ablations_<data>.json), at n = 6;
 - `lam_bands [data=D]`: one row per log10(lam) band (lam_bands_<data>.json);
 - `lam_bands_compare base=B variant=V labels=a,b`: two lam_bands files (B.json, V.json, the same
-  seeds) side by side, band by band.
+  seeds) side by side, band by band;
+- `lam_bands_summary files=A,B,...`: lam_bands files (the same seeds), one row each over the whole
+  range, with their validation scores.
 
 So a rerun's numbers reach the README by `--write`, and the test suite runs the check: a README
 table that no longer matches its result file fails it. Prose figures beside the tables are not
@@ -34,7 +36,7 @@ from pathlib import Path
 import numpy as np
 
 from common import CURVE_METHODS, cell, curve_table, table
-from lam_bands import band_table, comparison_table
+from lam_bands import band_table, comparison_table, summary_table
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "experiments" / "results"
@@ -164,7 +166,17 @@ def lam_bands_compare(base: str, variant: str, labels: str) -> list[str]:
     return comparison_table(*(list(r.values()) for r in runs), tuple(labels.split(",")))
 
 
-KINDS = {"curves": curves, "lam_bands": lam_bands, "lam_bands_compare": lam_bands_compare, "ood": ood,
+def lam_bands_summary(files: str) -> list[str]:
+    """Several lam_bands result files ("a,b,c": a.json, ...), one row each over the whole range."""
+    results = [load(f"{name}.json") for name in files.split(",")]
+    seeds = [list(r["runs"]) for r in results]
+    if any(s != seeds[0] for s in seeds):
+        raise ValueError(f"{files}: the files hold different seeds {seeds}: compare the same")
+    return summary_table(results)
+
+
+KINDS = {"curves": curves, "lam_bands": lam_bands, "lam_bands_compare": lam_bands_compare,
+         "lam_bands_summary": lam_bands_summary, "ood": ood,
          "same_queries": same_queries, "ood_calibrated": ood_calibrated, "unseen_models": unseen_models,
          "pool_sizes": pool_sizes, "ablations": ablations}
 

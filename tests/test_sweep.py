@@ -69,18 +69,18 @@ def test_static_or_bad_grid_values_are_named(tmp_path, capsys):
 def child(out: str) -> dict:
     """`metarouter sweep` as a user runs it, then the best configuration trained on its own."""
     # Settings after --seeds, as users type them, must not be read as seeds.
-    # With the parameter average on, so that the sweep's warm start and early stopping of the
-    # average are checked against the single run too.
+    # With the parameter average on and early stopping by the worst band, so that the sweep's warm
+    # start, its early stopping of the average and its criterion are checked against the single run too.
     assert main(["sweep", "--data", "synthetic", "--out", out, "--quiet", "--grid", "lr=1e-3,3e-3",
-                 "--seeds", "0", "1", *TINY_ARGS, "ema_decay=0.5"]) == 0
+                 "--seeds", "0", "1", *TINY_ARGS, "ema_decay=0.5", "valid_criterion=worst_band"]) == 0
     router = mr.MetaRouter.load(Path(out) / "best_router")
     seed = json.loads((Path(out) / "config.json").read_text())["seed"]
     # The same configuration trained alone: its known router first, then the warm-started MetaRouter.
     alone = mr.MetaRouter.fit(load_data("synthetic", 0), router.config, router.hparams, seed=seed, companions=False)
     assert sorted(router.params) == sorted(alone.params) == ["known", "metarouter"]
     diffs = jax.tree.map(lambda a, b: float(np.abs(np.asarray(a) - np.asarray(b)).max()), router.params, alone.params)
-    history_diff = max(float(np.abs(router.history[r]["valid_utility"] - alone.history[r]["valid_utility"]).max())
-                       for r in ("known", "metarouter"))
+    history_diff = max(float(np.abs(router.history[r][k] - alone.history[r][k]).max())
+                       for r in ("known", "metarouter") for k in ("valid_utility", "valid_worst_band"))
     return {"params_diff": {jax.tree_util.keystr(p): d for p, d in jax.tree_util.tree_leaves_with_path(diffs)},
             "history_diff": history_diff, "learning_rate": float(router.hparams.learning_rate)}
 
@@ -100,11 +100,12 @@ def test_cli_writes_tables_plot_and_best_router(swept):
     rows = list(csv.DictReader(open(sweep_dir / "sweep.csv")))
     assert [(int(r["seed"]), float(r["learning_rate"])) for r in rows] == [(0, 1e-3), (0, 3e-3), (1, 1e-3), (1, 3e-3)]
     best = json.loads((sweep_dir / "config.json").read_text())["best"]
-    assert best["config"] == int(np.argmax([float(r["best_valid_utility"]) for r in rows]))
+    assert best["config"] == int(np.argmax([float(r["best_valid_worst_band"]) for r in rows]))   # the criterion's
     assert " * |" in (sweep_dir / "sweep.md").read_text() and (sweep_dir / "sweep.png").stat().st_size > 0
     router = mr.MetaRouter.load(sweep_dir / "best_router")
     assert router.config.num_steps == 10 and float(router.hparams.learning_rate) == pytest.approx(best["learning_rate"])
     assert router.config.ema_decay == 0.5                          # the saved router keeps its static settings
+    assert router.config.valid_criterion == "worst_band"
     data = load_data("synthetic", 0)
     choice = router.route(router.adapt(mr.Contexts.empty(4, data.embed_dim)), data.embeddings[:5])
     assert choice.shape == (5,) and ((choice >= 0) & (choice < data.num_models)).all()
