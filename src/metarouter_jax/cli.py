@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 from metarouter_jax.checkpoint import CheckpointError, check_save_target, read_json_object, write_json
-from metarouter_jax.config import Hparams, TrainConfig, expected_type
+from metarouter_jax.config import VALID_KEYS, Hparams, TrainConfig, expected_type
 from metarouter_jax.data import DataError
 
 ALIASES = {"lr": "learning_rate", "steps": "num_steps", "tasks": "tasks_per_step"}
@@ -276,11 +276,12 @@ def cmd_sweep(args) -> int:
 
         bar = tqdm(total=config.num_chunks, desc="sweep", unit="chunk")
 
+    score = VALID_KEYS[config.valid_criterion]   # what the sweep ranks the configurations by
+
     def on_chunk(index, num_chunks, metrics):
         if bar is not None:
             bar.total = num_chunks   # a warm start sweeps the known routers first
-            bar.set_postfix(valid_max=f"{metrics['valid_utility'].max():.3f}",
-                            valid_mean=f"{metrics['valid_utility'].mean():.3f}")
+            bar.set_postfix({f"{score}_max": f"{metrics[score].max():.3f}", f"{score}_mean": f"{metrics[score].mean():.3f}"})
             bar.update(1)
 
     start = time.time()

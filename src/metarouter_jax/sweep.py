@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import textwrap
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -292,7 +293,7 @@ def plot_sweep(result: SweepResult, path: str | Path) -> Path:
     ax.bar(x - 0.2, result.final_utility, 0.4, label="final")
     ax.bar(x + 0.2, result.best_utility, 0.4, label="best (kept)")
     ax.set_xticks(x, labels, rotation=60, ha="right", fontsize=7)
-    ax.set_ylabel(SCORE_LABELS[result.config.valid_criterion])
+    ax.set_ylabel(textwrap.fill(SCORE_LABELS[result.config.valid_criterion], 32))
     ax.set_title(f"sweep: {result.size} configurations (best: {result.best_index})")
     ax.legend(loc="lower right")
     fig.tight_layout()
