@@ -1,5 +1,6 @@
 """Meta-training: one compile, vmap over seeds and hyperparameters, a router that learns."""
 
+import copy
 import dataclasses
 
 import jax
@@ -285,6 +286,24 @@ def test_early_stopping_score_is_the_routed_normalised_utility(trained_router):
     for name in ("known", "metarouter"):
         best = trained_router.best_valid_utility[name]
         assert 0.3 < best <= 1.0, (name, best)
+
+
+def test_router_validation_reads_the_kept_chunk(trained_router):
+    """`validation` gives both scores at the chunk whose parameters were kept: the first best by
+    the criterion, NaN chunks skipped; a router saved before the worst band was recorded has only
+    the utility, and one whose every chunk diverged has NaN."""
+    history = {"valid_utility": np.array([0.2, np.nan, 0.5, 0.4, 0.5]),
+               "valid_worst_band": np.array([-0.1, np.nan, -0.3, 0.0, -0.2])}
+    router = copy.copy(trained_router)
+    router.history = {"metarouter": history}
+    assert router.validation == {"metarouter": {"utility": 0.5, "worst_band": -0.3}}          # chunk 2
+    router.config = trained_router.config.replace(valid_criterion="worst_band")
+    assert router.validation == {"metarouter": {"utility": 0.4, "worst_band": 0.0}}           # chunk 3
+    router.config = trained_router.config
+    router.history = {"metarouter": {"valid_utility": history["valid_utility"]}}
+    assert router.validation == {"metarouter": {"utility": 0.5}} and router.best_valid_utility == {"metarouter": 0.5}
+    router.history = {"metarouter": {k: np.full(3, np.nan) for k in history}}
+    assert all(np.isnan(v) for v in router.validation["metarouter"].values())
 
 
 @pytest.mark.parametrize("loss", ["full", "bandit"])
