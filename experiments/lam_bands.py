@@ -2,6 +2,7 @@
 
     python experiments/lam_bands.py [--data routerbench] [--bands 8] [--strategy informative]
         [--seeds 0 1 2] [--steps 2000] [--users 512] [--set KEY=VALUE ...] [--out DIR] [--name NAME]
+        [--valid-fraction F]
 
 DESIGN.md section 9 asks that a router given the true preference beat the best fixed model in
 hindsight before PR(n) is read. The headline tables average over the whole log10(lam) range;
@@ -50,11 +51,21 @@ def main() -> None:
                         help="how the users' pairs are chosen (evaluate's pair strategies)")
     parser.add_argument("--name", help="result file names NAME.json and .md (default lam_bands_<data>, "
                                        "with _<strategy> for a strategy other than informative)")
+    parser.add_argument("--valid-fraction", type=float,
+                        help="share of the train split held out for early stopping (routerbench, llmrouter; "
+                             "default the loader's, 0.1); the test split stays the same")
     parser.set_defaults(users=512)   # per band: 4,096 users a seed with the default 8 bands
     args, overrides = parse(parser)
     if args.bands < 1:
         parser.error(f"--bands must be >= 1, got {args.bands}")
-    data = load_data(args.data)
+    if args.valid_fraction is None:
+        data = load_data(args.data)
+    elif args.data in ("routerbench", "llmrouter"):
+        if not 0.0 < args.valid_fraction < 1.0:
+            parser.error(f"--valid-fraction must be in (0, 1), got {args.valid_fraction}")
+        data = mr.load_dataset(args.data, valid_fraction=args.valid_fraction)
+    else:
+        parser.error(f"--valid-fraction is for routerbench and llmrouter, not {args.data!r}")
     # RouterBench: the reference range of DESIGN.md section 9 (as experiments/routerbench.py).
     lam = {"log10_lam_range": (0.0, 4.0)} if args.data == "routerbench" else {}
     config = mr.TrainConfig(**{"num_steps": args.steps, **lam, **overrides})
@@ -82,6 +93,7 @@ def main() -> None:
     stem = args.out / name
     shares = tradeoff_shares(switch, edges)     # the data's, the same for every seed
     write_results(stem.with_suffix(".json"), {"config": config.to_dict(), "data": args.data, "strategy": args.strategy,
+                                              "split_sizes": {s: int(data.split(s).size) for s in ("train", "valid", "test")},
                                               "edges": edges.tolist(), "tradeoff_share": shares, "runs": runs})
     table = markdown(args, runs, shares)
     stem.with_suffix(".md").write_text(table)
