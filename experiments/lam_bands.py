@@ -158,7 +158,8 @@ def summary_table(results: list[dict]) -> list[str]:
     range: the training settings that tell them apart (`ema_decay`, `valid_criterion`), the known
     router and the MetaRouter at n = 6 minus the best fixed model averaged over the bands (mean ±
     std over seeds, the known router's worst seed, and its lowest band of any seed), and the
-    validation scores of the kept parameters, means over seeds (the worst band's where recorded)."""
+    validation scores of the kept parameters, means over seeds (the worst band's where recorded);
+    first the size of the validation split where some file records it."""
     def gaps(runs, method):   # [seeds, bands]
         return np.array([[run["bands"][band][method]["6"] - run["bands"][band]["best_fixed"]["6"] for band in run["bands"]]
                          for run in runs])
@@ -169,16 +170,18 @@ def summary_table(results: list[dict]) -> list[str]:
             return "not recorded"
         return ", ".join(f"{np.mean([s[m] for s in scores]):.3f}" for m in ("known", "metarouter"))
 
+    with_sizes = any("split_sizes" in r for r in results)   # a column only where some file records them
     rows = []
     for result in results:
         runs = list(result["runs"].values())
         known, meta = gaps(runs, "known"), gaps(runs, "metarouter")
         config = result["config"]
-        rows.append([f"{config.get('ema_decay', 0.0):g}", config.get("valid_criterion", "utility"),
+        sizes = [str(result["split_sizes"]["valid"])] if "split_sizes" in result else ["not recorded"]
+        rows.append([*(sizes if with_sizes else []), f"{config.get('ema_decay', 0.0):g}", config.get("valid_criterion", "utility"),
                      f"{known.mean(1).mean():+.3f} ± {known.mean(1).std():.3f}", f"{known.mean(1).min():+.3f}",
                      f"{known.min():+.3f}", f"{meta.mean(1).mean():+.3f} ± {meta.mean(1).std():.3f}",
                      validation(runs, "validation"), validation(runs, "validation_worst_band")])
-    header = ["ema_decay", "kept by (valid_criterion)", "known minus best fixed", "its worst seed",
+    header = [*(["validation queries"] if with_sizes else []), "ema_decay", "kept by (valid_criterion)", "known minus best fixed", "its worst seed",
               "its lowest (seed, band)", "MetaRouter n=6 minus best fixed",
               "validation utility: known, MetaRouter", "validation worst band: known, MetaRouter"]
     return table(header, rows)
