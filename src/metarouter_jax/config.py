@@ -127,7 +127,7 @@ class TrainConfig:
     valid_criterion: str = "utility"  # what early stopping keeps the best of: "utility" (mean normalised utility
                                       # of the validation users) or "worst_band" (the lowest, over `valid_bands`
                                       # log10(lam) bands of them, of the band's mean margin over the best fixed
-                                      # model in hindsight: a router that loses at one end of the range is not kept)
+                                      # model in hindsight; on RouterBench it kept routers that barely route, README)
     valid_bands: int = 4
     calib_queries: int = 256
     descriptor_split: str = ""    # the calibration split the model descriptors come from ("": train_split)

@@ -70,7 +70,7 @@ class SweepResult:
 
     @property
     def best_index(self) -> int:
-        """The configuration with the highest best held-out utility (first one on ties)."""
+        """The configuration with the highest best early-stopping score (first one on ties)."""
         return int(np.argmax(self.best_utility))
 
     @property
@@ -215,9 +215,9 @@ def run_sweep(data: RoutingData, config: TrainConfig, hparam_grid: dict[str, Seq
                                      init_params=init, chunk_offset=(stages - 1) * config.num_chunks, **common)
     best_params = jax.tree.map(lambda x: jnp.asarray(x[:size]), to_host(states.best_params))
     info = DataInfo.from_data(data, trainer.arrays, config.descriptor_source, trainer.atoms)
+    final_score = history[VALID_KEYS[config.valid_criterion]][:, -1]
     return SweepResult(config, trainer.net_config, trainer.profiles, seeds, hparams, tuple(hparam_grid),
-                       history[VALID_KEYS[config.valid_criterion]][:, -1], to_host(states.best_score)[:size], history,
-                       best_params, info,
+                       final_score, to_host(states.best_score)[:size], history, best_params, info,
                        known_params, known_history)
 
 
