@@ -2,7 +2,7 @@
 
     python experiments/lam_bands.py [--data routerbench] [--bands 8] [--strategy informative]
         [--seeds 0 1 2] [--steps 2000] [--users 512] [--set KEY=VALUE ...] [--out DIR] [--name NAME]
-        [--valid-fraction F]
+        [--valid-fraction F] [--valid-subset F]
 
 DESIGN.md section 9 asks that a router given the true preference beat the best fixed model in
 hindsight before PR(n) is read. The headline tables average over the whole log10(lam) range;
@@ -54,6 +54,9 @@ def main() -> None:
     parser.add_argument("--valid-fraction", type=float,
                         help="share of the train split held out for early stopping (routerbench, llmrouter; "
                              "default the loader's, 0.1); the test split stays the same")
+    parser.add_argument("--valid-subset", type=float,
+                        help="validate on this stratified share of the validation split only (the rest goes "
+                             "unused): fewer validation queries with the same training queries")
     parser.set_defaults(users=512)   # per band: 4,096 users a seed with the default 8 bands
     args, overrides = parse(parser)
     if args.bands < 1:
@@ -66,6 +69,10 @@ def main() -> None:
         data = mr.load_dataset(args.data, valid_fraction=args.valid_fraction)
     else:
         parser.error(f"--valid-fraction is for routerbench and llmrouter, not {args.data!r}")
+    if args.valid_subset is not None:
+        if not 0.0 < args.valid_subset < 1.0:
+            parser.error(f"--valid-subset must be in (0, 1), got {args.valid_subset}")
+        data = data.holdout("valid", 1.0 - args.valid_subset, "valid_unused")
     # RouterBench: the reference range of DESIGN.md section 9 (as experiments/routerbench.py).
     lam = {"log10_lam_range": (0.0, 4.0)} if args.data == "routerbench" else {}
     config = mr.TrainConfig(**{"num_steps": args.steps, **lam, **overrides})
