@@ -43,6 +43,8 @@ def test_a_stale_table_is_reported_and_rewritten(tmp_path, capsys):
     ("<!-- table: curves file = x -->", "malformed table marker"),
     ("<!-- table: lam_bands_compare base=lam_bands_routerbench variant=lam_bands_routerbench_ema labels=a,b -->",
      r"seeds \['0', '1', '2'\] and lam_bands_routerbench_ema seeds .*compare the same"),
+    ("<!-- table: lam_bands_summary files=lam_bands_routerbench,lam_bands_routerbench_ema -->",
+     "the files hold different seeds .*compare the same"),
 ])
 def test_bad_markers_name_the_problem(marker, message):
     lines = ["text", "", marker, "| a |", "|---|", "| b |"]
