@@ -34,7 +34,8 @@ import numpy as np
 
 import metarouter_jax as mr
 
-from common import cell, experiment_parser, load_data, parse, table, write_results
+from common import (add_validation_options, cell, experiment_parser, load_data, parse, split_sizes, table,
+                    validation_data, write_results)
 from metarouter_jax.evaluation import band_labels
 from metarouter_jax.inspect_data import switch_points
 
@@ -51,28 +52,14 @@ def main() -> None:
                         help="how the users' pairs are chosen (evaluate's pair strategies)")
     parser.add_argument("--name", help="result file names NAME.json and .md (default lam_bands_<data>, "
                                        "with _<strategy> for a strategy other than informative)")
-    parser.add_argument("--valid-fraction", type=float,
-                        help="share of the train split held out for early stopping (routerbench, llmrouter; "
-                             "default the loader's, 0.1); the test split stays the same")
-    parser.add_argument("--valid-subset", type=float,
-                        help="validate on this stratified share of the validation split only (the rest goes "
-                             "unused): fewer validation queries with the same training queries")
+    add_validation_options(parser)
     parser.set_defaults(users=512)   # per band: 4,096 users a seed with the default 8 bands
     args, overrides = parse(parser)
     if args.bands < 1:
         parser.error(f"--bands must be >= 1, got {args.bands}")
-    if args.valid_fraction is None:
-        data = load_data(args.data)
-    elif args.data in ("routerbench", "llmrouter"):
-        if not 0.0 < args.valid_fraction < 1.0:
-            parser.error(f"--valid-fraction must be in (0, 1), got {args.valid_fraction}")
-        data = mr.load_dataset(args.data, valid_fraction=args.valid_fraction)
-    else:
+    if args.valid_fraction is not None and args.data not in ("routerbench", "llmrouter"):
         parser.error(f"--valid-fraction is for routerbench and llmrouter, not {args.data!r}")
-    if args.valid_subset is not None:
-        if not 0.0 < args.valid_subset < 1.0:
-            parser.error(f"--valid-subset must be in (0, 1), got {args.valid_subset}")
-        data = data.holdout("valid", 1.0 - args.valid_subset, "valid_unused")
+    data = validation_data(parser, args, lambda **kw: mr.load_dataset(args.data, **kw) if kw else load_data(args.data))
     # RouterBench: the reference range of DESIGN.md section 9 (as experiments/routerbench.py).
     lam = {"log10_lam_range": (0.0, 4.0)} if args.data == "routerbench" else {}
     config = mr.TrainConfig(**{"num_steps": args.steps, **lam, **overrides})
@@ -100,7 +87,7 @@ def main() -> None:
     stem = args.out / name
     shares = tradeoff_shares(switch, edges)     # the data's, the same for every seed
     write_results(stem.with_suffix(".json"), {"config": config.to_dict(), "data": args.data, "strategy": args.strategy,
-                                              "split_sizes": {s: int(data.split(s).size) for s in ("train", "valid", "test")},
+                                              "split_sizes": split_sizes(data),
                                               "edges": edges.tolist(), "tradeoff_share": shares, "runs": runs})
     table = markdown(args, runs, shares)
     stem.with_suffix(".md").write_text(table)

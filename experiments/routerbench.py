@@ -1,7 +1,7 @@
 """RouterBench 0-shot: MetaRouter vs baselines, mean and spread over meta-training seeds.
 
     python experiments/routerbench.py [--seeds 0 1 2] [--steps 2000] [--users 1024] [--set KEY=VALUE ...] [--out DIR]
-                                      [--name NAME]
+                                      [--name NAME] [--valid-fraction F] [--valid-subset F]
 
 Meta-trains on the train split (10% of it held out, stratified by family, for early stopping
 and model selection), evaluates users on the test split, all three pair strategies, linear
@@ -20,7 +20,8 @@ from pathlib import Path
 
 import metarouter_jax as mr
 
-from common import CURVE_NS as NS, curve_table, experiment_parser, identification_table, parse, write_results
+from common import (CURVE_NS as NS, add_validation_options, curve_table, experiment_parser, identification_table, parse,
+                    split_sizes, validation_data, write_results)
 
 OUT = Path(__file__).resolve().parent / "results"
 STRATEGIES = ("uniform", "informative", "active")  # active: asked one at a time at the posterior median
@@ -30,10 +31,11 @@ def main() -> None:
     parser = experiment_parser(__doc__, OUT)
     parser.add_argument("--data", default=None, help="RouterBench folder (default: $METAROUTER_DATA/routerbench_0shot)")
     parser.add_argument("--name", default="routerbench", help="result file names: NAME.json, NAME.md")
+    add_validation_options(parser)
     parser.set_defaults(users=1024)
     args, overrides = parse(parser)
     out = args.out
-    data = mr.load_routerbench(args.data)
+    data = validation_data(parser, args, lambda **kw: mr.load_routerbench(args.data, **kw))
     config = mr.TrainConfig(**{"num_steps": args.steps, "log10_lam_range": (0.0, 4.0), **overrides})
     runs = {}
     for seed in args.seeds:
@@ -46,7 +48,7 @@ def main() -> None:
         runs[seed]["identification"] = report.identification_json()
         print(f"seed {seed}: {time.time() - start:.0f} s", flush=True)
         print(report.format(), flush=True)
-    write_results(out / f"{args.name}.json", {"config": config.to_dict(), "runs": runs})
+    write_results(out / f"{args.name}.json", {"config": config.to_dict(), "split_sizes": split_sizes(data), "runs": runs})
 
     changed = f", TrainConfig overrides {overrides}" if overrides else ""
     lines = [f"RouterBench 0-shot, test split, {args.users} users drawn with each seed, seeds {args.seeds}{changed}, mean +- std over seeds"]
