@@ -1,0 +1,48 @@
+"""The experiment scripts' shared options (experiments/common.py): the validation split's size."""
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import metarouter_jax as mr
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "experiments"))
+import common  # noqa: E402
+
+
+def parsed(*argv):
+    parser = argparse.ArgumentParser(prog="script")
+    common.add_validation_options(parser)
+    return parser, parser.parse_args(list(argv))
+
+
+def test_valid_fraction_goes_to_the_loader_and_valid_subset_shrinks_the_validation_split():
+    data = mr.synthetic_data(seed=0)
+    calls = []
+
+    def load(**kw):
+        calls.append(kw)
+        return data
+
+    assert common.validation_data(*parsed(), load) is data and calls == [{}]        # the loader's own split
+    parser, args = parsed("--valid-fraction", "0.2", "--valid-subset", "0.25")
+    smaller = common.validation_data(parser, args, load)
+    assert calls[-1] == {"valid_fraction": 0.2}
+    valid, kept = data.split("valid"), smaller.split("valid")
+    assert abs(kept.size - 0.25 * valid.size) <= len(np.unique(data.family))      # stratified rounding
+    assert set(kept) <= set(valid) and not set(kept) & set(smaller.split("valid_unused"))
+    for name in ("train", "test"):                                                  # nothing else moves
+        np.testing.assert_array_equal(smaller.split(name), data.split(name))
+    assert common.split_sizes(smaller) == {"train": data.split("train").size, "valid": kept.size,
+                                           "test": data.split("test").size}
+
+
+@pytest.mark.parametrize("argv", [("--valid-fraction", "1.0"), ("--valid-subset", "0")])
+def test_out_of_range_shares_are_refused(argv, capsys):
+    parser, args = parsed(*argv)
+    with pytest.raises(SystemExit) as exit_:
+        common.validation_data(parser, args, lambda **kw: pytest.fail("loaded before the check"))
+    assert exit_.value.code == 2 and "must be in (0, 1)" in capsys.readouterr().err
