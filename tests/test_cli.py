@@ -42,18 +42,22 @@ def test_overrides_of_the_wrong_type_name_the_setting(pair, expected):
 def test_train_then_eval(tmp_path, capsys, monkeypatch):
     out = tmp_path / "run"
     assert main(["train", "--data", "synthetic", "--out", str(out), "--quiet", "--save-every", "10", "--seed", "7",
-                 *TINY]) == 0
+                 "--valid-fraction", "0.3", *TINY]) == 0
     assert (out / "config.json").exists() and (out / "router" / "router.json").exists()
     recorded = json.loads((out / "config.json").read_text())
-    assert recorded["config"]["num_steps"] == 20 and recorded["data_seed"] == 7
+    assert recorded["config"]["num_steps"] == 20 and recorded["data_seed"] == 7 and recorded["valid_fraction"] == 0.3
+    assert "valid: 840" in capsys.readouterr().out   # 0.3 of the 2,800 train and valid queries
     assert sorted(p.name for p in out.iterdir()) == ["checkpoints", "config.json", "router"]  # no temporary file
     assert (out / "checkpoints" / "metarouter").is_dir()
     capsys.readouterr()
     loaded = []
     monkeypatch.setattr(cli, "load_data", lambda name, seed=0: loaded.append((name, seed)) or load_data(name, seed))
+    resplits, resplit = [], cli.resplit
+    monkeypatch.setattr(cli, "resplit", lambda data, f, seed: resplits.append((f, seed)) or resplit(data, f, seed))
     assert main(["eval", str(out / "router"), "--users", "8", "--n-contexts", "0", "2", "--json",
                  str(tmp_path / "reports" / "eval.json")]) == 0                   # its folder is made
     assert loaded == [("synthetic", 7)]  # the training data and split, not --seed's (0)
+    assert resplits == [(0.3, 7)]        # and its validation share: the train split the scales came from
     printed = capsys.readouterr().out
     assert "pair strategy: uniform" in printed and "pair strategy: informative" in printed
     assert "preference recovery" in printed and "bt_posterior" in printed

@@ -85,6 +85,18 @@ def test_holdout_from_an_empty_split_names_it():
         data.holdout("nope", 0.5, "v")
 
 
+def test_resplit_validation_moves_only_train_and_valid(small_data):
+    more = small_data.resplit_validation(0.4, seed=3)
+    pool = np.union1d(small_data.split("train"), small_data.split("valid"))
+    np.testing.assert_array_equal(np.union1d(more.split("train"), more.split("valid")), pool)
+    assert not set(more.split("train")) & set(more.split("valid"))
+    assert abs(more.split("valid").size - 0.4 * pool.size) <= small_data.num_families    # stratified rounding
+    for name in set(small_data.splits) - {"train", "valid"}:
+        np.testing.assert_array_equal(more.split(name), small_data.split(name))
+    with pytest.raises(ValueError, match=r"fraction must be in \(0, 1\)"):
+        small_data.resplit_validation(1.0)
+
+
 def test_descriptors_shape_and_centring(small_data):
     desc = small_data.descriptors("train")
     assert desc.shape == (small_data.num_models, 1 + small_data.num_families)

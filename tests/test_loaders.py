@@ -192,6 +192,16 @@ def test_routerbench_real_counts():
     assert not any("not read" in note for note in d.notes)                         # every column accounted for
 
 
+def test_routerbench_resplit_equals_the_loaders_valid_fraction():
+    """What `metarouter train --valid-fraction` does to any data gives RouterBench's own option."""
+    path = _real("routerbench_0shot")
+    own, resplit = load_routerbench(path, valid_fraction=0.2, seed=4), load_routerbench(path, seed=4)
+    resplit = resplit.resplit_validation(0.2, seed=4)
+    assert own.split("valid").size == 443 and set(own.splits) == set(resplit.splits)
+    for name in own.splits:
+        np.testing.assert_array_equal(resplit.split(name), own.split(name))
+
+
 def test_registry_names_and_detection():
     assert DATASETS == ("synthetic", "routerbench_0shot", "llmrouter_14task", "routerarena_2model",
                         "routellm_gsm8k_mtbench")

@@ -72,11 +72,13 @@ def child(out: str) -> dict:
     # With the parameter average on and early stopping by the worst band, so that the sweep's warm
     # start, its early stopping of the average and its criterion are checked against the single run too.
     assert main(["sweep", "--data", "synthetic", "--out", out, "--quiet", "--grid", "lr=1e-3,3e-3",
-                 "--seeds", "0", "1", *TINY_ARGS, "ema_decay=0.5", "valid_criterion=worst_band"]) == 0
+                 "--valid-fraction", "0.2", "--seeds", "0", "1", *TINY_ARGS, "ema_decay=0.5",
+                 "valid_criterion=worst_band"]) == 0
     router = mr.MetaRouter.load(Path(out) / "best_router")
     seed = json.loads((Path(out) / "config.json").read_text())["seed"]
     # The same configuration trained alone: its known router first, then the warm-started MetaRouter.
-    alone = mr.MetaRouter.fit(load_data("synthetic", 0), router.config, router.hparams, seed=seed, companions=False)
+    data = load_data("synthetic", 0).resplit_validation(0.2, seed=0)   # as --valid-fraction 0.2 (data seed 0)
+    alone = mr.MetaRouter.fit(data, router.config, router.hparams, seed=seed, companions=False)
     assert sorted(router.params) == sorted(alone.params) == ["known", "metarouter"]
     diffs = jax.tree.map(lambda a, b: float(np.abs(np.asarray(a) - np.asarray(b)).max()), router.params, alone.params)
     history_diff = max(float(np.abs(router.history[r][k] - alone.history[r][k]).max())
@@ -106,6 +108,7 @@ def test_cli_writes_tables_plot_and_best_router(swept):
     assert router.config.num_steps == 10 and float(router.hparams.learning_rate) == pytest.approx(best["learning_rate"])
     assert router.config.ema_decay == 0.5                          # the saved router keeps its static settings
     assert router.config.valid_criterion == "worst_band"
+    assert json.loads((sweep_dir / "config.json").read_text())["valid_fraction"] == 0.2
     data = load_data("synthetic", 0)
     choice = router.route(router.adapt(mr.Contexts.empty(4, data.embed_dim)), data.embeddings[:5])
     assert choice.shape == (5,) and ((choice >= 0) & (choice < data.num_models)).all()

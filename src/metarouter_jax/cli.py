@@ -139,7 +139,7 @@ def cmd_train(args) -> int:
     hparams = Hparams.create(**hparam_over)
     out = Path(args.out)
     check_run_out(out, "router")
-    data = load_data(args.data, args.seed)
+    data = resplit(load_data(args.data, args.seed), args.valid_fraction, args.seed)
     print(f"data: {args.data}: {data.num_queries} queries, {data.num_models} models, "
           f"splits {{{', '.join(f'{k}: {len(v)}' for k, v in data.splits.items())}}}")
     mesh = resolve_mesh("auto", TASK_AXIS, config.tasks_per_step)   # fit's default, said here
@@ -152,12 +152,32 @@ def cmd_train(args) -> int:
                                mesh=mesh)
     router.save(out / "router")
     write_json(out / "config.json", {"data": args.data, "data_seed": args.seed, "seed": args.seed,
+                                     "valid_fraction": args.valid_fraction,
                                      "config": config.to_dict(), "hparams": hparams.to_json()})
     print(f"trained in {time.time() - start:.0f} s; router saved to {out / 'router'}")
     for name, scores in router.validation.items():
         print(f"  {name:<10} held-out normalised utility {scores['utility']:.3f}, worst log10(lam) band's margin "
               f"over the best fixed model {scores.get('worst_band', float('nan')):+.3f} (kept parameters)")
     return 0
+
+
+def recorded_run(args) -> dict:
+    """The config.json `train` or `sweep` wrote beside the router `args.checkpoint`, or {}."""
+    cfg_file = Path(args.checkpoint).parent / "config.json"
+    return read_json_object(cfg_file, ValueError) if cfg_file.exists() else {}
+
+
+def resplit(data, valid_fraction: float | None, seed: int):
+    """`data` with `valid_fraction` of its train and valid queries held out as "valid"
+    (`RoutingData.resplit_validation`); None: as loaded."""
+    return data if valid_fraction is None else data.resplit_validation(valid_fraction, seed)
+
+
+def valid_fraction_arg(text: str) -> float:
+    value = float(text)
+    if not 0.0 < value < 1.0:
+        raise argparse.ArgumentTypeError(f"must be in (0, 1), got {text}")
+    return value
 
 
 def eval_data_source(args) -> tuple[str, int]:
@@ -168,8 +188,7 @@ def eval_data_source(args) -> tuple[str, int]:
     synthetic data and the train/valid/test split: another seed would test on training queries),
     else --seed.
     """
-    cfg_file = Path(args.checkpoint).parent / "config.json"
-    recorded = read_json_object(cfg_file, ValueError) if cfg_file.exists() else {}
+    recorded = recorded_run(args)
     name = args.data if args.data is not None else recorded.get("data", "synthetic")
     if args.data_seed is not None:
         return name, args.data_seed
@@ -185,7 +204,11 @@ def cmd_eval(args) -> int:
 
     router = mr.MetaRouter.load(args.checkpoint)
     data_name, data_seed = eval_data_source(args)
-    data = load_data(data_name, data_seed)
+    # The training run's validation share: its train split holds the queries the users' utility
+    # scales were calibrated on.
+    recorded = recorded_run(args)
+    fraction = recorded.get("valid_fraction") if data_name == recorded.get("data") else None
+    data = resplit(load_data(data_name, data_seed), fraction, data_seed)
     if args.json:  # before a long evaluation, not after it
         check_out(Path(args.json).parent, "--json")
         if Path(args.json).is_dir():
@@ -265,7 +288,7 @@ def cmd_sweep(args) -> int:
     Hparams.grid(**grid)   # bad values (NaN, negative) fail here, before the data is loaded
     out = Path(args.out)
     check_run_out(out, "best_router")
-    data = load_data(args.data, args.data_seed)
+    data = resplit(load_data(args.data, args.data_seed), args.valid_fraction, args.data_seed)
     size = len(seeds) * math.prod(len(v) for v in grid.values())
     print(f"data: {args.data}: {data.num_queries} queries, {data.num_models} models; "
           f"sweep: {size} configurations x {config.num_steps} steps on {jax.device_count()} device(s)")
@@ -304,7 +327,8 @@ def cmd_sweep(args) -> int:
                                on_chunk=Progress(not args.quiet) if args.companions else None)
     router.save(out / "best_router")
     write_json(out / "config.json",
-               {"data": args.data, "data_seed": args.data_seed, "seed": int(result.seeds[best]),
+               {"data": args.data, "data_seed": args.data_seed, "valid_fraction": args.valid_fraction,
+                "seed": int(result.seeds[best]),
                 "config": config.to_dict(), "hparams": router.hparams.to_json(), "seeds": seeds, "grid": grid,
                 "best": result.rows()[best]})
     print(f"best: configuration {best} {result.configs[best]}: best {sweep.SCORE_LABELS[config.valid_criterion]} "
@@ -335,6 +359,11 @@ def apply_compile_cache(args):
     return enable_compilation_cache()
 
 
+VALID_HELP = ("hold out this share of the train and valid queries for early stopping instead of the data's own "
+              "validation split (RouterBench's: 222 queries, too few to be reliable; see the README); "
+              "`metarouter eval` reads it from OUT/config.json")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="metarouter", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -348,6 +377,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--save-every", type=int, default=500, help="checkpoint every N steps (0: only at the end)")
     train.add_argument("--keep", type=int, default=3, help="checkpoints to keep")
+    train.add_argument("--valid-fraction", type=valid_fraction_arg, default=None, metavar="F", help=VALID_HELP)
     train.add_argument("--quiet", action="store_true", help="no progress bar")
     train.add_argument("overrides", nargs="*", help="key=value settings, e.g. num_steps=2000 lr=3e-3")
     train.set_defaults(func=cmd_train)
@@ -392,6 +422,7 @@ def build_parser() -> argparse.ArgumentParser:
     sw.add_argument("--out", default="runs/sweep", help="output folder (sweep.csv/.md/.png, best_router)")
     sw.add_argument("--seeds", nargs="+", default=["0"], help="training seeds (each runs the whole grid)")
     sw.add_argument("--data-seed", type=int, default=0, help="seed of the dataset (synthetic data, splits)")
+    sw.add_argument("--valid-fraction", type=valid_fraction_arg, default=None, metavar="F", help=VALID_HELP)
     sw.add_argument("--grid", nargs="*", default=[], metavar="NAME=V1,V2",
                     help="hyperparameter axes, e.g. learning_rate=1e-3,3e-3 entropy_start=0.05,0.1")
     sw.add_argument("--companions", action="store_true",

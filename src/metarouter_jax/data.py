@@ -252,6 +252,17 @@ class RoutingData:
         return self.with_splits(**{new: np.sort(np.concatenate(out)),
                                    (remainder or split): np.sort(np.concatenate(keep))})
 
+    def resplit_validation(self, fraction: float, seed: int = 0) -> "RoutingData":
+        """The "train" and "valid" splits merged, and `fraction` of them held out again as "valid"
+        (stratified by family, `holdout` with `seed`); every other split unchanged.
+
+        A larger validation split makes early stopping more reliable at the cost of training
+        queries (README, "A larger validation split"). On data whose loader holds "valid" out of
+        "train" (routerbench, llmrouter) it gives the loader's own `valid_fraction=fraction` with
+        the same seed."""
+        merged = np.union1d(self.nonempty_split("train"), self.splits.get("valid", np.zeros(0, np.int64)))
+        return self.with_splits(train=merged).holdout("train", fraction, "valid", seed=seed)
+
     def model_summary(self, split: str | None = None) -> dict[str, np.ndarray]:
         """Per-model mean quality and mean cost (USD) over a split, ignoring unknown cells."""
         idx = np.arange(self.num_queries) if split is None else self.split(split)
