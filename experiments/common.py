@@ -49,21 +49,25 @@ def parse(parser: argparse.ArgumentParser) -> tuple[argparse.Namespace, dict]:
 def add_validation_options(parser: argparse.ArgumentParser) -> None:
     """--valid-fraction and --valid-subset, for scripts that load their data with `validation_data`."""
     parser.add_argument("--valid-fraction", type=float,
-                        help="share of the train split held out for early stopping (default the loader's, 0.1); "
+                        help="hold out this share of the train and valid queries for early stopping instead of "
+                             "the data's own validation split (RouterBench's: 0.1 of train, 222 queries); "
                              "the test split stays the same")
     parser.add_argument("--valid-subset", type=float,
                         help="validate on this stratified share of the validation split only (the rest goes "
                              "unused): fewer validation queries with the same training queries")
 
 
-def validation_data(parser: argparse.ArgumentParser, args: argparse.Namespace, load):
-    """`load()`'s data with the validation split `add_validation_options` asked for:
-    `load(valid_fraction=F)` for --valid-fraction F, then a share of "valid" for --valid-subset."""
+def validation_data(parser: argparse.ArgumentParser, args: argparse.Namespace, data):
+    """`data` (loaded with seed 0, as the scripts load it) with the validation split
+    `add_validation_options` asked for: `resplit_validation(F, seed=0)` for --valid-fraction F
+    (on RouterBench and LLMRouter the loader's own `valid_fraction=F`), then a share of "valid"
+    for --valid-subset."""
     for name in ("valid_fraction", "valid_subset"):
         value = getattr(args, name)
         if value is not None and not 0.0 < value < 1.0:
             parser.error(f"--{name.replace('_', '-')} must be in (0, 1), got {value}")
-    data = load() if args.valid_fraction is None else load(valid_fraction=args.valid_fraction)
+    if args.valid_fraction is not None:
+        data = data.resplit_validation(args.valid_fraction, seed=0)
     if args.valid_subset is not None:
         data = data.holdout("valid", 1.0 - args.valid_subset, "valid_unused")
     return data

@@ -57,9 +57,7 @@ def main() -> None:
     args, overrides = parse(parser)
     if args.bands < 1:
         parser.error(f"--bands must be >= 1, got {args.bands}")
-    if args.valid_fraction is not None and args.data not in ("routerbench", "llmrouter"):
-        parser.error(f"--valid-fraction is for routerbench and llmrouter, not {args.data!r}")
-    data = validation_data(parser, args, lambda **kw: mr.load_dataset(args.data, **kw) if kw else load_data(args.data))
+    data = validation_data(parser, args, load_data(args.data))
     # RouterBench: the reference range of DESIGN.md section 9 (as experiments/routerbench.py).
     lam = {"log10_lam_range": (0.0, 4.0)} if args.data == "routerbench" else {}
     config = mr.TrainConfig(**{"num_steps": args.steps, **lam, **overrides})

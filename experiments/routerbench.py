@@ -35,7 +35,7 @@ def main() -> None:
     parser.set_defaults(users=1024)
     args, overrides = parse(parser)
     out = args.out
-    data = validation_data(parser, args, lambda **kw: mr.load_routerbench(args.data, **kw))
+    data = validation_data(parser, args, mr.load_routerbench(args.data))
     config = mr.TrainConfig(**{"num_steps": args.steps, "log10_lam_range": (0.0, 4.0), **overrides})
     runs = {}
     for seed in args.seeds:

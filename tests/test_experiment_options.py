@@ -19,24 +19,18 @@ def parsed(*argv):
     return parser, parser.parse_args(list(argv))
 
 
-def test_valid_fraction_goes_to_the_loader_and_valid_subset_shrinks_the_validation_split():
+def test_valid_fraction_resplits_and_valid_subset_shrinks_the_validation_split():
     data = mr.synthetic_data(seed=0)
-    calls = []
-
-    def load(**kw):
-        calls.append(kw)
-        return data
-
-    assert common.validation_data(*parsed(), load) is data and calls == [{}]        # the loader's own split
+    assert common.validation_data(*parsed(), data) is data                          # the data's own split
     parser, args = parsed("--valid-fraction", "0.2", "--valid-subset", "0.25")
-    smaller = common.validation_data(parser, args, load)
-    assert calls[-1] == {"valid_fraction": 0.2}
-    valid, kept = data.split("valid"), smaller.split("valid")
+    smaller = common.validation_data(parser, args, data)
+    larger = data.resplit_validation(0.2, seed=0)
+    valid, kept = larger.split("valid"), smaller.split("valid")
     assert abs(kept.size - 0.25 * valid.size) <= len(np.unique(data.family))      # stratified rounding
     assert set(kept) <= set(valid) and not set(kept) & set(smaller.split("valid_unused"))
     for name in ("train", "test"):                                                  # nothing else moves
-        np.testing.assert_array_equal(smaller.split(name), data.split(name))
-    assert common.split_sizes(smaller) == {"train": data.split("train").size, "valid": kept.size,
+        np.testing.assert_array_equal(smaller.split(name), larger.split(name))
+    assert common.split_sizes(smaller) == {"train": larger.split("train").size, "valid": kept.size,
                                            "test": data.split("test").size}
 
 
@@ -44,5 +38,5 @@ def test_valid_fraction_goes_to_the_loader_and_valid_subset_shrinks_the_validati
 def test_out_of_range_shares_are_refused(argv, capsys):
     parser, args = parsed(*argv)
     with pytest.raises(SystemExit) as exit_:
-        common.validation_data(parser, args, lambda **kw: pytest.fail("loaded before the check"))
+        common.validation_data(parser, args, mr.synthetic_data(seed=0))
     assert exit_.value.code == 2 and "must be in (0, 1)" in capsys.readouterr().err
