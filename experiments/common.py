@@ -55,13 +55,14 @@ def add_validation_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--valid-subset", type=float,
                         help="validate on this stratified share of the validation split only (the rest goes "
                              "unused): fewer validation queries with the same training queries")
+    parser.add_argument("--valid-subset-seed", type=int, default=0, help="seed of the --valid-subset draw")
 
 
 def validation_data(parser: argparse.ArgumentParser, args: argparse.Namespace, data):
     """`data` (loaded with seed 0, as the scripts load it) with the validation split
     `add_validation_options` asked for: `resplit_validation(F, seed=0)` for --valid-fraction F
     (on RouterBench and LLMRouter the loader's own `valid_fraction=F`), then a share of "valid"
-    for --valid-subset."""
+    for --valid-subset (drawn with --valid-subset-seed)."""
     for name in ("valid_fraction", "valid_subset"):
         value = getattr(args, name)
         if value is not None and not 0.0 < value < 1.0:
@@ -69,7 +70,7 @@ def validation_data(parser: argparse.ArgumentParser, args: argparse.Namespace, d
     if args.valid_fraction is not None:
         data = data.resplit_validation(args.valid_fraction, seed=0)
     if args.valid_subset is not None:
-        data = data.holdout("valid", 1.0 - args.valid_subset, "valid_unused")
+        data = data.holdout("valid", 1.0 - args.valid_subset, "valid_unused", seed=args.valid_subset_seed)
     return data
 
 

@@ -2,7 +2,7 @@
 
     python experiments/lam_bands.py [--data routerbench] [--bands 8] [--strategy informative]
         [--seeds 0 1 2] [--steps 2000] [--users 512] [--set KEY=VALUE ...] [--out DIR] [--name NAME]
-        [--valid-fraction F] [--valid-subset F]
+        [--valid-fraction F] [--valid-subset F] [--valid-subset-seed S]
 
 DESIGN.md section 9 asks that a router given the true preference beat the best fixed model in
 hindsight before PR(n) is read. The headline tables average over the whole log10(lam) range;

@@ -32,6 +32,9 @@ def test_valid_fraction_resplits_and_valid_subset_shrinks_the_validation_split()
         np.testing.assert_array_equal(smaller.split(name), larger.split(name))
     assert common.split_sizes(smaller) == {"train": larger.split("train").size, "valid": kept.size,
                                            "test": data.split("test").size}
+    other = common.validation_data(*parsed("--valid-fraction", "0.2", "--valid-subset", "0.25",
+                                           "--valid-subset-seed", "1"), data)
+    assert other.split("valid").size == kept.size and not np.array_equal(other.split("valid"), kept)   # another draw
 
 
 @pytest.mark.parametrize("argv", [("--valid-fraction", "1.0"), ("--valid-subset", "0")])
