@@ -15,7 +15,7 @@ import numpy as np
 
 import metarouter_jax as mr
 from metarouter_jax import checkpoint
-from metarouter_jax.cli import apply_compile_cache, compile_cache_option, parse_overrides
+from metarouter_jax.cli import apply_compile_cache, compile_cache_option, parse_overrides, valid_fraction_arg
 from metarouter_jax.machine import cpu_info
 
 
@@ -47,31 +47,35 @@ def parse(parser: argparse.ArgumentParser) -> tuple[argparse.Namespace, dict]:
 
 
 def add_validation_options(parser: argparse.ArgumentParser) -> None:
-    """--valid-fraction and --valid-subset, for scripts that load their data with `validation_data`."""
-    parser.add_argument("--valid-fraction", type=float,
+    """--valid-fraction and --valid-subset (shares in (0, 1), as the metarouter command's), for
+    scripts that load their data with `validation_data`."""
+    parser.add_argument("--valid-fraction", type=valid_fraction_arg,
                         help="hold out this share of the train and valid queries for early stopping instead of "
                              "the data's own validation split (RouterBench's: 0.1 of train, 222 queries); "
                              "the test split stays the same")
-    parser.add_argument("--valid-subset", type=float,
+    parser.add_argument("--valid-subset", type=valid_fraction_arg,
                         help="validate on this stratified share of the validation split only (the rest goes "
                              "unused): fewer validation queries with the same training queries")
     parser.add_argument("--valid-subset-seed", type=int, default=0, help="seed of the --valid-subset draw")
 
 
-def validation_data(parser: argparse.ArgumentParser, args: argparse.Namespace, data):
+def validation_data(args: argparse.Namespace, data):
     """`data` (loaded with seed 0, as the scripts load it) with the validation split
     `add_validation_options` asked for: `resplit_validation(F, seed=0)` for --valid-fraction F
     (on RouterBench and LLMRouter the loader's own `valid_fraction=F`), then a share of "valid"
     for --valid-subset (drawn with --valid-subset-seed)."""
-    for name in ("valid_fraction", "valid_subset"):
-        value = getattr(args, name)
-        if value is not None and not 0.0 < value < 1.0:
-            parser.error(f"--{name.replace('_', '-')} must be in (0, 1), got {value}")
     if args.valid_fraction is not None:
         data = data.resplit_validation(args.valid_fraction, seed=0)
     if args.valid_subset is not None:
         data = data.holdout("valid", 1.0 - args.valid_subset, "valid_unused", seed=args.valid_subset_seed)
     return data
+
+
+def validation_record(router) -> dict:
+    """A router's validation scores for a result file: "validation" (held-out utility) and
+    "validation_worst_band", each router name -> the score of the parameters it kept."""
+    return {"validation": router.best_valid_utility,
+            "validation_worst_band": {name: scores["worst_band"] for name, scores in router.validation.items()}}
 
 
 def split_sizes(data) -> dict[str, int]:

@@ -35,7 +35,7 @@ import numpy as np
 import metarouter_jax as mr
 
 from common import (add_validation_options, cell, experiment_parser, load_data, parse, split_sizes, table,
-                    validation_data, write_results)
+                    validation_data, validation_record, write_results)
 from metarouter_jax.evaluation import band_labels
 from metarouter_jax.inspect_data import switch_points
 
@@ -57,7 +57,7 @@ def main() -> None:
     args, overrides = parse(parser)
     if args.bands < 1:
         parser.error(f"--bands must be >= 1, got {args.bands}")
-    data = validation_data(parser, args, load_data(args.data))
+    data = validation_data(args, load_data(args.data))
     # RouterBench: the reference range of DESIGN.md section 9 (as experiments/routerbench.py).
     lam = {"log10_lam_range": (0.0, 4.0)} if args.data == "routerbench" else {}
     config = mr.TrainConfig(**{"num_steps": args.steps, **lam, **overrides})
@@ -75,9 +75,7 @@ def main() -> None:
             results = by_band.to_json()[args.strategy]
             bands[band] = {**{m: {str(n): results[m][str(n)]["normalized_utility"] for n in NS} for m in METHODS},
                            "identification": by_band.identification_json()[args.strategy]}
-        runs[str(seed)] = {"bands": bands, "validation": router.best_valid_utility,
-                           "validation_worst_band": {k: v["worst_band"] for k, v in router.validation.items()},
-                           "seconds": time.time() - start,
+        runs[str(seed)] = {"bands": bands, **validation_record(router), "seconds": time.time() - start,
                            "evaluation_seconds": time.time() - trained}
         print(f"seed {seed}: {runs[str(seed)]['seconds']:.0f} s ({time.time() - trained:.0f} s evaluating)",
               flush=True)
@@ -121,24 +119,28 @@ def band_table(runs: list[dict], shares: dict, methods, header: list[str]) -> li
     return table([*header[:-1], *IDENTIFICATION_HEADER, header[-1]], rows)
 
 
+def fixed_gaps(runs: list[dict], method: str) -> np.ndarray:
+    """`method` at n = 6 minus the best fixed model in hindsight, per seed (one run each) and band:
+    [seeds, bands]."""
+    return np.array([[run["bands"][band][method]["6"] - run["bands"][band]["best_fixed"]["6"] for band in run["bands"]]
+                     for run in runs])
+
+
 def comparison_table(base: list[dict], variant: list[dict], labels: tuple[str, str]) -> list[str]:
     """Two runs of this script (`base` and `variant`, one report per seed, the same seeds and users)
     band by band: the best fixed model, then the known router and the MetaRouter at n = 6 minus it
     (mean ± std over seeds, and the worst seed's for the known router) for each run; a last row
     averages over the bands."""
-    def gaps(runs, band, method):   # per seed
-        return np.array([run["bands"][band][method]["6"] - run["bands"][band]["best_fixed"]["6"] for run in runs])
-
     def row(label, fixed, known_base, known_variant, meta_base, meta_variant):
         spread = lambda g: f"{g.mean():+.3f} ± {g.std():.3f}"  # noqa: E731
         return [label, fixed, spread(known_base), spread(known_variant), f"{known_base.min():+.3f}",
                 f"{known_variant.min():+.3f}", spread(meta_base), spread(meta_variant)]
 
     bands = list(base[0]["bands"])
-    columns = {band: [gaps(runs, band, m) for m in ("known", "metarouter") for runs in (base, variant)] for band in bands}
-    rows = [row(band.replace("-", " to "), cell([run["bands"][band]["best_fixed"]["6"] for run in base]), *columns[band])
-            for band in bands]
-    rows.append(row("all bands", "", *np.mean(list(columns.values()), 0)))   # per seed, the mean over bands
+    columns = [fixed_gaps(runs, m) for m in ("known", "metarouter") for runs in (base, variant)]   # each [seeds, bands]
+    rows = [row(band.replace("-", " to "), cell([run["bands"][band]["best_fixed"]["6"] for run in base]),
+                *(c[:, b] for c in columns)) for b, band in enumerate(bands)]
+    rows.append(row("all bands", "", *(c.mean(1) for c in columns)))   # per seed, the mean over bands
     a, b = labels
     header = ["log10(lam)", "best fixed in hindsight", f"known minus best fixed: {a}", f"... {b}",
               f"worst seed: {a}", f"... {b}", f"MetaRouter n=6 minus best fixed: {a}", f"... {b}"]
@@ -152,10 +154,6 @@ def summary_table(results: list[dict]) -> list[str]:
     std over seeds, the known router's worst seed, and its lowest band of any seed), and the
     validation scores of the kept parameters, means over seeds (the worst band's where recorded);
     first the size of the validation split where some file records it."""
-    def gaps(runs, method):   # [seeds, bands]
-        return np.array([[run["bands"][band][method]["6"] - run["bands"][band]["best_fixed"]["6"] for band in run["bands"]]
-                         for run in runs])
-
     def validation(runs, key):
         scores = [run.get(key) for run in runs]
         if any(s is None for s in scores):
@@ -166,15 +164,16 @@ def summary_table(results: list[dict]) -> list[str]:
     rows = []
     for result in results:
         runs = list(result["runs"].values())
-        known, meta = gaps(runs, "known"), gaps(runs, "metarouter")
+        known, meta = fixed_gaps(runs, "known"), fixed_gaps(runs, "metarouter")
         config = result["config"]
         sizes = [str(result["split_sizes"]["valid"])] if "split_sizes" in result else ["not recorded"]
-        rows.append([*(sizes if with_sizes else []), f"{config.get('ema_decay', 0.0):g}", config.get("valid_criterion", "utility"),
+        rows.append([*(sizes if with_sizes else []), f"{config.get('ema_decay', 0.0):g}",
+                     config.get("valid_criterion", "utility"),
                      f"{known.mean(1).mean():+.3f} ± {known.mean(1).std():.3f}", f"{known.mean(1).min():+.3f}",
                      f"{known.min():+.3f}", f"{meta.mean(1).mean():+.3f} ± {meta.mean(1).std():.3f}",
                      validation(runs, "validation"), validation(runs, "validation_worst_band")])
-    header = [*(["validation queries"] if with_sizes else []), "ema_decay", "kept by (valid_criterion)", "known minus best fixed", "its worst seed",
-              "its lowest (seed, band)", "MetaRouter n=6 minus best fixed",
+    header = [*(["validation queries"] if with_sizes else []), "ema_decay", "kept by (valid_criterion)",
+              "known minus best fixed", "its worst seed", "its lowest (seed, band)", "MetaRouter n=6 minus best fixed",
               "validation utility: known, MetaRouter", "validation worst band: known, MetaRouter"]
     return table(header, rows)
 

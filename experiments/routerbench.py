@@ -21,7 +21,7 @@ from pathlib import Path
 import metarouter_jax as mr
 
 from common import (CURVE_NS as NS, add_validation_options, curve_table, experiment_parser, identification_table, parse,
-                    split_sizes, validation_data, write_results)
+                    split_sizes, validation_data, validation_record, write_results)
 
 OUT = Path(__file__).resolve().parent / "results"
 STRATEGIES = ("uniform", "informative", "active")  # active: asked one at a time at the posterior median
@@ -35,7 +35,7 @@ def main() -> None:
     parser.set_defaults(users=1024)
     args, overrides = parse(parser)
     out = args.out
-    data = validation_data(parser, args, mr.load_routerbench(args.data))
+    data = validation_data(args, mr.load_routerbench(args.data))
     config = mr.TrainConfig(**{"num_steps": args.steps, "log10_lam_range": (0.0, 4.0), **overrides})
     runs = {}
     for seed in args.seeds:
@@ -43,8 +43,7 @@ def main() -> None:
         router = mr.MetaRouter.fit(data, config, seed=seed)
         report = mr.evaluate(router, data, split="test", n_users=args.users, seed=seed, n_contexts=NS, strategies=STRATEGIES)
         runs[seed] = report.to_json()
-        runs[seed]["validation"] = router.best_valid_utility
-        runs[seed]["validation_worst_band"] = {k: v["worst_band"] for k, v in router.validation.items()}
+        runs[seed].update(validation_record(router))
         runs[seed]["identification"] = report.identification_json()
         print(f"seed {seed}: {time.time() - start:.0f} s", flush=True)
         print(report.format(), flush=True)

@@ -118,13 +118,18 @@ def test_eval_loads_the_data_with_the_recorded_seed(tmp_path):
         args = cli.build_parser().parse_args(["eval", str(tmp_path / "router"), *argv])
         return eval_data_source(args)
 
-    assert source("--seed", "3") == ("synthetic", 3)                                   # nothing recorded
-    assert source("--seed", "3", recorded={"data": "synthetic", "seed": 7}) == ("synthetic", 7)
-    assert source("--data", "synthetic", recorded={"data": "synthetic", "seed": 7}) == ("synthetic", 7)
-    assert source("--data-seed", "5", recorded={"data": "synthetic", "seed": 7}) == ("synthetic", 5)
-    assert source(recorded={"data": "synthetic", "data_seed": 2, "seed": 9}) == ("synthetic", 2)  # a sweep's
+    assert source("--seed", "3") == ("synthetic", 3, None)                             # nothing recorded
+    assert source("--seed", "3", recorded={"data": "synthetic", "seed": 7}) == ("synthetic", 7, None)
+    assert source("--data", "synthetic", recorded={"data": "synthetic", "seed": 7}) == ("synthetic", 7, None)
+    assert source("--data-seed", "5", recorded={"data": "synthetic", "seed": 7}) == ("synthetic", 5, None)
+    assert source(recorded={"data": "synthetic", "data_seed": 2, "seed": 9}) == ("synthetic", 2, None)  # a sweep's
     assert source("--data", "routerarena", "--seed", "4", recorded={"data": "synthetic", "seed": 7}) == (
-        "routerarena", 4)
+        "routerarena", 4, None)
+    # The training run's validation share goes with its dataset, whatever the seed; not to another dataset.
+    recorded = {"data": "synthetic", "seed": 7, "valid_fraction": 0.3}
+    assert source(recorded=recorded) == ("synthetic", 7, 0.3)
+    assert source("--data-seed", "5", recorded=recorded) == ("synthetic", 5, 0.3)
+    assert source("--data", "routerarena", recorded=recorded) == ("routerarena", 0, None)
 
 
 def test_failed_train_writes_nothing(tmp_path, capsys):

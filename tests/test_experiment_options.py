@@ -16,14 +16,13 @@ import common  # noqa: E402
 def parsed(*argv):
     parser = argparse.ArgumentParser(prog="script")
     common.add_validation_options(parser)
-    return parser, parser.parse_args(list(argv))
+    return parser.parse_args(list(argv))
 
 
 def test_valid_fraction_resplits_and_valid_subset_shrinks_the_validation_split():
     data = mr.synthetic_data(seed=0)
-    assert common.validation_data(*parsed(), data) is data                          # the data's own split
-    parser, args = parsed("--valid-fraction", "0.2", "--valid-subset", "0.25")
-    smaller = common.validation_data(parser, args, data)
+    assert common.validation_data(parsed(), data) is data                           # the data's own split
+    smaller = common.validation_data(parsed("--valid-fraction", "0.2", "--valid-subset", "0.25"), data)
     larger = data.resplit_validation(0.2, seed=0)
     valid, kept = larger.split("valid"), smaller.split("valid")
     assert abs(kept.size - 0.25 * valid.size) <= len(np.unique(data.family))      # stratified rounding
@@ -32,14 +31,13 @@ def test_valid_fraction_resplits_and_valid_subset_shrinks_the_validation_split()
         np.testing.assert_array_equal(smaller.split(name), larger.split(name))
     assert common.split_sizes(smaller) == {"train": larger.split("train").size, "valid": kept.size,
                                            "test": data.split("test").size}
-    other = common.validation_data(*parsed("--valid-fraction", "0.2", "--valid-subset", "0.25",
-                                           "--valid-subset-seed", "1"), data)
+    other = common.validation_data(parsed("--valid-fraction", "0.2", "--valid-subset", "0.25",
+                                          "--valid-subset-seed", "1"), data)
     assert other.split("valid").size == kept.size and not np.array_equal(other.split("valid"), kept)   # another draw
 
 
 @pytest.mark.parametrize("argv", [("--valid-fraction", "1.0"), ("--valid-subset", "0")])
 def test_out_of_range_shares_are_refused(argv, capsys):
-    parser, args = parsed(*argv)
     with pytest.raises(SystemExit) as exit_:
-        common.validation_data(parser, args, mr.synthetic_data(seed=0))
+        parsed(*argv)                                       # by the parser, before any data is loaded
     assert exit_.value.code == 2 and "must be in (0, 1)" in capsys.readouterr().err

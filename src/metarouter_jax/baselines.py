@@ -100,3 +100,14 @@ def hindsight(utility, allowed):
     seen = allowed.sum(0)
     per_model = jnp.where(seen > 0, (utility * allowed).sum(0) / jnp.maximum(seen, 1), -jnp.inf)
     return random, oracle, per_model
+
+
+def best_fixed_choice(model_means, allowed):
+    """Per query, the best fixed model in hindsight (the argmax of `model_means` [K], from
+    `hindsight`), or where it is unobserved the best observed one. allowed: [Q, K]. Returns [Q]."""
+    return jnp.argmax(jnp.where(allowed, model_means[None, :], -jnp.inf), -1)
+
+
+def rescale(mean_utility, u_random, u_oracle):
+    """A mean utility on the normalised scale: uniform random routing 0, the per-query oracle 1."""
+    return (mean_utility - u_random) / (u_oracle - u_random + 1e-9)

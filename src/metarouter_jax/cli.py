@@ -174,41 +174,42 @@ def resplit(data, valid_fraction: float | None, seed: int):
 
 
 def valid_fraction_arg(text: str) -> float:
+    """An argparse type: a share strictly between 0 and 1 (also the experiment scripts')."""
     value = float(text)
     if not 0.0 < value < 1.0:
         raise argparse.ArgumentTypeError(f"must be in (0, 1), got {text}")
     return value
 
 
-def eval_data_source(args) -> tuple[str, int]:
-    """(dataset, data seed) for `metarouter eval`.
+def eval_data_source(args) -> tuple[str, int, float | None]:
+    """(dataset, data seed, validation share) for `metarouter eval`.
 
     The dataset is --data, else the one config.json beside the router records. Its seed is
     --data-seed, else the recorded one when the dataset is the recorded one (that seed drew the
     synthetic data and the train/valid/test split: another seed would test on training queries),
-    else --seed.
+    else --seed. The validation share is the training run's `--valid-fraction` when the dataset is
+    the recorded one (its train split holds the queries the users' utility scales were calibrated
+    on), else None (the data's own split).
     """
     recorded = recorded_run(args)
     name = args.data if args.data is not None else recorded.get("data", "synthetic")
+    same = name == recorded.get("data")
+    fraction = recorded.get("valid_fraction") if same else None
     if args.data_seed is not None:
-        return name, args.data_seed
-    if name == recorded.get("data"):  # `sweep` records data_seed (its seeds train); `train` one seed for both
+        return name, args.data_seed, fraction
+    if same:  # `sweep` records data_seed (its seeds train); `train` one seed for both
         seed = recorded.get("data_seed", recorded.get("seed"))
         if seed is not None:
-            return name, int(seed)
-    return name, args.seed
+            return name, int(seed), fraction
+    return name, args.seed, fraction
 
 
 def cmd_eval(args) -> int:
     import metarouter_jax as mr
 
     router = mr.MetaRouter.load(args.checkpoint)
-    data_name, data_seed = eval_data_source(args)
-    # The training run's validation share: its train split holds the queries the users' utility
-    # scales were calibrated on.
-    recorded = recorded_run(args)
-    fraction = recorded.get("valid_fraction") if data_name == recorded.get("data") else None
-    data = resplit(load_data(data_name, data_seed), fraction, data_seed)
+    data_name, data_seed, valid_fraction = eval_data_source(args)
+    data = resplit(load_data(data_name, data_seed), valid_fraction, data_seed)
     if args.json:  # before a long evaluation, not after it
         check_out(Path(args.json).parent, "--json")
         if Path(args.json).is_dir():

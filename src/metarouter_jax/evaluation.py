@@ -231,7 +231,7 @@ def evaluate(router, data: RoutingData, split: str = "test", n_contexts=DEFAULT_
 
         def outcome(choice):
             take = lambda x: jnp.take_along_axis(x, choice[:, None], 1)[:, 0].mean()  # noqa: E731
-            return jnp.stack([_rescale(take(u), u_random, u_oracle), take(arrays.quality[queries]),
+            return jnp.stack([baselines.rescale(take(u), u_random, u_oracle), take(arrays.quality[queries]),
                               take(arrays.cost[queries])])
 
         def known_choice(profile_):
@@ -261,7 +261,7 @@ def evaluate(router, data: RoutingData, split: str = "test", n_contexts=DEFAULT_
 
         adaptive, identified = jax.lax.map(at_n, jnp.asarray(n_contexts))               # [n, 5, 3], [n, 3]
         # Best fixed model in hindsight; where it is unobserved, the best observed one.
-        fixed = jnp.argmax(jnp.where(allowed, model_means[None, :], -jnp.inf), -1)
+        fixed = baselines.best_fixed_choice(model_means, allowed)
         flat = jnp.stack([rand, outcome(fixed), outcome(agnostic),
                           outcome(known_choice(profile))])                                  # [4, 3]
         return adaptive, flat, identified
@@ -326,11 +326,7 @@ def normalized_utility(utility, allowed, choice):
     and the per-query oracle 1 (`baselines.hindsight`). utility [Q, K], allowed [Q, K] bool,
     choice [Q] int."""
     u_random, u_oracle, _ = baselines.hindsight(utility, allowed)
-    return _rescale(jnp.take_along_axis(utility, choice[:, None], 1)[:, 0].mean(), u_random, u_oracle)
-
-
-def _rescale(mean_utility, u_random, u_oracle):
-    return (mean_utility - u_random) / (u_oracle - u_random + 1e-9)
+    return baselines.rescale(jnp.take_along_axis(utility, choice[:, None], 1)[:, 0].mean(), u_random, u_oracle)
 
 
 def band_labels(edges) -> list[str]:

@@ -2,7 +2,8 @@
 
 The same code and JAX version compute slightly different numbers on CPUs with other vector
 instructions (XLA's CPU kernels are chosen per instruction set): reruns of the experiments on an
-AVX-512 machine moved MetaRouter figures by up to 0.002 (README, "Averaging the parameters").
+AVX-512 machine moved MetaRouter figures by up to 0.004 at some n, 0.001 at n = 6 (README,
+"Averaging the parameters").
 So provenance records the CPU model and the instruction-set extensions that pick those kernels.
 """
 

@@ -322,11 +322,9 @@ class Trainer:
                                              arrays.descriptors, allowed, self.query_family(queries))
             u = jax.vmap(query_utility, in_axes=(None, None, None, 0))(self.profiles, user.profile, arrays, queries)
             rand, best, model_means = baselines.hindsight(u, allowed)
-            take = lambda choice: jnp.take_along_axis(u, choice[:, None], 1)[:, 0].mean()  # noqa: E731
-            # The best fixed model; on a query where it is unobserved, the best observed one (as `evaluate`).
-            fixed = jnp.argmax(jnp.where(allowed, model_means[None, :], -jnp.inf), -1)
-            scale = best - rand + 1e-9
-            return (take(jnp.argmax(scores, -1)) - rand) / scale, (take(fixed) - rand) / scale
+            normalised = lambda choice: baselines.rescale(  # noqa: E731
+                jnp.take_along_axis(u, choice[:, None], 1)[:, 0].mean(), rand, best)
+            return normalised(jnp.argmax(scores, -1)), normalised(baselines.best_fixed_choice(model_means, allowed))
 
         routed, fixed = jax.vmap(one)(users, contexts)                                        # [V], [V]
         margins = band_means(users.profile["log10_lam"], routed - fixed, self.config.valid_bands)
