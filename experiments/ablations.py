@@ -28,7 +28,7 @@ import numpy as np
 
 import metarouter_jax as mr
 
-from common import cell, experiment_parser, load_data, parse, write_results
+from common import add_validation_options, cell, experiment_parser, load_data, parse, setup, split_sizes, write_results
 
 OUT = Path(__file__).resolve().parent / "results"
 NS = (0, 2, 6, 16)
@@ -68,14 +68,14 @@ def main() -> None:
     parser = experiment_parser(__doc__, OUT)
     parser.add_argument("--data", default="synthetic", help="synthetic (default) or a dataset name, e.g. routerbench")
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    add_validation_options(parser)
     args, overrides = parse(parser)
-    data = load_data(args.data)
-    # RouterBench: the reference range of DESIGN.md section 9; otherwise the data's frontier range.
-    lam = {"log10_lam_range": (0.0, 4.0)} if args.data == "routerbench" else {}
-    results = {"data": args.data, "variants": {}}
+    # RouterBench as experiments/routerbench.py; otherwise the data's splits and frontier range.
+    data, base = setup(args, overrides, args.data, load_data(args.data))
+    results = {"data": args.data, "split_sizes": split_sizes(data), "variants": {}}
     for variant in args.variants:
         changes, hp_changes = VARIANTS[variant]
-        config = mr.TrainConfig(**{"num_steps": args.steps, **lam, **overrides, **changes})
+        config = base.replace(**changes)
         hparams = mr.Hparams.create(**hp_changes)
         runs = {}
         for seed in args.seeds:

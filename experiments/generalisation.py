@@ -34,7 +34,7 @@ import numpy as np
 import metarouter_jax as mr
 from metarouter_jax.splits import ood_by_family, select_models
 
-from common import cell, experiment_parser, load_data, parse, write_results
+from common import add_validation_options, cell, experiment_parser, load_data, parse, setup, split_sizes, write_results
 
 OUT = Path(__file__).resolve().parent / "results"
 NS = (0, 2, 6, 16)
@@ -206,18 +206,18 @@ def main() -> None:
     parser.add_argument("--study", nargs="+", default=list(STUDIES), choices=STUDIES)
     parser.add_argument("--unseen", nargs="+", default=None, help="models held out of training (pool study)")
     parser.add_argument("--name", help="result file names NAME.json, NAME.md (default generalisation_<data>)")
+    add_validation_options(parser)
     args, overrides = parse(parser)
-    setup = dict(SETUPS[args.data], **({"unseen": args.unseen} if args.unseen else {}))
+    study = dict(SETUPS[args.data], **({"unseen": args.unseen} if args.unseen else {}))
     data = load_data(args.data)
-    missing = [m for m in setup["unseen"] if m not in data.model_names]
+    missing = [m for m in study["unseen"] if m not in data.model_names]
     if missing:
         parser.error(f"--unseen: unknown model(s) {missing}; known: {list(data.model_names)}")
-    # RouterBench: the reference range of DESIGN.md section 9 (as experiments/routerbench.py);
-    # otherwise the data's Pareto-frontier range (TrainConfig's default).
-    lam = {"log10_lam_range": (0.0, 4.0)} if args.data == "routerbench" else {}
-    config = mr.TrainConfig(**{"num_steps": args.steps, **lam, **overrides})
+    # RouterBench as experiments/routerbench.py; otherwise the data's splits and Pareto-frontier
+    # range (TrainConfig's default).
+    data, config = setup(args, overrides, args.data, data)
     start = time.time()
-    results = {"config": config.to_dict(), "data": args.data}
+    results = {"config": config.to_dict(), "data": args.data, "split_sizes": split_sizes(data)}
     fits = {}
 
     def full_fit(seed):  # the router trained on the data's own splits, every model: one per seed
@@ -226,9 +226,9 @@ def main() -> None:
         return fits[seed]
 
     if "ood" in args.study:
-        results["ood"] = ood_study(data, setup, config, args.seeds, args.users, full_fit)
+        results["ood"] = ood_study(data, study, config, args.seeds, args.users, full_fit)
     if {"pool", "sizes"} & set(args.study):
-        results.update(pool_and_sizes(data, setup, config, args.seeds, args.users, args.study, full_fit))
+        results.update(pool_and_sizes(data, study, config, args.seeds, args.users, args.study, full_fit))
     results["seconds"] = time.time() - start
     stem = args.out / (args.name or f"generalisation_{args.data}")
     write_results(stem.with_suffix(".json"), results)

@@ -31,7 +31,7 @@ from metarouter_jax import adaptation, baselines, evaluation
 from metarouter_jax.tasks import query_utility, utility_scale
 from metarouter_jax.training import calibration_queries
 
-from common import experiment_parser, load_data, parse, table, write_results
+from common import add_validation_options, experiment_parser, load_data, parse, setup, split_sizes, table, write_results
 
 OUT = Path(__file__).resolve().parent / "results"
 SHIFTS = (-1.0, -0.5, -0.25, 0.0, 0.25, 0.5, 1.0)
@@ -115,12 +115,11 @@ def main() -> None:
     parser = experiment_parser(__doc__, OUT)
     parser.add_argument("--data", default="routerbench", help="routerbench (default), synthetic, or a dataset name")
     parser.add_argument("--bands", type=int, default=8, help="equal log10(lam) bands over the router's range")
+    add_validation_options(parser)
     args, overrides = parse(parser)
     if args.bands < 1:
         parser.error(f"--bands must be >= 1, got {args.bands}")
-    data = load_data(args.data)
-    lam = {"log10_lam_range": (0.0, 4.0)} if args.data == "routerbench" else {}   # as routerbench.py
-    config = mr.TrainConfig(**{"num_steps": args.steps, **lam, **overrides})
+    data, config = setup(args, overrides, args.data, load_data(args.data))   # as routerbench.py
     runs = {}
     for seed in args.seeds:
         start = time.time()
@@ -130,7 +129,8 @@ def main() -> None:
                            "validation": router.best_valid_utility, "seconds": time.time() - start}
         print(f"seed {seed}: {runs[str(seed)]['seconds']:.0f} s", flush=True)
     stem = args.out / f"known_shift_{args.data}"
-    write_results(stem.with_suffix(".json"), {"config": config.to_dict(), "data": args.data, "runs": runs})
+    write_results(stem.with_suffix(".json"), {"config": config.to_dict(), "data": args.data, "split_sizes": split_sizes(data),
+                                              "runs": runs})
     text = markdown(args, runs)
     stem.with_suffix(".md").write_text(text)
     print(text)

@@ -34,8 +34,8 @@ import numpy as np
 
 import metarouter_jax as mr
 
-from common import (add_validation_options, cell, experiment_parser, load_data, parse, split_sizes, table,
-                    validation_data, validation_record, write_results)
+from common import (add_validation_options, cell, experiment_parser, load_data, parse, setup, split_sizes, table,
+                    validation_record, write_results)
 from metarouter_jax.evaluation import band_labels
 from metarouter_jax.inspect_data import switch_points
 
@@ -57,10 +57,7 @@ def main() -> None:
     args, overrides = parse(parser)
     if args.bands < 1:
         parser.error(f"--bands must be >= 1, got {args.bands}")
-    data = validation_data(args, load_data(args.data))
-    # RouterBench: the reference range of DESIGN.md section 9 (as experiments/routerbench.py).
-    lam = {"log10_lam_range": (0.0, 4.0)} if args.data == "routerbench" else {}
-    config = mr.TrainConfig(**{"num_steps": args.steps, **lam, **overrides})
+    data, config = setup(args, overrides, args.data, load_data(args.data))   # as experiments/routerbench.py
     runs, edges = {}, None
     switch = switch_points(data, "test")   # the data's, the same for every seed
     for seed in args.seeds:

@@ -30,7 +30,7 @@ import numpy as np
 import metarouter_jax as mr
 from metarouter_jax.splits import ood_by_family
 
-from common import cell, experiment_parser, load_data, parse, write_results
+from common import add_validation_options, cell, experiment_parser, load_data, parse, setup, write_results
 from generalisation import SETUPS, STRATEGIES, _table, evaluate, family_queries
 
 OUT = Path(__file__).resolve().parent / "results"
@@ -64,13 +64,12 @@ def main() -> None:
     parser.add_argument("--data", default="synthetic", choices=sorted(SETUPS))
     parser.add_argument("--calib-queries", type=int, default=32,
                         help="calibration queries per new family (every model's answer to each)")
+    add_validation_options(parser)
     args, overrides = parse(parser)
-    setup = SETUPS[args.data]
-    data = load_data(args.data)
-    lam = {"log10_lam_range": (0.0, 4.0)} if args.data == "routerbench" else {}
-    config = mr.TrainConfig(**{"num_steps": args.steps, **lam, **overrides})
-    split = calibrated_split(data, setup, args.calib_queries)
-    groups = list(setup["test"])
+    study = SETUPS[args.data]
+    data, config = setup(args, overrides, args.data, load_data(args.data))   # as generalisation.py
+    split = calibrated_split(data, study, args.calib_queries)
+    groups = list(study["test"])
     configs = {"descriptors": config.replace(descriptor_split="calib"),
                "family_quality": config.replace(descriptor_split="calib", family_quality=True)}
     start = time.time()
@@ -89,7 +88,7 @@ def main() -> None:
             run[variant]["validation"] = router.best_valid_utility
         print(f"seed {seed}: {time.time() - begin:.0f} s", flush=True)
     results = {"config": config.to_dict(), "data": args.data, "calib_queries": args.calib_queries,
-               "train_families": setup["train"], "test_families": setup["test"],
+               "train_families": study["train"], "test_families": study["test"],
                "test_queries": {g: int(split.split(f"test_{g}").size) for g in groups},
                "in_distribution_test_queries": int(data.split("test").size),
                "runs": runs, "seconds": time.time() - start}

@@ -41,3 +41,24 @@ def test_out_of_range_shares_are_refused(argv, capsys):
     with pytest.raises(SystemExit) as exit_:
         parsed(*argv)                                       # by the parser, before any data is loaded
     assert exit_.value.code == 2 and "must be in (0, 1)" in capsys.readouterr().err
+
+
+def test_setup_applies_the_dataset_recipe_beneath_the_options():
+    data = mr.synthetic_data(seed=0)
+    args = parsed()
+    args.steps = 200
+    same, config = common.setup(args, {}, "synthetic", data)     # no recipe: the data's own split, the defaults
+    assert same is data and config == mr.TrainConfig(num_steps=200)
+    recipe = common.RECIPES["routerbench"]
+    for name in ("routerbench", "routerbench_0shot"):             # the registry's alias too
+        args = parsed()
+        args.steps = 200
+        resplit, config = common.setup(args, {}, name, data)
+        np.testing.assert_array_equal(resplit.split("valid"),
+                                      data.resplit_validation(recipe["valid_fraction"], seed=0).split("valid"))
+        assert config == mr.TrainConfig(num_steps=200, **recipe["config"])
+    args = parsed("--valid-fraction", "0.1")                      # an explicit share and --set win
+    args.steps = 200
+    resplit, config = common.setup(args, {"ema_decay": 0.0}, "routerbench", data)
+    np.testing.assert_array_equal(resplit.split("valid"), data.resplit_validation(0.1, seed=0).split("valid"))
+    assert config.ema_decay == 0.0 and config.log10_lam_range == recipe["config"]["log10_lam_range"]
