@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 from metarouter_jax.checkpoint import CheckpointError, check_save_target, read_json_object, write_json
-from metarouter_jax.config import VALID_KEYS, Hparams, TrainConfig, expected_type
+from metarouter_jax.config import VALID_LABELS, Hparams, TrainConfig, expected_type
 from metarouter_jax.data import DataError
 
 ALIASES = {"lr": "learning_rate", "steps": "num_steps", "tasks": "tasks_per_step"}
@@ -156,8 +156,8 @@ def cmd_train(args) -> int:
                                      "config": config.to_dict(), "hparams": hparams.to_json()})
     print(f"trained in {time.time() - start:.0f} s; router saved to {out / 'router'}")
     for name, scores in router.validation.items():
-        print(f"  {name:<10} held-out normalised utility {scores['utility']:.3f}, worst log10(lam) band's margin "
-              f"over the best fixed model {scores.get('worst_band', float('nan')):+.3f} (kept parameters)")
+        print(f"  {name:<10} {VALID_LABELS['utility']} {scores['utility']:.3f}, {VALID_LABELS['worst_band']} "
+              f"{scores.get('worst_band', float('nan')):+.3f} (kept parameters)")
     return 0
 
 
@@ -300,7 +300,7 @@ def cmd_sweep(args) -> int:
 
         bar = tqdm(total=config.num_chunks, desc="sweep", unit="chunk")
 
-    score = VALID_KEYS[config.valid_criterion]   # what the sweep ranks the configurations by
+    score = config.valid_key   # what the sweep ranks the configurations by
 
     def on_chunk(index, num_chunks, metrics):
         if bar is not None:
@@ -332,7 +332,7 @@ def cmd_sweep(args) -> int:
                 "seed": int(result.seeds[best]),
                 "config": config.to_dict(), "hparams": router.hparams.to_json(), "seeds": seeds, "grid": grid,
                 "best": result.rows()[best]})
-    print(f"best: configuration {best} {result.configs[best]}: best {sweep.SCORE_LABELS[config.valid_criterion]} "
+    print(f"best: configuration {best} {result.configs[best]}: best {VALID_LABELS[config.valid_criterion]} "
           f"{result.best_utility[best]:.3f}; router saved to {out / 'best_router'}")
     missing = [name for name in ("known", "agnostic") if name not in router.params]
     if missing:

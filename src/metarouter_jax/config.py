@@ -22,6 +22,9 @@ LIKELIHOODS = ("learned", "bradley_terry")
 # early stopping's score (`TrainConfig.valid_criterion`) -> its history key (`Trainer.validation_score`)
 VALID_KEYS = {"utility": "valid_utility", "worst_band": "valid_worst_band"}
 VALID_CRITERIA = tuple(VALID_KEYS)
+# early stopping's score -> what it is, in words (the CLI's printouts, the sweep's table and plot)
+VALID_LABELS = {"utility": "held-out normalised utility",
+                "worst_band": "worst log10(lam) band's margin over the best fixed model"}
 FREEZABLE = ("encoder", "policy", "profile_embedding", "profile_head")
 FROZEN_WHEN_WARM = ("policy", "profile_embedding")  # the known router's parts a warm-started MetaRouter keeps
 POSITIVE_INTS = ("num_steps", "chunk_steps", "tasks_per_step", "queries_per_task", "max_contexts",
@@ -181,6 +184,11 @@ class TrainConfig:
     @property
     def num_chunks(self) -> int:
         return self.num_steps // self.chunk_steps
+
+    @property
+    def valid_key(self) -> str:
+        """The history key of early stopping's score (`VALID_KEYS`; "valid_utility" by default)."""
+        return VALID_KEYS[self.valid_criterion]
 
     def replace(self, **changes) -> "TrainConfig":
         return dataclasses.replace(self, **changes)

@@ -267,7 +267,7 @@ class MetaRouter:
         lowest log10(lam) band's mean margin over the best fixed model (`Trainer.validation_score`;
         absent from routers saved before it was recorded). Chunks that ended with diverged (NaN)
         parameters score NaN and are skipped, as training skips them."""
-        criterion = VALID_KEYS[self.config.valid_criterion]
+        criterion = self.config.valid_key
         out = {}
         for name, h in self.history.items():
             kept = np.asarray(h[criterion], np.float64)

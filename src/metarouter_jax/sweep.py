@@ -23,7 +23,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from metarouter_jax.config import VALID_KEYS, Hparams, TrainConfig
+from metarouter_jax.config import VALID_LABELS, Hparams, TrainConfig
 from metarouter_jax.data import RoutingData
 from metarouter_jax.networks import NetworkConfig
 from metarouter_jax.parallel import CONFIG_AXIS, replicate, resolve_mesh, shard_configs, to_host
@@ -32,8 +32,6 @@ from metarouter_jax.router import DataInfo, MetaRouter, router_config, warm_star
 from metarouter_jax.streams import seed_key
 from metarouter_jax.training import make_train, run_training
 
-SCORE_LABELS = {"utility": "held-out normalised utility",
-                "worst_band": "worst log10(lam) band's margin over the best fixed model"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -88,7 +86,7 @@ class SweepResult:
     @property
     def score_key(self) -> str:
         """The history key of the early-stopping score ("valid_utility" by default)."""
-        return VALID_KEYS[self.config.valid_criterion]
+        return self.config.valid_key
 
     def rows(self) -> list[dict]:
         """One dict per configuration: seed, swept values, final and best early-stopping score
@@ -215,7 +213,7 @@ def run_sweep(data: RoutingData, config: TrainConfig, hparam_grid: dict[str, Seq
                                      init_params=init, chunk_offset=(stages - 1) * config.num_chunks, **common)
     best_params = jax.tree.map(lambda x: jnp.asarray(x[:size]), to_host(states.best_params))
     info = DataInfo.from_data(data, trainer.arrays, config.descriptor_source, trainer.atoms)
-    final_score = history[VALID_KEYS[config.valid_criterion]][:, -1]
+    final_score = history[config.valid_key][:, -1]
     return SweepResult(config, trainer.net_config, trainer.profiles, seeds, hparams, tuple(hparam_grid),
                        final_score, to_host(states.best_score)[:size], history, best_params, info,
                        known_params, known_history)
@@ -293,7 +291,7 @@ def plot_sweep(result: SweepResult, path: str | Path) -> Path:
     ax.bar(x - 0.2, result.final_utility, 0.4, label="final")
     ax.bar(x + 0.2, result.best_utility, 0.4, label="best (kept)")
     ax.set_xticks(x, labels, rotation=60, ha="right", fontsize=7)
-    ax.set_ylabel(textwrap.fill(SCORE_LABELS[result.config.valid_criterion], 32))
+    ax.set_ylabel(textwrap.fill(VALID_LABELS[result.config.valid_criterion], 32))
     ax.set_title(f"sweep: {result.size} configurations (best: {result.best_index})")
     ax.legend(loc="lower right")
     fig.tight_layout()

@@ -381,7 +381,7 @@ class Trainer:
         finite = jnp.stack([jnp.isfinite(p).all() for p in jax.tree.leaves(scored)]).all()
         valid_metrics = {k: jnp.where(finite, v, jnp.nan)
                          for k, v in self.validation_score(scored, users, contexts).items()}
-        score = valid_metrics[VALID_KEYS[self.config.valid_criterion]]
+        score = valid_metrics[self.config.valid_key]
         better = score > state.best_score
         best = jax.tree.map(lambda new, old: jnp.where(better, new, old), scored, state.best_params)
         state = state.replace(best_params=best, best_score=jnp.where(better, score, state.best_score))
