@@ -16,8 +16,8 @@ import numpy as np
 import metarouter_jax as mr
 from metarouter_jax import checkpoint
 from metarouter_jax.cli import apply_compile_cache, compile_cache_option, parse_overrides, valid_fraction_arg
-from metarouter_jax.loaders.registry import ALIASES
 from metarouter_jax.machine import cpu_info
+from metarouter_jax.recipes import RECIPES, recipe_for
 
 
 def experiment_parser(doc: str, out: Path) -> argparse.ArgumentParser:
@@ -47,20 +47,10 @@ def parse(parser: argparse.ArgumentParser) -> tuple[argparse.Namespace, dict]:
     return args, overrides
 
 
-# What the experiments train with on a dataset, beneath --set and --valid-fraction. RouterBench:
-# the reference range of log10(lam) of DESIGN.md section 9; 20% of the train split (443 queries)
-# held out for early stopping, since its own 10% (222 queries) let early stopping keep routers that
-# lose to one model at the low end of the range; and early stopping keeps the parameter average
-# (ema_decay 0.99), since the last iterate failed there on some seeds even with 443 queries
-# (README, "A larger validation split").
-RECIPES = {"routerbench": {"valid_fraction": 0.2, "config": {"log10_lam_range": (0.0, 4.0), "ema_decay": 0.99}}}
-CANONICAL = {full: short for short, full in ALIASES.items()}   # routerbench_0shot -> routerbench
-
-
 def add_validation_options(parser: argparse.ArgumentParser) -> None:
     """--valid-fraction and --valid-subset (shares in (0, 1), as the metarouter command's), for
     scripts that load their data with `setup` or `validation_data`."""
-    recipes = ", ".join(f"{name} {recipe['valid_fraction']}" for name, recipe in RECIPES.items())
+    recipes = ", ".join(f"{name} {recipe.valid_fraction}" for name, recipe in RECIPES.items())
     parser.add_argument("--valid-fraction", type=valid_fraction_arg,
                         help="hold out this share of the train and valid queries for early stopping instead of "
                              f"the data's own validation split (default: {recipes}; on other data its own split; "
@@ -72,14 +62,15 @@ def add_validation_options(parser: argparse.ArgumentParser) -> None:
 
 
 def setup(args: argparse.Namespace, overrides: dict, dataset: str, data) -> tuple:
-    """`data` with the validation split the experiments use on `dataset` (a `RECIPES` name, or
-    any other for none), and the TrainConfig they train with: --steps, the recipe's fields, then
-    --set. An explicit --valid-fraction wins over the recipe's, as --set wins over its fields (so
-    `--valid-fraction 0.1 --set ema_decay=0` trains on RouterBench as before the recipe)."""
-    recipe = RECIPES.get(CANONICAL.get(dataset, dataset), {})
-    if args.valid_fraction is None:
-        args.valid_fraction = recipe.get("valid_fraction")
-    config = mr.TrainConfig(**{"num_steps": args.steps, **recipe.get("config", {}), **overrides})
+    """`data` with the validation split the experiments use on `dataset`, and the TrainConfig
+    they train with: --steps, the dataset's recipe (`metarouter_jax.recipes`, as `metarouter
+    train` applies it; RouterBench: 20% held out, the parameter average, log10(lam) in [0, 4]),
+    then --set. An explicit --valid-fraction wins over the recipe's, as --set wins over its fields
+    (so `--valid-fraction 0.1 --set ema_decay=0` trains on RouterBench as before the recipe)."""
+    recipe = recipe_for(dataset)
+    if args.valid_fraction is None and recipe is not None:
+        args.valid_fraction = recipe.valid_fraction
+    config = mr.TrainConfig(**{"num_steps": args.steps, **(recipe.config if recipe else {}), **overrides})
     return validation_data(args, data), config
 
 

@@ -4,7 +4,7 @@
                                       [--name NAME] [--valid-fraction F] [--valid-subset F]
 
 Meta-trains on the train split (20% of it held out, stratified by family, for early stopping
-and model selection, which keeps the parameter average: common.RECIPES), evaluates users on the
+and model selection, which keeps the parameter average: metarouter_jax.recipes), evaluates users on the
 test split, all three pair strategies, linear profiles with log10(lam) in [0, 4] (the reference
 range of DESIGN.md section 9). Each seed
 draws its own test users, as the other experiments do, so the spread over seeds includes the

@@ -193,3 +193,34 @@ def test_an_out_the_run_could_not_be_saved_to_is_refused_before_the_data_is_load
             (out / "router" / name).write_text("{}")
         assert main(["train", "--out", str(out), "--quiet", *TINY]) == 2
         assert "the data would be loaded here" in capsys.readouterr().err
+
+
+def test_a_named_dataset_trains_with_its_recipe_beneath_explicit_settings(capsys):
+    def applied(*argv):
+        args = cli.build_parser().parse_args(["train", *argv])
+        config_over = cli.with_recipe(args, parse_overrides(args.overrides)[0])
+        return config_over, args.valid_fraction, args.recipe_applied
+
+    recipe = {"log10_lam_range": (0.0, 4.0), "ema_decay": 0.99}
+    assert applied("--data", "routerbench") == (recipe, 0.2, "routerbench")
+    assert "recipe for routerbench: --valid-fraction 0.2 log10_lam_range=[0,4] ema_decay=0.99" in capsys.readouterr().out
+    assert applied("--data", "routerbench_0shot", "--valid-fraction", "0.1", "ema_decay=0") == (
+        {**recipe, "ema_decay": 0}, 0.1, "routerbench_0shot")                # explicit settings win
+    assert applied("--data", "routerbench", "--recipe", "none") == ({}, None, None)
+    assert applied("--data", "synthetic", "hidden=8") == ({"hidden": 8}, None, None)   # no recipe: unchanged
+    assert capsys.readouterr().out.count("recipe for") == 1
+
+
+def test_train_on_routerbench_records_the_recipe_for_eval(tmp_path, data_dir, monkeypatch, capsys):
+    monkeypatch.setenv("METAROUTER_DATA", str(data_dir))
+    out = tmp_path / "rb"
+    assert main(["train", "--data", "routerbench", "--out", str(out), "--quiet", "--save-every", "0", *TINY]) == 0
+    printed = capsys.readouterr().out
+    assert "recipe for routerbench" in printed and "valid: 443" in printed
+    recorded = json.loads((out / "config.json").read_text())
+    assert recorded["recipe"] == "routerbench" and recorded["valid_fraction"] == 0.2
+    assert recorded["config"]["ema_decay"] == 0.99 and recorded["config"]["log10_lam_range"] == [0.0, 4.0]
+    resplits, resplit = [], cli.resplit
+    monkeypatch.setattr(cli, "resplit", lambda data, f, seed: resplits.append((f, seed)) or resplit(data, f, seed))
+    assert main(["eval", str(out / "router"), "--users", "4", "--n-contexts", "0", "--strategies", "uniform"]) == 0
+    assert resplits == [(0.2, 0)]     # eval splits as training did

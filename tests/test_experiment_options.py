@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 import metarouter_jax as mr
+from metarouter_jax.recipes import recipe_for
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "experiments"))
 import common  # noqa: E402
@@ -49,16 +50,16 @@ def test_setup_applies_the_dataset_recipe_beneath_the_options():
     args.steps = 200
     same, config = common.setup(args, {}, "synthetic", data)     # no recipe: the data's own split, the defaults
     assert same is data and config == mr.TrainConfig(num_steps=200)
-    recipe = common.RECIPES["routerbench"]
+    recipe = recipe_for("routerbench")
     for name in ("routerbench", "routerbench_0shot"):             # the registry's alias too
         args = parsed()
         args.steps = 200
         resplit, config = common.setup(args, {}, name, data)
         np.testing.assert_array_equal(resplit.split("valid"),
-                                      data.resplit_validation(recipe["valid_fraction"], seed=0).split("valid"))
-        assert config == mr.TrainConfig(num_steps=200, **recipe["config"])
+                                      data.resplit_validation(recipe.valid_fraction, seed=0).split("valid"))
+        assert config == mr.TrainConfig(num_steps=200, **recipe.config)
     args = parsed("--valid-fraction", "0.1")                      # an explicit share and --set win
     args.steps = 200
     resplit, config = common.setup(args, {"ema_decay": 0.0}, "routerbench", data)
     np.testing.assert_array_equal(resplit.split("valid"), data.resplit_validation(0.1, seed=0).split("valid"))
-    assert config.ema_decay == 0.0 and config.log10_lam_range == recipe["config"]["log10_lam_range"]
+    assert config.ema_decay == 0.0 and config.log10_lam_range == recipe.config["log10_lam_range"]

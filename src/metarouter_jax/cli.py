@@ -135,7 +135,7 @@ def cmd_train(args) -> int:
     # Everything is checked before anything is written; config.json is written last, beside the
     # router it describes, so a failed or refused run leaves no config.json that disagrees with it.
     config_over, hparam_over = parse_overrides(args.overrides)
-    config = checked_config(config_over)
+    config = checked_config(with_recipe(args, config_over))
     hparams = Hparams.create(**hparam_over)
     out = Path(args.out)
     check_run_out(out, "router")
@@ -152,7 +152,7 @@ def cmd_train(args) -> int:
                                mesh=mesh)
     router.save(out / "router")
     write_json(out / "config.json", {"data": args.data, "data_seed": args.seed, "seed": args.seed,
-                                     "valid_fraction": args.valid_fraction,
+                                     "valid_fraction": args.valid_fraction, "recipe": args.recipe_applied,
                                      "config": config.to_dict(), "hparams": hparams.to_json()})
     print(f"trained in {time.time() - start:.0f} s; router saved to {out / 'router'}")
     for name, scores in router.validation.items():
@@ -165,6 +165,23 @@ def recorded_run(args) -> dict:
     """The config.json `train` or `sweep` wrote beside the router `args.checkpoint`, or {}."""
     cfg_file = Path(args.checkpoint).parent / "config.json"
     return read_json_object(cfg_file, ValueError) if cfg_file.exists() else {}
+
+
+def with_recipe(args, config_over: dict) -> dict:
+    """The TrainConfig overrides with the recipe of the dataset `args.data` names beneath them
+    (`recipes.recipe_for`; none with `--recipe none`), and `args.valid_fraction` set to the
+    recipe's unless given; says what it applies. `args.recipe_applied` is its dataset or None."""
+    from metarouter_jax.recipes import recipe_for
+
+    recipe = recipe_for(args.data) if args.recipe == "auto" else None
+    args.recipe_applied = None if recipe is None else str(args.data)
+    if recipe is None:
+        return config_over
+    if args.valid_fraction is None:
+        args.valid_fraction = recipe.valid_fraction
+    print(f"recipe for {args.data}: {recipe.describe()} ({recipe.why}); explicit settings win, "
+          "--recipe none uses the library's defaults")
+    return {**recipe.config, **config_over}
 
 
 def resplit(data, valid_fraction: float | None, seed: int):
@@ -285,7 +302,7 @@ def cmd_sweep(args) -> int:
             except ValueError:
                 raise ValueError(f"{name}={raw!r}: hyperparameter values must be numbers") from None
         grid[name] = grid.get(name, []) + values
-    config = checked_config(config_over)
+    config = checked_config(with_recipe(args, config_over))
     Hparams.grid(**grid)   # bad values (NaN, negative) fail here, before the data is loaded
     out = Path(args.out)
     check_run_out(out, "best_router")
@@ -329,6 +346,7 @@ def cmd_sweep(args) -> int:
     router.save(out / "best_router")
     write_json(out / "config.json",
                {"data": args.data, "data_seed": args.data_seed, "valid_fraction": args.valid_fraction,
+                "recipe": args.recipe_applied,
                 "seed": int(result.seeds[best]),
                 "config": config.to_dict(), "hparams": router.hparams.to_json(), "seeds": seeds, "grid": grid,
                 "best": result.rows()[best]})
@@ -363,6 +381,9 @@ def apply_compile_cache(args):
 VALID_HELP = ("hold out this share of the train and valid queries for early stopping instead of the data's own "
               "validation split (RouterBench's: 222 queries, too few to be reliable; see the README); "
               "`metarouter eval` reads it from OUT/config.json")
+RECIPE_HELP = ("auto (default): a dataset given by name trains with its recipe, the settings the README's results on "
+               "it used, beneath --valid-fraction and key=value settings (routerbench: --valid-fraction 0.2 "
+               "log10_lam_range=[0,4] ema_decay=0.99); none: the library's defaults")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -379,6 +400,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--save-every", type=int, default=500, help="checkpoint every N steps (0: only at the end)")
     train.add_argument("--keep", type=int, default=3, help="checkpoints to keep")
     train.add_argument("--valid-fraction", type=valid_fraction_arg, default=None, metavar="F", help=VALID_HELP)
+    train.add_argument("--recipe", choices=("auto", "none"), default="auto", help=RECIPE_HELP)
     train.add_argument("--quiet", action="store_true", help="no progress bar")
     train.add_argument("overrides", nargs="*", help="key=value settings, e.g. num_steps=2000 lr=3e-3")
     train.set_defaults(func=cmd_train)
@@ -424,6 +446,7 @@ def build_parser() -> argparse.ArgumentParser:
     sw.add_argument("--seeds", nargs="+", default=["0"], help="training seeds (each runs the whole grid)")
     sw.add_argument("--data-seed", type=int, default=0, help="seed of the dataset (synthetic data, splits)")
     sw.add_argument("--valid-fraction", type=valid_fraction_arg, default=None, metavar="F", help=VALID_HELP)
+    sw.add_argument("--recipe", choices=("auto", "none"), default="auto", help=RECIPE_HELP)
     sw.add_argument("--grid", nargs="*", default=[], metavar="NAME=V1,V2",
                     help="hyperparameter axes, e.g. learning_rate=1e-3,3e-3 entropy_start=0.05,0.1")
     sw.add_argument("--companions", action="store_true",
