@@ -38,11 +38,12 @@ SHIFTS = (-1.0, -0.5, -0.25, 0.0, 0.25, 0.5, 1.0)
 WINDOWS = (0.25, 0.5, 1.0)
 
 
-def known_router_readings(router, data, edges, users: int, seed: int) -> dict:
+def known_router_readings(router, data, edges, users: int, seed: int, split: str = "test") -> dict:
     """Per band "lo-hi": mean normalised utility of the known router at each shift, of the
-    window-averaged decision at each width, and of the prior-average decision."""
+    window-averaged decision at each width, and of the prior-average decision, on the queries of
+    `split` (the users are the same whichever split)."""
     arrays = router.arrays_for(data)
-    split = data.split("test")
+    split = data.split(split)
     queries = jnp.asarray(split[data.observed[split].any(-1)])
     allowed = arrays.observed[queries]
     calib = jnp.asarray(calibration_queries(data, router.config))
@@ -104,7 +105,8 @@ def markdown(args, runs: dict) -> str:
                      *(f"{np.mean([r['window'][str(w)] for r in per_seed]):.3f}" for w in WINDOWS),
                      f"{np.mean([r['prior'] for r in per_seed]):.3f}", best])
     lines = [f"# The known router given a shifted log10(lam), on {args.data}", "",
-             f"Seeds {args.seeds}, {args.users} users per band and seed (log10(lam) uniform in the band, test split), "
+             f"Seeds {args.seeds}, {args.users} users per band and seed (log10(lam) uniform in the band, {args.split} "
+             "split), "
              f"{args.steps} meta-steps per router. Normalised utility, means over seeds: the known router given "
              "log10(lam) + shift, the posterior-average decision over a window of ± w decades around the true value, "
              "and the prior-average decision; then per seed the shift that scores best.", ""]
@@ -115,6 +117,8 @@ def main() -> None:
     parser = experiment_parser(__doc__, OUT)
     parser.add_argument("--data", default="routerbench", help="routerbench (default), synthetic, or a dataset name")
     parser.add_argument("--bands", type=int, default=8, help="equal log10(lam) bands over the router's range")
+    parser.add_argument("--split", default="test", help="route the queries of this split (default test; valid: "
+                                                        "does the validation split see the same misreading?)")
     add_validation_options(parser)
     args, overrides = parse(parser)
     if args.bands < 1:
@@ -125,12 +129,12 @@ def main() -> None:
         start = time.time()
         router = mr.MetaRouter.fit(data, config, seed=seed)
         edges = np.linspace(*router.profiles.log10_lam_range, args.bands + 1)
-        runs[str(seed)] = {"bands": known_router_readings(router, data, edges, args.users, seed),
+        runs[str(seed)] = {"bands": known_router_readings(router, data, edges, args.users, seed, args.split),
                            "validation": router.best_valid_utility, "seconds": time.time() - start}
         print(f"seed {seed}: {runs[str(seed)]['seconds']:.0f} s", flush=True)
-    stem = args.out / f"known_shift_{args.data}"
-    write_results(stem.with_suffix(".json"), {"config": config.to_dict(), "data": args.data, "split_sizes": split_sizes(data),
-                                              "runs": runs})
+    stem = args.out / (f"known_shift_{args.data}" + ("" if args.split == "test" else f"_{args.split}"))
+    write_results(stem.with_suffix(".json"), {"config": config.to_dict(), "data": args.data, "split": args.split,
+                                              "split_sizes": split_sizes(data), "runs": runs})
     text = markdown(args, runs)
     stem.with_suffix(".md").write_text(text)
     print(text)
