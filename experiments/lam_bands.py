@@ -150,7 +150,8 @@ def summary_table(results: list[dict]) -> list[str]:
     router and the MetaRouter at n = 6 minus the best fixed model averaged over the bands (mean ±
     std over seeds, the known router's worst seed, and its lowest band of any seed), and the
     validation scores of the kept parameters, means over seeds (the worst band's where recorded);
-    first the size of the validation split where some file records it."""
+    first the size of the validation split where some file records it, and after the two settings
+    any other TrainConfig field the files differ in (e.g. family_quality), where there is one."""
     def validation(runs, key):
         scores = [run.get(key) for run in runs]
         if any(s is None for s in scores):
@@ -158,6 +159,9 @@ def summary_table(results: list[dict]) -> list[str]:
         return ", ".join(f"{np.mean([s[m] for s in scores]):.3f}" for m in ("known", "metarouter"))
 
     with_sizes = any("split_sizes" in r for r in results)   # a column only where some file records them
+    shown = {"ema_decay", "valid_criterion"}
+    fields = sorted({key for r in results for key in r["config"]} - shown)
+    others = [key for key in fields if len({repr(r["config"].get(key)) for r in results}) > 1]
     rows = []
     for result in results:
         runs = list(result["runs"].values())
@@ -166,11 +170,12 @@ def summary_table(results: list[dict]) -> list[str]:
         sizes = [str(result["split_sizes"]["valid"])] if "split_sizes" in result else ["not recorded"]
         rows.append([*(sizes if with_sizes else []), f"{config.get('ema_decay', 0.0):g}",
                      config.get("valid_criterion", "utility"),
+                     *([", ".join(f"{key}={config.get(key)}" for key in others)] if others else []),
                      f"{known.mean(1).mean():+.3f} ± {known.mean(1).std():.3f}", f"{known.mean(1).min():+.3f}",
                      f"{known.min():+.3f}", f"{meta.mean(1).mean():+.3f} ± {meta.mean(1).std():.3f}",
                      validation(runs, "validation"), validation(runs, "validation_worst_band")])
     header = [*(["validation queries"] if with_sizes else []), "ema_decay", "kept by (valid_criterion)",
-              "known minus best fixed", "its worst seed", "its lowest (seed, band)", "MetaRouter n=6 minus best fixed",
+              *(["other settings"] if others else []), "known minus best fixed", "its worst seed", "its lowest (seed, band)", "MetaRouter n=6 minus best fixed",
               "validation utility: known, MetaRouter", "validation worst band: known, MetaRouter"]
     return table(header, rows)
 

@@ -224,3 +224,12 @@ def test_train_on_routerbench_records_the_recipe_for_eval(tmp_path, data_dir, mo
     monkeypatch.setattr(cli, "resplit", lambda data, f, seed: resplits.append((f, seed)) or resplit(data, f, seed))
     assert main(["eval", str(out / "router"), "--users", "4", "--n-contexts", "0", "--strategies", "uniform"]) == 0
     assert resplits == [(0.2, 0)]     # eval splits as training did
+
+
+def test_a_recipe_prints_as_settings_the_command_reads_back():
+    from metarouter_jax.recipes import RECIPES
+
+    for name, recipe in RECIPES.items():
+        args = cli.build_parser().parse_args(["train", "--data", name, "--recipe", "none", *recipe.describe().split()])
+        assert args.valid_fraction == recipe.valid_fraction, name
+        assert cli.checked_config(parse_overrides(args.overrides)[0]) == cli.checked_config(dict(recipe.config)), name
