@@ -224,6 +224,11 @@ def test_train_on_routerbench_records_the_recipe_for_eval(tmp_path, data_dir, mo
     monkeypatch.setattr(cli, "resplit", lambda data, f, seed: resplits.append((f, seed)) or resplit(data, f, seed))
     assert main(["eval", str(out / "router"), "--users", "4", "--n-contexts", "0", "--strategies", "uniform"]) == 0
     assert resplits == [(0.2, 0)]     # eval splits as training did
+    capsys.readouterr()
+    assert main(["data", "info", "routerbench"]) == 0
+    assert "recipe (metarouter train/sweep apply it" in capsys.readouterr().out
+    assert main(["data", "info", "synthetic"]) == 0
+    assert "recipe" not in capsys.readouterr().out
 
 
 def test_a_recipe_prints_as_settings_the_command_reads_back():

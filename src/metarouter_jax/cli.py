@@ -247,9 +247,13 @@ def cmd_eval(args) -> int:
 
 def cmd_data_info(args) -> int:
     from metarouter_jax.inspect_data import dataset_info, format_info, plot_frontier
+    from metarouter_jax.recipes import recipe_for
 
     data = load_data(args.name)
     print(format_info(dataset_info(data)))
+    recipe = recipe_for(args.name)
+    if recipe is not None:   # what `train` and `sweep` will apply to it
+        print(f"\nrecipe (metarouter train/sweep apply it; --recipe none does not): {recipe.describe()}: {recipe.why}")
     if args.plot:
         print(f"wrote {plot_frontier(data, args.plot)}")
     return 0
