@@ -17,7 +17,7 @@ import metarouter_jax as mr
 from metarouter_jax import checkpoint
 from metarouter_jax.cli import apply_compile_cache, compile_cache_option, parse_overrides, valid_fraction_arg
 from metarouter_jax.machine import cpu_info
-from metarouter_jax.recipes import RECIPES, recipe_for
+from metarouter_jax.recipes import RECIPES, beneath, recipe_for
 
 
 def experiment_parser(doc: str, out: Path) -> argparse.ArgumentParser:
@@ -67,11 +67,8 @@ def setup(args: argparse.Namespace, overrides: dict, dataset: str, data) -> tupl
     train` applies it; RouterBench: 20% held out, the parameter average, log10(lam) in [0, 4]),
     then --set. An explicit --valid-fraction wins over the recipe's, as --set wins over its fields
     (so `--valid-fraction 0.1 --set ema_decay=0` trains on RouterBench as before the recipe)."""
-    recipe = recipe_for(dataset)
-    if args.valid_fraction is None and recipe is not None:
-        args.valid_fraction = recipe.valid_fraction
-    config = mr.TrainConfig(**{"num_steps": args.steps, **(recipe.config if recipe else {}), **overrides})
-    return validation_data(args, data), config
+    args.valid_fraction, fields = beneath(recipe_for(dataset), args.valid_fraction, overrides)
+    return validation_data(args, data), mr.TrainConfig(**{"num_steps": args.steps, **fields})
 
 
 def validation_data(args: argparse.Namespace, data):

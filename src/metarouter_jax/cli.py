@@ -24,6 +24,7 @@ from pathlib import Path
 from metarouter_jax.checkpoint import CheckpointError, check_save_target, read_json_object, write_json
 from metarouter_jax.config import VALID_LABELS, Hparams, TrainConfig, expected_type
 from metarouter_jax.data import DataError
+from metarouter_jax.recipes import RECIPES, beneath, recipe_for
 
 ALIASES = {"lr": "learning_rate", "steps": "num_steps", "tasks": "tasks_per_step"}
 
@@ -171,17 +172,13 @@ def with_recipe(args, config_over: dict) -> dict:
     """The TrainConfig overrides with the recipe of the dataset `args.data` names beneath them
     (`recipes.recipe_for`; none with `--recipe none`), and `args.valid_fraction` set to the
     recipe's unless given; says what it applies. `args.recipe_applied` is its dataset or None."""
-    from metarouter_jax.recipes import recipe_for
-
     recipe = recipe_for(args.data) if args.recipe == "auto" else None
     args.recipe_applied = None if recipe is None else str(args.data)
-    if recipe is None:
-        return config_over
-    if args.valid_fraction is None:
-        args.valid_fraction = recipe.valid_fraction
-    print(f"recipe for {args.data}: {recipe.describe()} ({recipe.why}); explicit settings win, "
-          "--recipe none uses the library's defaults")
-    return {**recipe.config, **config_over}
+    if recipe is not None:
+        print(f"recipe for {args.data}: {recipe.describe()} ({recipe.why}); explicit settings win, "
+              "--recipe none uses the library's defaults")
+    args.valid_fraction, config_over = beneath(recipe, args.valid_fraction, config_over)
+    return config_over
 
 
 def resplit(data, valid_fraction: float | None, seed: int):
@@ -247,7 +244,6 @@ def cmd_eval(args) -> int:
 
 def cmd_data_info(args) -> int:
     from metarouter_jax.inspect_data import dataset_info, format_info, plot_frontier
-    from metarouter_jax.recipes import recipe_for
 
     data = load_data(args.name)
     print(format_info(dataset_info(data)))
@@ -386,8 +382,9 @@ VALID_HELP = ("hold out this share of the train and valid queries for early stop
               "validation split (RouterBench's: 222 queries, too few to be reliable; see the README); "
               "`metarouter eval` reads it from OUT/config.json")
 RECIPE_HELP = ("auto (default): a dataset given by name trains with its recipe, the settings the README's results on "
-               "it used, beneath --valid-fraction and key=value settings (routerbench: --valid-fraction 0.2 "
-               "log10_lam_range=[0,4] ema_decay=0.99); none: the library's defaults")
+               "it used, beneath --valid-fraction and key=value settings ("
+               + "; ".join(f"{name}: {recipe.describe()}" for name, recipe in RECIPES.items())
+               + "); none: the library's defaults")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -4,8 +4,9 @@ A recipe is what the README's results on that dataset were trained with, where t
 defaults were not enough. `metarouter train` and `metarouter sweep` apply the recipe of the
 dataset they are given by name (`--recipe none` turns it off), and the experiment scripts do too;
 an explicit `--valid-fraction` and explicit `key=value` settings win over it. In Python nothing
-is applied by itself: `recipe_for(name)` returns the recipe, and the caller passes its
-`valid_fraction` to `RoutingData.resplit_validation` and its `config` to `TrainConfig`.
+is applied by itself: `recipe_for(name)` returns the recipe, `beneath` puts it under what a
+caller set, and the caller passes the share to `RoutingData.resplit_validation` and the fields
+to `TrainConfig`.
 """
 
 from __future__ import annotations
@@ -49,6 +50,14 @@ RECIPES: Mapping[str, Recipe] = MappingProxyType({
         valid_fraction=0.2, config=MappingProxyType({"log10_lam_range": (0.0, 4.0), "ema_decay": 0.99}),
         why="its own validation split (222 queries) is too small for reliable early stopping"),
 })
+
+
+def beneath(recipe: Recipe | None, valid_fraction: float | None, overrides: Mapping) -> tuple[float | None, dict]:
+    """(validation share, TrainConfig overrides) with `recipe` beneath what was set explicitly:
+    `valid_fraction` (None: not set) wins over the recipe's, each field of `overrides` over its."""
+    if recipe is None:
+        return valid_fraction, dict(overrides)
+    return recipe.valid_fraction if valid_fraction is None else valid_fraction, {**recipe.config, **overrides}
 
 
 def recipe_for(name: str | os.PathLike) -> Recipe | None:

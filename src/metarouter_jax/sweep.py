@@ -33,7 +33,6 @@ from metarouter_jax.streams import seed_key
 from metarouter_jax.training import make_train, run_training
 
 
-
 @dataclasses.dataclass(frozen=True)
 class SweepResult:
     """What a sweep found; S configurations, C chunks.
