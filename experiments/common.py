@@ -67,17 +67,17 @@ def setup(args: argparse.Namespace, overrides: dict, dataset: str, data) -> tupl
     train` applies it; RouterBench: 20% held out, the parameter average, log10(lam) in [0, 4]),
     then --set. An explicit --valid-fraction wins over the recipe's, as --set wins over its fields
     (so `--valid-fraction 0.1 --set ema_decay=0` trains on RouterBench as before the recipe)."""
-    args.valid_fraction, fields = beneath(recipe_for(dataset), args.valid_fraction, overrides)
-    return validation_data(args, data), mr.TrainConfig(**{"num_steps": args.steps, **fields})
+    fraction, fields = beneath(recipe_for(dataset), args.valid_fraction, overrides)
+    return validation_data(args, data, fraction), mr.TrainConfig(**{"num_steps": args.steps, **fields})
 
 
-def validation_data(args: argparse.Namespace, data):
-    """`data` (loaded with seed 0, as the scripts load it) with the validation split
-    `add_validation_options` asked for: `resplit_validation(F, seed=0)` for --valid-fraction F
-    (on RouterBench and LLMRouter the loader's own `valid_fraction=F`), then a share of "valid"
-    for --valid-subset (drawn with --valid-subset-seed)."""
-    if args.valid_fraction is not None:
-        data = data.resplit_validation(args.valid_fraction, seed=0)
+def validation_data(args: argparse.Namespace, data, valid_fraction: float | None):
+    """`data` (loaded with seed 0, as the scripts load it) with the validation split: `resplit_
+    validation(F, seed=0)` for a share F (`setup`'s: --valid-fraction or the recipe's; on
+    RouterBench and LLMRouter the loader's own `valid_fraction=F`; None: the data's own split),
+    then a share of "valid" for --valid-subset (drawn with --valid-subset-seed)."""
+    if valid_fraction is not None:
+        data = data.resplit_validation(valid_fraction, seed=0)
     if args.valid_subset is not None:
         data = data.holdout("valid", 1.0 - args.valid_subset, "valid_unused", seed=args.valid_subset_seed)
     return data

@@ -198,8 +198,7 @@ def test_an_out_the_run_could_not_be_saved_to_is_refused_before_the_data_is_load
 def test_a_named_dataset_trains_with_its_recipe_beneath_explicit_settings(capsys):
     def applied(*argv):
         args = cli.build_parser().parse_args(["train", *argv])
-        config_over = cli.with_recipe(args, parse_overrides(args.overrides)[0])
-        return config_over, args.valid_fraction, args.recipe_applied
+        return tuple(cli.with_recipe(args, parse_overrides(args.overrides)[0]))
 
     recipe = {"log10_lam_range": (0.0, 4.0), "ema_decay": 0.99}
     assert applied("--data", "routerbench") == (recipe, 0.2, "routerbench")

@@ -20,10 +20,15 @@ def parsed(*argv):
     return parser.parse_args(list(argv))
 
 
+def split_with(data, *argv):
+    args = parsed(*argv)
+    return common.validation_data(args, data, args.valid_fraction)
+
+
 def test_valid_fraction_resplits_and_valid_subset_shrinks_the_validation_split():
     data = mr.synthetic_data(seed=0)
-    assert common.validation_data(parsed(), data) is data                           # the data's own split
-    smaller = common.validation_data(parsed("--valid-fraction", "0.2", "--valid-subset", "0.25"), data)
+    assert split_with(data) is data                        # the data's own split
+    smaller = split_with(data, "--valid-fraction", "0.2", "--valid-subset", "0.25")
     larger = data.resplit_validation(0.2, seed=0)
     valid, kept = larger.split("valid"), smaller.split("valid")
     assert abs(kept.size - 0.25 * valid.size) <= len(np.unique(data.family))      # stratified rounding
@@ -32,8 +37,7 @@ def test_valid_fraction_resplits_and_valid_subset_shrinks_the_validation_split()
         np.testing.assert_array_equal(smaller.split(name), larger.split(name))
     assert common.split_sizes(smaller) == {"train": larger.split("train").size, "valid": kept.size,
                                            "test": data.split("test").size}
-    other = common.validation_data(parsed("--valid-fraction", "0.2", "--valid-subset", "0.25",
-                                          "--valid-subset-seed", "1"), data)
+    other = split_with(data, "--valid-fraction", "0.2", "--valid-subset", "0.25", "--valid-subset-seed", "1")
     assert other.split("valid").size == kept.size and not np.array_equal(other.split("valid"), kept)   # another draw
 
 

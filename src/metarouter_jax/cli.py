@@ -20,6 +20,7 @@ import json
 import sys
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 from metarouter_jax.checkpoint import CheckpointError, check_save_target, read_json_object, write_json
 from metarouter_jax.config import VALID_LABELS, Hparams, TrainConfig, expected_type
@@ -136,11 +137,12 @@ def cmd_train(args) -> int:
     # Everything is checked before anything is written; config.json is written last, beside the
     # router it describes, so a failed or refused run leaves no config.json that disagrees with it.
     config_over, hparam_over = parse_overrides(args.overrides)
-    config = checked_config(with_recipe(args, config_over))
+    settings = with_recipe(args, config_over)
+    config = checked_config(settings.overrides)
     hparams = Hparams.create(**hparam_over)
     out = Path(args.out)
     check_run_out(out, "router")
-    data = resplit(load_data(args.data, args.seed), args.valid_fraction, args.seed)
+    data = resplit(load_data(args.data, args.seed), settings.valid_fraction, args.seed)
     print(f"data: {args.data}: {data.num_queries} queries, {data.num_models} models, "
           f"splits {{{', '.join(f'{k}: {len(v)}' for k, v in data.splits.items())}}}")
     mesh = resolve_mesh("auto", TASK_AXIS, config.tasks_per_step)   # fit's default, said here
@@ -153,7 +155,7 @@ def cmd_train(args) -> int:
                                mesh=mesh)
     router.save(out / "router")
     write_json(out / "config.json", {"data": args.data, "data_seed": args.seed, "seed": args.seed,
-                                     "valid_fraction": args.valid_fraction, "recipe": args.recipe_applied,
+                                     "valid_fraction": settings.valid_fraction, "recipe": settings.recipe,
                                      "config": config.to_dict(), "hparams": hparams.to_json()})
     print(f"trained in {time.time() - start:.0f} s; router saved to {out / 'router'}")
     for name, scores in router.validation.items():
@@ -168,17 +170,24 @@ def recorded_run(args) -> dict:
     return read_json_object(cfg_file, ValueError) if cfg_file.exists() else {}
 
 
-def with_recipe(args, config_over: dict) -> dict:
-    """The TrainConfig overrides with the recipe of the dataset `args.data` names beneath them
-    (`recipes.recipe_for`; none with `--recipe none`), and `args.valid_fraction` set to the
-    recipe's unless given; says what it applies. `args.recipe_applied` is its dataset or None."""
+class Settings(NamedTuple):
+    """What a training command trains with once the dataset's recipe is applied."""
+
+    overrides: dict                 # TrainConfig fields: the recipe's beneath the command line's
+    valid_fraction: float | None    # the validation share (None: the data's own split)
+    recipe: str | None              # the dataset whose recipe applied, or None
+
+
+def with_recipe(args, config_over: dict) -> Settings:
+    """The settings of `args` and the TrainConfig overrides `config_over` with the recipe of the
+    dataset `args.data` names beneath them (`recipes.recipe_for`; none with `--recipe none`);
+    says what it applies."""
     recipe = recipe_for(args.data) if args.recipe == "auto" else None
-    args.recipe_applied = None if recipe is None else str(args.data)
     if recipe is not None:
         print(f"recipe for {args.data}: {recipe.describe()} ({recipe.why}); explicit settings win, "
               "--recipe none uses the library's defaults")
-    args.valid_fraction, config_over = beneath(recipe, args.valid_fraction, config_over)
-    return config_over
+    valid_fraction, overrides = beneath(recipe, args.valid_fraction, config_over)
+    return Settings(overrides, valid_fraction, None if recipe is None else str(args.data))
 
 
 def resplit(data, valid_fraction: float | None, seed: int):
@@ -302,11 +311,12 @@ def cmd_sweep(args) -> int:
             except ValueError:
                 raise ValueError(f"{name}={raw!r}: hyperparameter values must be numbers") from None
         grid[name] = grid.get(name, []) + values
-    config = checked_config(with_recipe(args, config_over))
+    settings = with_recipe(args, config_over)
+    config = checked_config(settings.overrides)
     Hparams.grid(**grid)   # bad values (NaN, negative) fail here, before the data is loaded
     out = Path(args.out)
     check_run_out(out, "best_router")
-    data = resplit(load_data(args.data, args.data_seed), args.valid_fraction, args.data_seed)
+    data = resplit(load_data(args.data, args.data_seed), settings.valid_fraction, args.data_seed)
     size = len(seeds) * math.prod(len(v) for v in grid.values())
     print(f"data: {args.data}: {data.num_queries} queries, {data.num_models} models; "
           f"sweep: {size} configurations x {config.num_steps} steps on {jax.device_count()} device(s)")
@@ -345,8 +355,8 @@ def cmd_sweep(args) -> int:
                                on_chunk=Progress(not args.quiet) if args.companions else None)
     router.save(out / "best_router")
     write_json(out / "config.json",
-               {"data": args.data, "data_seed": args.data_seed, "valid_fraction": args.valid_fraction,
-                "recipe": args.recipe_applied,
+               {"data": args.data, "data_seed": args.data_seed, "valid_fraction": settings.valid_fraction,
+                "recipe": settings.recipe,
                 "seed": int(result.seeds[best]),
                 "config": config.to_dict(), "hparams": router.hparams.to_json(), "seeds": seeds, "grid": grid,
                 "best": result.rows()[best]})
