@@ -33,7 +33,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from metarouter_jax import adaptation, baselines, checkpoint
+from metarouter_jax import adaptation, baselines, checkpoint, reference_routers
 from metarouter_jax.contexts import (ACTIVE_STRATEGIES, PAIR_STRATEGIES, PairSource, sample_active_contexts,
                                      sample_contexts)
 from metarouter_jax.data import RoutingData
@@ -43,8 +43,9 @@ from metarouter_jax.tasks import query_utility, utility_scale
 from metarouter_jax.training import calibration_queries
 
 DEFAULT_N_CONTEXTS = (0, 1, 2, 4, 6, 8, 16, 32)
-ADAPTIVE = ("metarouter", "bt_posterior", "bt_mle", "bt_bayes", "bt_marginal")
-FLAT = ("random", "best_fixed", "agnostic", "known")
+ADAPTIVE = ("metarouter", "bt_posterior", "bt_mle", "bt_bayes", "bt_marginal",
+            "knn_posterior", "mlp_posterior", "linucb", "scratch")
+FLAT = ("random", "best_fixed", "agnostic", "known", "knn_known", "mlp_known")
 METHODS = ADAPTIVE + FLAT
 METRICS = ("normalized_utility", "preference_recovery", "quality", "cost")
 IDENTIFICATION = ("bt_posterior_error", "bt_posterior_sd", "metarouter_error")
@@ -196,6 +197,17 @@ def evaluate(router, data: RoutingData, split: str = "test", n_contexts=DEFAULT_
     feats = {name: adaptation.query_features(graphdef, params[name], emb) for name in ("metarouter", "known", "agnostic")}
 
     family = arrays.family[queries] if router.net_config.family_quality else None   # read by that policy only
+    predictors, principal = reference_fits(router, data, arrays, routable, seed)
+    query_principal = principal(emb)                                                 # [Q, F]
+    num_models = arrays.observed.shape[1]
+
+    def predicted_choice(prediction, utility_of, profile_):
+        u = jax.vmap(utility_of, in_axes=(None, 0, 0, 0))(profile_, prediction.quality, prediction.cost,
+                                                            arrays.family[queries])
+        return jnp.argmax(jnp.where(allowed, u, -jnp.inf), -1)
+
+    def masked_argmax(scores):
+        return jnp.argmax(jnp.where(allowed, scores, -jnp.inf), -1)
 
     def route(name, z):
         axes = (None, None, 0, None, None, adaptation.family_axis(family))
@@ -210,6 +222,7 @@ def evaluate(router, data: RoutingData, split: str = "test", n_contexts=DEFAULT_
 
     def one_user(key, band, informative, active=False):
         profile, key_ctx = draw_user(profiles, key, band)
+        key_reference = jax.random.fold_in(key, 2)   # LinUCB's tie-breaks, the per-user network's initialisation
         true_lam = profile["log10_lam"]
         scale = utility_scale(profiles, profile, arrays, calib)
         u = jax.vmap(query_utility, in_axes=(None, None, None, 0))(profiles, profile, arrays, queries) / scale
@@ -250,20 +263,28 @@ def evaluate(router, data: RoutingData, split: str = "test", n_contexts=DEFAULT_
                 metarouter_lam = atom_weights @ router.atoms.log10_lam
             mle, post, weights = baselines.bt_estimates(ctx, arrays, grid, grid_scales, beta, flip)
             marginal = baselines.marginal_posterior_mean(ctx, arrays, grid, grid_scales, noise_betas, noise_flips)
+            post_profile = router.profiles.linear_profile(post)
+            ctx_principal = principal(ctx.query_emb)
+            linucb = reference_routers.linucb_scores(ctx, ctx_principal, query_principal, num_models, key_reference)
+            scratch = reference_routers.scratch_scores(ctx, ctx_principal, query_principal, arrays.descriptors,
+                                                       key_reference)
             routed = jnp.stack([outcome(route("metarouter", z)),
-                                outcome(known_choice(router.profiles.linear_profile(post))),
+                                outcome(known_choice(post_profile)),
                                 outcome(known_choice(router.profiles.linear_profile(mle))),
                                 outcome(route("known", weights @ grid_latents)),
-                                outcome(known_choice(router.profiles.linear_profile(marginal)))])
+                                outcome(known_choice(router.profiles.linear_profile(marginal))),
+                                *(outcome(predicted_choice(p, router.profiles.utility, post_profile))
+                                  for p in predictors),
+                                outcome(masked_argmax(linucb)), outcome(masked_argmax(scratch))])
             identified = jnp.stack([jnp.abs(post - true_lam), jnp.sqrt(weights @ (grid - post) ** 2),
                                     jnp.abs(metarouter_lam - true_lam)])
             return routed, identified
 
-        adaptive, identified = jax.lax.map(at_n, jnp.asarray(n_contexts))               # [n, 5, 3], [n, 3]
+        adaptive, identified = jax.lax.map(at_n, jnp.asarray(n_contexts))       # [n, ADAPTIVE, 3], [n, 3]
         # Best fixed model in hindsight; where it is unobserved, the best observed one.
         fixed = baselines.best_fixed_choice(model_means, allowed)
-        flat = jnp.stack([rand, outcome(fixed), outcome(agnostic),
-                          outcome(known_choice(profile))])                                  # [4, 3]
+        flat = jnp.stack([rand, outcome(fixed), outcome(agnostic), outcome(known_choice(profile)),
+                          *(outcome(predicted_choice(p, profiles.utility, profile)) for p in predictors)])  # [FLAT, 3]
         return adaptive, flat, identified
 
     n_queries = int(queries.shape[0])
@@ -277,7 +298,7 @@ def evaluate(router, data: RoutingData, split: str = "test", n_contexts=DEFAULT_
             per_user[strategy] = run_active(keys, user_bands)
         else:  # one compiled program serves both up-front strategies (a traced switch)
             per_user[strategy] = run(keys, user_bands, jnp.asarray(strategy == "informative"))
-        # per user: adaptive [U, n, 5, 3], flat [U, 4, 3], identification [U, n, 3]
+        # per user: adaptive [U, n, ADAPTIVE, 3], flat [U, FLAT, 3], identification [U, n, 3]
     settings = {"split": split, "n_users": n_users * (1 if edges is None else len(edges) - 1), "n_queries": n_queries,
                 "seed": seed, "beta": beta, "flip": flip, "profile": profiles.name,
                 "n_contexts": sorted(set(n_contexts)), "pool": pool_names}
@@ -290,6 +311,23 @@ def evaluate(router, data: RoutingData, split: str = "test", n_contexts=DEFAULT_
             report.by_band[label] = _report(per_user, slice(b * n_users, (b + 1) * n_users), n_contexts,
                                             {**common, "log10_lam_band": edges[b:b + 2].tolist()})
     return report
+
+
+def reference_fits(router, data: RoutingData, arrays, queries, seed: int):
+    """The routing literature's baselines fitted for `evaluate` (`reference_routers`): the kNN
+    and MLP predictors of quality and cost on `queries`, fitted on the training split of the
+    router's config with its validation split choosing k and stopping the MLP (the training
+    split where that is empty), and the principal-feature map of the training queries."""
+    train_q = data.split(router.config.train_split)
+    valid_q = data.split(router.config.valid_split) if router.config.valid_split in data.splits else train_q
+    valid_q = valid_q if valid_q.size else train_q
+    host = lambda x: np.asarray(x)  # noqa: E731
+    part = lambda q: (host(arrays.embeddings)[q], host(arrays.quality)[q], host(arrays.cost)[q],  # noqa: E731
+                      host(arrays.observed)[q])
+    emb = host(arrays.embeddings)[np.asarray(queries)]
+    predictors = (reference_routers.fit_knn(part(train_q), part(valid_q), emb),
+                  reference_routers.fit_mlp(seed_key(seed, "reference_mlp"), part(train_q), part(valid_q), emb))
+    return predictors, reference_routers.principal_features(host(arrays.embeddings)[train_q])
 
 
 def user_keys(seed: int, n_users: int, edges=None):
@@ -361,7 +399,7 @@ def _report(per_user: dict, users: slice, n_contexts, settings: dict) -> EvalRep
     """The report of the users `users` of every strategy's per-user outcomes."""
     results, identification = {}, {}
     for strategy, (adaptive, flat, identified) in per_user.items():
-        adaptive, flat = np.asarray(adaptive[users].mean(0)), np.asarray(flat[users].mean(0))  # [n, 5, 3], [4, 3]
+        adaptive, flat = np.asarray(adaptive[users].mean(0)), np.asarray(flat[users].mean(0))  # [n, A, 3], [F, 3]
         nu_agnostic, nu_known = flat[FLAT.index("agnostic"), 0], flat[FLAT.index("known"), 0]
 
         def metrics(row):

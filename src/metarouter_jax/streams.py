@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import jax
 
-STREAMS = {"metarouter": 0, "known": 1, "agnostic": 2, "test_users": 1000}
+STREAMS = {"metarouter": 0, "known": 1, "agnostic": 2, "test_users": 1000, "reference_mlp": 1001}
 
 
 def seed_key(seed, name: str) -> jax.Array:
