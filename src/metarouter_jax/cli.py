@@ -229,14 +229,23 @@ def eval_data_source(args) -> tuple[str, int, float | None]:
 
 def cmd_eval(args) -> int:
     import metarouter_jax as mr
+    from metarouter_jax import curves
 
+    if args.curves and args.bands is None:
+        raise ValueError("--curves needs --bands B: the cost-quality curve runs through the bands' points")
     router = mr.MetaRouter.load(args.checkpoint)
     data_name, data_seed, valid_fraction = eval_data_source(args)
     data = resplit(load_data(data_name, data_seed), valid_fraction, data_seed)
-    if args.json:  # before a long evaluation, not after it
-        check_out(Path(args.json).parent, "--json")
-        if Path(args.json).is_dir():
-            raise ValueError(f"--json {args.json}: is a directory")
+    for option, target in (("--json", args.json), ("--curves", args.curves)):  # before a long evaluation
+        if target:
+            check_out(Path(target).parent, option)
+            if Path(target).is_dir():
+                raise ValueError(f"{option} {target}: is a directory")
+    if args.curves:
+        try:
+            import matplotlib  # noqa: F401
+        except ImportError:
+            raise ValueError("--curves needs matplotlib: pip install 'metarouter_jax[plot]'") from None
     start = time.time()
     report = mr.evaluate(router, data, split=args.split, n_users=args.users, seed=args.seed,
                          n_contexts=tuple(args.n_contexts), strategies=tuple(args.strategies), profiles=args.profile,
@@ -244,9 +253,19 @@ def cmd_eval(args) -> int:
     if args.pool:
         print(f"pool: {', '.join(report.settings['pool'])}")
     print(report.format())
+    aiq = curves.aiq_table(report) if report.by_band else {}
+    if aiq:
+        print(curves.format_aiq(report, aiq))
     print(f"evaluated in {time.time() - start:.0f} s")
+    if args.curves:
+        strategy, n = next(iter(report.results)), max(report.settings["n_contexts"])
+        print(f"wrote {curves.plot_cost_quality(report, strategy, n, args.curves)} "
+              f"(cost-quality curves, {strategy}, n={n})")
     if args.json:
-        report.write_json(args.json)
+        if aiq:
+            write_json(args.json, report.banded_json() | curves.aiq_json(report, aiq))
+        else:
+            report.write_json(args.json)
         print(f"wrote {args.json}")
     return 0
 
@@ -438,7 +457,11 @@ def build_parser() -> argparse.ArgumentParser:
                     help="evaluate --users users in each of B equal log10(lam) bands and report each band "
                          "(where on the preference range a router wins or loses)")
     ev.add_argument("--json", default=None, help="write {strategy: {method: {n: metrics}}} here; with --bands, "
-                                                 "{all: that, by_band: {band: that}, identification, bands}")
+                                                 "{all: that, by_band: {band: that}, identification, bands, "
+                                                 "aiq: {strategy: {n: {method: {linear, log_cost}}}}, aiq_cost_range}")
+    ev.add_argument("--curves", default=None, metavar="PNG",
+                    help="with --bands: plot each method's cost-quality curve over the bands (first strategy, "
+                         "largest n) with its hull and AIQ to this PNG (needs matplotlib)")
     ev.set_defaults(func=cmd_eval)
 
     route = sub.add_parser("route", parents=[common],
