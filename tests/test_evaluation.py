@@ -10,7 +10,9 @@ import numpy as np
 import pytest
 
 import metarouter_jax as mr
-from metarouter_jax.evaluation import METHODS, band_edges, band_labels, draw_user, normalized_utility, user_keys
+from metarouter_jax.contexts import Contexts
+from metarouter_jax.evaluation import (METHODS, PAIR_METHODS, band_edges, band_labels, draw_user, normalized_utility,
+                                       pair_accuracy, user_keys)
 from metarouter_jax.streams import seed_key
 from metarouter_jax.splits import select_models
 
@@ -24,9 +26,32 @@ def test_report_has_every_method_strategy_and_n(report):
     assert set(report.results) == {"uniform", "informative"}
     for table in report.results.values():
         assert set(table) == set(METHODS)
-        for by_n in table.values():
+        for method, by_n in table.items():
             assert sorted(by_n) == [0, 2, 8]
-            assert all(set(m) == {"normalized_utility", "preference_recovery", "quality", "cost"} for m in by_n.values())
+            metrics = {"normalized_utility", "preference_recovery", "quality", "cost"}
+            assert all(set(m) == metrics | ({"pair_accuracy"} if method in PAIR_METHODS else set())
+                       for m in by_n.values())
+
+
+def test_held_out_pair_accuracy(report):
+    for strategy, table in report.results.items():
+        accuracy = {m: [table[m][n]["pair_accuracy"] for n in (0, 2, 8)] for m in PAIR_METHODS}
+        assert all(0.0 <= a <= 1.0 for values in accuracy.values() for a in values), accuracy
+        assert len(set(accuracy["known"])) == 1                           # the true profile: no contexts read
+        # No contexts: the plug-ins all read the prior's centre, LinUCB knows nothing (ties: half).
+        assert accuracy["bt_mle"][0] == accuracy["bt_posterior"][0] == accuracy["bt_marginal"][0]
+        assert accuracy["linucb"][0] == pytest.approx(0.5)
+        assert accuracy["known"][0] > 0.6 and accuracy["metarouter"][2] > accuracy["linucb"][2], (strategy, accuracy)
+    assert "held-out pairs" in report.format()
+
+
+def test_pair_accuracy_counts_ties_half_and_skips_masked_pairs():
+    pairs = Contexts.empty(4, 2).replace(label=jax.numpy.asarray([1.0, 0.0, 1.0, 1.0]),
+                                         mask=jax.numpy.asarray([True, True, True, False]))
+    logits = jax.numpy.asarray([[2.0, -1.0, 0.0, -5.0],      # right, right, a tie; the masked pair not read
+                                [-1.0, -1.0, -1.0, 3.0],
+                                [np.nan, 1.0, 1.0, 1.0]])
+    np.testing.assert_allclose(pair_accuracy(logits, pairs), [2.5 / 3, 1 / 3, np.nan])
 
 
 def test_metric_anchors(report):
@@ -39,14 +64,19 @@ def test_metric_anchors(report):
         # With no contexts both plug-ins fall back to the prior's centre: the same routing.
         assert table["bt_mle"][0] == table["bt_posterior"][0] == table["bt_marginal"][0]
         assert 0.0 < table["best_fixed"][0]["normalized_utility"] < 1.0
-    # The Bayes decision with no contexts depends on the prior alone, not on the pair strategy.
-    assert report.results["uniform"]["bt_bayes"][0] == report.results["informative"]["bt_bayes"][0]
+    # The Bayes decision with no contexts depends on the prior alone, not on the pair strategy
+    # (its held-out pairs do: they are drawn like the contexts).
+    routed = [{k: v for k, v in report.results[s]["bt_bayes"][0].items() if k != "pair_accuracy"}
+              for s in ("uniform", "informative")]
+    assert routed[0] == routed[1]
 
 
 def test_json_schema(report, tmp_path):
     report.write_json(tmp_path / "r.json")
     loaded = json.loads((tmp_path / "r.json").read_text())
-    assert set(loaded["uniform"]["metarouter"]["8"]) == {"normalized_utility", "preference_recovery", "quality", "cost"}
+    assert set(loaded["uniform"]["metarouter"]["8"]) == {"normalized_utility", "preference_recovery", "quality", "cost",
+                                                         "pair_accuracy"}
+    assert set(loaded["uniform"]["agnostic"]["8"]) == {"normalized_utility", "preference_recovery", "quality", "cost"}
     assert "pair strategy: informative" in report.format()
 
 

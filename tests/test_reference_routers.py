@@ -82,6 +82,7 @@ def test_linucb_is_a_ridge_regression_per_model_with_its_confidence_width():
     f_more = jnp.asarray(np.r_[f_ctx, rng.normal(size=(1, 2))], jnp.float32)
     np.testing.assert_allclose(rr.linucb_scores(masked, f_more, jnp.asarray(f_q), 4, key, alpha=0.7, ridge=2.0),
                                scores, atol=1e-5)                                  # a masked context is not read
+    np.testing.assert_allclose(rr.linucb_fit(ctx, jnp.asarray(f_ctx), 4, ridge=2.0)[0][0], theta, atol=1e-4)
 
 
 def test_a_network_trained_from_scratch_on_one_users_answers_prefers_what_they_chose():
@@ -90,9 +91,13 @@ def test_a_network_trained_from_scratch_on_one_users_answers_prefers_what_they_c
     ctx = contexts(np.zeros(n), np.ones(n), np.ones(n))                   # model 0 preferred every time
     f_ctx, f_q = jnp.asarray(rng.normal(size=(n, 3)), jnp.float32), jnp.asarray(rng.normal(size=(7, 3)), jnp.float32)
     descriptors = jnp.asarray([[-1.0, 0.5], [1.0, 0.2], [0.0, 0.0]])
-    scores = jax.jit(rr.scratch_scores)(ctx, f_ctx, f_q, descriptors, jax.random.key(0))
-    assert scores.shape == (7, 3) and bool(jnp.all(scores[:, 0] > scores[:, 1]))
-    flipped = rr.scratch_scores(ctx.replace(label=jnp.zeros(n)), f_ctx, f_q, descriptors, jax.random.key(0))
-    assert bool(jnp.all(flipped[:, 1] > flipped[:, 0]))
+    def scores(c):
+        return rr.scratch_scores(jax.jit(rr.scratch_fit)(c, f_ctx, descriptors, jax.random.key(0)), f_q, descriptors)
+
+    assert scores(ctx).shape == (7, 3) and bool(jnp.all(scores(ctx)[:, 0] > scores(ctx)[:, 1]))
+    flipped = ctx.replace(label=jnp.zeros(n))
+    assert bool(jnp.all(scores(flipped)[:, 1] > scores(flipped)[:, 0]))
+    params = rr.scratch_fit(flipped, f_ctx, descriptors, jax.random.key(0))
+    assert bool(jnp.all(rr.scratch_pair_logits(params, f_ctx, descriptors, flipped) < 0))   # it predicts b
     none = ctx.replace(mask=jnp.zeros(n, bool))                           # no answers: only the decay acts
-    assert float(jnp.abs(rr.scratch_scores(none, f_ctx, f_q, descriptors, jax.random.key(0))).max()) < 0.1
+    assert float(jnp.abs(scores(none)).max()) < 0.1

@@ -15,7 +15,15 @@ Per user: normalised utility NU = (U - U_random) / (U_oracle - U_random), with U
 mean cost (USD) of the routed answers. Beside them, how well the n contexts identify the
 preference: the mean absolute error (decades) of the posterior mean of log10(lam), under the
 exact grid posterior and under the MetaRouter's atomic posterior, and the exact posterior's
-standard deviation (`EvalReport.identification`).
+standard deviation (`EvalReport.identification`). And how well each method predicts the user's
+own answers: its accuracy on the labels of `HELD_OUT_PAIRS` further pairs drawn like the
+contexts (`pair_accuracy`, for the methods of `PAIR_METHODS`; the MetaRouter's prediction is
+its posterior predictive, the posterior with the pair added answered a against answered b).
+
+Beside the Bradley-Terry plug-ins, the routing literature's baselines (`reference_routers`):
+kNN and MLP predictors of quality and cost with the true profile (`knn_known`, `mlp_known`) or
+the posterior-mean estimate (`knn_posterior`, `mlp_posterior`) plugged in, LinUCB fed the same
+answers (`linucb`) and a network trained on one user's answers alone (`scratch`).
 
 With `bands`, the users are drawn band by band (`n_users` in each equal or given log10(lam)
 band, their other parameters from the prior) and each band gets its own report
@@ -32,6 +40,7 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 import numpy as np
+from flax import nnx
 
 from metarouter_jax import adaptation, baselines, checkpoint, reference_routers
 from metarouter_jax.contexts import (ACTIVE_STRATEGIES, PAIR_STRATEGIES, PairSource, sample_active_contexts,
@@ -49,6 +58,8 @@ FLAT = ("random", "best_fixed", "agnostic", "known", "knn_known", "mlp_known")
 METHODS = ADAPTIVE + FLAT
 METRICS = ("normalized_utility", "preference_recovery", "quality", "cost")
 IDENTIFICATION = ("bt_posterior_error", "bt_posterior_sd", "metarouter_error")
+PAIR_METHODS = ("metarouter", "bt_posterior", "bt_mle", "bt_bayes", "bt_marginal", "linucb", "scratch", "known")
+HELD_OUT_PAIRS = 16   # per user, drawn like its contexts (informative for `active`), labelled by the user
 
 
 @dataclasses.dataclass
@@ -87,8 +98,8 @@ class EvalReport:
         checkpoint.write_json(path, self.banded_json() if self.by_band else self.to_json())
 
     def table(self, strategy: str, metric: str = "normalized_utility") -> str:
-        """A text table: methods x n for one pair strategy and metric."""
-        methods = self.results[strategy]
+        """A text table: methods x n for one pair strategy and metric (the methods that have it)."""
+        methods = {m: by_n for m, by_n in self.results[strategy].items() if metric in next(iter(by_n.values()))}
         ns = sorted(next(iter(methods.values())))
         head = f"{'method':<14}" + "".join(f"{'n=' + str(n):>8}" for n in ns)
         rows = [head, "-" * len(head)]
@@ -106,6 +117,8 @@ class EvalReport:
             out.append(self.table(strategy, "normalized_utility"))
             out.append("preference recovery PR(n)")
             out.append(self.table(strategy, "preference_recovery"))
+            out.append(f"accuracy on the user's labels of {HELD_OUT_PAIRS} held-out pairs drawn like the contexts")
+            out.append(self.table(strategy, "pair_accuracy"))
             if strategy in self.identification:
                 out.append("error of the posterior mean of log10(lam), decades (exact posterior sd)")
                 out.append("  ".join(f"n={n}: {v['bt_posterior_error']:.2f} ({v['bt_posterior_sd']:.2f})"
@@ -190,6 +203,7 @@ def evaluate(router, data: RoutingData, split: str = "test", n_contexts=DEFAULT_
         return adaptation.profile_latent(graphdef, params["known"], router.profiles.features(profile_))
 
     grid_latents = jax.vmap(lambda lam: known_latent(router.profiles.linear_profile(lam)))(grid)   # [G, R]
+    grid_profiles = jax.vmap(router.profiles.linear_profile)(grid)
     # bt_marginal knows only the training users' noise prior, as the MetaRouter does.
     flip_max = float(router.hparams.flip_max) if router.config.label_flips else 0.0
     noise_betas, noise_flips = baselines.noise_quadrature(router.config.beta_range, flip_max)
@@ -240,6 +254,39 @@ def evaluate(router, data: RoutingData, split: str = "test", n_contexts=DEFAULT_
             ctx_full = sample_contexts(key_ctx, profiles, profile, arrays, source, pool_mask, count=capacity,
                                        capacity=capacity, scale=scale, beta=beta, flip=flip, informative=informative,
                                        target_range=router.profiles.log10_lam_range)
+        held = sample_contexts(jax.random.fold_in(key, 3), profiles, profile, arrays, source, pool_mask,
+                               count=HELD_OUT_PAIRS, capacity=HELD_OUT_PAIRS, scale=scale, beta=beta, flip=flip,
+                               informative=True if active else informative,
+                               target_range=router.profiles.log10_lam_range)
+        held_principal = principal(held.query_emb)
+        held_cost = lambda o: 10.0 ** (o[:, 1] * arrays.log_cost_std + arrays.log_cost_mean)  # noqa: E731
+
+        def held_gap(family_, profile_):
+            """[H] (or [G, H] for a batch of profiles) utility of answer a minus b of the held-out pairs."""
+            def gap(p):
+                return (family_.utility(p, held.outcome_a[:, 0], held_cost(held.outcome_a), held.family)
+                        - family_.utility(p, held.outcome_b[:, 0], held_cost(held.outcome_b), held.family))
+            return jax.vmap(gap)(profile_) if jnp.ndim(profile_["log10_lam"]) else gap(profile_)
+
+        if router.atoms is not None:
+            encoder = nnx.merge(graphdef, params["metarouter"]).encoder
+            singles = jax.tree.map(lambda x: x[:, None], held)                 # H one-pair context sets
+
+            def pair_ll(y):
+                """[H, G] each atom's log-likelihood of each held-out pair answered y (1: a)."""
+                labelled = singles.replace(label=jnp.full((HELD_OUT_PAIRS, 1), y),
+                                           mask=jnp.ones((HELD_OUT_PAIRS, 1), bool))
+                return jax.vmap(lambda c: encoder.posterior_logits(c, arrays.descriptors, router.atoms)
+                                - encoder.prior_logits[...])(labelled)
+
+            held_ll = (pair_ll(1.0), pair_ll(0.0))
+
+        def metarouter_pair_logits(atom_weights):
+            """The atomic posterior's predictive log-odds of "a preferred" for each held-out pair:
+            the posterior with the pair added labelled a, against it labelled b."""
+            log_w = jnp.log(jnp.maximum(atom_weights, 1e-30))
+            return (jax.nn.logsumexp(log_w + held_ll[0], -1) - jax.nn.logsumexp(log_w + held_ll[1], -1))
+
         u_random, u_oracle, model_means = baselines.hindsight(u, allowed)
 
         def outcome(choice):
@@ -255,7 +302,7 @@ def evaluate(router, data: RoutingData, split: str = "test", n_contexts=DEFAULT_
             if router.atoms is None:
                 z = adaptation.adapt(graphdef, params["metarouter"], ctx, arrays.descriptors,
                                      router.config.inner_steps, router.config.first_order)
-                metarouter_lam = jnp.nan
+                metarouter_lam, atom_weights = jnp.nan, None
             else:  # what `adapt` returns, with the atom posterior beside it
                 z, atom_weights = adaptation.atomic_latent(graphdef, params["metarouter"], ctx, arrays.descriptors,
                                                            router.atoms, router.config.inner_steps,
@@ -266,8 +313,8 @@ def evaluate(router, data: RoutingData, split: str = "test", n_contexts=DEFAULT_
             post_profile = router.profiles.linear_profile(post)
             ctx_principal = principal(ctx.query_emb)
             linucb = reference_routers.linucb_scores(ctx, ctx_principal, query_principal, num_models, key_reference)
-            scratch = reference_routers.scratch_scores(ctx, ctx_principal, query_principal, arrays.descriptors,
-                                                       key_reference)
+            scratch_params = reference_routers.scratch_fit(ctx, ctx_principal, arrays.descriptors, key_reference)
+            scratch = reference_routers.scratch_scores(scratch_params, query_principal, arrays.descriptors)
             routed = jnp.stack([outcome(route("metarouter", z)),
                                 outcome(known_choice(post_profile)),
                                 outcome(known_choice(router.profiles.linear_profile(mle))),
@@ -278,14 +325,27 @@ def evaluate(router, data: RoutingData, split: str = "test", n_contexts=DEFAULT_
                                 outcome(masked_argmax(linucb)), outcome(masked_argmax(scratch))])
             identified = jnp.stack([jnp.abs(post - true_lam), jnp.sqrt(weights @ (grid - post) ** 2),
                                     jnp.abs(metarouter_lam - true_lam)])
-            return routed, identified
+            # Held-out answers: each method's logit of "a preferred" (> 0: it predicts a).
+            theta, _ = reference_routers.linucb_fit(ctx, ctx_principal, num_models)
+            held_values = reference_routers.linucb_means(theta, held_principal)                   # [H, K]
+            take = lambda v, m: jnp.take_along_axis(v, m[:, None], 1)[:, 0]  # noqa: E731
+            bayes = jax.nn.sigmoid(beta * held_gap(router.profiles, grid_profiles) / grid_scales[:, None])  # [G, H]
+            logits = jnp.stack([
+                metarouter_pair_logits(atom_weights) if router.atoms is not None else jnp.full(HELD_OUT_PAIRS, jnp.nan),
+                held_gap(router.profiles, post_profile), held_gap(router.profiles, router.profiles.linear_profile(mle)),
+                jax.scipy.special.logit(jnp.clip(weights @ bayes, 1e-6, 1 - 1e-6)),
+                held_gap(router.profiles, router.profiles.linear_profile(marginal)),
+                take(held_values, held.model_a) - take(held_values, held.model_b),
+                reference_routers.scratch_pair_logits(scratch_params, held_principal, arrays.descriptors, held),
+                held_gap(profiles, profile)])                                                      # [PAIR_METHODS, H]
+            return routed, identified, pair_accuracy(logits, held)
 
-        adaptive, identified = jax.lax.map(at_n, jnp.asarray(n_contexts))       # [n, ADAPTIVE, 3], [n, 3]
+        adaptive, identified, accuracy = jax.lax.map(at_n, jnp.asarray(n_contexts))  # [n, ADAPTIVE, 3], [n, 3], [n, P]
         # Best fixed model in hindsight; where it is unobserved, the best observed one.
         fixed = baselines.best_fixed_choice(model_means, allowed)
         flat = jnp.stack([rand, outcome(fixed), outcome(agnostic), outcome(known_choice(profile)),
                           *(outcome(predicted_choice(p, profiles.utility, profile)) for p in predictors)])  # [FLAT, 3]
-        return adaptive, flat, identified
+        return adaptive, flat, identified, accuracy
 
     n_queries = int(queries.shape[0])
     keys, user_bands = user_keys(seed, n_users, edges)
@@ -328,6 +388,15 @@ def reference_fits(router, data: RoutingData, arrays, queries, seed: int):
     predictors = (reference_routers.fit_knn(part(train_q), part(valid_q), emb),
                   reference_routers.fit_mlp(seed_key(seed, "reference_mlp"), part(train_q), part(valid_q), emb))
     return predictors, reference_routers.principal_features(host(arrays.embeddings)[train_q])
+
+
+def pair_accuracy(logits, pairs):
+    """[M] share of the valid pairs' labels each method's logits [M, H] of "a preferred" predict
+    (a logit of exactly 0, a tie, counts half; NaN logits give NaN)."""
+    hit = jnp.where(logits == 0, 0.5, ((logits > 0) == (pairs.label > 0.5)).astype(jnp.float32))
+    hit = jnp.where(jnp.isnan(logits), jnp.nan, hit)
+    mask = pairs.mask.astype(jnp.float32)
+    return (hit * mask).sum(-1) / mask.sum()   # NaN where no pair was valid
 
 
 def user_keys(seed: int, n_users: int, edges=None):
@@ -398,8 +467,9 @@ def band_edges(bands, log10_lam_range) -> np.ndarray | None:
 def _report(per_user: dict, users: slice, n_contexts, settings: dict) -> EvalReport:
     """The report of the users `users` of every strategy's per-user outcomes."""
     results, identification = {}, {}
-    for strategy, (adaptive, flat, identified) in per_user.items():
+    for strategy, (adaptive, flat, identified, accuracy) in per_user.items():
         adaptive, flat = np.asarray(adaptive[users].mean(0)), np.asarray(flat[users].mean(0))  # [n, A, 3], [F, 3]
+        accuracy = np.asarray(accuracy[users].mean(0))                                        # [n, PAIR_METHODS]
         nu_agnostic, nu_known = flat[FLAT.index("agnostic"), 0], flat[FLAT.index("known"), 0]
 
         def metrics(row):
@@ -409,6 +479,9 @@ def _report(per_user: dict, users: slice, n_contexts, settings: dict) -> EvalRep
 
         table = {m: {n: metrics(adaptive[i, j]) for i, n in enumerate(n_contexts)} for j, m in enumerate(ADAPTIVE)}
         table.update({m: {n: metrics(flat[j]) for n in n_contexts} for j, m in enumerate(FLAT)})
+        for j, m in enumerate(PAIR_METHODS):
+            for i, n in enumerate(n_contexts):
+                table[m][n]["pair_accuracy"] = float(accuracy[i, j])
         results[strategy] = table
         errors = np.asarray(identified[users].mean(0))                                     # [n, 3]
         identification[strategy] = {n: dict(zip(IDENTIFICATION, map(float, errors[i]))) for i, n in enumerate(n_contexts)}

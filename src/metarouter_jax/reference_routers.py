@@ -182,22 +182,36 @@ def _dueling_rewards(contexts: Contexts, num_models: int):
     return one_a + one_b, one_a * label + one_b * (1.0 - label)
 
 
+def _with_bias(features):
+    return jnp.concatenate([jnp.ones(features.shape[:-1] + (1,)), features], -1)
+
+
+def linucb_fit(contexts: Contexts, context_features, num_models: int, ridge: float = LINUCB_RIDGE):
+    """(theta [K, F+1], A^-1 [K, F+1, F+1]) of a disjoint LinUCB after the user's contexts: per
+    model A = ridge * I + sum of x x' over the contexts it was in, theta = A^-1 (sum of reward *
+    x), x = (1, the context query's features [N, F]); rewards as `_dueling_rewards`."""
+    x = _with_bias(context_features)
+    pulls, rewards = _dueling_rewards(contexts, num_models)
+    a = ridge * jnp.eye(x.shape[-1]) + jnp.einsum("nk,nd,ne->kde", pulls, x, x)
+    a_inv = jnp.linalg.inv(a)
+    return jnp.einsum("kde,ne,nk->kd", a_inv, x, rewards), a_inv
+
+
+def linucb_means(theta, features):
+    """[Q, K] `linucb_fit`'s estimated reward of every model on queries' features [Q, F]."""
+    return _with_bias(features) @ theta.T
+
+
 def linucb_scores(contexts: Contexts, context_features, query_features, num_models: int, key,
                   alpha: float = LINUCB_ALPHA, ridge: float = LINUCB_RIDGE):
-    """[Q, K] LinUCB scores of the queries after the user's contexts: per model theta . x +
-    alpha * sqrt(x' A^-1 x) with x = (1, query features), A = ridge * I + sum of x x' over the
-    contexts that model was in, theta = A^-1 (sum of reward * x). Ties (no feedback) are broken
-    by a random jitter of `key`. One user: contexts [N], features [N, F] and [Q, F]."""
-    with_bias = lambda f: jnp.concatenate([jnp.ones(f.shape[:-1] + (1,)), f], -1)  # noqa: E731
-    x_ctx, x_q = with_bias(context_features), with_bias(query_features)
-    pulls, rewards = _dueling_rewards(contexts, num_models)
-    eye = ridge * jnp.eye(x_ctx.shape[-1])
-    a = eye + jnp.einsum("nk,nd,ne->kde", pulls, x_ctx, x_ctx)                     # [K, F+1, F+1]
-    a_inv = jnp.linalg.inv(a)
-    theta = jnp.einsum("kde,ne,nk->kd", a_inv, x_ctx, rewards)                      # [K, F+1]
-    width = jnp.sqrt(jnp.maximum(jnp.einsum("qd,kde,qe->qk", x_q, a_inv, x_q), 0.0))
+    """[Q, K] LinUCB scores of the queries after the user's contexts (`linucb_fit`): theta . x +
+    alpha * sqrt(x' A^-1 x), x = (1, query features [Q, F]). Ties (no feedback) are broken by a
+    random jitter of `key`. One user: contexts [N], features [N, F]."""
+    theta, a_inv = linucb_fit(contexts, context_features, num_models, ridge)
+    x = _with_bias(query_features)
+    width = jnp.sqrt(jnp.maximum(jnp.einsum("qd,kde,qe->qk", x, a_inv, x), 0.0))
     jitter = 1e-6 * jax.random.uniform(key, (num_models,))
-    return x_q @ theta.T + alpha * width + jitter
+    return linucb_means(theta, query_features) + alpha * width + jitter
 
 
 def _scratch_init(key, in_dim: int, hidden: int):
@@ -210,10 +224,10 @@ def _scratch_score(params, features, descriptor):
     return jax.nn.gelu(jnp.concatenate([features, descriptor], -1) @ params["w1"] + params["b1"]) @ params["w2"]
 
 
-def scratch_scores(contexts: Contexts, context_features, query_features, descriptors, key,
-                   steps: int = SCRATCH_STEPS, hidden: int = SCRATCH_HIDDEN, learning_rate: float = SCRATCH_LR,
-                   weight_decay: float = SCRATCH_WEIGHT_DECAY):
-    """[Q, K] scores of a network trained on this user's contexts alone: s(query, model) =
+def scratch_fit(contexts: Contexts, context_features, descriptors, key, steps: int = SCRATCH_STEPS,
+                hidden: int = SCRATCH_HIDDEN, learning_rate: float = SCRATCH_LR,
+                weight_decay: float = SCRATCH_WEIGHT_DECAY):
+    """The parameters of a network trained on this user's contexts alone: s(query, model) =
     MLP(query features, model descriptor), freshly initialised from `key`, `steps` Adam steps
     on the Bradley-Terry log-likelihood of the answers, P(a preferred) = sigmoid(s_a - s_b),
     plus `weight_decay` times the squared weights (no contexts: the initialisation, shrunk)."""
@@ -235,5 +249,16 @@ def scratch_scores(contexts: Contexts, context_features, query_features, descrip
         return (optax.apply_updates(p, updates), state), None
 
     (params, _), _ = jax.lax.scan(step, (params, opt.init(params)), None, length=steps)
+    return params
+
+
+def scratch_scores(params, query_features, descriptors):
+    """[Q, K] scores of `scratch_fit`'s network for queries' features [Q, F] and every model."""
     return jax.vmap(lambda f: _scratch_score(params, jnp.broadcast_to(f, (descriptors.shape[0], f.shape[-1])),
                                              descriptors))(query_features)
+
+
+def scratch_pair_logits(params, context_features, descriptors, contexts: Contexts):
+    """[N] logit of P(a preferred) of `scratch_fit`'s network on pairs: s_a - s_b."""
+    return (_scratch_score(params, context_features, descriptors[contexts.model_a])
+            - _scratch_score(params, context_features, descriptors[contexts.model_b]))
