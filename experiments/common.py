@@ -102,6 +102,20 @@ def load_data(name: str):
 
 CURVE_NS = (0, 1, 2, 4, 6, 8, 16, 32)
 CURVE_METHODS = ("metarouter", "bt_bayes", "bt_posterior", "bt_marginal", "bt_mle", "known", "agnostic", "best_fixed")
+# The routing literature's baselines (metarouter_jax.reference_routers) beside the MetaRouter.
+LITERATURE_METHODS = ("metarouter", "bt_posterior", "mlp_posterior", "knn_posterior", "linucb", "scratch", "known",
+                      "mlp_known", "knn_known", "best_fixed")
+PAIR_METHODS = ("metarouter", "bt_bayes", "bt_posterior", "bt_mle", "linucb", "scratch", "known")
+
+
+def literature_tables(runs, strategy: str) -> list[str]:
+    """The literature baselines' normalised utility and every method's accuracy on held-out
+    pairs, `curve_table`s over `runs` for one strategy (result files written before commit
+    65b6b17 have neither)."""
+    return [f"\nthe routing literature's baselines, normalized utility, {strategy} pairs\n",
+            *curve_table(runs, strategy, "normalized_utility", LITERATURE_METHODS),
+            f"\naccuracy on 16 held-out pairs, {strategy} pairs\n",
+            *curve_table(runs, strategy, "pair_accuracy", PAIR_METHODS)]
 
 
 def cell(values) -> str:

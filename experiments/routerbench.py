@@ -21,8 +21,8 @@ from pathlib import Path
 
 import metarouter_jax as mr
 
-from common import (CURVE_NS as NS, add_validation_options, curve_table, experiment_parser, identification_table, parse,
-                    setup, split_sizes, validation_record, write_results)
+from common import (CURVE_NS as NS, add_validation_options, curve_table, experiment_parser, identification_table,
+                    literature_tables, parse, setup, split_sizes, validation_record, write_results)
 
 OUT = Path(__file__).resolve().parent / "results"
 STRATEGIES = ("uniform", "informative", "active")  # active: asked one at a time at the posterior median
@@ -57,6 +57,7 @@ def main() -> None:
             lines += curve_table([runs[s] for s in args.seeds], strategy, metric)
         lines.append(f"\nidentification of the preference, {strategy} pairs\n")
         lines += identification_table([runs[s] for s in args.seeds], strategy)
+        lines += literature_tables([runs[s] for s in args.seeds], strategy)
     (out / f"{args.name}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 

@@ -19,7 +19,8 @@ import numpy as np
 
 import metarouter_jax as mr
 
-from common import CURVE_NS as NS, curve_table, experiment_parser, identification_table, parse, write_results
+from common import (CURVE_NS as NS, curve_table, experiment_parser, identification_table, literature_tables, parse,
+                    write_results)
 
 OUT = Path(__file__).resolve().parent / "results"
 STRATEGIES = ("uniform", "informative", "active")  # active: asked one at a time at the posterior median
@@ -56,7 +57,7 @@ def main() -> None:
             for metric in ("normalized_utility", "preference_recovery"):
                 summary.append(markdown(runs, strategy, metric))
             summary += [f"\nidentification of the preference, {strategy} pairs\n",
-                        *identification_table(runs.values(), strategy)]
+                        *identification_table(runs.values(), strategy), *literature_tables(list(runs.values()), strategy)]
     (out / f"{args.name}.md").write_text("\n".join(summary) + "\n")
     print("\n".join(summary))
 
