@@ -103,8 +103,8 @@ def load_data(name: str):
 CURVE_NS = (0, 1, 2, 4, 6, 8, 16, 32)
 CURVE_METHODS = ("metarouter", "bt_bayes", "bt_posterior", "bt_marginal", "bt_mle", "known", "agnostic", "best_fixed")
 # The routing literature's baselines (metarouter_jax.reference_routers) beside the MetaRouter.
-LITERATURE_METHODS = ("metarouter", "bt_posterior", "mlp_posterior", "knn_posterior", "linucb", "scratch", "known",
-                      "mlp_known", "knn_known", "best_fixed")
+LITERATURE_METHODS = ("metarouter", "bt_bayes", "mlp_bayes", "bt_posterior", "mlp_posterior", "knn_posterior", "linucb",
+                      "scratch", "known", "mlp_known", "knn_known", "best_fixed")
 PAIR_METHODS = ("metarouter", "bt_bayes", "bt_posterior", "bt_mle", "linucb", "scratch", "known")
 
 

@@ -21,8 +21,10 @@ and the share of the test split's trade-off pairs (a dearer, better answer again
 one on the same query) whose switch point log10(dq / dc) lies in the band: only those pairs'
 answers depend on where in the band a user's lam is. Writes
 experiments/results/lam_bands_<data>.json (every seed) and .md (n = 6: mean ± std, and the known
-router minus the best fixed model per seed); lam_bands_<data>_<strategy>.json and .md for a
-strategy other than informative; NAME.json and .md with --name (e.g. for a --set variant).
+router minus the best fixed model per seed; then each method's cost-quality curve over the bands
+scored by RouterBench's AIQ, `metarouter_jax.curves`); lam_bands_<data>_<strategy>.json and .md
+for a strategy other than informative; NAME.json and .md with --name (e.g. for a --set variant);
+and NAME_curves.png, the first seed's cost-quality curves at n = 6.
 """
 
 from __future__ import annotations
@@ -36,12 +38,16 @@ import metarouter_jax as mr
 
 from common import (add_validation_options, cell, experiment_parser, load_data, parse, setup, split_sizes, table,
                     validation_record, write_results)
+from metarouter_jax import curves
 from metarouter_jax.evaluation import band_labels
 from metarouter_jax.inspect_data import switch_points
 
 OUT = Path(__file__).resolve().parent / "results"
 METHODS = ("known", "best_fixed", "agnostic", "metarouter", "bt_bayes", "bt_posterior")
 NS = (0, 6, 32)
+AIQ_METHODS = ("known", "mlp_known", "knn_known", "best_fixed", "agnostic", "metarouter", "bt_bayes", "mlp_bayes",
+               "bt_posterior", "mlp_posterior", "knn_posterior", "linucb", "scratch", "random")
+CURVE_METHODS = ("known", "mlp_known", "best_fixed", "agnostic", "metarouter", "mlp_bayes", "scratch")
 
 
 def main() -> None:
@@ -57,6 +63,7 @@ def main() -> None:
     args, overrides = parse(parser)
     if args.bands < 1:
         parser.error(f"--bands must be >= 1, got {args.bands}")
+    name = args.name or f"lam_bands_{args.data}" + ("" if args.strategy == "informative" else f"_{args.strategy}")
     data, config = setup(args, overrides, args.data, load_data(args.data))   # as experiments/routerbench.py
     runs, edges = {}, None
     switch = switch_points(data, "test")   # the data's, the same for every seed
@@ -72,11 +79,17 @@ def main() -> None:
             results = by_band.to_json()[args.strategy]
             bands[band] = {**{m: {str(n): results[m][str(n)]["normalized_utility"] for n in NS} for m in METHODS},
                            "identification": by_band.identification_json()[args.strategy]}
+        aiq = curves.aiq_table(report)[args.strategy]
         runs[str(seed)] = {"bands": bands, **validation_record(router), "seconds": time.time() - start,
-                           "evaluation_seconds": time.time() - trained}
+                           "evaluation_seconds": time.time() - trained,
+                           "aiq": {str(n): by_method for n, by_method in aiq.items()},
+                           "cost_quality": {str(n): {m: [p.tolist() for p in points] for m, points in
+                                                     curves.cost_quality_points(report, args.strategy, n).items()}
+                                            for n in NS}}
+        if seed == args.seeds[0]:
+            curves.plot_cost_quality(report, args.strategy, 6, args.out / f"{name}_curves.png", methods=CURVE_METHODS)
         print(f"seed {seed}: {runs[str(seed)]['seconds']:.0f} s ({time.time() - trained:.0f} s evaluating)",
               flush=True)
-    name = args.name or f"lam_bands_{args.data}" + ("" if args.strategy == "informative" else f"_{args.strategy}")
     stem = args.out / name
     shares = tradeoff_shares(switch, edges)     # the data's, the same for every seed
     write_results(stem.with_suffix(".json"), {"config": config.to_dict(), "data": args.data, "strategy": args.strategy,
@@ -188,7 +201,20 @@ def markdown(args, runs: dict, shares: dict) -> str:
              "posterior's sd, means over seeds, and the share of the test split's trade-off pairs whose switch "
              "point is in the band; then the known router minus the best fixed model per seed.", ""]
     lines += band_table(list(runs.values()), shares, METHODS, ["log10(lam)", *METHODS, "known - best_fixed per seed"])
+    lines += ["", "AIQ of the cost-quality curve over the bands (mean quality under the non-decreasing hull of "
+              "the bands' (cost, quality) points, over the cost range of all methods; per USD and per decade of "
+              "cost), mean ± std over seeds:", ""]
+    lines += aiq_table(list(runs.values()))
     return "\n".join(lines) + "\n"
+
+
+def aiq_table(runs: list[dict]) -> list[str]:
+    """One row per method (`AIQ_METHODS` those recorded): its AIQ per USD and per decade of cost at
+    each n, mean ± std over `runs` (one per seed, each with its "aiq")."""
+    ns = list(runs[0]["aiq"])
+    rows = [[m, *(cell([run["aiq"][n][m][axis] for run in runs]) for axis in ("linear", "log_cost") for n in ns)]
+            for m in AIQ_METHODS if m in runs[0]["aiq"][ns[0]]]
+    return table(["method", *(f"{axis} n={n}" for axis in ("per USD", "per decade") for n in ns)], rows)
 
 
 if __name__ == "__main__":

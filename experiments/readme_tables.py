@@ -17,7 +17,9 @@ itself is the Markdown table that starts on the next non-blank line. KIND is a k
 - `lam_bands_compare base=B variant=V labels=a,b`: two lam_bands files (B.json, V.json, the same
   seeds) side by side, band by band;
 - `lam_bands_summary files=A,B,...`: lam_bands files (the same seeds), one row each over the whole
-  range, with their validation scores.
+  range, with their validation scores;
+- `aiq [file=lam_bands_routerbench]`: each method's AIQ over the bands of a lam_bands file (written
+  at or after commit 65b6b17), per USD and per decade of cost.
 
 So a rerun's numbers reach the README by `--write`, and the test suite runs the check: a README
 table that no longer matches its result file fails it. Prose figures beside the tables are not
@@ -36,7 +38,7 @@ from pathlib import Path
 import numpy as np
 
 from common import CURVE_METHODS, cell, curve_table, table
-from lam_bands import band_table, comparison_table, summary_table
+from lam_bands import aiq_table, band_table, comparison_table, summary_table
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "experiments" / "results"
@@ -175,7 +177,12 @@ def lam_bands_summary(files: str) -> list[str]:
     return summary_table(results)
 
 
-KINDS = {"curves": curves, "lam_bands": lam_bands, "lam_bands_compare": lam_bands_compare,
+def aiq(file: str = "lam_bands_routerbench") -> list[str]:
+    """The AIQ of each method's cost-quality curve over a lam_bands file's bands, mean ± std over seeds."""
+    return aiq_table(list(load(f"{file}.json")["runs"].values()))
+
+
+KINDS = {"aiq": aiq, "curves": curves, "lam_bands": lam_bands, "lam_bands_compare": lam_bands_compare,
          "lam_bands_summary": lam_bands_summary, "ood": ood,
          "same_queries": same_queries, "ood_calibrated": ood_calibrated, "unseen_models": unseen_models,
          "pool_sizes": pool_sizes, "ablations": ablations}

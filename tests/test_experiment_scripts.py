@@ -28,6 +28,11 @@ def test_lam_bands_on_synthetic_records_its_validation_split(tmp_path):
     assert result["config"]["num_steps"] == 100 and result["config"]["ema_decay"] == 0.0   # no recipe on synthetic
     assert result["provenance"]["command"].startswith("python experiments/lam_bands.py --data synthetic")
     assert len(result["runs"]["0"]["bands"]) == 2 and (tmp_path / "lam_bands_synthetic.md").is_file()
+    aiq = result["runs"]["0"]["aiq"]["6"]                                 # the cost-quality curves' areas
+    assert set(aiq["metarouter"]) == {"linear", "log_cost"} and 0.0 <= aiq["known"]["linear"] <= 1.0
+    assert len(result["runs"]["0"]["cost_quality"]["6"]["known"][0]) == 2   # one (cost, quality) point per band
+    assert "AIQ" in (tmp_path / "lam_bands_synthetic.md").read_text()
+    assert (tmp_path / "lam_bands_synthetic_curves.png").stat().st_size > 10_000
 
 
 def test_routerbench_script_trains_with_the_recipe(tmp_path, data_dir):
@@ -37,3 +42,5 @@ def test_routerbench_script_trains_with_the_recipe(tmp_path, data_dir):
     assert result["split_sizes"] == {"train": 1774, "valid": 443, "test": 947}
     assert result["config"]["ema_decay"] == 0.99 and result["config"]["log10_lam_range"] == [0.0, 4.0]
     assert set(result["runs"]["0"]) >= {"uniform", "informative", "active", "validation", "identification"}
+    assert "pair_accuracy" in result["runs"]["0"]["informative"]["metarouter"]["6"]
+    assert "mlp_posterior" in result["runs"]["0"]["informative"] and (tmp_path / "tiny.md").is_file()

@@ -22,7 +22,8 @@ its posterior predictive, the posterior with the pair added answered a against a
 
 Beside the Bradley-Terry plug-ins, the routing literature's baselines (`reference_routers`):
 kNN and MLP predictors of quality and cost with the true profile (`knn_known`, `mlp_known`) or
-the posterior-mean estimate (`knn_posterior`, `mlp_posterior`) plugged in, LinUCB fed the same
+the posterior-mean estimate (`knn_posterior`, `mlp_posterior`) plugged in, the MLP's Bayes
+decision under the exact posterior (`mlp_bayes`, beside `bt_bayes`), LinUCB fed the same
 answers (`linucb`) and a network trained on one user's answers alone (`scratch`).
 
 With `bands`, the users are drawn band by band (`n_users` in each equal or given log10(lam)
@@ -53,7 +54,7 @@ from metarouter_jax.training import calibration_queries
 
 DEFAULT_N_CONTEXTS = (0, 1, 2, 4, 6, 8, 16, 32)
 ADAPTIVE = ("metarouter", "bt_posterior", "bt_mle", "bt_bayes", "bt_marginal",
-            "knn_posterior", "mlp_posterior", "linucb", "scratch")
+            "knn_posterior", "mlp_posterior", "mlp_bayes", "linucb", "scratch")
 FLAT = ("random", "best_fixed", "agnostic", "known", "knn_known", "mlp_known")
 METHODS = ADAPTIVE + FLAT
 METRICS = ("normalized_utility", "preference_recovery", "quality", "cost")
@@ -322,6 +323,10 @@ def evaluate(router, data: RoutingData, split: str = "test", n_contexts=DEFAULT_
                                 outcome(known_choice(router.profiles.linear_profile(marginal))),
                                 *(outcome(predicted_choice(p, router.profiles.utility, post_profile))
                                   for p in predictors),
+                                # lam enters a plug-in profile's utility linearly: its Bayes decision
+                                # plugs in the posterior mean of lam itself
+                                outcome(predicted_choice(predictors[1], router.profiles.utility,
+                                                         router.profiles.linear_profile(jnp.log10(weights @ 10.0 ** grid)))),
                                 outcome(masked_argmax(linucb)), outcome(masked_argmax(scratch))])
             identified = jnp.stack([jnp.abs(post - true_lam), jnp.sqrt(weights @ (grid - post) ** 2),
                                     jnp.abs(metarouter_lam - true_lam)])
