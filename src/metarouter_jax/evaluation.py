@@ -205,6 +205,13 @@ def evaluate(router, data: RoutingData, split: str = "test", n_contexts=DEFAULT_
 
     grid_latents = jax.vmap(lambda lam: known_latent(router.profiles.linear_profile(lam)))(grid)   # [G, R]
     grid_profiles = jax.vmap(router.profiles.linear_profile)(grid)
+
+    def bayes_log10_lam(weights):
+        """The lam whose plug-in profile is the Bayes decision on predicted utilities under grid
+        posterior `weights`: lam enters the utility linearly, and each user's utility is divided by
+        their scale (the metric's normalisation), so the posterior mean of lam under weights / scale."""
+        w = weights / grid_scales
+        return jnp.log10(w @ 10.0 ** grid / w.sum())
     # bt_marginal knows only the training users' noise prior, as the MetaRouter does.
     flip_max = float(router.hparams.flip_max) if router.config.label_flips else 0.0
     noise_betas, noise_flips = baselines.noise_quadrature(router.config.beta_range, flip_max)
@@ -323,10 +330,8 @@ def evaluate(router, data: RoutingData, split: str = "test", n_contexts=DEFAULT_
                                 outcome(known_choice(router.profiles.linear_profile(marginal))),
                                 *(outcome(predicted_choice(p, router.profiles.utility, post_profile))
                                   for p in predictors),
-                                # lam enters a plug-in profile's utility linearly: its Bayes decision
-                                # plugs in the posterior mean of lam itself
                                 outcome(predicted_choice(predictors[1], router.profiles.utility,
-                                                         router.profiles.linear_profile(jnp.log10(weights @ 10.0 ** grid)))),
+                                                         router.profiles.linear_profile(bayes_log10_lam(weights)))),
                                 outcome(masked_argmax(linucb)), outcome(masked_argmax(scratch))])
             identified = jnp.stack([jnp.abs(post - true_lam), jnp.sqrt(weights @ (grid - post) ** 2),
                                     jnp.abs(metarouter_lam - true_lam)])
