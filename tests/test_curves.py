@@ -48,7 +48,8 @@ def test_aiq_over_log_cost():
     cost, quality = [0.001, 0.004, 0.02, 0.3], [0.3, 0.5, 0.55, 0.8]
     grid = np.geomspace(0.0005, 1.0, 200_001)
     curve = np.where(grid < cost[0], 0.0, np.interp(grid, *nondecreasing_hull(cost, quality)))
-    riemann = np.trapezoid(curve, np.log10(grid)) / np.log10(1.0 / 0.0005)
+    log_grid = np.log10(grid)
+    riemann = np.sum((curve[1:] + curve[:-1]) / 2 * np.diff(log_grid)) / np.log10(1.0 / 0.0005)   # numpy 1.26: no trapezoid
     assert aiq(cost, quality, (0.0005, 1.0), log_cost=True) == pytest.approx(riemann, abs=1e-4)
 
 
