@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 import metarouter_jax as mr
+from metarouter_jax import adaptation
 from metarouter_jax.config import Hparams
 from metarouter_jax.profiles import make_atoms, make_profiles
 from metarouter_jax.training import (atom_log_score, average_params, band_means, entropy_weight, make_train,
@@ -86,6 +87,27 @@ def test_bad_config_is_named(small_data):
         mr.TrainConfig(frozen=("decoder",))
     with pytest.raises(ValueError, match=r"ema_decay must be in \[0, 1\)"):
         mr.TrainConfig(ema_decay=1.0)
+    with pytest.raises(ValueError, match="answer_weight must be a finite number >= 0"):
+        mr.TrainConfig(answer_weight=-1.0)
+
+
+def test_answer_loss_trains_a_readout_of_quality_and_cost(small_data, tiny_config):
+    """answer_weight > 0 adds a readout to the policy (none without it) that learns each answer's
+    quality and log cost from its components: its loss falls, and so does the policy's."""
+    plain = make_train(tiny_config, small_data)
+    assert plain.graphdef != make_train(tiny_config.replace(answer_weight=1.0), small_data).graphdef
+    trainer = make_train(tiny_config.replace(answer_weight=1.0, latent_source="profile", num_steps=100,
+                                             chunk_steps=50), small_data)
+    queries = jnp.asarray(small_data.split("train")[:256])
+
+    def answer_loss(params):
+        feats = adaptation.query_features(trainer.graphdef, params, trainer.arrays.embeddings[queries])
+        components = adaptation.answer_components(trainer.graphdef, params, feats, trainer.arrays.descriptors)
+        return float(trainer.answer_loss(params, components, queries))
+
+    start = trainer.jit_init(jax.random.key(0), Hparams.create())
+    state, _ = run_training(trainer, jax.random.key(0), Hparams.create())
+    assert answer_loss(state.params) < 0.8 * answer_loss(start.params)
 
 
 def test_parameter_average_is_the_mean_of_the_iterates_then_an_ema():

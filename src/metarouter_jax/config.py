@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from typing import Any
 
 import jax
@@ -97,6 +98,8 @@ class TrainConfig:
     context_family: bool = False   # ... and their task family (one-hot; did not help family-weight users at n = 6)
     family_quality: bool = False   # the policy sees each model's calibration quality on the query's own task
                                    # family (needs the family when routing; carries over to new families)
+    answer_weight: float = 0.0     # > 0: a supervised auxiliary loss on the policy's answer components, a
+                                   # linear readout of each answer's quality (cross-entropy) and log cost
     posterior_atoms: int = 128     # > 0: atomic posterior over this many prior profiles, Bayes-decision routing
     likelihood: str = "bradley_terry"  # the atomic posterior's likelihood: each atom's Bradley-Terry likelihood
                                        # plus a learned correction, or "learned" (a per-context network alone)
@@ -159,6 +162,8 @@ class TrainConfig:
         unknown = sorted(set(self.frozen) - set(FREEZABLE))
         if unknown:
             raise ValueError(f"frozen holds unknown network parts {unknown}; parts: {FREEZABLE}")
+        if not (math.isfinite(self.answer_weight) and self.answer_weight >= 0.0):
+            raise ValueError(f"answer_weight must be a finite number >= 0 (0: no answer loss), got {self.answer_weight}")
         if not 0.0 <= self.ema_decay < 1.0:
             raise ValueError(f"ema_decay must be in [0, 1) (0: no parameter average), got {self.ema_decay}")
         if self.valid_criterion not in VALID_CRITERIA:

@@ -51,6 +51,7 @@ class NetworkConfig:
     posterior_atoms: int = 0     # > 0: an atomic posterior over this many prior profiles (Bayes decision)
     num_families: int = 0        # > 0: contexts show the encoder their query's task family (one-hot)
     family_quality: bool = False  # the policy sees each model's descriptor quality on the query's own family
+    answer_readout: bool = False  # a linear readout of each answer's components onto its quality and log cost
     log_cost_mean: float = 0.0   # the data's log10-cost standardisation (contexts carry standardised costs)
     log_cost_std: float = 1.0
     likelihood: str = "learned"  # the atoms' per-context log-likelihoods: "learned", or "bradley_terry" (the
@@ -269,6 +270,8 @@ class Policy(nnx.Module):
         self.weights = _dense(cfg.latent_dim, cfg.latent_dim, rngs)  # latent -> routing weights
         # Last, so that routers without it draw every other initial weight as before.
         self.in_family = _dense(1, cfg.hidden, rngs, bias=False) if cfg.family_quality else None
+        # Trained by TrainConfig.answer_weight's supervised loss only; routing never reads it.
+        self.readout = _dense(cfg.latent_dim, 2, rngs) if cfg.answer_readout else None
 
     def query_features(self, query_emb):
         """[..., D] -> [..., H]: the query pathway, computable once per query."""

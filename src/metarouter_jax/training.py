@@ -121,6 +121,7 @@ def network_config(config: TrainConfig, data: RoutingData, profiles: LinearProfi
         posterior_atoms=config.posterior_atoms, num_families=data.num_families if config.context_family else 0,
         log_cost_mean=log_cost_mean, log_cost_std=log_cost_std,
         likelihood=config.likelihood, beta_range=tuple(config.beta_range), family_quality=config.family_quality,
+        answer_readout=config.answer_weight > 0,
     )
 
 
@@ -213,6 +214,16 @@ class Trainer:
             z = z + hparams.latent_noise * jax.random.normal(key, z.shape)
         return z, inferred, kl, weights
 
+    def answer_loss(self, params, components, queries):
+        """Mean over the observed answers of the readout's cross-entropy on quality and squared error
+        on standardised log cost: a direct, per-answer signal for the policy's components."""
+        readout = nnx.merge(self.graphdef, params).policy.readout(components)                 # [B, K, 2]
+        arrays = self.arrays
+        observed = arrays.observed[queries].astype(readout.dtype)
+        per_answer = (optax.sigmoid_binary_cross_entropy(readout[..., 0], arrays.quality[queries])
+                      + (readout[..., 1] - arrays.log_cost[queries]) ** 2)
+        return (per_answer * observed).sum() / jnp.maximum(observed.sum(), 1.0)
+
     # ------------------------------------------------------------------ loss of one user
     def task_loss(self, params, key, hparams: Hparams, progress):
         cfg, arrays = self.config, self.arrays
@@ -241,6 +252,8 @@ class Trainer:
         components = adaptation.answer_components(self.graphdef, params, feats, arrays.descriptors,
                                                   self.query_family(queries))                   # [B, K, R]
         loss, expected, entropy = self.routing_loss(components @ z, u, allowed, alpha, keys[6])
+        if cfg.answer_weight > 0:   # supervised: each answer's quality and log cost from its components
+            loss = loss + cfg.answer_weight * self.answer_loss(params, components, queries)
 
         if cfg.latent_source == "contexts":  # auxiliary signals for the encoder (DESIGN.md section 9)
             held_out = self.user_contexts(keys[7], user.replace(count=jnp.asarray(cfg.max_contexts)),
