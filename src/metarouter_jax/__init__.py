@@ -9,6 +9,7 @@
     report = mr.evaluate(router, data, split="test")
 """
 
+from metarouter_jax import curves  # noqa: F401  (mr.curves: cost-quality curves and AIQ of banded reports)
 from metarouter_jax.checkpoint import CheckpointError
 from metarouter_jax.compile_cache import disable_compilation_cache, enable_compilation_cache
 from metarouter_jax.config import Hparams, TrainConfig
