@@ -2,7 +2,7 @@
 
 A report evaluated by log10(lam) band (`evaluate(..., bands=B)`) gives each method one
 operating point per band: the mean cost (USD per query) and mean quality of its routed answers
-for users of that band. Users who value quality more (larger lam) buy dearer models, so over
+for users of that band. Users to whom a dollar is worth less quality (smaller lam) buy dearer models, so over
 the bands the points trace the method's cost-quality curve.
 
 RouterBench (Hu et al. 2024) scores such a curve by AIQ, the average improvement in quality.
