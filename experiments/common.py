@@ -105,7 +105,7 @@ CURVE_METHODS = ("metarouter", "bt_bayes", "bt_posterior", "bt_marginal", "bt_ml
 # The routing literature's baselines (metarouter_jax.reference_routers) beside the MetaRouter.
 LITERATURE_METHODS = ("metarouter", "bt_bayes", "mlp_bayes", "bt_posterior", "mlp_posterior", "knn_posterior", "linucb",
                       "scratch", "known", "mlp_known", "knn_known", "best_fixed")
-PAIR_METHODS = ("metarouter", "bt_bayes", "bt_posterior", "bt_mle", "linucb", "scratch", "known")
+PAIR_TABLE_METHODS = ("metarouter", "bt_bayes", "bt_posterior", "bt_mle", "linucb", "scratch", "known")
 
 
 def literature_tables(runs, strategy: str) -> list[str]:
@@ -115,7 +115,7 @@ def literature_tables(runs, strategy: str) -> list[str]:
     return [f"\nthe routing literature's baselines, normalized utility, {strategy} pairs\n",
             *curve_table(runs, strategy, "normalized_utility", LITERATURE_METHODS),
             f"\naccuracy on 16 held-out pairs, {strategy} pairs\n",
-            *curve_table(runs, strategy, "pair_accuracy", PAIR_METHODS)]
+            *curve_table(runs, strategy, "pair_accuracy", PAIR_TABLE_METHODS)]
 
 
 def cell(values) -> str:

@@ -45,6 +45,8 @@ def test_knn_chooses_its_neighbour_count_on_the_validation_queries():
     pred = rr.fit_knn(train, valid, test[0])
     errors = {k: np.mean((rr.knn_predict(train, valid[0], k)[0] - valid[1]) ** 2) for k in rr.KNN_CHOICES}
     assert pred.setting["k"] == min(errors, key=errors.get)
+    neighbours = rr.nearest(train[0], valid[0], 80)                     # a prefix serves every smaller k
+    np.testing.assert_array_equal(rr.knn_predict(train, valid[0], 10, neighbours)[0], rr.knn_predict(train, valid[0], 10)[0])
     assert np.mean((np.asarray(pred.quality) > 0.5) == test[1]) > 0.9
 
 
@@ -69,7 +71,8 @@ def test_linucb_is_a_ridge_regression_per_model_with_its_confidence_width():
     ctx = contexts([0, 0, 2, 1], [1, 2, 1, 0], [1.0, 1.0, 0.0, 0.0])
     f_ctx, f_q = rng.normal(size=(4, 2)).astype(np.float32), rng.normal(size=(5, 2)).astype(np.float32)
     key = jax.random.key(0)
-    scores = np.asarray(rr.linucb_scores(ctx, jnp.asarray(f_ctx), jnp.asarray(f_q), 4, key, alpha=0.7, ridge=2.0))
+    fitted = rr.linucb_fit(ctx, jnp.asarray(f_ctx), 4, ridge=2.0)
+    scores = np.asarray(rr.linucb_scores(fitted, jnp.asarray(f_q), key, alpha=0.7))
     x, xq = np.c_[np.ones(4), f_ctx], np.c_[np.ones(5), f_q]
     # model 0: preferred as a (rows 0, 1) and as b in row 3 (label 0: b preferred); model 3: never asked
     rows, rewards = [0, 1, 3], [1.0, 1.0, 1.0]
@@ -80,9 +83,9 @@ def test_linucb_is_a_ridge_regression_per_model_with_its_confidence_width():
     np.testing.assert_allclose(scores[:, 3], 0.7 * np.linalg.norm(xq, axis=1) / np.sqrt(2.0), atol=1e-4)
     masked = contexts([0, 0, 2, 1, 3], [1, 2, 1, 0, 1], [1.0, 1.0, 0.0, 0.0, 1.0], mask=[1, 1, 1, 1, 0])
     f_more = jnp.asarray(np.r_[f_ctx, rng.normal(size=(1, 2))], jnp.float32)
-    np.testing.assert_allclose(rr.linucb_scores(masked, f_more, jnp.asarray(f_q), 4, key, alpha=0.7, ridge=2.0),
-                               scores, atol=1e-5)                                  # a masked context is not read
-    np.testing.assert_allclose(rr.linucb_fit(ctx, jnp.asarray(f_ctx), 4, ridge=2.0)[0][0], theta, atol=1e-4)
+    np.testing.assert_allclose(rr.linucb_scores(rr.linucb_fit(masked, f_more, 4, ridge=2.0), jnp.asarray(f_q), key,
+                                                alpha=0.7), scores, atol=1e-5)     # a masked context is not read
+    np.testing.assert_allclose(fitted[0][0], theta, atol=1e-4)
 
 
 def test_a_network_trained_from_scratch_on_one_users_answers_prefers_what_they_chose():

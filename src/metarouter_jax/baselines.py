@@ -40,14 +40,17 @@ def grid_scales(profiles, arrays: RoutingArrays, calib_queries, grid):
     return jax.vmap(lambda l: utility_scale(profiles, profiles.linear_profile(l), arrays, calib_queries))(grid)
 
 
+def grid_gaps(contexts: Contexts, arrays: RoutingArrays, grid, scales):
+    """[G, N] each grid lam's normalised linear utility of answer a minus answer b, per context."""
+    q_a, q_b = contexts.outcome_a[:, 0], contexts.outcome_b[:, 0]
+    c_a, c_b = arrays.usd_cost(contexts.outcome_a), arrays.usd_cost(contexts.outcome_b)
+    lam = 10.0 ** grid[:, None]
+    return ((q_a - lam * c_a) - (q_b - lam * c_b)) / scales[:, None]
+
+
 def context_log_likelihood(contexts: Contexts, arrays: RoutingArrays, grid, scales, beta, flip):
     """[G] log-likelihood of one user's context labels under a linear utility at each grid lam."""
-    cost = lambda o: 10.0 ** (o[:, 1] * arrays.log_cost_std + arrays.log_cost_mean)  # noqa: E731
-    q_a, q_b = contexts.outcome_a[:, 0], contexts.outcome_b[:, 0]
-    c_a, c_b = cost(contexts.outcome_a), cost(contexts.outcome_b)
-    lam = 10.0 ** grid[:, None]
-    gap = ((q_a - lam * c_a) - (q_b - lam * c_b)) / scales[:, None]                        # [G, N]
-    return label_log_likelihood(gap, contexts.label, contexts.mask, beta, flip)
+    return label_log_likelihood(grid_gaps(contexts, arrays, grid, scales), contexts.label, contexts.mask, beta, flip)
 
 
 def bt_estimates(contexts: Contexts, arrays: RoutingArrays, grid, scales, beta, flip):

@@ -33,6 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from metarouter_jax.evaluation import FLAT
+from metarouter_jax.figures import new_figure, save_png
 
 STEPS = 16  # drawn points per line between two operating points (plot_cost_quality)
 
@@ -261,18 +262,15 @@ def plot_cost_quality(report, strategy: str, n: int, path: str | os.PathLike, me
     each method's AIQ (linear / log10 cost, over the common range of all the report's methods).
     `methods` picks and orders the methods drawn (default all). A path without suffix gets .png.
     Returns the path written (needs matplotlib)."""
-    try:
-        import matplotlib
-        from matplotlib.figure import Figure  # no pyplot: leaves the global backend alone
-    except ImportError as err:
-        raise ImportError("plotting needs matplotlib: pip install 'metarouter_jax[plot]'") from err
+    fig = new_figure((10, 5.5))
+    import matplotlib   # installed: new_figure found it
+
     points = cost_quality_points(report, strategy, n)
     methods = list(points) if methods is None else list(methods)
     unknown = [m for m in methods if m not in points]
     if unknown:
         raise ValueError(f"unknown methods {unknown}; evaluated: {list(points)}")
     linear, logged = report_aiq(report, strategy, n), report_aiq(report, strategy, n, log_cost=True)
-    fig = Figure(figsize=(10, 5.5))
     ax = fig.add_subplot()
     palette = matplotlib.colormaps["tab10" if len(methods) <= 10 else "tab20"]
     for i, method in enumerate(methods):
@@ -291,9 +289,4 @@ def plot_cost_quality(report, strategy: str, n: int, path: str | os.PathLike, me
                  fontsize=9)
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=7, borderaxespad=0)
-    fig.tight_layout()
-    path = Path(path)
-    if not path.suffix:  # matplotlib would write PATH.png
-        path = path.with_suffix(".png")
-    fig.savefig(path, dpi=120)
-    return path
+    return save_png(fig, path)

@@ -204,7 +204,6 @@ def evaluate(router, data: RoutingData, split: str = "test", n_contexts=DEFAULT_
         return adaptation.profile_latent(graphdef, params["known"], router.profiles.features(profile_))
 
     grid_latents = jax.vmap(lambda lam: known_latent(router.profiles.linear_profile(lam)))(grid)   # [G, R]
-    grid_profiles = jax.vmap(router.profiles.linear_profile)(grid)
 
     def bayes_log10_lam(weights):
         """The lam whose plug-in profile is the Bayes decision on predicted utilities under grid
@@ -223,19 +222,18 @@ def evaluate(router, data: RoutingData, split: str = "test", n_contexts=DEFAULT_
     query_principal = principal(emb)                                                 # [Q, F]
     num_models = arrays.observed.shape[1]
 
-    def predicted_choice(prediction, utility_of, profile_):
-        u = jax.vmap(utility_of, in_axes=(None, 0, 0, 0))(profile_, prediction.quality, prediction.cost,
-                                                            arrays.family[queries])
-        return jnp.argmax(jnp.where(allowed, u, -jnp.inf), -1)
-
     def masked_argmax(scores):
+        """[Q] each query's allowed model of the highest score [Q, K]."""
         return jnp.argmax(jnp.where(allowed, scores, -jnp.inf), -1)
+
+    def predicted_choice(prediction, utility_of, profile_):
+        return masked_argmax(jax.vmap(utility_of, in_axes=(None, 0, 0, 0))(
+            profile_, prediction.quality, prediction.cost, arrays.family[queries]))
 
     def route(name, z):
         axes = (None, None, 0, None, None, adaptation.family_axis(family))
-        scores = jax.vmap(adaptation.policy_scores, in_axes=axes)(
-            graphdef, params[name], feats[name], z, arrays.descriptors, family)
-        return jnp.argmax(jnp.where(allowed, scores, -jnp.inf), -1)                     # [Q]
+        return masked_argmax(jax.vmap(adaptation.policy_scores, in_axes=axes)(
+            graphdef, params[name], feats[name], z, arrays.descriptors, family))
 
     # The same for every user: random routing's quality and cost, the agnostic router's choices.
     mean_allowed = lambda x: jnp.mean((x * allowed).sum(-1) / allowed.sum(-1))  # noqa: E731
@@ -267,14 +265,15 @@ def evaluate(router, data: RoutingData, split: str = "test", n_contexts=DEFAULT_
                                informative=True if active else informative,
                                target_range=router.profiles.log10_lam_range)
         held_principal = principal(held.query_emb)
-        held_cost = lambda o: 10.0 ** (o[:, 1] * arrays.log_cost_std + arrays.log_cost_mean)  # noqa: E731
 
         def held_gap(family_, profile_):
-            """[H] (or [G, H] for a batch of profiles) utility of answer a minus b of the held-out pairs."""
-            def gap(p):
-                return (family_.utility(p, held.outcome_a[:, 0], held_cost(held.outcome_a), held.family)
-                        - family_.utility(p, held.outcome_b[:, 0], held_cost(held.outcome_b), held.family))
-            return jax.vmap(gap)(profile_) if jnp.ndim(profile_["log10_lam"]) else gap(profile_)
+            """[H] a profile's utility of answer a minus answer b on each held-out pair."""
+            utility = lambda o: family_.utility(profile_, o[:, 0], arrays.usd_cost(o), held.family)  # noqa: E731
+            return utility(held.outcome_a) - utility(held.outcome_b)
+
+        # The same at every n: the exact posterior's per-grid-point predictions, the true profile's gap.
+        grid_predictions = jax.nn.sigmoid(beta * baselines.grid_gaps(held, arrays, grid, grid_scales))  # [G, H]
+        known_gap = held_gap(profiles, profile)
 
         if router.atoms is not None:
             encoder = nnx.merge(graphdef, params["metarouter"]).encoder
@@ -320,7 +319,8 @@ def evaluate(router, data: RoutingData, split: str = "test", n_contexts=DEFAULT_
             marginal = baselines.marginal_posterior_mean(ctx, arrays, grid, grid_scales, noise_betas, noise_flips)
             post_profile = router.profiles.linear_profile(post)
             ctx_principal = principal(ctx.query_emb)
-            linucb = reference_routers.linucb_scores(ctx, ctx_principal, query_principal, num_models, key_reference)
+            linucb_fitted = reference_routers.linucb_fit(ctx, ctx_principal, num_models)
+            linucb = reference_routers.linucb_scores(linucb_fitted, query_principal, key_reference)
             scratch_params = reference_routers.scratch_fit(ctx, ctx_principal, arrays.descriptors, key_reference)
             scratch = reference_routers.scratch_scores(scratch_params, query_principal, arrays.descriptors)
             routed = jnp.stack([outcome(route("metarouter", z)),
@@ -336,18 +336,16 @@ def evaluate(router, data: RoutingData, split: str = "test", n_contexts=DEFAULT_
             identified = jnp.stack([jnp.abs(post - true_lam), jnp.sqrt(weights @ (grid - post) ** 2),
                                     jnp.abs(metarouter_lam - true_lam)])
             # Held-out answers: each method's logit of "a preferred" (> 0: it predicts a).
-            theta, _ = reference_routers.linucb_fit(ctx, ctx_principal, num_models)
-            held_values = reference_routers.linucb_means(theta, held_principal)                   # [H, K]
-            take = lambda v, m: jnp.take_along_axis(v, m[:, None], 1)[:, 0]  # noqa: E731
-            bayes = jax.nn.sigmoid(beta * held_gap(router.profiles, grid_profiles) / grid_scales[:, None])  # [G, H]
+            held_values = reference_routers.linucb_means(linucb_fitted[0], held_principal)        # [H, K]
+            pairs = jnp.arange(HELD_OUT_PAIRS)
             logits = jnp.stack([
                 metarouter_pair_logits(atom_weights) if router.atoms is not None else jnp.full(HELD_OUT_PAIRS, jnp.nan),
                 held_gap(router.profiles, post_profile), held_gap(router.profiles, router.profiles.linear_profile(mle)),
-                jax.scipy.special.logit(jnp.clip(weights @ bayes, 1e-6, 1 - 1e-6)),
+                jax.scipy.special.logit(jnp.clip(weights @ grid_predictions, 1e-6, 1 - 1e-6)),
                 held_gap(router.profiles, router.profiles.linear_profile(marginal)),
-                take(held_values, held.model_a) - take(held_values, held.model_b),
+                held_values[pairs, held.model_a] - held_values[pairs, held.model_b],
                 reference_routers.scratch_pair_logits(scratch_params, held_principal, arrays.descriptors, held),
-                held_gap(profiles, profile)])                                                      # [PAIR_METHODS, H]
+                known_gap])                                                                        # [PAIR_METHODS, H]
             return routed, identified, pair_accuracy(logits, held)
 
         adaptive, identified, accuracy = jax.lax.map(at_n, jnp.asarray(n_contexts))  # [n, ADAPTIVE, 3], [n, 3], [n, P]
@@ -391,13 +389,12 @@ def reference_fits(router, data: RoutingData, arrays, queries, seed: int):
     train_q = data.split(router.config.train_split)
     valid_q = data.split(router.config.valid_split) if router.config.valid_split in data.splits else train_q
     valid_q = valid_q if valid_q.size else train_q
-    host = lambda x: np.asarray(x)  # noqa: E731
-    part = lambda q: (host(arrays.embeddings)[q], host(arrays.quality)[q], host(arrays.cost)[q],  # noqa: E731
-                      host(arrays.observed)[q])
-    emb = host(arrays.embeddings)[np.asarray(queries)]
-    predictors = (reference_routers.fit_knn(part(train_q), part(valid_q), emb),
-                  reference_routers.fit_mlp(seed_key(seed, "reference_mlp"), part(train_q), part(valid_q), emb))
-    return predictors, reference_routers.principal_features(host(arrays.embeddings)[train_q])
+    host = [np.asarray(x) for x in (arrays.embeddings, arrays.quality, arrays.cost, arrays.observed)]  # once
+    train, valid = ([x[q] for x in host] for q in (train_q, valid_q))
+    emb = host[0][np.asarray(queries)]
+    predictors = (reference_routers.fit_knn(train, valid, emb),
+                  reference_routers.fit_mlp(seed_key(seed, "reference_mlp"), train, valid, emb))
+    return predictors, reference_routers.principal_features(train[0])
 
 
 def pair_accuracy(logits, pairs):

@@ -18,6 +18,7 @@ import numpy as np
 
 from metarouter_jax.contexts import tradeoff_pairs
 from metarouter_jax.data import RoutingData
+from metarouter_jax.figures import new_figure, save_png
 
 SWITCH_QUANTILES = (1, 10, 50, 90, 99)
 
@@ -163,15 +164,11 @@ def format_info(info: dict) -> str:
 def plot_frontier(data: RoutingData, path: str | os.PathLike, split: str | None = None) -> Path:
     """Write a PNG of per-model mean cost (USD per query, log x) vs mean quality, with the
     Pareto frontier drawn as a line. `split` None uses every query. Returns the path."""
-    try:
-        from matplotlib.figure import Figure  # no pyplot: leaves the global backend alone
-    except ImportError as err:
-        raise ImportError("plotting needs matplotlib: pip install 'metarouter_jax[plot]'") from err
+    fig = new_figure((7, 4.5))
     summary = data.model_summary(split)
     quality, cost = summary["quality"], summary["cost"]
     ok = np.isfinite(quality) & np.isfinite(cost) & (cost > 0)
     frontier = [k for k in data.pareto_frontier(split) if ok[k]]
-    fig = Figure(figsize=(7, 4.5))
     ax = fig.add_subplot()
     ax.scatter(cost[ok], quality[ok], color="tab:blue", zorder=3)
     for k in np.nonzero(ok)[0]:
@@ -186,12 +183,7 @@ def plot_frontier(data: RoutingData, path: str | os.PathLike, split: str | None 
     ax.set_ylabel("mean quality")
     ax.set_title(f"models on split {split!r}" if split else "models on all queries")
     ax.grid(True, which="both", alpha=0.3)
-    fig.tight_layout()
-    path = Path(path)
-    if not path.suffix:  # matplotlib would write PATH.png
-        path = path.with_suffix(".png")
-    fig.savefig(path, dpi=120)
-    return path
+    return save_png(fig, path)
 
 
 if __name__ == "__main__":  # pragma: no cover - command-line convenience

@@ -45,9 +45,9 @@ SCRATCH_WEIGHT_DECAY = 1e-2
 
 @dataclasses.dataclass(frozen=True)
 class Predictions:
-    """A predictor's estimates for the evaluation queries: quality, cost [Q, K] (USD)."""
+    """A predictor's estimates for the evaluation queries: quality, cost [Q, K] (USD), and the
+    setting its validation chose."""
 
-    name: str
     quality: jax.Array
     cost: jax.Array
     setting: dict
@@ -69,15 +69,23 @@ def _unit(x):
     return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
 
 
-def knn_predict(train, queries, k: int) -> tuple[np.ndarray, np.ndarray]:
+def nearest(train_embeddings, queries, k: int) -> np.ndarray:
+    """[Q, k] indices of each query's `k` training queries of highest cosine similarity, the
+    nearest first (so a prefix [:, :j] is the j nearest)."""
+    k = min(int(k), train_embeddings.shape[0])
+    sims = _unit(np.asarray(queries, np.float32)) @ _unit(np.asarray(train_embeddings, np.float32)).T   # [Q, T]
+    top = np.argpartition(-sims, k - 1, axis=1)[:, :k]
+    return np.take_along_axis(top, np.argsort(-np.take_along_axis(sims, top, 1), axis=1), 1)
+
+
+def knn_predict(train, queries, k: int, neighbours=None) -> tuple[np.ndarray, np.ndarray]:
     """(quality, cost) [Q, K] of `queries`' embeddings [Q, D]: each model's mean over the `k`
     training queries of highest cosine similarity on which it was observed among them (its
     mean over all training queries where none was). train: (embeddings [T, D], quality [T, K],
-    cost [T, K], observed [T, K] bool), unknown cells anything (masked)."""
+    cost [T, K], observed [T, K] bool), unknown cells anything (masked). `neighbours`: `nearest`'s
+    indices for these queries with at least k columns, when already found."""
     emb, quality, cost, observed = train
-    k = min(int(k), emb.shape[0])
-    sims = _unit(np.asarray(queries, np.float32)) @ _unit(np.asarray(emb, np.float32)).T     # [Q, T]
-    top = np.argpartition(-sims, k - 1, axis=1)[:, :k]                                      # [Q, k]
+    top = (nearest(emb, queries, k) if neighbours is None else neighbours)[:, :k]           # [Q, k]
     obs = observed[top]                                                                      # [Q, k, K]
     q, count = _masked_mean(np.where(observed, quality, 0.0)[top], obs, 1)
     c, _ = _masked_mean(np.where(observed, cost, 0.0)[top], obs, 1)
@@ -89,13 +97,13 @@ def fit_knn(train, valid, queries) -> Predictions:
     """The kNN predictor for `queries`, its neighbour count chosen among `KNN_CHOICES` by the
     masked squared error of predicted quality on the validation queries (`valid`, as `train`)."""
     errors = {}
+    neighbours = nearest(train[0], valid[0], max(KNN_CHOICES))   # once: each k reads a prefix
     for k in KNN_CHOICES:
-        q, _ = knn_predict(train, valid[0], k)
+        q, _ = knn_predict(train, valid[0], k, neighbours)
         errors[k] = float(_masked_mean((q - np.where(valid[3], valid[1], 0.0)) ** 2, valid[3], None)[0])
     best = min(errors, key=errors.get)
     q, c = knn_predict(train, queries, best)
-    return Predictions("knn", jnp.asarray(q, jnp.float32), jnp.asarray(c, jnp.float32),
-                       {"k": best, "valid_mse": errors[best]})
+    return Predictions(jnp.asarray(q, jnp.float32), jnp.asarray(c, jnp.float32), {"k": best, "valid_mse": errors[best]})
 
 
 def _mlp_forward(params, emb):
@@ -154,7 +162,7 @@ def fit_mlp(key, train, valid, queries, hidden: int = 64, steps: int = 1000, lea
     best, best_loss = _train_mlp(key, arrays(train), arrays(valid), learning_rate, weight_decay,
                                  hidden=hidden, steps=steps)
     logit, pred_log_cost = _mlp_forward(best, jnp.asarray(queries, jnp.float32))
-    return Predictions("mlp", jax.nn.sigmoid(logit), 10.0 ** (pred_log_cost * sd + mu),
+    return Predictions(jax.nn.sigmoid(logit), 10.0 ** (pred_log_cost * sd + mu),
                        {"hidden": hidden, "steps": steps, "valid_loss": float(best_loss)})
 
 
@@ -202,15 +210,14 @@ def linucb_means(theta, features):
     return _with_bias(features) @ theta.T
 
 
-def linucb_scores(contexts: Contexts, context_features, query_features, num_models: int, key,
-                  alpha: float = LINUCB_ALPHA, ridge: float = LINUCB_RIDGE):
-    """[Q, K] LinUCB scores of the queries after the user's contexts (`linucb_fit`): theta . x +
-    alpha * sqrt(x' A^-1 x), x = (1, query features [Q, F]). Ties (no feedback) are broken by a
-    random jitter of `key`. One user: contexts [N], features [N, F]."""
-    theta, a_inv = linucb_fit(contexts, context_features, num_models, ridge)
+def linucb_scores(fitted, query_features, key, alpha: float = LINUCB_ALPHA):
+    """[Q, K] LinUCB scores of queries' features [Q, F] for one user's `linucb_fit` (theta,
+    A^-1): theta . x + alpha * sqrt(x' A^-1 x), x = (1, features). Ties (no feedback) are
+    broken by a random jitter of `key`."""
+    theta, a_inv = fitted
     x = _with_bias(query_features)
     width = jnp.sqrt(jnp.maximum(jnp.einsum("qd,kde,qe->qk", x, a_inv, x), 0.0))
-    jitter = 1e-6 * jax.random.uniform(key, (num_models,))
+    jitter = 1e-6 * jax.random.uniform(key, (theta.shape[0],))
     return linucb_means(theta, query_features) + alpha * width + jitter
 
 

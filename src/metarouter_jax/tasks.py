@@ -62,6 +62,10 @@ class RoutingArrays:
         """USD -> the standardised log10 cost that contexts and the utility head see."""
         return (jnp.log10(jnp.maximum(cost, 1e-12)) - self.log_cost_mean) / self.log_cost_std
 
+    def usd_cost(self, outcome):
+        """[N] the USD cost of contexts' outcomes [N, 2] (quality, standardised log10 cost)."""
+        return 10.0 ** (outcome[:, 1] * self.log_cost_std + self.log_cost_mean)
+
 
 def query_utility(profiles, profile, arrays: RoutingArrays, query):
     """[K] utility of each model's answer to one query (0 where unknown; mask with observed)."""
