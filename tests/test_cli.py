@@ -65,13 +65,14 @@ def test_train_then_eval(tmp_path, capsys, monkeypatch):
     assert set(result["informative"]["best_fixed"]) == {"0", "2"}
     # A one-model pool, by band (one evaluation: each is a program of its own to compile).
     assert main(["eval", str(out / "router"), "--users", "2", "--n-contexts", "0", "--strategies", "uniform",
-                 "--pool", "coder-7b", "--bands", "2", "--json", str(tmp_path / "bands.json")]) == 0
+                 "--pool", "coder-7b", "--bands", "2", "--no-reference", "--json", str(tmp_path / "bands.json")]) == 0
     printed = capsys.readouterr().out
     assert "pool: coder-7b" in printed and "log10(lam) " in printed
     by_band = json.loads((tmp_path / "bands.json").read_text())
     assert len(by_band["by_band"]) == 2 and len(by_band["bands"]) == 3 and "uniform" in by_band["all"]
     costs = {m: by_n["0"]["cost"] for m, by_n in by_band["all"]["uniform"].items()}
     assert len(set(costs.values())) == 1, costs        # one routable model: every method answers with it
+    assert "bt_bayes" in costs and "linucb" not in costs and "mlp_known" not in costs   # --no-reference
     assert set(by_band["identification"]["uniform"]["0"]) == {"bt_posterior_error", "bt_posterior_sd",
                                                               "metarouter_error"}
     assert main(["eval", str(out / "router"), "--users", "2", "--bands", "0"]) == 2
@@ -221,7 +222,8 @@ def test_train_on_routerbench_records_the_recipe_for_eval(tmp_path, data_dir, mo
     assert recorded["config"]["ema_decay"] == 0.99 and recorded["config"]["log10_lam_range"] == [0.0, 4.0]
     resplits, resplit = [], cli.resplit
     monkeypatch.setattr(cli, "resplit", lambda data, f, seed: resplits.append((f, seed)) or resplit(data, f, seed))
-    assert main(["eval", str(out / "router"), "--users", "4", "--n-contexts", "0", "--strategies", "uniform"]) == 0
+    assert main(["eval", str(out / "router"), "--users", "4", "--n-contexts", "0", "--strategies", "uniform",
+                 "--no-reference"]) == 0
     assert resplits == [(0.2, 0)]     # eval splits as training did
     capsys.readouterr()
     assert main(["data", "info", "routerbench"]) == 0

@@ -11,8 +11,8 @@ import pytest
 
 import metarouter_jax as mr
 from metarouter_jax.contexts import Contexts
-from metarouter_jax.evaluation import (METHODS, PAIR_METHODS, band_edges, band_labels, draw_user, normalized_utility,
-                                       pair_accuracy, user_keys)
+from metarouter_jax.evaluation import (METHODS, PAIR_METHODS, REFERENCE_METHODS, band_edges, band_labels, draw_user,
+                                       normalized_utility, pair_accuracy, user_keys)
 from metarouter_jax.streams import seed_key
 from metarouter_jax.splits import select_models
 
@@ -43,6 +43,28 @@ def test_held_out_pair_accuracy(report):
         assert accuracy["linucb"][0] == pytest.approx(0.5)
         assert accuracy["known"][0] > 0.6 and accuracy["metarouter"][2] > accuracy["linucb"][2], (strategy, accuracy)
     assert "held-out pairs" in report.format()
+
+
+def test_without_the_reference_baselines(report, trained_router, small_data):
+    """reference=False leaves out the literature's baselines, and only them: every other figure is
+    the one the full evaluation reports. Two compiled programs round differently, which can flip
+    an argmax between near-equal utilities: a figure may move by a routed query or two (of 32 users
+    x ~240 queries), most are equal to rounding."""
+    lean = mr.evaluate(trained_router, small_data, n_users=32, n_contexts=(0, 2, 8), reference=False)
+    assert lean.settings["reference"] is False and report.settings["reference"] is True
+    equal = []
+    for strategy, table in lean.results.items():
+        assert set(table) == set(METHODS) - set(REFERENCE_METHODS)
+        for method, by_n in table.items():
+            for n, metrics in by_n.items():
+                full = report.results[strategy][method][n]
+                assert metrics == pytest.approx(full, abs=5e-3), (strategy, method, n)
+                equal += [metrics[k] == pytest.approx(full[k], rel=1e-5, abs=1e-6) for k in metrics]
+    assert np.mean(equal) > 0.9, np.mean(equal)
+    for strategy, by_n in lean.identification.items():
+        for n, errors in by_n.items():
+            assert errors == pytest.approx(report.identification[strategy][n], rel=1e-5), (strategy, n)
+    assert "linucb" not in lean.format() and "linucb" in report.format()
 
 
 def test_pair_accuracy_counts_ties_half_and_skips_masked_pairs():
@@ -118,7 +140,8 @@ def test_bad_evaluation_requests(trained_router, small_data):
 
 def test_a_single_strategy_count_or_profile_name(trained_router, small_data):
     """One pair strategy, one number of contexts and a profile family's name need no tuple or object."""
-    report = mr.evaluate(trained_router, small_data, n_users=1, n_contexts=2, strategies="uniform", profiles="budget")
+    report = mr.evaluate(trained_router, small_data, n_users=1, n_contexts=2, strategies="uniform", profiles="budget",
+                         reference=False)
     assert list(report.results) == ["uniform"] and list(report.results["uniform"]["metarouter"]) == [2]
     assert report.settings["profile"] == "budget" != trained_router.profiles.name
 
@@ -158,7 +181,8 @@ def test_evaluation_by_preference_band(trained_router, small_data, tmp_path):
     """`bands` draws n_users users in each log10(lam) band and reports each band on its own."""
     lo, hi = trained_router.profiles.log10_lam_range
     width = (hi - lo) / 4
-    report = mr.evaluate(trained_router, small_data, n_users=32, n_contexts=(0, 4), strategies="uniform", bands=4)
+    report = mr.evaluate(trained_router, small_data, n_users=32, n_contexts=(0, 4), strategies="uniform", bands=4,
+                         reference=False)
     edges = np.linspace(lo, hi, 5)
     assert list(report.by_band) == [f"{a:.2f}-{b:.2f}" for a, b in zip(edges[:-1], edges[1:])]
     assert report.settings["n_users"] == 128 and report.settings["bands"] == pytest.approx(edges.tolist())
@@ -200,7 +224,8 @@ def test_scripts_meet_evaluates_users_and_metric(trained_router, small_data):
     from metarouter_jax.training import calibration_queries
 
     router, profiles = trained_router, trained_router.profiles
-    report = mr.evaluate(router, small_data, n_users=6, n_contexts=0, strategies="uniform", bands=2, seed=3)
+    report = mr.evaluate(router, small_data, n_users=6, n_contexts=0, strategies="uniform", bands=2, seed=3,
+                         reference=False)
     edges = np.asarray(report.settings["bands"])
     keys, bands = user_keys(3, 6, edges)
     assert keys.shape == (12,) and bands.shape == (12, 2)
@@ -374,7 +399,7 @@ def test_bt_marginal_is_told_the_training_flip_prior(trained_router, small_data,
     seen = []
     real = evaluation.baselines.noise_quadrature
     monkeypatch.setattr(evaluation.baselines, "noise_quadrature", lambda *a, **k: seen.append(a) or real(*a, **k))
-    mr.evaluate(trained_router, small_data, n_users=1, n_contexts=(0,), strategies=("uniform",))
+    mr.evaluate(trained_router, small_data, n_users=1, n_contexts=(0,), strategies=("uniform",), reference=False)
     assert trained_router.config.label_flips
     (beta_range, flip_max), = seen
     assert tuple(beta_range) == tuple(trained_router.config.beta_range)

@@ -249,7 +249,7 @@ def cmd_eval(args) -> int:
     start = time.time()
     report = mr.evaluate(router, data, split=args.split, n_users=args.users, seed=args.seed,
                          n_contexts=tuple(args.n_contexts), strategies=tuple(args.strategies), profiles=args.profile,
-                         pool=args.pool, bands=args.bands)
+                         pool=args.pool, bands=args.bands, reference=args.reference)
     if args.pool:
         print(f"pool: {', '.join(report.settings['pool'])}")
     print(report.format())
@@ -456,6 +456,9 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--bands", type=int, default=None, metavar="B",
                     help="evaluate --users users in each of B equal log10(lam) bands and report each band "
                          "(where on the preference range a router wins or loses)")
+    ev.add_argument("--no-reference", dest="reference", action="store_false",
+                    help="leave out the routing literature's baselines (kNN/MLP predictors, LinUCB, per-user "
+                         "training): most of the evaluation's time on a small router")
     ev.add_argument("--json", default=None, help="write {strategy: {method: {n: metrics}}} here; with --bands, "
                                                  "{all: that, by_band: {band: that}, identification, bands, "
                                                  "aiq: {strategy: {n: {method: {linear, log_cost}}}}, aiq_cost_range}")

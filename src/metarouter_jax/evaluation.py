@@ -24,7 +24,8 @@ Beside the Bradley-Terry plug-ins, the routing literature's baselines (`referenc
 kNN and MLP predictors of quality and cost with the true profile (`knn_known`, `mlp_known`) or
 the posterior-mean estimate (`knn_posterior`, `mlp_posterior`) plugged in, the MLP's Bayes
 decision under the exact posterior (`mlp_bayes`, beside `bt_bayes`), LinUCB fed the same
-answers (`linucb`) and a network trained on one user's answers alone (`scratch`).
+answers (`linucb`) and a network trained on one user's answers alone (`scratch`);
+`reference=False` leaves them out (`REFERENCE_METHODS`).
 
 With `bands`, the users are drawn band by band (`n_users` in each equal or given log10(lam)
 band, their other parameters from the prior) and each band gets its own report
@@ -60,6 +61,8 @@ METHODS = ADAPTIVE + FLAT
 METRICS = ("normalized_utility", "preference_recovery", "quality", "cost")
 IDENTIFICATION = ("bt_posterior_error", "bt_posterior_sd", "metarouter_error")
 PAIR_METHODS = ("metarouter", "bt_posterior", "bt_mle", "bt_bayes", "bt_marginal", "linucb", "scratch", "known")
+# The routing literature's baselines (`reference_routers`), left out by `evaluate(..., reference=False)`.
+REFERENCE_METHODS = ("knn_posterior", "mlp_posterior", "mlp_bayes", "linucb", "scratch", "knn_known", "mlp_known")
 HELD_OUT_PAIRS = 16   # per user, drawn like its contexts (informative for `active`), labelled by the user
 
 
@@ -136,7 +139,7 @@ class EvalReport:
 
 def evaluate(router, data: RoutingData, split: str = "test", n_contexts=DEFAULT_N_CONTEXTS, n_users: int = 256,
              seed: int = 0, strategies=PAIR_STRATEGIES, pool=None, beta: float = 10.0, flip: float = 0.05,
-             profiles=None, user_batch: int = 16, bands=None) -> EvalReport:
+             profiles=None, user_batch: int = 16, bands=None, reference: bool = True) -> EvalReport:
     """Evaluate a fitted `MetaRouter` (with its known/agnostic companions) on `data[split]`.
 
     `n_contexts` is a number of contexts or a sequence of them, `strategies` a pair strategy or
@@ -148,7 +151,9 @@ def evaluate(router, data: RoutingData, split: str = "test", n_contexts=DEFAULT_
     256). `data` may hold another set of models than the router was trained on (a changed pool);
     `pool` then names or indexes `data`'s models. `bands` (an int, or increasing log10(lam) edges
     inside the test profiles' range) evaluates `n_users` users in each band and reports each
-    band on its own (`by_band`)."""
+    band on its own (`by_band`). `reference=False` leaves out the routing literature's baselines
+    (`REFERENCE_METHODS`: their predictor fits and per-user training are most of the evaluation's
+    time on a small router); the other methods' figures are the same either way."""
     for name in ("known", "agnostic"):
         if name not in router.params:
             raise ValueError(f"evaluation needs the {name!r} companion router: fit with companions=True")
@@ -218,8 +223,13 @@ def evaluate(router, data: RoutingData, split: str = "test", n_contexts=DEFAULT_
     feats = {name: adaptation.query_features(graphdef, params[name], emb) for name in ("metarouter", "known", "agnostic")}
 
     family = arrays.family[queries] if router.net_config.family_quality else None   # read by that policy only
-    predictors, principal = reference_fits(router, data, arrays, routable, seed)
-    query_principal = principal(emb)                                                 # [Q, F]
+    if reference:
+        predictors, principal = reference_fits(router, data, arrays, routable, seed)
+        query_principal = principal(emb)                                             # [Q, F]
+    else:
+        predictors = ()
+    adaptive_methods, flat_methods, pair_methods = (
+        tuple(m for m in methods if reference or m not in REFERENCE_METHODS) for methods in (ADAPTIVE, FLAT, PAIR_METHODS))
     num_models = arrays.observed.shape[1]
 
     def masked_argmax(scores):
@@ -264,7 +274,7 @@ def evaluate(router, data: RoutingData, split: str = "test", n_contexts=DEFAULT_
                                count=HELD_OUT_PAIRS, capacity=HELD_OUT_PAIRS, scale=scale, beta=beta, flip=flip,
                                informative=True if active else informative,
                                target_range=router.profiles.log10_lam_range)
-        held_principal = principal(held.query_emb)
+        held_principal = principal(held.query_emb) if reference else None
 
         def held_gap(family_, profile_):
             """[H] a profile's utility of answer a minus answer b on each held-out pair."""
@@ -318,35 +328,36 @@ def evaluate(router, data: RoutingData, split: str = "test", n_contexts=DEFAULT_
             mle, post, weights = baselines.bt_estimates(ctx, arrays, grid, grid_scales, beta, flip)
             marginal = baselines.marginal_posterior_mean(ctx, arrays, grid, grid_scales, noise_betas, noise_flips)
             post_profile = router.profiles.linear_profile(post)
-            ctx_principal = principal(ctx.query_emb)
-            linucb_fitted = reference_routers.linucb_fit(ctx, ctx_principal, num_models)
-            linucb = reference_routers.linucb_scores(linucb_fitted, query_principal, key_reference)
-            scratch_params = reference_routers.scratch_fit(ctx, ctx_principal, arrays.descriptors, key_reference)
-            scratch = reference_routers.scratch_scores(scratch_params, query_principal, arrays.descriptors)
-            routed = jnp.stack([outcome(route("metarouter", z)),
-                                outcome(known_choice(post_profile)),
-                                outcome(known_choice(router.profiles.linear_profile(mle))),
-                                outcome(route("known", weights @ grid_latents)),
-                                outcome(known_choice(router.profiles.linear_profile(marginal))),
-                                *(outcome(predicted_choice(p, router.profiles.utility, post_profile))
-                                  for p in predictors),
-                                outcome(predicted_choice(predictors[1], router.profiles.utility,
-                                                         router.profiles.linear_profile(bayes_log10_lam(weights)))),
-                                outcome(masked_argmax(linucb)), outcome(masked_argmax(scratch))])
-            identified = jnp.stack([jnp.abs(post - true_lam), jnp.sqrt(weights @ (grid - post) ** 2),
-                                    jnp.abs(metarouter_lam - true_lam)])
+            routed = [outcome(route("metarouter", z)),
+                      outcome(known_choice(post_profile)),
+                      outcome(known_choice(router.profiles.linear_profile(mle))),
+                      outcome(route("known", weights @ grid_latents)),
+                      outcome(known_choice(router.profiles.linear_profile(marginal)))]
             # Held-out answers: each method's logit of "a preferred" (> 0: it predicts a).
-            held_values = reference_routers.linucb_means(linucb_fitted[0], held_principal)        # [H, K]
-            pairs = jnp.arange(HELD_OUT_PAIRS)
-            logits = jnp.stack([
+            logits = [
                 metarouter_pair_logits(atom_weights) if router.atoms is not None else jnp.full(HELD_OUT_PAIRS, jnp.nan),
                 held_gap(router.profiles, post_profile), held_gap(router.profiles, router.profiles.linear_profile(mle)),
                 jax.scipy.special.logit(jnp.clip(weights @ grid_predictions, 1e-6, 1 - 1e-6)),
-                held_gap(router.profiles, router.profiles.linear_profile(marginal)),
-                held_values[pairs, held.model_a] - held_values[pairs, held.model_b],
-                reference_routers.scratch_pair_logits(scratch_params, held_principal, arrays.descriptors, held),
-                known_gap])                                                                        # [PAIR_METHODS, H]
-            return routed, identified, pair_accuracy(logits, held)
+                held_gap(router.profiles, router.profiles.linear_profile(marginal))]
+            if reference:
+                ctx_principal = principal(ctx.query_emb)
+                linucb_fitted = reference_routers.linucb_fit(ctx, ctx_principal, num_models)
+                linucb = reference_routers.linucb_scores(linucb_fitted, query_principal, key_reference)
+                scratch_params = reference_routers.scratch_fit(ctx, ctx_principal, arrays.descriptors, key_reference)
+                scratch = reference_routers.scratch_scores(scratch_params, query_principal, arrays.descriptors)
+                routed += [*(outcome(predicted_choice(p, router.profiles.utility, post_profile)) for p in predictors),
+                           outcome(predicted_choice(predictors[1], router.profiles.utility,
+                                                    router.profiles.linear_profile(bayes_log10_lam(weights)))),
+                           outcome(masked_argmax(linucb)), outcome(masked_argmax(scratch))]
+                held_values = reference_routers.linucb_means(linucb_fitted[0], held_principal)    # [H, K]
+                pairs = jnp.arange(HELD_OUT_PAIRS)
+                logits += [held_values[pairs, held.model_a] - held_values[pairs, held.model_b],
+                           reference_routers.scratch_pair_logits(scratch_params, held_principal, arrays.descriptors,
+                                                                 held)]
+            identified = jnp.stack([jnp.abs(post - true_lam), jnp.sqrt(weights @ (grid - post) ** 2),
+                                    jnp.abs(metarouter_lam - true_lam)])
+            # [adaptive methods, 3], [3], [pair methods]
+            return jnp.stack(routed), identified, pair_accuracy(jnp.stack(logits + [known_gap]), held)
 
         adaptive, identified, accuracy = jax.lax.map(at_n, jnp.asarray(n_contexts))  # [n, ADAPTIVE, 3], [n, 3], [n, P]
         # Best fixed model in hindsight; where it is unobserved, the best observed one.
@@ -369,15 +380,16 @@ def evaluate(router, data: RoutingData, split: str = "test", n_contexts=DEFAULT_
         # per user: adaptive [U, n, ADAPTIVE, 3], flat [U, FLAT, 3], identification [U, n, 3]
     settings = {"split": split, "n_users": n_users * (1 if edges is None else len(edges) - 1), "n_queries": n_queries,
                 "seed": seed, "beta": beta, "flip": flip, "profile": profiles.name,
-                "n_contexts": sorted(set(n_contexts)), "pool": pool_names}
+                "n_contexts": sorted(set(n_contexts)), "pool": pool_names, "reference": reference}
     if edges is not None:
         settings["bands"] = edges.tolist()
-    report = _report(per_user, slice(None), n_contexts, settings)
+    methods = (adaptive_methods, flat_methods, pair_methods)
+    report = _report(per_user, slice(None), n_contexts, settings, methods)
     if edges is not None:
         common = {k: v for k, v in settings.items() if k != "bands"} | {"n_users": n_users}
         for b, label in enumerate(band_labels(edges)):
             report.by_band[label] = _report(per_user, slice(b * n_users, (b + 1) * n_users), n_contexts,
-                                            {**common, "log10_lam_band": edges[b:b + 2].tolist()})
+                                            {**common, "log10_lam_band": edges[b:b + 2].tolist()}, methods)
     return report
 
 
@@ -471,22 +483,25 @@ def band_edges(bands, log10_lam_range) -> np.ndarray | None:
     return edges
 
 
-def _report(per_user: dict, users: slice, n_contexts, settings: dict) -> EvalReport:
-    """The report of the users `users` of every strategy's per-user outcomes."""
+def _report(per_user: dict, users: slice, n_contexts, settings: dict, methods) -> EvalReport:
+    """The report of the users `users` of every strategy's per-user outcomes, whose rows are the
+    methods of `methods` = (adaptive, flat, pair-accuracy method names)."""
+    adaptive_methods, flat_methods, pair_methods = methods
     results, identification = {}, {}
     for strategy, (adaptive, flat, identified, accuracy) in per_user.items():
         adaptive, flat = np.asarray(adaptive[users].mean(0)), np.asarray(flat[users].mean(0))  # [n, A, 3], [F, 3]
         accuracy = np.asarray(accuracy[users].mean(0))                                        # [n, PAIR_METHODS]
-        nu_agnostic, nu_known = flat[FLAT.index("agnostic"), 0], flat[FLAT.index("known"), 0]
+        nu_agnostic, nu_known = flat[flat_methods.index("agnostic"), 0], flat[flat_methods.index("known"), 0]
 
         def metrics(row):
             pr = (row[0] - nu_agnostic) / (nu_known - nu_agnostic) if abs(nu_known - nu_agnostic) > 1e-9 else float("nan")
             return {"normalized_utility": float(row[0]), "preference_recovery": float(pr),
                     "quality": float(row[1]), "cost": float(row[2])}
 
-        table = {m: {n: metrics(adaptive[i, j]) for i, n in enumerate(n_contexts)} for j, m in enumerate(ADAPTIVE)}
-        table.update({m: {n: metrics(flat[j]) for n in n_contexts} for j, m in enumerate(FLAT)})
-        for j, m in enumerate(PAIR_METHODS):
+        table = {m: {n: metrics(adaptive[i, j]) for i, n in enumerate(n_contexts)}
+                 for j, m in enumerate(adaptive_methods)}
+        table.update({m: {n: metrics(flat[j]) for n in n_contexts} for j, m in enumerate(flat_methods)})
+        for j, m in enumerate(pair_methods):
             for i, n in enumerate(n_contexts):
                 table[m][n]["pair_accuracy"] = float(accuracy[i, j])
         results[strategy] = table
