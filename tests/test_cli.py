@@ -95,9 +95,14 @@ def test_clear_errors(tmp_path, capsys):
     assert "no saved router" in capsys.readouterr().err
     assert main(["data", "info", "no-such-dataset"]) == 2
     assert "unknown" in capsys.readouterr().err.lower()
-    (tmp_path / "plot.png").mkdir()   # an OSError from a command: an error line, not a traceback
+    (tmp_path / "plot.png").mkdir()
     assert main(["data", "info", "synthetic", "--plot", str(tmp_path / "plot.png")]) == 2
-    assert re.search(f"^error: .*Is a directory: '{re.escape(str(tmp_path / 'plot.png'))}'", capsys.readouterr().err)
+    assert capsys.readouterr().err == f"error: {tmp_path / 'plot.png'}: is a directory\n"
+    (tmp_path / "afile").write_text("")   # an OSError from a command: an error line, not a traceback
+    assert main(["data", "info", "synthetic", "--plot", str(tmp_path / "afile" / "plot.png")]) == 2
+    assert re.search(f"^error: .*'{re.escape(str(tmp_path / 'afile'))}", capsys.readouterr().err)
+    assert main(["data", "info", "synthetic", "--plot", str(tmp_path / "plot.pdf")]) == 2
+    assert "plots are written as PNG" in capsys.readouterr().err
 
 
 def test_data_info_with_plot(tmp_path, capsys):

@@ -31,6 +31,7 @@ def test_defaults_and_round_trip_pass():
     (dict(log10_lam_range=(0.0, float("inf"))), "log10_lam_range must be two finite numbers"),
     (dict(informative_fraction=2.0), r"informative_fraction must be in \[0, 1\]"),
     (dict(pool_dropout=float("nan")), "pool_dropout must be a finite number"),
+    (dict(answer_weight=1e300), r"answer_weight must be a finite number \(in float32's range\), got 1e\+300"),
     (dict(frozen="policy"), "frozen must be a list of network parts"),
     (dict(valid_criterion="median"), "valid_criterion must be one of .*'worst_band'"),
     (dict(valid_bands=0), "valid_bands must be >= 1"),

@@ -6,8 +6,8 @@ import re
 import numpy as np
 import pytest
 
-from metarouter_jax.curves import (aiq, common_cost_range, cost_quality_points, nondecreasing_hull,
-                                   plot_cost_quality, report_aiq)
+from metarouter_jax.curves import (aiq, aiq_json, aiq_table, common_cost_range, cost_quality_points, format_aiq,
+                                   free_points, nondecreasing_hull, plot_cost_quality, report_aiq)
 from metarouter_jax.evaluation import EvalReport
 
 
@@ -62,6 +62,9 @@ def test_aiq_over_log_cost():
     ([1, 2], [0.1, 0.2], (2, 1), "cost_range must be increasing"),
     ([1, 2], [0.1, 0.2], (0, np.inf), "cost_range holds NaN or inf"),
     ([1, 2], [0.1, 0.2], (0, 1, 2), "two numbers"),
+    ([-1, 2], [0.1, 0.2], (0, 1), "cost .USD per query. must be >= 0"),
+    (["a", 2], [0.1, 0.2], (0, 1), "cost and quality must be real numbers"),
+    ([1 + 1j, 2], [0.1, 0.2], (0, 1), "cost and quality must be real numbers"),
 ])
 def test_aiq_refuses_bad_input(cost, quality, cost_range, message):
     with pytest.raises(ValueError, match=message):
@@ -73,6 +76,8 @@ def test_log_cost_needs_positive_costs():
         aiq([1, 2], [0.1, 0.2], (0, 2), log_cost=True)
     with pytest.raises(ValueError, match="costs must be > 0"):
         aiq([0, 2], [0.1, 0.2], (1, 2), log_cost=True)
+    with pytest.raises(TypeError, match="log_cost must be True .* or False"):
+        aiq([1, 2], [0.1, 0.2], (1, 2), log_cost="no")     # not read as truthy
 
 
 def metrics(cost, quality):
@@ -132,6 +137,33 @@ def test_one_cost_for_every_point_gives_the_quality_there():
     assert report_aiq(one, "uniform", 4, log_cost=True) == {"metarouter": 0.6, "random": 0.6}
 
 
+def test_a_free_model_has_no_aiq_per_decade(tmp_path):
+    """A band routed to a model of cost 0 (a local model, say): the AIQ per USD stands, per decade
+    of cost there is none (NaN, said once), and the plot draws the cost axis linear."""
+    free = banded_report(adaptive={"metarouter": {0: [(0.0, 0.4), (0.01, 0.6)], 4: [(0.0, 0.5), (0.01, 0.7)]}},
+                         flat={"random": [(0.005, 0.5)] * 2})
+    assert free_points(free, "uniform", 4) == ["metarouter"]
+    table = aiq_table(free)
+    assert table["uniform"][4]["metarouter"]["linear"] == pytest.approx(aiq([0.0, 0.01], [0.5, 0.7], (0.0, 0.01)))
+    assert all(math.isnan(v["log_cost"]) for by_n in table["uniform"].values() for v in by_n.values())
+    assert "no log-cost AIQ: metarouter routed a band to a model of cost 0" in format_aiq(free, table)
+    with pytest.raises(ValueError, match=r"no AIQ per decade of cost at strategy 'uniform', n=4: \['metarouter'\]"):
+        report_aiq(free, "uniform", 4, log_cost=True)
+    pytest.importorskip("matplotlib")
+    assert plot_cost_quality(free, "uniform", 4, tmp_path / "free.png").exists()
+
+
+def test_aiq_tables_are_checked_against_their_report(report):
+    table = aiq_table(report)
+    assert format_aiq(report, table) == format_aiq(report)
+    for bad, message in (({"uniform": {}}, "holds no n for strategy 'uniform'"),
+                         ({"active": table["uniform"]}, "strategy 'active' is not the report's"),
+                         ({"uniform": {4: {"known": table["uniform"][4]["known"]}}}, "methods at 'uniform', n=4")):
+        for write in (format_aiq, aiq_json):
+            with pytest.raises(ValueError, match=message):
+                write(report, bad)
+
+
 def test_report_errors(report):
     with pytest.raises(ValueError, match="not evaluated by band"):
         cost_quality_points(EvalReport({"uniform": {}}, {}), "uniform", 0)
@@ -154,6 +186,14 @@ def test_plot_cost_quality(report, tmp_path):
     assert plot_cost_quality(report, "uniform", 4, tmp_path / "two.png", methods=["known", "metarouter"]).exists()
     with pytest.raises(ValueError, match="unknown methods \\['nope'\\]"):
         plot_cost_quality(report, "uniform", 4, tmp_path / "x.png", methods=["nope"])
+    assert plot_cost_quality(report, "uniform", 4, tmp_path / "new" / "one", methods="known") == \
+        tmp_path / "new" / "one.png"                      # one name, not its letters; the folder made
+    with pytest.raises(ValueError, match="no methods to plot"):
+        plot_cost_quality(report, "uniform", 4, tmp_path / "x.png", methods=[])
+    for bad, message in ((tmp_path / "x.pdf", "plots are written as PNG"), (tmp_path, "is a directory")):
+        with pytest.raises(ValueError, match=message):
+            plot_cost_quality(report, "uniform", 4, bad)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["curves.png", "new", "two.png"]   # nothing half-written
 
 
 def test_eval_command_prints_and_writes_the_aiq(trained_router, small_data, tmp_path, capsys, monkeypatch):
@@ -166,16 +206,21 @@ def test_eval_command_prints_and_writes_the_aiq(trained_router, small_data, tmp_
     monkeypatch.setattr(cli, "load_data", lambda name, seed=0: small_data)
     assert cli.main(["eval", str(tmp_path / "router"), "--users", "2", "--curves", str(tmp_path / "c.png")]) == 2
     assert "--curves needs --bands B" in capsys.readouterr().err
+    for bad, message in (("c.v2", "plots are written as PNG"), ("eval.json", "plots are written as PNG")):
+        assert cli.main(["eval", str(tmp_path / "router"), "--users", "2", "--bands", "2", "--curves",
+                         str(tmp_path / bad), "--json", str(tmp_path / "eval.json")]) == 2
+        captured = capsys.readouterr()
+        assert message in captured.err and "evaluated in" not in captured.out    # refused before evaluating
     assert cli.main(["eval", str(tmp_path / "router"), "--users", "2", "--n-contexts", "0", "2", "--strategies",
-                     "uniform", "--bands", "2", "--curves", str(tmp_path / "curves.png"),
+                     "uniform", "--bands", "2", "--curves", str(tmp_path / "figs" / "curves.png"),
                      "--json", str(tmp_path / "eval.json")]) == 0
     printed = capsys.readouterr().out
     line = next(line for line in printed.splitlines() if line.startswith("AIQ uniform, n=2 "))
     assert "linear / log10 cost" in line
     for method in ("metarouter", "bt_posterior", "known", "random"):
         assert re.search(f"{method} [01]\\.\\d{{3}} / [01]\\.\\d{{3}}", line), line
-    assert f"wrote {tmp_path / 'curves.png'}" in printed
-    assert (tmp_path / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert f"wrote {tmp_path / 'figs' / 'curves.png'}" in printed                   # its folder made
+    assert (tmp_path / "figs" / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     result = json.loads((tmp_path / "eval.json").read_text())
     assert len(result["by_band"]) == 2 and set(result["aiq"]["uniform"]) == {"0", "2"}
     assert set(result["aiq"]["uniform"]["2"]) == set(result["all"]["uniform"])   # every method

@@ -131,6 +131,25 @@ def test_bad_evaluation_requests(trained_router, small_data):
         mr.evaluate(point, small_data, strategies=("active",))
     with pytest.raises(KeyError, match="unknown split"):
         mr.evaluate(trained_router, small_data, split="holdout")
+    with pytest.raises(TypeError, match="reference must be True or False"):
+        mr.evaluate(trained_router, small_data, reference="no")
+    splits = dict(small_data.splits)
+    no_train = dataclasses.replace(small_data, splits={**splits, "train": splits["train"][:0]})
+    with pytest.raises(ValueError, match="split 'train' of the data is empty: the test users' utility scales"):
+        mr.evaluate(trained_router, no_train, reference=False)
+    few = dataclasses.replace(small_data, splits={**splits, "train": splits["train"][:8]})
+    with pytest.raises(ValueError, match=r"need more than 8 training queries \(split 'train' holds 8\)"):
+        mr.evaluate(trained_router, few)
+
+    def unanswer(quality, cost):   # model 0 answered no training or validation query
+        fit_splits = np.concatenate([splits["train"], splits["valid"]])
+        quality[fit_splits, 0], cost[fit_splits, 0] = np.nan, np.nan
+
+    unanswered = _with_outcomes(small_data, unanswer)
+    name = small_data.model_names[0]
+    with pytest.raises(ValueError, match=rf"models \['{name}'\] have no answer on the training and validation"), \
+            pytest.warns(RuntimeWarning, match="Mean of empty slice"):   # the data's own descriptor of model 0
+        mr.evaluate(trained_router, unanswered)
     solo = mr.MetaRouter(trained_router.config, trained_router.hparams, trained_router.net_config,
                          trained_router.profiles, {"metarouter": trained_router.params["metarouter"]},
                          trained_router.info)
@@ -283,8 +302,12 @@ def test_queries_the_pool_cannot_answer_are_left_out(trained_router, small_data)
 
 
 def _with_test_outcomes(small_data, edit):
+    return _with_outcomes(small_data, lambda quality, cost: edit(quality, cost, small_data.split("test")))
+
+
+def _with_outcomes(small_data, edit):
     quality, cost = small_data.quality.copy(), small_data.cost.copy()
-    edit(quality, cost, small_data.split("test"))
+    edit(quality, cost)
     return mr.RoutingData.create(small_data.embeddings, quality, cost, small_data.family,
                                  model_names=small_data.model_names, family_names=small_data.family_names,
                                  splits=small_data.splits)

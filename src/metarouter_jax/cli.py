@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from metarouter_jax.checkpoint import CheckpointError, check_save_target, read_json_object, write_json
+from metarouter_jax.figures import png_path
 from metarouter_jax.config import VALID_LABELS, Hparams, TrainConfig, expected_type
 from metarouter_jax.data import DataError
 from metarouter_jax.recipes import RECIPES, beneath, recipe_for
@@ -241,6 +242,8 @@ def cmd_eval(args) -> int:
             check_out(Path(target).parent, option)
             if Path(target).is_dir():
                 raise ValueError(f"{option} {target}: is a directory")
+    if args.curves:
+        png_path(args.curves)
     if args.curves:
         try:
             import matplotlib  # noqa: F401

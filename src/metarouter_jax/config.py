@@ -36,8 +36,11 @@ def _is_int(x) -> bool:
     return isinstance(x, (int, np.integer)) and not isinstance(x, (bool, np.bool_))
 
 
+FLOAT32_MAX = float(np.finfo(np.float32).max)  # the networks and hyperparameters are float32
+
+
 def _is_number(x) -> bool:
-    return (_is_int(x) or isinstance(x, (float, np.floating))) and bool(np.isfinite(x))
+    return (_is_int(x) or isinstance(x, (float, np.floating))) and bool(np.isfinite(x)) and abs(x) <= FLOAT32_MAX
 
 
 def expected_type(kind: str, value) -> str | None:
@@ -50,8 +53,8 @@ def expected_type(kind: str, value) -> str | None:
     if kind == "tuple[str, ...]":
         ok = isinstance(value, (tuple, list)) and all(isinstance(v, str) for v in value)
         return None if ok else "a list of network parts, e.g. ['policy']"
-    tests = {"int": (_is_int, "an integer"), "float": (_is_number, "a finite number"),
-             "jnp.ndarray": (_is_number, "a finite number"),  # one Hparams value per run
+    tests = {"int": (_is_int, "an integer"), "float": (_is_number, "a finite number (in float32's range)"),
+             "jnp.ndarray": (_is_number, "a finite number (in float32's range)"),  # one Hparams value per run
              "bool": (lambda v: isinstance(v, (bool, np.bool_)), "true or false"),
              "str": (lambda v: isinstance(v, str), "a string")}
     test, text = tests.get(kind, (lambda v: True, ""))

@@ -33,14 +33,17 @@ from pathlib import Path
 import numpy as np
 
 from metarouter_jax.evaluation import FLAT
-from metarouter_jax.figures import new_figure, save_png
+from metarouter_jax.figures import new_figure, png_path, save_png
 
 STEPS = 16  # drawn points per line between two operating points (plot_cost_quality)
 
 
 def _points(cost, quality) -> tuple[np.ndarray, np.ndarray]:
-    """cost, quality as float arrays [P], checked: 1-D, equally long, P >= 1, finite."""
-    cost, quality = np.asarray(cost, dtype=float), np.asarray(quality, dtype=float)
+    """cost, quality as float arrays [P], checked: 1-D, equally long, P >= 1, finite, cost >= 0."""
+    try:
+        cost, quality = np.asarray(cost, dtype=float), np.asarray(quality, dtype=float)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"cost and quality must be real numbers: {err}") from None
     if cost.ndim != 1 or quality.ndim != 1:
         raise ValueError(f"cost and quality must be 1-D arrays of points, got shapes {cost.shape} and {quality.shape}")
     if cost.shape != quality.shape:
@@ -50,7 +53,15 @@ def _points(cost, quality) -> tuple[np.ndarray, np.ndarray]:
     for name, x in (("cost", cost), ("quality", quality)):
         if not np.all(np.isfinite(x)):
             raise ValueError(f"{name} holds NaN or inf: {x.tolist()}")
+    if np.any(cost < 0):
+        raise ValueError(f"cost (USD per query) must be >= 0, got {cost.tolist()}")
     return cost, quality
+
+
+def _check_log_cost(log_cost) -> bool:
+    if not isinstance(log_cost, (bool, np.bool_)):
+        raise TypeError(f"log_cost must be True (per decade of cost) or False (per USD), got {log_cost!r}")
+    return bool(log_cost)
 
 
 def nondecreasing_hull(cost, quality) -> tuple[np.ndarray, np.ndarray]:
@@ -138,7 +149,7 @@ def aiq(cost, quality, cost_range, log_cost: bool = False) -> float:
     """
     lo, hi = _check_range(cost_range)
     hull_cost, hull_quality = nondecreasing_hull(cost, quality)
-    if log_cost:
+    if _check_log_cost(log_cost):
         _check_positive(hull_cost, "costs")
         _check_positive(np.array([lo, hi]), "cost_range")
     return _curve_mean(hull_cost, hull_quality, lo, hi, log_cost)
@@ -193,6 +204,9 @@ def report_aiq(report, strategy: str, n: int, cost_range=None, log_cost: bool = 
         except ValueError as err:
             raise ValueError(f"method {method!r}, strategy {strategy!r}, n={n}: {err}") from None
     lo, hi = common_cost_range(points) if cost_range is None else _check_range(cost_range)
+    if _check_log_cost(log_cost) and cost_range is None and lo <= 0:
+        raise ValueError(f"no AIQ per decade of cost at strategy {strategy!r}, n={n}: "
+                         f"{free_points(report, strategy, n)} routed a band to a model of cost 0")
     if log_cost:
         _check_positive(np.array([lo, hi]), "cost_range")
     out = {}
@@ -204,31 +218,58 @@ def report_aiq(report, strategy: str, n: int, cost_range=None, log_cost: bool = 
     return out
 
 
+def free_points(report, strategy: str, n: int) -> list[str]:
+    """The methods with an operating point of cost 0 at (strategy, n): a model that costs nothing
+    was routed to for a whole band. Per decade of cost their curves start at -inf."""
+    return [m for m, (cost, _) in cost_quality_points(report, strategy, n).items() if np.any(cost <= 0)]
+
+
 def aiq_table(report) -> dict:
     """{strategy: {n: {method: {"linear": AIQ, "log_cost": AIQ}}}} of a report evaluated by band:
-    `report_aiq` per USD and per decade of cost, at every strategy and n of the report."""
+    `report_aiq` per USD and per decade of cost, at every strategy and n of the report. Where a
+    method has a band point of cost 0 (`free_points`) no common range of log10 costs exists: every
+    method's log-cost AIQ is NaN there."""
     if not getattr(report, "by_band", None):
         raise ValueError("this report was not evaluated by band: evaluate(..., bands=B)")
     table = {}
     for strategy in report.results:
         table[strategy] = {}
         for n in report.settings["n_contexts"]:
-            linear, logged = (report_aiq(report, strategy, n, log_cost=log_cost) for log_cost in (False, True))
+            linear = report_aiq(report, strategy, n)
+            logged = (dict.fromkeys(linear, float("nan")) if free_points(report, strategy, n)
+                      else report_aiq(report, strategy, n, log_cost=True))
             table[strategy][n] = {m: {"linear": linear[m], "log_cost": logged[m]} for m in linear}
     return table
+
+
+def _check_table(report, table: dict) -> None:
+    """Raise unless `table` is an `aiq_table` of `report`: its strategies, n and methods."""
+    for strategy, by_n in table.items():
+        if strategy not in report.results:
+            raise ValueError(f"the AIQ table's strategy {strategy!r} is not the report's: {list(report.results)}")
+        if not by_n:
+            raise ValueError(f"the AIQ table holds no n for strategy {strategy!r}")
+        for n, methods in by_n.items():
+            points = cost_quality_points(report, strategy, n)
+            if set(methods) != set(points):
+                raise ValueError(f"the AIQ table's methods at {strategy!r}, n={n} are not the report's: "
+                                 f"{sorted(methods)} against {sorted(points)}")
 
 
 def format_aiq(report, table: dict | None = None) -> str:
     """One line per strategy: each method's AIQ at the largest n, per USD / per decade of cost, and
     the common cost range. `table` is the report's `aiq_table` (computed when None)."""
     table = aiq_table(report) if table is None else table
+    _check_table(report, table)
     lines = []
     for strategy, by_n in table.items():
         n = max(by_n)
         lo, hi = common_cost_range(cost_quality_points(report, strategy, n))
+        free = free_points(report, strategy, n)
         lines.append(f"AIQ {strategy}, n={n} (cost-quality hull over the bands, ${lo:.3g}-${hi:.3g} per query; "
                      "linear / log10 cost): " + ", ".join(
-                         f"{m} {v['linear']:.3f} / {v['log_cost']:.3f}" for m, v in by_n[n].items()))
+                         f"{m} {v['linear']:.3f} / {v['log_cost']:.3f}" for m, v in by_n[n].items())
+                     + (f" (no log-cost AIQ: {', '.join(free)} routed a band to a model of cost 0)" if free else ""))
     return "\n".join(lines)
 
 
@@ -236,6 +277,7 @@ def aiq_json(report, table: dict | None = None) -> dict:
     """{"aiq": `aiq_table` with n as strings, "aiq_cost_range": {strategy: {n: [lo, hi] USD}}}: the
     AIQ entries a banded report's JSON carries (`table` computed when None)."""
     table = aiq_table(report) if table is None else table
+    _check_table(report, table)
     return {"aiq": {s: {str(n): v for n, v in by_n.items()} for s, by_n in table.items()},
             "aiq_cost_range": {s: {str(n): list(common_cost_range(cost_quality_points(report, s, n))) for n in by_n}
                                for s, by_n in table.items()}}
@@ -260,17 +302,24 @@ def plot_cost_quality(report, strategy: str, n: int, path: str | os.PathLike, me
     """Write a PNG of each method's cost-quality curve over the bands (line and markers through
     its band points, its non-decreasing hull dashed), cost on a log axis, the legend giving
     each method's AIQ (linear / log10 cost, over the common range of all the report's methods).
-    `methods` picks and orders the methods drawn (default all). A path without suffix gets .png.
-    Returns the path written (needs matplotlib)."""
-    fig = new_figure((10, 5.5))
-    import matplotlib   # installed: new_figure found it
-
+    `methods` picks and orders the methods drawn (a name or names; default all). A path without
+    suffix gets .png; its folder is made if missing. Where a band point costs 0 (`free_points`)
+    the cost axis is linear and the legend has no log-cost AIQ. Returns the path written (needs
+    matplotlib)."""
+    path = png_path(path)
     points = cost_quality_points(report, strategy, n)
-    methods = list(points) if methods is None else list(methods)
+    methods = list(points) if methods is None else [methods] if isinstance(methods, str) else list(methods)
+    if not methods:
+        raise ValueError(f"no methods to plot; evaluated: {list(points)}")
     unknown = [m for m in methods if m not in points]
     if unknown:
         raise ValueError(f"unknown methods {unknown}; evaluated: {list(points)}")
-    linear, logged = report_aiq(report, strategy, n), report_aiq(report, strategy, n, log_cost=True)
+    free = bool(free_points(report, strategy, n))
+    linear = report_aiq(report, strategy, n)
+    logged = dict.fromkeys(linear, float("nan")) if free else report_aiq(report, strategy, n, log_cost=True)
+    fig = new_figure((10, 5.5))
+    import matplotlib   # installed: new_figure found it
+
     ax = fig.add_subplot()
     palette = matplotlib.colormaps["tab10" if len(methods) <= 10 else "tab20"]
     for i, method in enumerate(methods):
@@ -280,8 +329,9 @@ def plot_cost_quality(report, strategy: str, n: int, path: str | os.PathLike, me
                 markevery=list(range(0, STEPS * (len(cost) - 1) + 1, STEPS)) if np.all(cost > 0) else None,
                 label=f"{method} (AIQ {linear[method]:.3f} / {logged[method]:.3f})")
         ax.plot(*_mixing_line(*nondecreasing_hull(cost, quality)), color=color, ls="--", lw=2.4, alpha=0.4)
-    ax.set_xscale("log")
-    ax.set_xlabel("mean cost per query (USD, log scale)")
+    if not free:
+        ax.set_xscale("log")
+    ax.set_xlabel("mean cost per query (USD)" if free else "mean cost per query (USD, log scale)")
     ax.set_ylabel("mean quality of the routed answers")
     ax.set_title(f"cost-quality over {len(report.by_band)} log10(lam) bands, {strategy}, n={n}\n"
                  "band points in order of lam, dashed: their non-decreasing hull; lines linear in cost (mixtures)\n"

@@ -157,6 +157,8 @@ def evaluate(router, data: RoutingData, split: str = "test", n_contexts=DEFAULT_
     for name in ("known", "agnostic"):
         if name not in router.params:
             raise ValueError(f"evaluation needs the {name!r} companion router: fit with companions=True")
+    if not isinstance(reference, (bool, np.bool_)):
+        raise TypeError(f"reference must be True or False (the routing literature's baselines), got {reference!r}")
     strategies = (strategies,) if isinstance(strategies, str) else tuple(strategies)
     unknown = [s for s in strategies if s not in PAIR_STRATEGIES + ACTIVE_STRATEGIES]
     if unknown:
@@ -180,6 +182,9 @@ def evaluate(router, data: RoutingData, split: str = "test", n_contexts=DEFAULT_
         raise ValueError(f"beta (the test users' rationality) must be a finite number > 0, got {beta}")
     if not 0.0 <= flip < 0.5:  # at 1/2 a label says nothing of the user's preference
         raise ValueError(f"flip (the test users' label-flip probability) must be in [0, 0.5), got {flip}")
+    if data.split(router.config.train_split).size == 0:
+        raise ValueError(f"split {router.config.train_split!r} of the data is empty: the test users' utility scales "
+                         "are measured on the router's training split, as in training")
     if isinstance(profiles, str):  # a registered family over the router's log10(lam) range
         profiles = make_profiles(profiles, data, log10_lam_range=router.profiles.log10_lam_range)
     if data.model_names != router.model_names:  # another model set: described in the router's units
@@ -224,7 +229,7 @@ def evaluate(router, data: RoutingData, split: str = "test", n_contexts=DEFAULT_
 
     family = arrays.family[queries] if router.net_config.family_quality else None   # read by that policy only
     if reference:
-        predictors, principal = reference_fits(router, data, arrays, routable, seed)
+        predictors, principal = reference_fits(router, data, arrays, routable, seed, pool_mask)
         query_principal = principal(emb)                                             # [Q, F]
     else:
         predictors = ()
@@ -393,15 +398,27 @@ def evaluate(router, data: RoutingData, split: str = "test", n_contexts=DEFAULT_
     return report
 
 
-def reference_fits(router, data: RoutingData, arrays, queries, seed: int):
+def reference_fits(router, data: RoutingData, arrays, queries, seed: int, pool_mask):
     """The routing literature's baselines fitted for `evaluate` (`reference_routers`): the kNN
     and MLP predictors of quality and cost on `queries`, fitted on the training split of the
     router's config with its validation split choosing k and stopping the MLP (the training
-    split where that is empty), and the principal-feature map of the training queries."""
+    split where that is empty), and the principal-feature map of the training queries. Refused
+    (before any fit) where they could only guess: a pool model (`pool_mask` [K]) with no answer
+    on those splits, or fewer training queries than principal features."""
     train_q = data.split(router.config.train_split)
     valid_q = data.split(router.config.valid_split) if router.config.valid_split in data.splits else train_q
     valid_q = valid_q if valid_q.size else train_q
     host = [np.asarray(x) for x in (arrays.embeddings, arrays.quality, arrays.cost, arrays.observed)]  # once
+    unanswered = [m for m, seen, keep in zip(data.model_names, host[3][np.union1d(train_q, valid_q)].any(0),
+                                             np.asarray(pool_mask)) if keep and not seen]
+    if unanswered:
+        raise ValueError(f"models {unanswered} have no answer on the training and validation splits, on which the "
+                         "routing literature's baselines learn each model's quality and cost: evaluate with "
+                         "reference=False (metarouter eval --no-reference), or leave them out of the pool")
+    if train_q.size <= reference_routers.NUM_FEATURES:
+        raise ValueError(f"the routing literature's baselines need more than {reference_routers.NUM_FEATURES} "
+                         f"training queries (split {router.config.train_split!r} holds {train_q.size}): evaluate "
+                         "with reference=False (metarouter eval --no-reference)")
     train, valid = ([x[q] for x in host] for q in (train_q, valid_q))
     emb = host[0][np.asarray(queries)]
     predictors = (reference_routers.fit_knn(train, valid, emb),

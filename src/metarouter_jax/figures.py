@@ -16,12 +16,29 @@ def new_figure(figsize: tuple[float, float]):
     return Figure(figsize=figsize)
 
 
+def png_path(path: str | os.PathLike) -> Path:
+    """The PNG file a plot given `path` writes: `path`, with .png added where it has no suffix.
+    ValueError for another suffix or a folder there; callers check before a long computation."""
+    given = Path(path)
+    path = given if given.suffix else given.with_suffix(".png")
+    if path.suffix.lower() != ".png":
+        raise ValueError(f"{path}: plots are written as PNG: give a .png path (or one without a suffix)")
+    for p in {given, path}:
+        if p.is_dir():
+            raise ValueError(f"{p}: is a directory")
+    return path
+
+
 def save_png(fig, path: str | os.PathLike) -> Path:
-    """Lay out and write `fig` as a PNG at `path` (.png added where it has no suffix, as
-    matplotlib would); returns the path written."""
+    """Lay out and write `fig` as a PNG at `png_path(path)`, its folder made if missing,
+    atomically (a temporary file beside it, then renamed); returns the path written."""
+    path = png_path(path)
     fig.tight_layout()
-    path = Path(path)
-    if not path.suffix:
-        path = path.with_suffix(".png")
-    fig.savefig(path, dpi=120)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.tmp.png")
+    try:
+        fig.savefig(tmp, dpi=120)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
     return path
