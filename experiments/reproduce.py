@@ -1,0 +1,208 @@
+"""Rerun committed results from the command each one recorded, and compare the numbers.
+
+    python experiments/reproduce.py routerbench lam_bands_routerbench [--tolerance 0.001] [--out DIR]
+    python experiments/reproduce.py --match routerbench --dry-run     # the commands only, nothing run
+    python experiments/reproduce.py --all --dry-run                    # every committed result's command
+
+Every result file in experiments/results/ records the command that wrote it (`provenance.command`,
+experiments/common.py). This reruns each distinct command once, writing to --out (a temporary
+folder by default) instead of experiments/results/, and compares every number of each file the run
+wrote with the committed file of that name: how many figures it compared, the largest absolute
+difference and where, and how many moved by more than --tolerance. Times (keys holding "second")
+and the provenance are not compared. A run at a later commit may report figures the committed file
+lacks, or lack some it has: those are counted, not compared. NaN equals NaN.
+
+Exit status 0 when every figure is within the tolerance, 1 when one moved further or a run failed
+or wrote none of its files, 2 for a bad request. Runs take minutes each (the commands' own times
+are in the README); the runs share the compilation cache of the experiments.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import os
+import shlex
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclasses.dataclass
+class Comparison:
+    """Numbers compared between a committed result and its rerun."""
+    compared: int = 0
+    max_diff: float = 0.0
+    where: str = ""
+    over: list = dataclasses.field(default_factory=list)       # (path, committed, rerun) beyond the tolerance
+    only_committed: int = 0
+    only_rerun: int = 0
+
+    def line(self, tolerance: float) -> str:
+        text = (f"{self.compared} figures, largest difference {self.max_diff:.3g}"
+                + (f" at {self.where}" if self.where else "") + f", {len(self.over)} beyond {tolerance:g}")
+        if self.only_committed or self.only_rerun:
+            text += f"; {self.only_committed} only in the committed file, {self.only_rerun} only in the rerun"
+        return text
+
+
+def _skipped(key: str) -> bool:
+    return key == "provenance" or "second" in key
+
+
+def compare(committed, rerun, tolerance: float, path: str = "", result: Comparison | None = None) -> Comparison:
+    """Walk two JSON values side by side: numbers are compared, dicts by key, lists by position."""
+    result = Comparison() if result is None else result
+    if isinstance(committed, dict) and isinstance(rerun, dict):
+        for key in committed.keys() | rerun.keys():
+            if _skipped(key):
+                continue
+            if key not in rerun:
+                result.only_committed += _count(committed[key])
+            elif key not in committed:
+                result.only_rerun += _count(rerun[key])
+            else:
+                compare(committed[key], rerun[key], tolerance, f"{path}/{key}", result)
+    elif isinstance(committed, list) and isinstance(rerun, list):
+        for i, (a, b) in enumerate(zip(committed, rerun)):
+            compare(a, b, tolerance, f"{path}[{i}]", result)
+        result.only_committed += sum(map(_count, committed[len(rerun):]))
+        result.only_rerun += sum(map(_count, rerun[len(committed):]))
+    elif _is_number(committed) and _is_number(rerun):
+        result.compared += 1
+        a, b = float(committed), float(rerun)
+        diff = 0.0 if (math.isnan(a) and math.isnan(b)) or a == b else abs(a - b)   # inf == inf: 0
+        if math.isnan(diff):
+            diff = math.inf                                                        # NaN against a number
+        if diff > result.max_diff:
+            result.max_diff, result.where = diff, path
+        if diff > tolerance:
+            result.over.append((path, committed, rerun))
+    elif _is_number(committed) or _is_number(rerun):       # a number against something else
+        result.compared += 1
+        result.max_diff, result.where = math.inf, path
+        result.over.append((path, committed, rerun))
+    elif committed != rerun:                   # labels (no figures), or structures that differ
+        result.only_committed += _count(committed)
+        result.only_rerun += _count(rerun)
+    return result
+
+
+def _is_number(x) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool)
+
+
+def _count(value) -> int:
+    """The numbers in a JSON value (what a missing key leaves uncompared)."""
+    if isinstance(value, dict):
+        return sum(_count(v) for k, v in value.items() if not _skipped(k))
+    if isinstance(value, list):
+        return sum(map(_count, value))
+    return int(_is_number(value))
+
+
+def recorded_command(path: Path, root: Path = ROOT) -> list[str]:
+    """The argv (script path first, relative to `root`) of the command that wrote result file
+    `path`, without its --out. ValueError where the file records no runnable command."""
+    try:
+        provenance = json.loads(path.read_text()).get("provenance") or {}
+    except (OSError, json.JSONDecodeError, AttributeError) as err:
+        raise ValueError(f"{path}: not a readable result file: {err}") from None
+    command = provenance.get("command")
+    if not command:
+        raise ValueError(f"{path}: records no command (no provenance.command)")
+    argv = shlex.split(command)
+    if len(argv) < 2 or argv[0] != "python" or not argv[1].startswith("experiments/"):
+        raise ValueError(f"{path}: the recorded command {command!r} is not `python experiments/SCRIPT.py ...`")
+    if not (root / argv[1]).is_file():
+        raise ValueError(f"{path}: the recorded command's script {argv[1]} does not exist")
+    args, skip = [], False
+    for arg in argv[2:]:
+        if skip:
+            skip = False
+        elif arg == "--out":
+            skip = True
+        elif not arg.startswith("--out="):
+            args.append(arg)
+    return [argv[1], *args]
+
+
+def select(names, match: str | None, results: Path) -> list[Path]:
+    """The result files asked for: by name (with or without .json) and/or by a substring."""
+    files = sorted(results.glob("*.json"))
+    chosen = [f for f in files if match is not None and match in f.stem]
+    for name in names:
+        path = results / (name if name.endswith(".json") else f"{name}.json")
+        if not path.is_file():
+            raise ValueError(f"no result file {path.name} in {results}; there are: "
+                             + ", ".join(f.stem for f in files))
+        chosen.append(path)
+    if not chosen:
+        raise ValueError(f"no result file matches {match!r} in {results}" if match is not None
+                         else "name result files, or --match a part of their names")
+    return sorted(set(chosen))
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("names", nargs="*", help="result files of experiments/results/ (NAME or NAME.json)")
+    parser.add_argument("--match", default=None, help="also every result file whose name contains this")
+    parser.add_argument("--all", action="store_true", help="every result file (hours of runs: see --dry-run)")
+    parser.add_argument("--tolerance", type=float, default=1e-3,
+                        help="largest absolute difference of a figure that counts as reproduced (default 0.001)")
+    parser.add_argument("--out", type=Path, default=None, help="folder for the rerun's files (default: a temporary one)")
+    parser.add_argument("--dry-run", action="store_true", help="print the commands, run nothing")
+    parser.add_argument("--root", type=Path, default=ROOT, help=argparse.SUPPRESS)   # the tests' own checkout
+    args = parser.parse_args(argv)
+    if not (args.tolerance >= 0 and math.isfinite(args.tolerance)):
+        parser.error(f"--tolerance must be a finite number >= 0, got {args.tolerance}")
+    results = args.root / "experiments" / "results"
+    try:
+        files = select(args.names, "" if args.all else args.match, results)
+        commands: dict[tuple, list[Path]] = {}
+        for path in files:
+            commands.setdefault(tuple(recorded_command(path, args.root)), []).append(path)
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    if args.dry_run:
+        for command, paths in commands.items():
+            print(f"{' '.join(p.stem for p in paths)}: python {shlex.join(command)}")
+        return 0
+    out = args.out or Path(tempfile.mkdtemp(prefix="metarouter-reproduce-"))
+    out.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(args.root / "src"),
+                                                                      os.environ.get("PYTHONPATH")]))}
+    failed = False
+    for command, paths in commands.items():
+        print(f"\n== {' '.join(p.stem for p in paths)}: python {shlex.join(command)} --out {out}", flush=True)
+        start = time.time()
+        run = subprocess.run([sys.executable, *command, "--out", str(out)], cwd=args.root, env=env)
+        if run.returncode != 0:
+            print(f"FAILED: exit status {run.returncode}")
+            failed = True
+            continue
+        print(f"ran in {time.time() - start:.0f} s")
+        for path in paths:
+            rerun = out / path.name
+            if not rerun.is_file():
+                print(f"{path.stem}: FAILED, the run wrote no {path.name}")
+                failed = True
+                continue
+            result = compare(json.loads(path.read_text()), json.loads(rerun.read_text()), args.tolerance)
+            print(f"{path.stem}: {'reproduced' if not result.over else 'MOVED'}: {result.line(args.tolerance)}")
+            for where, old, new in result.over[:10]:
+                print(f"  {where}: committed {old}, rerun {new}")
+            failed |= bool(result.over)
+    print(f"\nrerun files in {out}")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

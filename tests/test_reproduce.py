@@ -1,0 +1,89 @@
+"""experiments/reproduce.py: rerun a result file's recorded command and compare its numbers."""
+
+import json
+import math
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "experiments"))
+import reproduce  # noqa: E402
+
+
+def test_every_committed_result_records_a_runnable_command():
+    """Each file of experiments/results/ names an existing script; a recorded --out is dropped
+    (the rerun writes elsewhere)."""
+    files = sorted((REPO / "experiments" / "results").glob("*.json"))
+    assert files
+    for path in files:
+        command = reproduce.recorded_command(path)
+        assert command[0].startswith("experiments/") and (REPO / command[0]).is_file(), path
+        assert "--out" not in command and not any(a.startswith("--out=") for a in command), path
+
+
+def test_compare_numbers_keys_and_times():
+    committed = {"provenance": {"commit": "a"}, "seconds": 10.0,
+                 "runs": {"0": {"metarouter": {"6": 0.64, "pr": float("nan")}, "old_metric": [1.0, 2.0]},
+                          "label": "informative"}}
+    rerun = {"provenance": {"commit": "b"}, "seconds": 99.0,
+             "runs": {"0": {"metarouter": {"6": 0.6405, "pr": float("nan")}, "new_metric": 3.0},
+                      "label": "uniform"}}
+    result = reproduce.compare(committed, rerun, tolerance=1e-3)
+    assert result.compared == 2 and not result.over                       # times, provenance, labels left out
+    assert result.max_diff == pytest.approx(5e-4) and result.where == "/runs/0/metarouter/6"
+    assert (result.only_committed, result.only_rerun) == (2, 1)
+    moved = reproduce.compare(committed, rerun, tolerance=1e-4)
+    assert moved.over == [("/runs/0/metarouter/6", 0.64, 0.6405)]
+    assert reproduce.compare({"x": 1.0}, {"x": float("nan")}, 1.0).max_diff == math.inf
+    assert reproduce.compare({"x": 1.0}, {"x": "1.0"}, 1.0).over == [("/x", 1.0, "1.0")]
+    other = reproduce.compare({"x": [1.0, 2.0]}, {"x": {"a": 1.0}}, 1.0)              # another structure
+    assert (other.compared, other.only_committed, other.only_rerun) == (0, 2, 1)
+    assert "1 figures, largest difference 0.0005" in reproduce.compare({"a": 1.0}, {"a": 1.0005}, 1e-3).line(1e-3)
+
+
+def fake_checkout(root: Path, value: float, written: float) -> Path:
+    """A checkout whose experiments/fake.py writes {"runs": {"x": written}} as fake.json to --out,
+    and whose committed fake.json holds `value`, recorded with a --out of its own."""
+    (root / "experiments" / "results").mkdir(parents=True)
+    (root / "experiments" / "fake.py").write_text(textwrap.dedent(f"""
+        import argparse, json, pathlib
+        parser = argparse.ArgumentParser()
+        parser.add_argument("--scale", type=float, default=1.0)
+        parser.add_argument("--out", type=pathlib.Path)
+        args = parser.parse_args()
+        (args.out / "fake.json").write_text(json.dumps({{"seconds": 1.0, "runs": {{"x": {written} * args.scale}}}}))
+    """))
+    result = root / "experiments" / "results" / "fake.json"
+    result.write_text(json.dumps({"provenance": {"command": "python experiments/fake.py --scale 2 --out /tmp/old"},
+                                  "runs": {"x": value}}))
+    return result
+
+
+def test_rerun_and_compare(tmp_path, capsys):
+    fake_checkout(tmp_path / "same", value=0.5, written=0.25)
+    assert reproduce.main(["fake", "--root", str(tmp_path / "same"), "--out", str(tmp_path / "o1")]) == 0
+    out = capsys.readouterr().out
+    assert "fake: reproduced: 1 figures, largest difference 0, 0 beyond 0.001" in out and (tmp_path / "o1" / "fake.json").exists()
+    fake_checkout(tmp_path / "moved", value=0.5, written=0.3)
+    assert reproduce.main(["fake", "--root", str(tmp_path / "moved"), "--out", str(tmp_path / "o2")]) == 1
+    out = capsys.readouterr().out
+    assert "fake: MOVED" in out and "/runs/x: committed 0.5, rerun 0.6" in out
+
+
+def test_dry_run_and_bad_requests(tmp_path, capsys):
+    result = fake_checkout(tmp_path, value=0.5, written=0.25)
+    assert reproduce.main(["--all", "--dry-run", "--root", str(tmp_path)]) == 0
+    assert capsys.readouterr().out == "fake: python experiments/fake.py --scale 2\n"
+    assert reproduce.main(["nope", "--root", str(tmp_path)]) == 2
+    assert "no result file nope.json" in capsys.readouterr().err
+    assert reproduce.main(["--root", str(tmp_path)]) == 2
+    assert "name result files" in capsys.readouterr().err
+    result.write_text(json.dumps({"runs": {}}))
+    assert reproduce.main(["fake", "--root", str(tmp_path)]) == 2
+    assert "records no command" in capsys.readouterr().err
+    result.write_text(json.dumps({"provenance": {"command": "python experiments/gone.py"}}))
+    assert reproduce.main(["fake", "--root", str(tmp_path)]) == 2
+    assert "script experiments/gone.py does not exist" in capsys.readouterr().err
