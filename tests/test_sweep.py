@@ -125,3 +125,23 @@ def test_best_configuration_equals_its_single_run(swept):
 
 if __name__ == "__main__":
     print(json.dumps(child(sys.argv[1])))
+
+
+def test_plot_sweep_leaves_the_callers_matplotlib_backend_alone(tmp_path):
+    """No pyplot, no matplotlib.use: a notebook's backend survives plotting a sweep."""
+    matplotlib = pytest.importorskip("matplotlib")
+    from types import SimpleNamespace
+
+    from metarouter_jax.sweep import plot_sweep
+
+    before = matplotlib.get_backend()
+    matplotlib.use("svg")             # the caller's choice (any but Agg, which plots are written with)
+    try:
+        result = SimpleNamespace(configs=[{"learning_rate": 1e-3}, {"learning_rate": 3e-3}], size=2,
+                                 final_utility=np.array([0.5, 0.6]), best_utility=np.array([0.55, 0.62]),
+                                 config=mr.TrainConfig(), best_index=1)
+        assert plot_sweep(result, tmp_path / "sweep") == tmp_path / "sweep.png"
+        assert (tmp_path / "sweep.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert matplotlib.get_backend() == "svg"
+    finally:
+        matplotlib.use(before)

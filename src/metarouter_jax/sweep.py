@@ -25,6 +25,7 @@ import numpy as np
 
 from metarouter_jax.config import VALID_LABELS, Hparams, TrainConfig
 from metarouter_jax.data import RoutingData
+from metarouter_jax.figures import new_figure, png_path, save_png
 from metarouter_jax.networks import NetworkConfig
 from metarouter_jax.parallel import CONFIG_AXIS, replicate, resolve_mesh, shard_configs, to_host
 from metarouter_jax.profiles import LinearProfiles
@@ -278,22 +279,18 @@ def write_tables(result: SweepResult, out_dir: str | Path) -> list[Path]:
 
 
 def plot_sweep(result: SweepResult, path: str | Path) -> Path:
-    """Final and best early-stopping score per configuration, as grouped bars (needs matplotlib)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    """Final and best early-stopping score per configuration, as grouped bars, to a PNG at `path`
+    (`figures.save_png`: .png added where it has no suffix; needs matplotlib). No pyplot: the
+    caller's matplotlib backend is left as it was."""
+    path = png_path(path)   # a wrong suffix refused before drawing
     labels = [f"#{i} " + " ".join(f"{k}={v:g}" for k, v in cfg.items()) for i, cfg in enumerate(result.configs)]
     x = np.arange(result.size)
-    fig, ax = plt.subplots(figsize=(max(5.0, 0.5 * result.size + 2.0), 4.0))
+    fig = new_figure((max(5.0, 0.5 * result.size + 2.0), 4.0))
+    ax = fig.add_subplot()
     ax.bar(x - 0.2, result.final_utility, 0.4, label="final")
     ax.bar(x + 0.2, result.best_utility, 0.4, label="best (kept)")
     ax.set_xticks(x, labels, rotation=60, ha="right", fontsize=7)
     ax.set_ylabel(textwrap.fill(VALID_LABELS[result.config.valid_criterion], 32))
     ax.set_title(f"sweep: {result.size} configurations (best: {result.best_index})")
     ax.legend(loc="lower right")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return Path(path)
+    return save_png(fig, path)
