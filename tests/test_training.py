@@ -12,6 +12,7 @@ import metarouter_jax as mr
 from metarouter_jax import adaptation
 from metarouter_jax.config import Hparams
 from metarouter_jax.profiles import make_atoms, make_profiles
+from metarouter_jax.splits import select_models
 from metarouter_jax.training import (atom_log_score, average_params, band_means, entropy_weight, make_train,
                                      run_training)
 
@@ -108,6 +109,28 @@ def test_answer_loss_trains_a_readout_of_quality_and_cost(small_data, tiny_confi
     start = trainer.jit_init(jax.random.key(0), Hparams.create())
     state, _ = run_training(trainer, jax.random.key(0), Hparams.create())
     assert answer_loss(state.params) < 0.8 * answer_loss(start.params)
+
+
+def test_model_identity_learns_a_vector_per_model_and_routes_only_its_models(small_data, tiny_config, tmp_path):
+    """model_identity adds to the policy a free vector per model (none without it), zero at the
+    start and learned by training; the router then refuses another model set by name, and its
+    vectors survive a save and load."""
+    config = tiny_config.replace(model_identity=True)
+    assert make_train(tiny_config, small_data).net_config.num_models == 0
+    router = mr.MetaRouter.fit(small_data, config, seed=0, companions=False)
+    identity = np.asarray(router.params["metarouter"]["policy"]["in_identity"][...])
+    assert identity.shape == (small_data.num_models, config.hidden)
+    assert np.abs(identity).max() > 0                         # learned (the known router's, kept frozen)
+    queries = small_data.embeddings[small_data.split("test")[:32]]
+    z = np.zeros((1, router.net_config.latent_dim), np.float32)
+    router.save(tmp_path / "r")
+    loaded = mr.MetaRouter.load(tmp_path / "r")
+    assert loaded.net_config.num_models == small_data.num_models
+    np.testing.assert_array_equal(loaded.route(z, queries), router.route(z, queries))
+    fewer = select_models(small_data, small_data.model_names[1:])
+    with pytest.raises(ValueError, match="learned a vector for each of its own models .model_identity=True."):
+        router.with_models(fewer)
+    assert router.with_models(small_data).model_names == router.model_names     # its own set: as before
 
 
 def test_parameter_average_is_the_mean_of_the_iterates_then_an_ema():

@@ -103,6 +103,8 @@ class TrainConfig:
                                    # family (needs the family when routing; carries over to new families)
     answer_weight: float = 0.0     # > 0: a supervised auxiliary loss on the policy's answer components, a
                                    # linear readout of each answer's quality (cross-entropy) and log cost
+    model_identity: bool = False   # the policy also learns a free vector per model, beside its descriptor:
+                                   # the router then routes only the models it was trained on
     posterior_atoms: int = 128     # > 0: atomic posterior over this many prior profiles, Bayes-decision routing
     likelihood: str = "bradley_terry"  # the atomic posterior's likelihood: each atom's Bradley-Terry likelihood
                                        # plus a learned correction, or "learned" (a per-context network alone)

@@ -52,6 +52,7 @@ class NetworkConfig:
     num_families: int = 0        # > 0: contexts show the encoder their query's task family (one-hot)
     family_quality: bool = False  # the policy sees each model's descriptor quality on the query's own family
     answer_readout: bool = False  # a linear readout of each answer's components onto its quality and log cost
+    num_models: int = 0          # > 0: the policy adds a learned vector per model (model identity) for this many
     log_cost_mean: float = 0.0   # the data's log10-cost standardisation (contexts carry standardised costs)
     log_cost_std: float = 1.0
     likelihood: str = "learned"  # the atoms' per-context log-likelihoods: "learned", or "bradley_terry" (the
@@ -272,6 +273,9 @@ class Policy(nnx.Module):
         self.in_family = _dense(1, cfg.hidden, rngs, bias=False) if cfg.family_quality else None
         # Trained by TrainConfig.answer_weight's supervised loss only; routing never reads it.
         self.readout = _dense(cfg.latent_dim, 2, rngs) if cfg.answer_readout else None
+        # TrainConfig.model_identity: one free vector per model of the training set, added to its
+        # descriptor's part of the first layer (zero at the start: the descriptor alone).
+        self.in_identity = nnx.Param(jnp.zeros((cfg.num_models, cfg.hidden))) if cfg.num_models else None
 
     def query_features(self, query_emb):
         """[..., D] -> [..., H]: the query pathway, computable once per query."""
@@ -284,6 +288,11 @@ class Policy(nnx.Module):
         `family_quality`.
         """
         h = query_features[None, :] + self.in_model(descriptors)
+        if self.in_identity is not None:
+            if descriptors.shape[0] != self.in_identity.shape[0]:
+                raise ValueError(f"this policy learned a vector for each of its {self.in_identity.shape[0]} models "
+                                 f"(model_identity), got descriptors of {descriptors.shape[0]}")
+            h = h + self.in_identity[...]
         if self.in_family is not None:
             h = h + self.in_family(own_family_quality(descriptors, family)[:, None])
         return self.components(jax.nn.gelu(self.hidden(jax.nn.gelu(h))))

@@ -337,6 +337,9 @@ class MetaRouter:
         """
         if centring not in ("router", "data"):
             raise ValueError(f"centring must be 'router' or 'data', got {centring!r}")
+        if self.net_config.num_models and tuple(data.model_names) != tuple(self.model_names):
+            raise ValueError(f"this router learned a vector for each of its own models (model_identity=True): it "
+                             f"routes only {list(self.model_names)}, in that order; got {list(data.model_names)}")
         split = split or self.config.descriptor_source
         self._check_embed_dim(data)
         summary = data.model_summary(split)

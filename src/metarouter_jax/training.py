@@ -121,7 +121,7 @@ def network_config(config: TrainConfig, data: RoutingData, profiles: LinearProfi
         posterior_atoms=config.posterior_atoms, num_families=data.num_families if config.context_family else 0,
         log_cost_mean=log_cost_mean, log_cost_std=log_cost_std,
         likelihood=config.likelihood, beta_range=tuple(config.beta_range), family_quality=config.family_quality,
-        answer_readout=config.answer_weight > 0,
+        answer_readout=config.answer_weight > 0, num_models=data.num_models if config.model_identity else 0,
     )
 
 
