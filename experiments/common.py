@@ -33,18 +33,19 @@ def experiment_parser(doc: str, out: Path) -> argparse.ArgumentParser:
     return parser
 
 
-def parse(parser: argparse.ArgumentParser) -> tuple[argparse.Namespace, dict]:
-    """The arguments (the compilation cache set up as asked) and the TrainConfig overrides of --set."""
+def parse(parser: argparse.ArgumentParser, hparams: bool = False):
+    """The arguments (the compilation cache set up as asked) and the TrainConfig overrides of --set;
+    with `hparams`, also the Hparams overrides of --set (a third value), which are refused otherwise."""
     args = parser.parse_args()
     print(f"compilation cache: {apply_compile_cache(args) or 'off'}", flush=True)
     try:
-        overrides, hparams = parse_overrides(args.set)
+        overrides, hparam_overrides = parse_overrides(args.set)
     except ValueError as err:
         parser.error(str(err))   # exit status 2, as the metarouter command
-    if hparams:
-        parser.error(f"only TrainConfig fields can be set here, not {sorted(hparams)}")
+    if hparam_overrides and not hparams:
+        parser.error(f"only TrainConfig fields can be set here, not {sorted(hparam_overrides)}")
     args.out.mkdir(parents=True, exist_ok=True)
-    return args, overrides
+    return (args, overrides, hparam_overrides) if hparams else (args, overrides)
 
 
 def add_validation_options(parser: argparse.ArgumentParser) -> None:

@@ -1,7 +1,7 @@
 """Do the policy's answer components hold what the MLP predictor knows? Routing by their readout.
 
     python experiments/readout_routing.py [--data synthetic] [--seeds 0 1 2] [--steps 2000]
-        [--users 256] [--set KEY=VALUE ...] [--out DIR]
+        [--users 256] [--set KEY=VALUE ...] [--name NAME] [--out DIR]
 
 Given the user's true lam, the MLP predictor of each model's quality and cost (`mlp_known` in
 `evaluate`) routes better than the known-preference router on both datasets, and neither a wider
@@ -14,8 +14,9 @@ plug-in (the profile's utility of the readout's predicted quality and cost: the 
 predictor, without the weights), and the MLP predictor's plug-in (as `mlp_known`). If the readout
 routes like the MLP, the components hold the predictor's information and the known router loses
 it in how it weighs them; if not, the components themselves predict worse. `answer_weight`
-defaults to 1.0 here (a readout needs it). Writes experiments/results/readout_routing_<data>.json
-(every seed) and .md (means over seeds).
+defaults to 1.0 here (a readout needs it); --set also takes the training noise (Hparams, e.g.
+query_noise=0). Writes experiments/results/readout_routing_<data>.json (or NAME.json; every
+seed) and .md (means over seeds).
 """
 
 from __future__ import annotations
@@ -93,16 +94,17 @@ def readout_routing(router, data, users: int, seed: int) -> dict:
                            "mlp": {"quality_cross_entropy": mlp_ce, "log10_cost_rmse": mlp_rmse}}}
 
 
-def markdown(args, runs: dict) -> str:
+def markdown(args, runs: dict, settings: dict) -> str:
     runs = list(runs.values())
     mean = lambda f: f"{np.mean([f(r) for r in runs]):.3f} ± {np.std([f(r) for r in runs]):.3f}"  # noqa: E731
     rows = [[way, mean(lambda r, w=way: r["normalized_utility"][w])] for way in WAYS]
     errors = [[name, mean(lambda r, n=name: r["test_error"][n]["quality_cross_entropy"]),
                mean(lambda r, n=name: r["test_error"][n]["log10_cost_rmse"])] for name in ("readout", "mlp")]
     lines = [f"# Routing by the policy's readout, on {args.data}", "",
-             f"Seeds {args.seeds}, {args.users} test users per seed (evaluate's), {args.steps} meta-steps per router, "
-             "each user's true profile given. Normalised utility of the known router, of the readout's plug-in and "
-             "of the MLP predictor's plug-in (mean ± std over seeds):", ""]
+             f"Seeds {args.seeds}, {args.users} test users per seed (evaluate's), {args.steps} meta-steps per router"
+             + "".join(f", {k}={v}" for k, v in settings.items())
+             + ", each user's true profile given. Normalised utility of the known router, of the readout's plug-in "
+             "and of the MLP predictor's plug-in (mean ± std over seeds):", ""]
     lines += table(["routing", "normalised utility"], rows)
     lines += ["", "Their error on the test split's observed answers (quality cross-entropy, RMSE of log10 cost):", ""]
     lines += table(["predictor", "quality cross-entropy", "log10 cost RMSE"], errors)
@@ -112,8 +114,10 @@ def markdown(args, runs: dict) -> str:
 def main() -> None:
     parser = experiment_parser(__doc__, OUT)
     parser.add_argument("--data", default="synthetic", help="synthetic (default), routerbench, or a dataset name")
+    parser.add_argument("--name", help="result file names NAME.json, NAME.md (default readout_routing_<data>)")
     add_validation_options(parser)
-    args, overrides = parse(parser)
+    args, overrides, hparam_overrides = parse(parser, hparams=True)
+    hparams = mr.Hparams.create(**hparam_overrides)
     overrides.setdefault("answer_weight", 1.0)
     if overrides["answer_weight"] <= 0:
         parser.error("the readout is trained by the answer loss: answer_weight must be > 0")
@@ -121,13 +125,13 @@ def main() -> None:
     runs = {}
     for seed in args.seeds:
         start = time.time()
-        router = mr.MetaRouter.fit(data, config, seed=seed)
+        router = mr.MetaRouter.fit(data, config, hparams, seed=seed)
         runs[str(seed)] = {**readout_routing(router, data, args.users, seed), "seconds": time.time() - start}
         print(f"seed {seed}: {runs[str(seed)]['normalized_utility']} ({runs[str(seed)]['seconds']:.0f} s)", flush=True)
-    stem = args.out / f"readout_routing_{args.data}"
-    write_results(stem.with_suffix(".json"), {"config": config.to_dict(), "data": args.data,
+    stem = args.out / (args.name or f"readout_routing_{args.data}")
+    write_results(stem.with_suffix(".json"), {"config": config.to_dict(), "hparams": hparams.to_json(), "data": args.data,
                                               "split_sizes": split_sizes(data), "runs": runs})
-    text = markdown(args, runs)
+    text = markdown(args, runs, {**overrides, **hparam_overrides})
     stem.with_suffix(".md").write_text(text)
     print(text)
 

@@ -44,3 +44,17 @@ def test_routerbench_script_trains_with_the_recipe(tmp_path, data_dir):
     assert set(result["runs"]["0"]) >= {"uniform", "informative", "active", "validation", "identification"}
     assert "pair_accuracy" in result["runs"]["0"]["informative"]["metarouter"]["6"]
     assert "mlp_posterior" in result["runs"]["0"]["informative"] and (tmp_path / "tiny.md").is_file()
+
+
+def test_readout_routing_routes_three_ways(tmp_path):
+    run_script("readout_routing.py", "--out", str(tmp_path))
+    result = json.loads((tmp_path / "readout_routing_synthetic.json").read_text())
+    assert result["config"]["answer_weight"] == 1.0                      # the readout's loss, on by default here
+    run = result["runs"]["0"]
+    assert set(run["normalized_utility"]) == {"known", "readout", "mlp_known"}
+    assert all(-1.0 < v <= 1.0 for v in run["normalized_utility"].values())
+    assert set(run["test_error"]) == {"readout", "mlp"} and (tmp_path / "readout_routing_synthetic.md").is_file()
+    proc = subprocess.run([sys.executable, str(REPO / "experiments" / "readout_routing.py"), "--out", str(tmp_path),
+                           "--set", "answer_weight=0"], cwd=REPO / "experiments", env=child_env(),
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "answer_weight must be > 0" in proc.stderr
