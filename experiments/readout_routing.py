@@ -42,32 +42,41 @@ WAYS = ("known", "readout", "mlp_known")
 
 def readout_routing(router, data, users: int, seed: int) -> dict:
     """Mean normalised utility over `evaluate`'s `users` test users of seed `seed` for each of
-    `WAYS`, and the readout's and the MLP's error on the test answers (quality cross-entropy,
-    log10-cost RMSE)."""
+    `WAYS`, and the readout's and the MLP's error on the test and the training answers (quality
+    cross-entropy, log10-cost RMSE): a predictor that fits the training answers much better than
+    the test ones overfits them."""
     arrays = router.arrays_for(data)
-    test = data.split("test")
-    queries = jnp.asarray(test[data.observed[test].any(-1)])
-    allowed = arrays.observed[queries]
-    family = arrays.family[queries]
-    calib = jnp.asarray(calibration_queries(data, router.config))
     graphdef, params, profiles = router.graphdef, router.params["known"], router.profiles
-    feats = adaptation.query_features(graphdef, params, arrays.embeddings[queries])
-    components = adaptation.answer_components(graphdef, params, feats, arrays.descriptors)     # [Q, K, R]
-    readout = nnx.merge(graphdef, params).policy.readout(components)                           # [Q, K, 2]
     net = router.net_config
-    readout_quality = jax.nn.sigmoid(readout[..., 0])
-    readout_cost = 10.0 ** (readout[..., 1] * net.log_cost_std + net.log_cost_mean)
-    predictors, _ = evaluation.reference_fits(router, data, arrays, np.asarray(queries), seed,
-                                              np.ones(data.num_models, bool))
-    mlp = predictors[1]
+    policy = nnx.merge(graphdef, params).policy
 
-    def errors(quality, cost):
-        obs = allowed
+    def predictions(split: str):
+        """The split's queries with an answer, and the readout's and MLP's (quality, cost) [Q, K]."""
+        idx = data.split(router.config.train_split if split == "train" else split)
+        queries = jnp.asarray(idx[data.observed[idx].any(-1)])
+        feats = adaptation.query_features(graphdef, params, arrays.embeddings[queries])
+        readout = policy.readout(adaptation.answer_components(graphdef, params, feats, arrays.descriptors))
+        mlp = evaluation.reference_fits(router, data, arrays, np.asarray(queries), seed,
+                                        np.ones(data.num_models, bool))[0][1]
+        return queries, feats, {"readout": (jax.nn.sigmoid(readout[..., 0]),
+                                            10.0 ** (readout[..., 1] * net.log_cost_std + net.log_cost_mean)),
+                                "mlp": (mlp.quality, mlp.cost)}
+
+    def errors(queries, predicted):
+        obs = arrays.observed[queries]
         q, c = arrays.quality[queries], arrays.cost[queries]
-        p = jnp.clip(quality, 1e-6, 1 - 1e-6)
-        ce = -(q * jnp.log(p) + (1 - q) * jnp.log(1 - p))
-        sq = (jnp.log10(jnp.maximum(cost, 1e-12)) - jnp.log10(jnp.maximum(jnp.where(obs, c, 1.0), 1e-12))) ** 2
-        return (float(jnp.where(obs, ce, 0).sum() / obs.sum()), float(jnp.sqrt(jnp.where(obs, sq, 0).sum() / obs.sum())))
+        out = {}
+        for name, (quality, cost) in predicted.items():
+            p = jnp.clip(quality, 1e-6, 1 - 1e-6)
+            ce = -(q * jnp.log(p) + (1 - q) * jnp.log(1 - p))
+            sq = (jnp.log10(jnp.maximum(cost, 1e-12)) - jnp.log10(jnp.maximum(jnp.where(obs, c, 1.0), 1e-12))) ** 2
+            out[name] = {"quality_cross_entropy": float(jnp.where(obs, ce, 0).sum() / obs.sum()),
+                         "log10_cost_rmse": float(jnp.sqrt(jnp.where(obs, sq, 0).sum() / obs.sum()))}
+        return out
+
+    queries, feats, predicted = predictions("test")
+    allowed, family = arrays.observed[queries], arrays.family[queries]
+    calib = jnp.asarray(calibration_queries(data, router.config))
 
     def masked_argmax(scores):
         return jnp.argmax(jnp.where(allowed, scores, -jnp.inf), -1)
@@ -82,32 +91,34 @@ def readout_routing(router, data, users: int, seed: int) -> dict:
         weights = adaptation.profile_latent(graphdef, params, profiles.features(profile))
         known = masked_argmax(jax.vmap(adaptation.policy_scores, in_axes=(None, None, 0, None, None, None))(
             graphdef, params, feats, weights, arrays.descriptors, None))
-        choices = (known, plug_in(profile, readout_quality, readout_cost), plug_in(profile, mlp.quality, mlp.cost))
+        choices = (known, plug_in(profile, *predicted["readout"]), plug_in(profile, *predicted["mlp"]))
         return jnp.stack([evaluation.normalized_utility(u, allowed, c) for c in choices])
 
     keys, _ = evaluation.user_keys(seed, users)
     nu = np.asarray(jax.jit(lambda ks: jax.lax.map(one_user, ks, batch_size=16))(keys)).mean(0)
-    readout_ce, readout_rmse = errors(readout_quality, readout_cost)
-    mlp_ce, mlp_rmse = errors(mlp.quality, mlp.cost)
-    return {"normalized_utility": dict(zip(WAYS, map(float, nu))),
-            "test_error": {"readout": {"quality_cross_entropy": readout_ce, "log10_cost_rmse": readout_rmse},
-                           "mlp": {"quality_cross_entropy": mlp_ce, "log10_cost_rmse": mlp_rmse}}}
+    train_queries, _, train_predicted = predictions("train")
+    return {"normalized_utility": dict(zip(WAYS, map(float, nu))), "test_error": errors(queries, predicted),
+            "train_error": errors(train_queries, train_predicted)}
 
 
 def markdown(args, runs: dict, settings: dict) -> str:
     runs = list(runs.values())
     mean = lambda f: f"{np.mean([f(r) for r in runs]):.3f} ± {np.std([f(r) for r in runs]):.3f}"  # noqa: E731
     rows = [[way, mean(lambda r, w=way: r["normalized_utility"][w])] for way in WAYS]
-    errors = [[name, mean(lambda r, n=name: r["test_error"][n]["quality_cross_entropy"]),
-               mean(lambda r, n=name: r["test_error"][n]["log10_cost_rmse"])] for name in ("readout", "mlp")]
+    errors = [[name, *(mean(lambda r, n=name, s=split, m=metric: r[s][n][m])
+                       for split in ("test_error", "train_error") for metric in ("quality_cross_entropy",
+                                                                                 "log10_cost_rmse"))]
+              for name in ("readout", "mlp")]
     lines = [f"# Routing by the policy's readout, on {args.data}", "",
              f"Seeds {args.seeds}, {args.users} test users per seed (evaluate's), {args.steps} meta-steps per router"
              + "".join(f", {k}={v}" for k, v in settings.items())
              + ", each user's true profile given. Normalised utility of the known router, of the readout's plug-in "
              "and of the MLP predictor's plug-in (mean ± std over seeds):", ""]
     lines += table(["routing", "normalised utility"], rows)
-    lines += ["", "Their error on the test split's observed answers (quality cross-entropy, RMSE of log10 cost):", ""]
-    lines += table(["predictor", "quality cross-entropy", "log10 cost RMSE"], errors)
+    lines += ["", "Their error on the observed answers of the test split and of the training split (quality "
+              "cross-entropy, RMSE of log10 cost):", ""]
+    lines += table(["predictor", "test: quality cross-entropy", "test: log10 cost RMSE",
+                    "train: quality cross-entropy", "train: log10 cost RMSE"], errors)
     return "\n".join(lines) + "\n"
 
 

@@ -53,7 +53,8 @@ def test_readout_routing_routes_three_ways(tmp_path):
     run = result["runs"]["0"]
     assert set(run["normalized_utility"]) == {"known", "readout", "mlp_known"}
     assert all(-1.0 < v <= 1.0 for v in run["normalized_utility"].values())
-    assert set(run["test_error"]) == {"readout", "mlp"} and (tmp_path / "readout_routing_synthetic.md").is_file()
+    assert set(run["test_error"]) == set(run["train_error"]) == {"readout", "mlp"}
+    assert (tmp_path / "readout_routing_synthetic.md").is_file()
     proc = subprocess.run([sys.executable, str(REPO / "experiments" / "readout_routing.py"), "--out", str(tmp_path),
                            "--set", "answer_weight=0"], cwd=REPO / "experiments", env=child_env(),
                           capture_output=True, text=True, timeout=120)
