@@ -2,6 +2,7 @@
 
     python experiments/generalisation.py [--data synthetic] [--study ood pool sizes]
         [--seeds 0 1 2] [--steps 2000] [--users 256] [--set KEY=VALUE ...] [--out DIR] [--name NAME]
+        [--no-reference]
 
 Three studies (DESIGN.md section 8), each over meta-training seeds, users drawn with the
 seed, uniform and informative pairs, beta = 10 and 5% label flips:
@@ -26,6 +27,7 @@ NAME.json, NAME.md and NAME_sizes.png with --name (e.g. for a --set variant).
 
 from __future__ import annotations
 
+import functools
 import time
 from pathlib import Path
 
@@ -56,9 +58,9 @@ SETUPS = {
 }
 
 
-def evaluate(router, data, seed, users, split="test", pool=None) -> dict:
+def evaluate(router, data, seed, users, split="test", pool=None, reference=True) -> dict:
     report = mr.evaluate(router, data, split=split, n_users=users, seed=seed, n_contexts=NS, strategies=STRATEGIES,
-                         pool=pool)
+                         pool=pool, reference=reference)
     print(report.format(), flush=True)
     return report.to_json()
 
@@ -69,7 +71,7 @@ def family_queries(data, split: str, families) -> np.ndarray:
     return idx[np.isin(data.family[idx], [data.family_names.index(f) for f in families])]
 
 
-def ood_study(data, setup, config, seeds, users, full_fit) -> dict:
+def ood_study(data, setup, config, seeds, users, full_fit, reference=True) -> dict:
     """Train on the training families, test on each group of other families. Beside it, on the
     same queries (the data's own test split, restricted to the group), the router trained on
     every family of the data's training split: what leaving the families out costs."""
@@ -78,16 +80,17 @@ def ood_study(data, setup, config, seeds, users, full_fit) -> dict:
     tests = {f"test_{g}": family_queries(split, "test", fams) for g, fams in groups.items()}
     same = {f"same_{g}": family_queries(data, "test", fams) for g, fams in groups.items()}  # unseen by both
     split = split.with_splits(**tests, **same)
-    reference = data.with_splits(**same)
+    every_family = data.with_splits(**same)
+    evaluate_ = functools.partial(evaluate, reference=reference)
     runs = {}
     for seed in seeds:
         start = time.time()
         router = mr.MetaRouter.fit(split, config, seed=seed)
         full = full_fit(seed)
-        runs[str(seed)] = {g: evaluate(router, split, seed, users, split=f"test_{g}") for g in groups}
+        runs[str(seed)] = {g: evaluate_(router, split, seed, users, split=f"test_{g}") for g in groups}
         for g in groups:
-            runs[str(seed)][f"{g}_same_queries"] = evaluate(router, split, seed, users, split=f"same_{g}")
-            runs[str(seed)][f"{g}_in_distribution"] = evaluate(full, reference, seed, users, split=f"same_{g}")
+            runs[str(seed)][f"{g}_same_queries"] = evaluate_(router, split, seed, users, split=f"same_{g}")
+            runs[str(seed)][f"{g}_in_distribution"] = evaluate_(full, every_family, seed, users, split=f"same_{g}")
         runs[str(seed)]["validation"] = router.best_valid_utility
         print(f"ood, seed {seed}: {time.time() - start:.0f} s", flush=True)
     return {"train_families": setup["train"], "test_families": groups,
@@ -95,8 +98,11 @@ def ood_study(data, setup, config, seeds, users, full_fit) -> dict:
             "same_queries": {g: int(same[f"same_{g}"].size) for g in groups}, "runs": runs}
 
 
-def pool_and_sizes(data, setup, config, seeds, users, studies, full_fit) -> dict:
+def pool_and_sizes(data, setup, config, seeds, users, studies, full_fit, reference=True) -> dict:
+    """The pool study (routers trained with and without the unseen models) and the pool sizes
+    (`reference=False`: without the routing literature's baselines, as in `ood_study`)."""
     unseen = setup["unseen"]
+    evaluate_ = functools.partial(evaluate, reference=reference)
     seen_only = select_models(data, [m for m in data.model_names if m not in unseen])
     out = {}
     if "pool" in studies:
@@ -110,10 +116,10 @@ def pool_and_sizes(data, setup, config, seeds, users, studies, full_fit) -> dict
             held_out = mr.MetaRouter.fit(seen_only, config, seed=seed)
             own_centring = held_out.with_models(data, centring="data")
             out["pool"]["runs"][str(seed)] = {
-                "seen": evaluate(full, data, seed, users),
-                "unseen": evaluate(held_out, data, seed, users),
-                "unseen_own_centring": evaluate(own_centring, data, seed, users),
-                "unseen_only_pool": evaluate(held_out, data, seed, users, pool=[*unseen, *seen_only.model_names[:1]]),
+                "seen": evaluate_(full, data, seed, users),
+                "unseen": evaluate_(held_out, data, seed, users),
+                "unseen_own_centring": evaluate_(own_centring, data, seed, users),
+                "unseen_only_pool": evaluate_(held_out, data, seed, users, pool=[*unseen, *seen_only.model_names[:1]]),
                 "validation": {"seen": full.best_valid_utility, "unseen": held_out.best_valid_utility}}
         if "sizes" in studies:
             rng = np.random.default_rng(seed)
@@ -121,7 +127,7 @@ def pool_and_sizes(data, setup, config, seeds, users, studies, full_fit) -> dict
             for size in range(2, data.num_models + 1):
                 pool = sorted(rng.choice(data.num_models, size, replace=False).tolist())
                 pools[str(size)] = [data.model_names[k] for k in pool]
-                runs[str(size)] = evaluate(full, data, seed, users, pool=pool)
+                runs[str(size)] = evaluate_(full, data, seed, users, pool=pool)
             out["sizes"]["runs"][str(seed)] = runs
             out["sizes"]["pools"][str(seed)] = pools
         print(f"pool/sizes, seed {seed}: {time.time() - start:.0f} s", flush=True)
@@ -206,6 +212,8 @@ def main() -> None:
     parser.add_argument("--study", nargs="+", default=list(STUDIES), choices=STUDIES)
     parser.add_argument("--unseen", nargs="+", default=None, help="models held out of training (pool study)")
     parser.add_argument("--name", help="result file names NAME.json, NAME.md (default generalisation_<data>)")
+    parser.add_argument("--no-reference", dest="reference", action="store_false",
+                        help="evaluate without the routing literature's baselines (a result file half the size)")
     add_validation_options(parser)
     args, overrides = parse(parser)
     study = dict(SETUPS[args.data], **({"unseen": args.unseen} if args.unseen else {}))
@@ -226,9 +234,10 @@ def main() -> None:
         return fits[seed]
 
     if "ood" in args.study:
-        results["ood"] = ood_study(data, study, config, args.seeds, args.users, full_fit)
+        results["ood"] = ood_study(data, study, config, args.seeds, args.users, full_fit, args.reference)
     if {"pool", "sizes"} & set(args.study):
-        results.update(pool_and_sizes(data, study, config, args.seeds, args.users, args.study, full_fit))
+        results.update(pool_and_sizes(data, study, config, args.seeds, args.users, args.study, full_fit,
+                                      args.reference))
     results["seconds"] = time.time() - start
     stem = args.out / (args.name or f"generalisation_{args.data}")
     write_results(stem.with_suffix(".json"), results)
