@@ -50,17 +50,23 @@ def readout_routing(router, data, users: int, seed: int) -> dict:
     net = router.net_config
     policy = nnx.merge(graphdef, params).policy
 
-    def predictions(split: str):
-        """The split's queries with an answer, and the readout's and MLP's (quality, cost) [Q, K]."""
-        idx = data.split(router.config.train_split if split == "train" else split)
-        queries = jnp.asarray(idx[data.observed[idx].any(-1)])
-        feats = adaptation.query_features(graphdef, params, arrays.embeddings[queries])
-        readout = policy.readout(adaptation.answer_components(graphdef, params, feats, arrays.descriptors))
-        mlp = evaluation.reference_fits(router, data, arrays, np.asarray(queries), seed,
-                                        np.ones(data.num_models, bool))[0][1]
-        return queries, feats, {"readout": (jax.nn.sigmoid(readout[..., 0]),
-                                            10.0 ** (readout[..., 1] * net.log_cost_std + net.log_cost_mean)),
-                                "mlp": (mlp.quality, mlp.cost)}
+    def answered(split: str) -> np.ndarray:
+        idx = data.split(split)
+        return idx[data.observed[idx].any(-1)]
+
+    # Both splits' queries at once: the MLP is fitted once and predicts them all.
+    test_idx, train_idx = answered("test"), answered(router.config.train_split)
+    every = jnp.asarray(np.concatenate([test_idx, train_idx]))
+    all_feats = adaptation.query_features(graphdef, params, arrays.embeddings[every])
+    readout = policy.readout(adaptation.answer_components(graphdef, params, all_feats, arrays.descriptors))
+    mlp = evaluation.reference_fits(router, data, arrays, np.asarray(every), seed, np.ones(data.num_models, bool))[0][1]
+    predicted_all = {"readout": (jax.nn.sigmoid(readout[..., 0]),
+                                 10.0 ** (readout[..., 1] * net.log_cost_std + net.log_cost_mean)),
+                     "mlp": (mlp.quality, mlp.cost)}
+
+    def predictions(part: slice):
+        """The queries of `part` of `every` and the readout's and MLP's (quality, cost) [Q, K] for them."""
+        return every[part], {name: (q[part], c[part]) for name, (q, c) in predicted_all.items()}
 
     def errors(queries, predicted):
         obs = arrays.observed[queries]
@@ -74,7 +80,9 @@ def readout_routing(router, data, users: int, seed: int) -> dict:
                          "log10_cost_rmse": float(jnp.sqrt(jnp.where(obs, sq, 0).sum() / obs.sum()))}
         return out
 
-    queries, feats, predicted = predictions("test")
+    test_part = slice(0, test_idx.size)
+    queries, predicted = predictions(test_part)
+    feats = all_feats[test_part]
     allowed, family = arrays.observed[queries], arrays.family[queries]
     calib = jnp.asarray(calibration_queries(data, router.config))
 
@@ -96,9 +104,8 @@ def readout_routing(router, data, users: int, seed: int) -> dict:
 
     keys, _ = evaluation.user_keys(seed, users)
     nu = np.asarray(jax.jit(lambda ks: jax.lax.map(one_user, ks, batch_size=16))(keys)).mean(0)
-    train_queries, _, train_predicted = predictions("train")
     return {"normalized_utility": dict(zip(WAYS, map(float, nu))), "test_error": errors(queries, predicted),
-            "train_error": errors(train_queries, train_predicted)}
+            "train_error": errors(*predictions(slice(test_idx.size, None)))}
 
 
 def markdown(args, runs: dict, settings: dict) -> str:
