@@ -235,11 +235,17 @@ def aiq_table(report) -> dict:
     for strategy in report.results:
         table[strategy] = {}
         for n in report.settings["n_contexts"]:
-            linear = report_aiq(report, strategy, n)
-            logged = (dict.fromkeys(linear, float("nan")) if free_points(report, strategy, n)
-                      else report_aiq(report, strategy, n, log_cost=True))
+            linear, logged = _both_aiqs(report, strategy, n)
             table[strategy][n] = {m: {"linear": linear[m], "log_cost": logged[m]} for m in linear}
     return table
+
+
+def _both_aiqs(report, strategy: str, n: int) -> tuple[dict, dict]:
+    """({method: AIQ per USD}, {method: AIQ per decade of cost, NaN where a point costs 0})."""
+    linear = report_aiq(report, strategy, n)
+    if free_points(report, strategy, n):
+        return linear, dict.fromkeys(linear, float("nan"))
+    return linear, report_aiq(report, strategy, n, log_cost=True)
 
 
 def _check_table(report, table: dict) -> None:
@@ -315,8 +321,7 @@ def plot_cost_quality(report, strategy: str, n: int, path: str | os.PathLike, me
     if unknown:
         raise ValueError(f"unknown methods {unknown}; evaluated: {list(points)}")
     free = bool(free_points(report, strategy, n))
-    linear = report_aiq(report, strategy, n)
-    logged = dict.fromkeys(linear, float("nan")) if free else report_aiq(report, strategy, n, log_cost=True)
+    linear, logged = _both_aiqs(report, strategy, n)
     fig = new_figure((10, 5.5))
     import matplotlib   # installed: new_figure found it
 
