@@ -242,9 +242,8 @@ def scratch_fit(contexts: Contexts, context_features, descriptors, key, steps: i
     mask = contexts.mask.astype(jnp.float32)
 
     def loss(p):
-        s_a = _scratch_score(p, context_features, descriptors[contexts.model_a])
-        s_b = _scratch_score(p, context_features, descriptors[contexts.model_b])
-        nll = optax.sigmoid_binary_cross_entropy(s_a - s_b, contexts.label)
+        nll = optax.sigmoid_binary_cross_entropy(scratch_pair_logits(p, context_features, descriptors, contexts),
+                                                 contexts.label)
         decay = sum(jnp.sum(w ** 2) for name, w in p.items() if name.startswith("w"))
         return (nll * mask).sum() / jnp.maximum(mask.sum(), 1.0) + weight_decay * decay
 
