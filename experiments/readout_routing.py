@@ -47,7 +47,6 @@ def readout_routing(router, data, users: int, seed: int) -> dict:
     the test ones overfits them."""
     arrays = router.arrays_for(data)
     graphdef, params, profiles = router.graphdef, router.params["known"], router.profiles
-    net = router.net_config
     policy = nnx.merge(graphdef, params).policy
 
     def answered(split: str) -> np.ndarray:
@@ -60,8 +59,7 @@ def readout_routing(router, data, users: int, seed: int) -> dict:
     all_feats = adaptation.query_features(graphdef, params, arrays.embeddings[every])
     readout = policy.readout(adaptation.answer_components(graphdef, params, all_feats, arrays.descriptors))
     mlp = evaluation.reference_fits(router, data, arrays, np.asarray(every), seed, np.ones(data.num_models, bool))[0][1]
-    predicted_all = {"readout": (jax.nn.sigmoid(readout[..., 0]),
-                                 10.0 ** (readout[..., 1] * net.log_cost_std + net.log_cost_mean)),
+    predicted_all = {"readout": (jax.nn.sigmoid(readout[..., 0]), arrays.usd_cost(readout)),
                      "mlp": (mlp.quality, mlp.cost)}
 
     def predictions(part: slice):

@@ -23,9 +23,9 @@ from pathlib import Path
 from typing import NamedTuple
 
 from metarouter_jax.checkpoint import CheckpointError, check_save_target, read_json_object, write_json
-from metarouter_jax.figures import png_path
 from metarouter_jax.config import VALID_LABELS, Hparams, TrainConfig, expected_type
 from metarouter_jax.data import DataError
+from metarouter_jax.figures import png_path
 from metarouter_jax.recipes import RECIPES, beneath, recipe_for
 
 ALIASES = {"lr": "learning_rate", "steps": "num_steps", "tasks": "tasks_per_step"}
@@ -244,7 +244,6 @@ def cmd_eval(args) -> int:
                 raise ValueError(f"{option} {target}: is a directory")
     if args.curves:
         png_path(args.curves)
-    if args.curves:
         try:
             import matplotlib  # noqa: F401
         except ImportError:

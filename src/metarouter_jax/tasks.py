@@ -63,8 +63,8 @@ class RoutingArrays:
         return (jnp.log10(jnp.maximum(cost, 1e-12)) - self.log_cost_mean) / self.log_cost_std
 
     def usd_cost(self, outcome):
-        """[N] the USD cost of contexts' outcomes [N, 2] (quality, standardised log10 cost)."""
-        return 10.0 ** (outcome[:, 1] * self.log_cost_std + self.log_cost_mean)
+        """[...] the USD cost of outcomes [..., 2] (quality, standardised log10 cost)."""
+        return 10.0 ** (outcome[..., 1] * self.log_cost_std + self.log_cost_mean)
 
 
 def query_utility(profiles, profile, arrays: RoutingArrays, query):
