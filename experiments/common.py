@@ -16,6 +16,7 @@ import numpy as np
 import metarouter_jax as mr
 from metarouter_jax import checkpoint
 from metarouter_jax.cli import apply_compile_cache, compile_cache_option, parse_overrides, valid_fraction_arg
+from metarouter_jax.evaluation import HELD_OUT_PAIRS
 from metarouter_jax.machine import cpu_info
 from metarouter_jax.recipes import RECIPES, beneath, recipe_for
 
@@ -115,7 +116,7 @@ def literature_tables(runs, strategy: str) -> list[str]:
     65b6b17 have neither)."""
     return [f"\nthe routing literature's baselines, normalized utility, {strategy} pairs\n",
             *curve_table(runs, strategy, "normalized_utility", LITERATURE_METHODS),
-            f"\naccuracy on 16 held-out pairs, {strategy} pairs\n",
+            f"\naccuracy on {HELD_OUT_PAIRS} held-out pairs, {strategy} pairs\n",
             *curve_table(runs, strategy, "pair_accuracy", PAIR_TABLE_METHODS)]
 
 
