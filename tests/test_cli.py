@@ -206,9 +206,9 @@ def test_a_named_dataset_trains_with_its_recipe_beneath_explicit_settings(capsys
         args = cli.build_parser().parse_args(["train", *argv])
         return tuple(cli.with_recipe(args, parse_overrides(args.overrides)[0]))
 
-    recipe = {"log10_lam_range": (0.0, 4.0), "ema_decay": 0.99}
+    recipe = {"log10_lam_range": (0.0, 4.0), "ema_decay": 0.99, "answer_weight": 1.0}
     assert applied("--data", "routerbench") == (recipe, 0.2, "routerbench")
-    assert "recipe for routerbench: --valid-fraction 0.2 log10_lam_range=[0,4] ema_decay=0.99" in capsys.readouterr().out
+    assert "recipe for routerbench: --valid-fraction 0.2 log10_lam_range=[0,4] ema_decay=0.99 answer_weight=1" in capsys.readouterr().out
     assert applied("--data", "routerbench_0shot", "--valid-fraction", "0.1", "ema_decay=0") == (
         {**recipe, "ema_decay": 0}, 0.1, "routerbench_0shot")                # explicit settings win
     assert applied("--data", "routerbench", "--recipe", "none") == ({}, None, None)
