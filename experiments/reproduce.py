@@ -12,6 +12,12 @@ difference and where, and how many moved by more than --tolerance. Times (keys h
 and the provenance are not compared. A run at a later commit may report figures the committed file
 lacks, or lack some it has: those are counted, not compared. NaN equals NaN.
 
+The training configurations (every "config" entry) are compared first, field by field: a result
+made before a recipe or a default changed trains differently today, and its rerun says which fields
+moved and at which commit the file was made (rerun it there: `git worktree add DIR COMMIT`). A field
+the committed file lacks (added to TrainConfig later) counts as moved only where the rerun's value
+is not the field's default.
+
 Exit status 0 when every figure is within the tolerance, 1 when one moved further or a run failed
 or wrote none of its files, 2 for a bad request. Runs take minutes each (the commands' own times
 are in the README); the runs share the compilation cache of the experiments.
@@ -53,7 +59,48 @@ class Comparison:
 
 
 def _skipped(key: str) -> bool:
-    return key == "provenance" or "second" in key
+    return key in ("provenance", "config") or "second" in key
+
+
+def _configs(value, path: str = "") -> dict[str, dict]:
+    """Every training configuration in a result (each "config" entry), by its path."""
+    found = {}
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if key == "config" and isinstance(item, dict):
+                found[f"{path}/{key}"] = item
+            elif key != "provenance":
+                found.update(_configs(item, f"{path}/{key}"))
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            found.update(_configs(item, f"{path}/{i}"))
+    return found
+
+
+def config_changes(committed, rerun, defaults: dict) -> list[tuple[str, object, object]]:
+    """(path/field, committed value, rerun value) for each training-configuration field that
+    differs; a field the committed file lacks differs only where the rerun's value is not
+    `defaults`' (the field was added later, with that default). Missing values read None."""
+    old, new = _configs(committed), _configs(rerun)
+    changes = []
+    for path in sorted(old.keys() | new.keys()):
+        a, b = old.get(path, {}), new.get(path, {})
+        for field in sorted(a.keys() | b.keys()):
+            if field not in a and field in defaults and b[field] == defaults[field]:
+                continue
+            if a.get(field) != b.get(field):
+                changes.append((f"{path}/{field}", a.get(field), b.get(field)))
+    return changes
+
+
+def config_defaults(root: Path = ROOT) -> dict:
+    """TrainConfig's defaults as a result file records them (JSON: tuples as lists)."""
+    sys.path.insert(0, str(root / "src"))
+    try:
+        from metarouter_jax.config import TrainConfig
+    finally:
+        sys.path.pop(0)
+    return json.loads(json.dumps(dataclasses.asdict(TrainConfig())))
 
 
 def compare(committed, rerun, tolerance: float, path: str = "", result: Comparison | None = None) -> Comparison:
@@ -179,7 +226,7 @@ def main(argv=None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(args.root / "src"),
                                                                       os.environ.get("PYTHONPATH")]))}
-    failed = False
+    failed, defaults = False, config_defaults(args.root)
     for command, paths in commands.items():
         print(f"\n== {' '.join(p.stem for p in paths)}: python {shlex.join(command)} --out {out}", flush=True)
         start = time.time()
@@ -195,11 +242,19 @@ def main(argv=None) -> int:
                 print(f"{path.stem}: FAILED, the run wrote no {path.name}")
                 failed = True
                 continue
-            result = compare(json.loads(path.read_text()), json.loads(rerun.read_text()), args.tolerance)
+            committed, again = json.loads(path.read_text()), json.loads(rerun.read_text())
+            changes = config_changes(committed, again, defaults)
+            if changes:
+                made_at = (committed.get("provenance") or {}).get("commit", "?")
+                print(f"{path.stem}: TRAINED DIFFERENTLY: the command trains with another configuration today "
+                      f"than at commit {made_at[:12]}, where the file was made (rerun it there):")
+                for where, old, new in changes[:10]:
+                    print(f"  {where}: committed {old}, rerun {new}")
+            result = compare(committed, again, args.tolerance)
             print(f"{path.stem}: {'reproduced' if not result.over else 'MOVED'}: {result.line(args.tolerance)}")
             for where, old, new in result.over[:10]:
                 print(f"  {where}: committed {old}, rerun {new}")
-            failed |= bool(result.over)
+            failed |= bool(result.over or changes)
     print(f"\nrerun files in {out}")
     return 1 if failed else 0
 

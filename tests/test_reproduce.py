@@ -87,3 +87,29 @@ def test_dry_run_and_bad_requests(tmp_path, capsys):
     result.write_text(json.dumps({"provenance": {"command": "python experiments/gone.py"}}))
     assert reproduce.main(["fake", "--root", str(tmp_path)]) == 2
     assert "script experiments/gone.py does not exist" in capsys.readouterr().err
+
+
+def test_config_changes_name_what_trains_differently():
+    defaults = {"ema_decay": 0.0, "answer_weight": 0.0, "hidden": 64}
+    committed = {"config": {"ema_decay": 0.99, "hidden": 64},
+                 "variants": {"full": {"config": {"hidden": 64}}}}
+    same_today = {"config": {"ema_decay": 0.99, "hidden": 64, "answer_weight": 0.0},   # a field added since, at its default
+                  "variants": {"full": {"config": {"hidden": 64, "answer_weight": 0.0}}}}
+    assert reproduce.config_changes(committed, same_today, defaults) == []
+    recipe_moved = {"config": {"ema_decay": 0.99, "hidden": 64, "answer_weight": 1.0},
+                    "variants": {"full": {"config": {"hidden": 32, "answer_weight": 0.0}}}}
+    assert reproduce.config_changes(committed, recipe_moved, defaults) == [
+        ("/config/answer_weight", None, 1.0), ("/variants/full/config/hidden", 64, 32)]
+    assert reproduce.compare(committed, recipe_moved, 1e-3).compared == 0     # configs are not figures
+    assert reproduce.config_defaults()["answer_weight"] == 0.0
+
+
+def test_a_result_trained_differently_today_fails_and_names_its_commit(tmp_path, capsys):
+    result = fake_checkout(tmp_path, value=0.5, written=0.25)
+    recorded = json.loads(result.read_text())
+    result.write_text(json.dumps({**recorded, "provenance": {**recorded["provenance"], "commit": "abc123def4567890"},
+                                  "config": {"answer_weight": 0.5}}))
+    assert reproduce.main(["fake", "--root", str(tmp_path), "--out", str(tmp_path / "o")]) == 1
+    out = capsys.readouterr().out
+    assert "fake: TRAINED DIFFERENTLY" in out and "at commit abc123def456" in out
+    assert "/config/answer_weight: committed 0.5, rerun None" in out and "fake: reproduced" in out
