@@ -206,3 +206,16 @@ def test_arrays_of_another_dtype_are_refused(tmp_path):
     with pytest.raises(CheckpointError, match="holds 2 arrays, the model expects 3"):
         ckpt.restore({**tree, "c": np.zeros(1, np.float32)})
     ckpt.close()
+
+
+def test_write_json_writes_strict_json(tmp_path):
+    """NaN and infinities become null: other JSON readers refuse Python's NaN/Infinity tokens."""
+    def refuse(token):
+        raise ValueError(f"non-standard JSON token {token}")
+
+    checkpoint.write_json(tmp_path / "r.json", {"pr": float("nan"), "n": [np.float32("inf"), 0.5, np.float32(0.25)],
+                                                "nested": ({"x": -float("inf")}, 3), "label": "known"})
+    text = (tmp_path / "r.json").read_text()
+    assert json.loads(text, parse_constant=refuse) == {"pr": None, "n": [None, 0.5, 0.25],
+                                                       "nested": [{"x": None}, 3], "label": "known"}
+    assert not list(tmp_path.glob(".*.tmp"))

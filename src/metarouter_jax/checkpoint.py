@@ -15,6 +15,7 @@ at its path. A training checkpoint directory records the run that wrote it
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import socket
@@ -259,14 +260,27 @@ def load_metadata(path: str | os.PathLike) -> dict:
     return read_json_object(meta)
 
 
+def _finite_or_null(obj):
+    """`obj` with every NaN or infinite float (a metric undefined for a method, say) as None."""
+    if isinstance(obj, dict):
+        return {key: _finite_or_null(value) for key, value in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite_or_null(value) for value in obj]
+    if isinstance(obj, (float, np.floating)):
+        return float(obj) if math.isfinite(obj) else None
+    return obj
+
+
 def write_json(path: str | os.PathLike, obj, indent: int = 2) -> None:
-    """Write `obj` as JSON to `path` atomically (a temporary file beside it, then renamed; its
-    folder made if missing): a reader never sees half a file."""
+    """Write `obj` as strict JSON to `path` atomically (a temporary file beside it, then renamed;
+    its folder made if missing): a reader never sees half a file. NaN and infinities are written
+    as null (JSON has no such numbers; Python would write the non-standard tokens NaN/Infinity,
+    which most other readers refuse)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
     try:
-        tmp.write_text(json.dumps(obj, indent=indent))
+        tmp.write_text(json.dumps(_finite_or_null(obj), indent=indent, allow_nan=False))
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
