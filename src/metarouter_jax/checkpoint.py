@@ -113,7 +113,7 @@ class TrainCheckpointer:
         hyperparameters, PRNG key, data and starting parameters). Checkpoints that another run
         wrote are refused, since resuming them would mix two runs; the run is recorded with the
         first save."""
-        run = json.loads(json.dumps(run))  # as the marker stores it (tuples become lists)
+        run = json.loads(json.dumps(_finite_or_null(run)))  # as the marker stores it (tuples as lists, NaN as null)
         saved = self._check_format().get("run")
         if saved is not None and saved != run:
             raise CheckpointError(f"{self.directory}: its checkpoints belong to another training run "
