@@ -49,6 +49,12 @@ SUMMARY_HEADER = "MetaRouter | posterior-mean plug-in | known | agnostic | best 
 DATA_LABEL = {"synthetic": "synthetic", "llmrouter": "LLMRouter", "routerbench": "RouterBench"}
 
 
+def data_label(name: str) -> str:
+    """A data set's label in a table; a variant's file ("routerbench_answer0") adds its suffix."""
+    base, _, variant = name.partition("_")
+    return DATA_LABEL[base] + (f" ({variant})" if variant else "")
+
+
 def load(name: str) -> dict:
     path = RESULTS / name
     if not path.is_file():
@@ -122,7 +128,7 @@ def unseen_models(data: str = "synthetic,routerbench") -> list[str]:
         without = "trained without the unseen model" + ("s" if len(study["unseen"]) > 1 else "")
         for key, label in (("seen", "trained with every model"), ("unseen", without)):
             for strategy in ("uniform", "informative"):
-                rows.append([DATA_LABEL[name], label, strategy]
+                rows.append([data_label(name), label, strategy]
                             + [n6(runs, lambda r: r[key], strategy, m) for m in SUMMARY_METHODS])
     return table(["data", "router", "pairs", *SUMMARY_HEADER.split(" | ")], rows)
 
