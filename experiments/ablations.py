@@ -1,7 +1,7 @@
 """Ablations: what noise injection, the entropy term, inner refinement and the encoder's pooling do.
 
     python experiments/ablations.py [--data synthetic] [--variants full no_noise ...]
-        [--seeds 0 1 2] [--steps 2000] [--users 256] [--set KEY=VALUE ...] [--out DIR]
+        [--seeds 0 1 2] [--steps 2000] [--users 256] [--set KEY=VALUE ...] [--out DIR] [--name NAME]
 
 Each variant changes one thing against the default MetaRouter (`full`), DESIGN.md section 8:
 
@@ -65,7 +65,7 @@ def markdown(name: str, results: dict, args) -> str:
 
 
 def main() -> None:
-    parser = experiment_parser(__doc__, OUT)
+    parser = experiment_parser(__doc__, OUT, default_name="ablations_<data>")
     parser.add_argument("--data", default="synthetic", help="synthetic (default) or a dataset name, e.g. routerbench")
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     add_validation_options(parser)
@@ -86,7 +86,7 @@ def main() -> None:
             runs[str(seed)] = {**report.to_json(), "validation": router.best_valid_utility, "seconds": seconds}
             print(f"{variant}, seed {seed}: trained in {seconds:.0f} s\n{report.table('uniform')}", flush=True)
         results["variants"][variant] = {"config": config.to_dict(), "hparams": hparams.to_json(), "runs": runs}
-    stem = args.out / f"ablations_{args.data}"
+    stem = args.out / (args.name or f"ablations_{args.data}")
     write_results(stem.with_suffix(".json"), results)
     table = markdown(args.data, results, args)
     stem.with_suffix(".md").write_text(table)

@@ -21,8 +21,11 @@ from metarouter_jax.machine import cpu_info
 from metarouter_jax.recipes import RECIPES, beneath, recipe_for
 
 
-def experiment_parser(doc: str, out: Path) -> argparse.ArgumentParser:
-    """A parser with --seeds, --steps, --users, --set, --out and --no-compile-cache."""
+def experiment_parser(doc: str, out: Path, name: str | None = None, names: str = "NAME.json, NAME.md",
+                      default_name: str = "") -> argparse.ArgumentParser:
+    """A parser with --seeds, --steps, --users, --set, --out, --name and --no-compile-cache.
+    --name defaults to `name` (None: the script derives it, as `default_name` says); `names`
+    says which files it names."""
     parser = argparse.ArgumentParser(description=doc, parents=[compile_cache_option()],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
@@ -31,6 +34,8 @@ def experiment_parser(doc: str, out: Path) -> argparse.ArgumentParser:
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
                         help="TrainConfig overrides, e.g. hidden=128 (as `metarouter train`)")
     parser.add_argument("--out", type=Path, default=out, help=f"results folder (default {out})")
+    parser.add_argument("--name", default=name,
+                        help=f"result file names: {names} (default {name if name is not None else default_name})")
     return parser
 
 

@@ -207,11 +207,10 @@ def plot_sizes(results: dict, path: Path) -> Path | None:
 
 
 def main() -> None:
-    parser = experiment_parser(__doc__, OUT)
+    parser = experiment_parser(__doc__, OUT, default_name="generalisation_<data>")
     parser.add_argument("--data", default="synthetic", choices=sorted(SETUPS))
     parser.add_argument("--study", nargs="+", default=list(STUDIES), choices=STUDIES)
     parser.add_argument("--unseen", nargs="+", default=None, help="models held out of training (pool study)")
-    parser.add_argument("--name", help="result file names NAME.json, NAME.md (default generalisation_<data>)")
     parser.add_argument("--no-reference", dest="reference", action="store_false",
                         help="evaluate without the routing literature's baselines (a result file half the size)")
     add_validation_options(parser)

@@ -1,7 +1,7 @@
 """Is the known-preference router's reading of log10(lam) calibrated? The known router given a shifted lam.
 
     python experiments/known_shift.py [--data routerbench] [--bands 8] [--seeds 0 1 2] [--steps 2000]
-        [--users 256] [--set KEY=VALUE ...] [--out DIR]
+        [--users 256] [--set KEY=VALUE ...] [--out DIR] [--name NAME]
 
 The known router is the upper bound PR(n) divides by, and the policy the MetaRouter's posterior
 averages. On RouterBench it loses to a single model, or to the prior-average decision, in some
@@ -114,7 +114,8 @@ def markdown(args, runs: dict) -> str:
 
 
 def main() -> None:
-    parser = experiment_parser(__doc__, OUT)
+    parser = experiment_parser(__doc__, OUT, default_name="known_shift_<data>, with _<split> for a split other "
+                                                          "than test")
     parser.add_argument("--data", default="routerbench", help="routerbench (default), synthetic, or a dataset name")
     parser.add_argument("--bands", type=int, default=8, help="equal log10(lam) bands over the router's range")
     parser.add_argument("--split", default="test", help="route the queries of this split (default test; valid: "
@@ -132,7 +133,7 @@ def main() -> None:
         runs[str(seed)] = {"bands": known_router_readings(router, data, edges, args.users, seed, args.split),
                            "validation": router.best_valid_utility, "seconds": time.time() - start}
         print(f"seed {seed}: {runs[str(seed)]['seconds']:.0f} s", flush=True)
-    stem = args.out / (f"known_shift_{args.data}" + ("" if args.split == "test" else f"_{args.split}"))
+    stem = args.out / (args.name or f"known_shift_{args.data}" + ("" if args.split == "test" else f"_{args.split}"))
     write_results(stem.with_suffix(".json"), {"config": config.to_dict(), "data": args.data, "split": args.split,
                                               "split_sizes": split_sizes(data), "runs": runs})
     text = markdown(args, runs)

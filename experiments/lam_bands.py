@@ -51,13 +51,12 @@ CURVE_METHODS = ("known", "mlp_known", "best_fixed", "agnostic", "metarouter", "
 
 
 def main() -> None:
-    parser = experiment_parser(__doc__, OUT)
+    parser = experiment_parser(__doc__, OUT, default_name="lam_bands_<data>, with _<strategy> for a strategy "
+                                                          "other than informative")
     parser.add_argument("--data", default="routerbench", help="routerbench (default), synthetic, or a dataset name")
     parser.add_argument("--bands", type=int, default=8, help="equal log10(lam) bands over the router's range")
     parser.add_argument("--strategy", default="informative", choices=("uniform", "informative", "active"),
                         help="how the users' pairs are chosen (evaluate's pair strategies)")
-    parser.add_argument("--name", help="result file names NAME.json and .md (default lam_bands_<data>, "
-                                       "with _<strategy> for a strategy other than informative)")
     add_validation_options(parser)
     parser.set_defaults(users=512)   # per band: 4,096 users a seed with the default 8 bands
     args, overrides = parse(parser)

@@ -1,7 +1,7 @@
 """Out-of-distribution task families with a few calibration answers on each new family.
 
     python experiments/ood_calibrated.py [--data synthetic] [--calib-queries 32]
-        [--seeds 0 1 2] [--steps 2000] [--users 256] [--set KEY=VALUE ...] [--out DIR]
+        [--seeds 0 1 2] [--steps 2000] [--users 256] [--set KEY=VALUE ...] [--out DIR] [--name NAME]
 
 `experiments/generalisation.py --study ood` showed that routers meta-trained on QA families do
 not transfer to code or math: the model descriptors hold quality per task family, and a column
@@ -60,7 +60,7 @@ def calibrated_split(data, setup, calib_queries: int, seed: int = 0):
 
 
 def main() -> None:
-    parser = experiment_parser(__doc__, OUT)
+    parser = experiment_parser(__doc__, OUT, default_name="ood_calibrated_<data>")
     parser.add_argument("--data", default="synthetic", choices=sorted(SETUPS))
     parser.add_argument("--calib-queries", type=int, default=32,
                         help="calibration queries per new family (every model's answer to each)")
@@ -92,7 +92,7 @@ def main() -> None:
                "test_queries": {g: int(split.split(f"test_{g}").size) for g in groups},
                "in_distribution_test_queries": int(data.split("test").size),
                "runs": runs, "seconds": time.time() - start}
-    stem = args.out / f"ood_calibrated_{args.data}"
+    stem = args.out / (args.name or f"ood_calibrated_{args.data}")
     write_results(stem.with_suffix(".json"), results)
     table = markdown(results, args.seeds, args.users, args.steps)
     stem.with_suffix(".md").write_text(table)

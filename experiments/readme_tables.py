@@ -148,7 +148,7 @@ def ablations(data: str = "synthetic,routerbench") -> list[str]:
         for variant, result in load(f"ablations_{name}.json")["variants"].items():
             runs = list(result["runs"].values())
             same = lambda r: r  # noqa: E731
-            rows.append([DATA_LABEL[name], f"`{variant}`", n6(runs, same, "uniform", "metarouter"),
+            rows.append([data_label(name), f"`{variant}`", n6(runs, same, "uniform", "metarouter"),
                          n6(runs, same, "informative", "metarouter"),
                          n6(runs, same, "informative", "metarouter", "preference_recovery"),
                          cell([r["informative"]["known"]["0"]["normalized_utility"] for r in runs]),

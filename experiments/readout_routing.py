@@ -128,9 +128,8 @@ def markdown(args, runs: dict, settings: dict) -> str:
 
 
 def main() -> None:
-    parser = experiment_parser(__doc__, OUT)
+    parser = experiment_parser(__doc__, OUT, default_name="readout_routing_<data>")
     parser.add_argument("--data", default="synthetic", help="synthetic (default), routerbench, or a dataset name")
-    parser.add_argument("--name", help="result file names NAME.json, NAME.md (default readout_routing_<data>)")
     add_validation_options(parser)
     args, overrides, hparam_overrides = parse(parser, hparams=True)
     hparams = mr.Hparams.create(**hparam_overrides)

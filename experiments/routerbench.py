@@ -29,9 +29,8 @@ STRATEGIES = ("uniform", "informative", "active")  # active: asked one at a time
 
 
 def main() -> None:
-    parser = experiment_parser(__doc__, OUT)
+    parser = experiment_parser(__doc__, OUT, name="routerbench")
     parser.add_argument("--data", default=None, help="RouterBench folder (default: $METAROUTER_DATA/routerbench_0shot)")
-    parser.add_argument("--name", default="routerbench", help="result file names: NAME.json, NAME.md")
     add_validation_options(parser)
     parser.set_defaults(users=1024)
     args, overrides = parse(parser)

@@ -32,9 +32,8 @@ def markdown(runs: dict, strategy: str, metric: str) -> str:
 
 
 def main() -> None:
-    parser = experiment_parser(__doc__, OUT)
+    parser = experiment_parser(__doc__, OUT, name="synthetic", names="NAME_<profile>.json, NAME.md")
     parser.add_argument("--profiles", nargs="+", default=["linear", "family_weights"])
-    parser.add_argument("--name", default="synthetic", help="result file names: NAME_<profile>.json, NAME.md")
     args, overrides = parse(parser)
     out = args.out
     data = mr.synthetic_data(seed=0)
