@@ -29,6 +29,8 @@ and NAME_curves.png, the first seed's cost-quality curves at n = 6.
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import time
 from pathlib import Path
 
@@ -172,13 +174,15 @@ def summary_table(results: list[dict]) -> list[str]:
 
     with_sizes = any("split_sizes" in r for r in results)   # a column only where some file records them
     shown = {"ema_decay", "valid_criterion"}
-    fields = sorted({key for r in results for key in r["config"]} - shown)
-    others = [key for key in fields if len({repr(r["config"].get(key)) for r in results}) > 1]
+    # A field a file lacks was added to TrainConfig after it was made: it trained with the default.
+    defaults = json.loads(json.dumps(dataclasses.asdict(mr.TrainConfig())))
+    configs = [{**defaults, **r["config"]} for r in results]
+    fields = sorted({key for c in configs for key in c} - shown)
+    others = [key for key in fields if len({repr(c.get(key)) for c in configs}) > 1]
     rows = []
-    for result in results:
+    for result, config in zip(results, configs):
         runs = list(result["runs"].values())
         known, meta = fixed_gaps(runs, "known"), fixed_gaps(runs, "metarouter")
-        config = result["config"]
         sizes = [str(result["split_sizes"]["valid"])] if "split_sizes" in result else ["not recorded"]
         rows.append([*(sizes if with_sizes else []), f"{config.get('ema_decay', 0.0):g}",
                      config.get("valid_criterion", "utility"),
