@@ -49,8 +49,10 @@ RECIPES: Mapping[str, Recipe] = MappingProxyType({
     # README, "Giving the policy the predictor's signal": the supervised loss on the policy's
     # answer components (answer_weight=1) raised the known router's and the MetaRouter's test
     # utility on every seed (validation: on two of three), in the low preference bands, on unseen
-    # models and at pool sizes 2-11; weight 3 was level on validation, 0.3 too little to matter
-    # (added 2026-12-01; result files made before record answer_weight 0 or no such field).
+    # models and at pool sizes 2-11; weight 3 was level on validation, 0.3 too little to matter.
+    # On eight seeds both routers gained on seven; seed 5 lost at the quality-seeking end, and its
+    # validation utility said so (added 2026-12-01; older result files record answer_weight 0 or
+    # no such field).
     "routerbench_0shot": Recipe(
         valid_fraction=0.2,
         config=MappingProxyType({"log10_lam_range": (0.0, 4.0), "ema_decay": 0.99, "answer_weight": 1.0}),
