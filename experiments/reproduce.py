@@ -14,7 +14,8 @@ lacks, or lack some it has: those are counted, not compared. NaN equals NaN.
 
 The training configurations (every "config" entry) are compared first, field by field: a result
 made before a recipe or a default changed trains differently today, and its rerun says which fields
-moved and at which commit the file was made (rerun it there: `git worktree add DIR COMMIT`). A field
+moved, the `--set` settings that restore them, and at which commit the file was made (rerun it
+there: `git worktree add DIR COMMIT`). A field
 the committed file lacks (added to TrainConfig later) counts as moved only where the rerun's value
 is not the field's default.
 
@@ -91,6 +92,20 @@ def config_changes(committed, rerun, defaults: dict) -> list[tuple[str, object, 
             if a.get(field) != b.get(field):
                 changes.append((f"{path}/{field}", a.get(field), b.get(field)))
     return changes
+
+
+def set_hint(changes, defaults: dict) -> str:
+    """The `--set` settings that restore a result's top-level config fields (a field it lacks
+    takes TrainConfig's default), or "" where a change is nested (per-variant configs) or a field
+    no longer exists."""
+    settings = []
+    for where, old, _ in changes:
+        field = where.removeprefix("/config/")
+        if "/" in field or field not in defaults:
+            return ""
+        value = defaults[field] if old is None else old
+        settings.append(f"{field}={json.dumps(value, separators=(',', ':')) if isinstance(value, list) else value}")
+    return " ".join(settings)
 
 
 def config_defaults(root: Path = ROOT) -> dict:
@@ -250,6 +265,9 @@ def main(argv=None) -> int:
                       f"than at commit {made_at[:12]}, where the file was made (rerun it there):")
                 for where, old, new in changes[:10]:
                     print(f"  {where}: committed {old}, rerun {new}")
+                hint = set_hint(changes, defaults)
+                if hint:
+                    print(f"  or rerun today with: --set {hint}")
             result = compare(committed, again, args.tolerance)
             print(f"{path.stem}: {'reproduced' if not result.over else 'MOVED'}: {result.line(args.tolerance)}")
             for where, old, new in result.over[:10]:
