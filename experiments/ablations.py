@@ -2,6 +2,7 @@
 
     python experiments/ablations.py [--data synthetic] [--variants full no_noise ...]
         [--seeds 0 1 2] [--steps 2000] [--users 256] [--set KEY=VALUE ...] [--out DIR] [--name NAME]
+        [--no-reference]
 
 Each variant changes one thing against the default MetaRouter (`full`), DESIGN.md section 8:
 
@@ -28,7 +29,7 @@ import numpy as np
 
 import metarouter_jax as mr
 
-from common import add_validation_options, cell, experiment_parser, load_data, parse, setup, split_sizes, write_results
+from common import add_reference_option, add_validation_options, cell, experiment_parser, load_data, parse, setup, split_sizes, write_results
 
 OUT = Path(__file__).resolve().parent / "results"
 NS = (0, 2, 6, 16)
@@ -69,6 +70,7 @@ def main() -> None:
     parser.add_argument("--data", default="synthetic", help="synthetic (default) or a dataset name, e.g. routerbench")
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     add_validation_options(parser)
+    add_reference_option(parser)
     args, overrides = parse(parser)
     # RouterBench as experiments/routerbench.py; otherwise the data's splits and frontier range.
     data, base = setup(args, overrides, args.data, load_data(args.data))
@@ -82,7 +84,8 @@ def main() -> None:
             start = time.time()
             router = mr.MetaRouter.fit(data, config, hparams, seed=seed)
             seconds = time.time() - start
-            report = mr.evaluate(router, data, n_users=args.users, seed=seed, n_contexts=NS, strategies=STRATEGIES)
+            report = mr.evaluate(router, data, n_users=args.users, seed=seed, n_contexts=NS, strategies=STRATEGIES,
+                                 reference=args.reference)
             runs[str(seed)] = {**report.to_json(), "validation": router.best_valid_utility, "seconds": seconds}
             print(f"{variant}, seed {seed}: trained in {seconds:.0f} s\n{report.table('uniform')}", flush=True)
         results["variants"][variant] = {"config": config.to_dict(), "hparams": hparams.to_json(), "runs": runs}

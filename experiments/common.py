@@ -54,6 +54,14 @@ def parse(parser: argparse.ArgumentParser, hparams: bool = False):
     return (args, overrides, hparam_overrides) if hparams else (args, overrides)
 
 
+def add_reference_option(parser: argparse.ArgumentParser) -> None:
+    """--no-reference: evaluate without the routing literature's baselines
+    (`evaluate(..., reference=False)`), for scripts whose tables do not read them."""
+    parser.add_argument("--no-reference", dest="reference", action="store_false",
+                        help="evaluate without the routing literature's baselines (their fits are most of a small "
+                             "router's evaluation time, their figures half a result file)")
+
+
 def add_validation_options(parser: argparse.ArgumentParser) -> None:
     """--valid-fraction and --valid-subset (shares in (0, 1), as the metarouter command's), for
     scripts that load their data with `setup` or `validation_data`."""

@@ -36,7 +36,7 @@ import numpy as np
 import metarouter_jax as mr
 from metarouter_jax.splits import ood_by_family, select_models
 
-from common import add_validation_options, cell, experiment_parser, load_data, parse, setup, split_sizes, write_results
+from common import add_reference_option, add_validation_options, cell, experiment_parser, load_data, parse, setup, split_sizes, write_results
 
 OUT = Path(__file__).resolve().parent / "results"
 NS = (0, 2, 6, 16)
@@ -211,8 +211,7 @@ def main() -> None:
     parser.add_argument("--data", default="synthetic", choices=sorted(SETUPS))
     parser.add_argument("--study", nargs="+", default=list(STUDIES), choices=STUDIES)
     parser.add_argument("--unseen", nargs="+", default=None, help="models held out of training (pool study)")
-    parser.add_argument("--no-reference", dest="reference", action="store_false",
-                        help="evaluate without the routing literature's baselines (a result file half the size)")
+    add_reference_option(parser)
     add_validation_options(parser)
     args, overrides = parse(parser)
     study = dict(SETUPS[args.data], **({"unseen": args.unseen} if args.unseen else {}))

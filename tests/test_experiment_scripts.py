@@ -60,3 +60,14 @@ def test_readout_routing_routes_three_ways(tmp_path):
                            "--set", "answer_weight=0"], cwd=REPO / "experiments", env=child_env(),
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and "answer_weight must be > 0" in proc.stderr
+
+
+def test_ablations_script_names_its_file_and_can_leave_out_the_reference_baselines(tmp_path):
+    run_script("ablations.py", "--variants", "full", "no_entropy", "--no-reference", "--name", "tiny_ablations",
+               "--out", str(tmp_path))
+    result = json.loads((tmp_path / "tiny_ablations.json").read_text())
+    assert list(result["variants"]) == ["full", "no_entropy"] and (tmp_path / "tiny_ablations.md").is_file()
+    assert not (tmp_path / "ablations_synthetic.json").exists()
+    run = result["variants"]["no_entropy"]["runs"]["0"]
+    assert result["variants"]["no_entropy"]["hparams"]["entropy_start"] == 0.0
+    assert "metarouter" in run["informative"] and not set(run["informative"]) & set(mr.evaluation.REFERENCE_METHODS)
