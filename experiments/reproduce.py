@@ -104,7 +104,8 @@ def set_hint(changes, defaults: dict) -> str:
         if "/" in field or field not in defaults:
             return ""
         value = defaults[field] if old is None else old
-        settings.append(f"{field}={json.dumps(value, separators=(',', ':')) if isinstance(value, list) else value}")
+        # as `--set` reads them: JSON (true, [0,4]), a string as it is
+        settings.append(f"{field}={value if isinstance(value, str) else json.dumps(value, separators=(',', ':'))}")
     return " ".join(settings)
 
 

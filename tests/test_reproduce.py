@@ -102,10 +102,16 @@ def test_config_changes_name_what_trains_differently():
         ("/config/answer_weight", None, 1.0), ("/variants/full/config/hidden", 64, 32)]
     assert reproduce.compare(committed, recipe_moved, 1e-3).compared == 0     # configs are not figures
     top_level = {"config": {"ema_decay": 0.99, "hidden": 64, "answer_weight": 1.0, "log10_lam_range": [0.0, 4.0]}}
-    before = {"config": {"ema_decay": 0.0, "hidden": 64, "log10_lam_range": [-1.0, 3.0]}}
-    defaults = {**defaults, "log10_lam_range": [-1.0, 3.0]}
+    top_level["config"] |= {"label_flips": True, "profile": "linear"}
+    before = {"config": {"ema_decay": 0.0, "hidden": 64, "log10_lam_range": [-1.0, 3.0], "label_flips": False,
+                         "profile": "budget"}}
+    defaults = {**defaults, "log10_lam_range": [-1.0, 3.0], "label_flips": True, "profile": "linear"}
     changes = reproduce.config_changes(before, top_level, defaults)
-    assert reproduce.set_hint(changes, defaults) == "answer_weight=0.0 ema_decay=0.0 log10_lam_range=[-1.0,3.0]"
+    hint = reproduce.set_hint(changes, defaults)
+    assert hint == ("answer_weight=0.0 ema_decay=0.0 label_flips=false log10_lam_range=[-1.0,3.0] profile=budget")
+    from metarouter_jax.cli import parse_overrides
+    assert parse_overrides(hint.split())[0] == {"answer_weight": 0.0, "ema_decay": 0.0, "label_flips": False,
+                                                "log10_lam_range": (-1.0, 3.0), "profile": "budget"}
     assert reproduce.set_hint(reproduce.config_changes(committed, recipe_moved, defaults), defaults) == ""  # nested
     assert reproduce.config_defaults()["answer_weight"] == 0.0
 
