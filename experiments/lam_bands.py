@@ -29,8 +29,6 @@ and NAME_curves.png, the first seed's cost-quality curves at n = 6.
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import time
 from pathlib import Path
 
@@ -175,7 +173,7 @@ def summary_table(results: list[dict]) -> list[str]:
     with_sizes = any("split_sizes" in r for r in results)   # a column only where some file records them
     shown = {"ema_decay", "valid_criterion"}
     # A field a file lacks was added to TrainConfig after it was made: it trained with the default.
-    defaults = json.loads(json.dumps(dataclasses.asdict(mr.TrainConfig())))
+    defaults = mr.TrainConfig().to_json()
     configs = [{**defaults, **r["config"]} for r in results]
     fields = sorted({key for c in configs for key in c} - shown)
     others = [key for key in fields if len({repr(c.get(key)) for c in configs}) > 1]

@@ -116,7 +116,7 @@ def config_defaults(root: Path = ROOT) -> dict:
         from metarouter_jax.config import TrainConfig
     finally:
         sys.path.pop(0)
-    return json.loads(json.dumps(dataclasses.asdict(TrainConfig())))
+    return TrainConfig().to_json()
 
 
 def compare(committed, rerun, tolerance: float, path: str = "", result: Comparison | None = None) -> Comparison:

@@ -14,6 +14,9 @@ def test_defaults_and_round_trip_pass():
     assert config.beta_range == (2, 20) and config.frozen == ("policy",)        # lists become tuples
     assert type(config.num_steps) is int and config.informative_fraction == 1.0
     assert TrainConfig.from_dict(config.to_dict()) == config
+    recorded = config.to_json()                                                  # as result files hold it
+    assert recorded["beta_range"] == [2.0, 20.0] and recorded["frozen"] == ["policy"]
+    assert TrainConfig.from_dict(recorded) == config
     assert Hparams.create().batch_shape == ()
 
 

@@ -206,6 +206,11 @@ class TrainConfig:
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
+    def to_json(self) -> dict[str, Any]:
+        """`to_dict()` as a JSON file records it (tuples as lists): what result files and
+        config.json hold, for comparing with them."""
+        return json.loads(json.dumps(self.to_dict()))
+
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> "TrainConfig":
         known = {f.name: f for f in dataclasses.fields(cls)}

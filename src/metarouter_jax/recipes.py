@@ -46,7 +46,7 @@ RECIPES: Mapping[str, Recipe] = MappingProxyType({
     # range on four or five of eight seeds; with 20% (443 queries) and the parameter average none
     # lost more than 0.031, and the known router was above the best fixed model on every seed.
     # log10(lam) in [0, 4]: the reference range of DESIGN.md section 9.
-    # README, "Giving the policy the predictor's signal": the supervised loss on the policy's
+    # README, "The supervised answer loss (`answer_weight`)": the supervised loss on the policy's
     # answer components (answer_weight=1) raised the known router's and the MetaRouter's test
     # utility on every seed (validation: on two of three), in the low preference bands, on unseen
     # models and at pool sizes 2-11; weight 3 was level on validation, 0.3 too little to matter.
