@@ -446,3 +446,25 @@ def test_every_use_of_a_seed_has_its_own_stream():
     assert len({str(k) for k in keys.values()}) == len(STREAMS)
     with pytest.raises(ValueError, match="unknown random stream 'users'"):
         seed_key(3, "users")
+
+
+def test_routers_of_one_network_share_the_compiled_evaluation(trained_router, small_data):
+    """The routers' arrays enter evaluate's program as arguments, not as constants: another
+    router of the same network (another seed's) with other test users runs the program already
+    compiled, and its figures are its own. A router read back from router.json (its config's
+    tuples were lists there) has the network of the fitted one, so it shares the program too."""
+    from metarouter_jax.evaluation import _users
+
+    kw = dict(n_users=4, n_contexts=(0, 3), strategies="informative", reference=False)
+    first = mr.evaluate(trained_router, small_data, **kw)
+    compiled = _users._cache_size()
+    other = copy.copy(trained_router)
+    other.params = jax.tree.map(lambda x: x * 1.5 if jax.numpy.issubdtype(x.dtype, jax.numpy.floating) else x,
+                                trained_router.params)
+    second = mr.evaluate(other, small_data, seed=1, **kw)
+    assert _users._cache_size() == compiled
+    assert second.results["informative"]["metarouter"] != first.results["informative"]["metarouter"]
+    assert mr.evaluate(trained_router, small_data, **kw).results == first.results   # nothing of `other` stayed
+    net = trained_router.net_config
+    read = dataclasses.replace(net, beta_range=list(net.beta_range))   # as router.json gives it
+    assert read == net and hash(read) == hash(net)

@@ -38,6 +38,7 @@ stratified draw from the prior when the bands are equal.
 from __future__ import annotations
 
 import dataclasses
+import functools
 
 import jax
 import jax.numpy as jnp
@@ -200,20 +201,91 @@ def evaluate(router, data: RoutingData, split: str = "test", n_contexts=DEFAULT_
         raise ValueError(f"no query of split {split!r} ({split_queries.size} queries) has a model of the pool "
                          f"{pool_names} observed: nothing to evaluate")
     queries = jnp.asarray(routable)
-    source = PairSource.build(arrays, routable)
     calib = jnp.asarray(calibration_queries(data, router.config))  # the scales users were trained with
-    pool_mask = jnp.asarray(pool_mask)
+    grid = baselines.lam_grid(router.profiles)
+    # bt_marginal knows only the training users' noise prior, as the MetaRouter does.
+    flip_max = float(router.hparams.flip_max) if router.config.label_flips else 0.0
+    if reference:
+        predictors, principal = reference_fits(router, data, arrays, routable, seed, pool_mask)
+        predictors = tuple((p.quality, p.cost) for p in predictors)
+    else:
+        predictors, principal = (), None
+    program = _Program(graphdef=router.graphdef, router_profiles=router.profiles, profiles=profiles,
+                       inner_steps=router.config.inner_steps, first_order=router.config.first_order,
+                       n_contexts=n_contexts, beta=float(beta), flip=float(flip), reference=bool(reference),
+                       user_batch=int(user_batch))
+    env = {"params": router.params, "arrays": arrays, "queries": queries, "source": PairSource.build(arrays, routable),
+           "calib": calib, "pool_mask": jnp.asarray(pool_mask), "grid": grid,
+           "grid_scales": baselines.grid_scales(router.profiles, arrays, calib, grid),
+           "noise": baselines.noise_quadrature(router.config.beta_range, flip_max), "atoms": router.atoms,
+           "family": arrays.family[queries] if router.net_config.family_quality else None,   # read by that policy only
+           "predictors": predictors, "principal": principal}
+    adaptive_methods, flat_methods, pair_methods = (
+        tuple(m for m in methods if reference or m not in REFERENCE_METHODS) for methods in (ADAPTIVE, FLAT, PAIR_METHODS))
+    n_queries = int(queries.shape[0])
+    keys, user_bands = user_keys(seed, n_users, edges)
+    per_user = {}
+    for strategy in strategies:   # one compiled program serves both up-front strategies (a traced switch)
+        per_user[strategy] = _users(program, env, keys, user_bands, jnp.asarray(strategy == "informative"),
+                                    active=strategy == "active")
+        # per user: adaptive [U, n, ADAPTIVE, 3], flat [U, FLAT, 3], identification [U, n, 3]
+    settings = {"split": split, "n_users": n_users * (1 if edges is None else len(edges) - 1), "n_queries": n_queries,
+                "seed": seed, "beta": beta, "flip": flip, "profile": profiles.name,
+                "n_contexts": sorted(set(n_contexts)), "pool": pool_names, "reference": reference}
+    if edges is not None:
+        settings["bands"] = edges.tolist()
+    methods = (adaptive_methods, flat_methods, pair_methods)
+    report = _report(per_user, slice(None), n_contexts, settings, methods)
+    if edges is not None:
+        common = {k: v for k, v in settings.items() if k != "bands"} | {"n_users": n_users}
+        for b, label in enumerate(band_labels(edges)):
+            report.by_band[label] = _report(per_user, slice(b * n_users, (b + 1) * n_users), n_contexts,
+                                            {**common, "log10_lam_band": edges[b:b + 2].tolist()}, methods)
+    return report
+
+
+@dataclasses.dataclass(frozen=True)
+class _Program:
+    """What `evaluate`'s compiled program depends on beside the shapes of its arrays (`_users`'
+    static argument). The routers' parameters and the data enter as arguments, so calls that
+    agree on these (each seed of an experiment, a router evaluated again, another split of the
+    same size) share one compilation, in jit's cache and in the persistent compilation cache;
+    closed over as constants, they made every call compile its own program (4.3 of 5.0 s on the
+    README's small router)."""
+
+    graphdef: nnx.GraphDef     # the routers' network (one structure for the three)
+    router_profiles: object    # the router's profile family: the known router's inputs, the plug-ins' profiles
+    profiles: object           # the test users' profile family
+    inner_steps: int
+    first_order: bool
+    n_contexts: tuple          # the numbers of contexts reported
+    beta: float                # the test users' rationality and label-flip rate
+    flip: float
+    reference: bool            # with the routing literature's baselines
+    user_batch: int            # users evaluated side by side
+
+
+@functools.partial(jax.jit, static_argnames=("program", "active"))
+def _users(program: _Program, env: dict, keys, bands, informative, active: bool = False):
+    """Every test user's figures: (adaptive [U, n, ADAPTIVE, 3], flat [U, FLAT, 3], identification
+    [U, n, 3], pair accuracy [U, n, PAIR_METHODS]), users drawn from `keys` [U] (and `bands` [U, 2]
+    or None), their pairs informative where `informative` (a traced bool) or asked one at a time
+    (`active`). `env` holds the arrays `evaluate` prepared (see there)."""
+    graphdef, router_profiles, profiles = program.graphdef, program.router_profiles, program.profiles
+    inner_steps, first_order, reference = program.inner_steps, program.first_order, program.reference
+    n_contexts, beta, flip = program.n_contexts, program.beta, program.flip
+    params, arrays, atoms, queries, source = (env[k] for k in ("params", "arrays", "atoms", "queries", "source"))
+    calib, pool_mask, grid, grid_scales, family = (env[k] for k in ("calib", "pool_mask", "grid", "grid_scales",
+                                                                    "family"))
+    predictors, principal = env["predictors"], env["principal"]
     allowed = arrays.observed[queries] & pool_mask                                   # [Q, K]
     capacity = max(max(n_contexts), 1)
-    graphdef, params = router.graphdef, router.params
-    grid = baselines.lam_grid(router.profiles)
-    grid_scales = baselines.grid_scales(router.profiles, arrays, calib, grid)
 
     def known_latent(profile_):
         """The known router's routing weights for a profile of the router's family."""
-        return adaptation.profile_latent(graphdef, params["known"], router.profiles.features(profile_))
+        return adaptation.profile_latent(graphdef, params["known"], router_profiles.features(profile_))
 
-    grid_latents = jax.vmap(lambda lam: known_latent(router.profiles.linear_profile(lam)))(grid)   # [G, R]
+    grid_latents = jax.vmap(lambda lam: known_latent(router_profiles.linear_profile(lam)))(grid)   # [G, R]
 
     def bayes_log10_lam(weights):
         """The lam whose plug-in profile is the Bayes decision on predicted utilities under grid
@@ -221,20 +293,11 @@ def evaluate(router, data: RoutingData, split: str = "test", n_contexts=DEFAULT_
         their scale (the metric's normalisation), so the posterior mean of lam under weights / scale."""
         w = weights / grid_scales
         return jnp.log10(w @ 10.0 ** grid / w.sum())
-    # bt_marginal knows only the training users' noise prior, as the MetaRouter does.
-    flip_max = float(router.hparams.flip_max) if router.config.label_flips else 0.0
-    noise_betas, noise_flips = baselines.noise_quadrature(router.config.beta_range, flip_max)
+    noise_betas, noise_flips = env["noise"]
     emb = arrays.embeddings[queries]
     feats = {name: adaptation.query_features(graphdef, params[name], emb) for name in ("metarouter", "known", "agnostic")}
-
-    family = arrays.family[queries] if router.net_config.family_quality else None   # read by that policy only
     if reference:
-        predictors, principal = reference_fits(router, data, arrays, routable, seed, pool_mask)
         query_principal = principal(emb)                                             # [Q, F]
-    else:
-        predictors = ()
-    adaptive_methods, flat_methods, pair_methods = (
-        tuple(m for m in methods if reference or m not in REFERENCE_METHODS) for methods in (ADAPTIVE, FLAT, PAIR_METHODS))
     num_models = arrays.observed.shape[1]
 
     def masked_argmax(scores):
@@ -242,8 +305,9 @@ def evaluate(router, data: RoutingData, split: str = "test", n_contexts=DEFAULT_
         return jnp.argmax(jnp.where(allowed, scores, -jnp.inf), -1)
 
     def predicted_choice(prediction, utility_of, profile_):
+        quality, cost = prediction   # a predictor's [Q, K] estimates
         return masked_argmax(jax.vmap(utility_of, in_axes=(None, 0, 0, 0))(
-            profile_, prediction.quality, prediction.cost, arrays.family[queries]))
+            profile_, quality, cost, arrays.family[queries]))
 
     def route(name, z):
         axes = (None, None, 0, None, None, adaptation.family_axis(family))
@@ -264,9 +328,9 @@ def evaluate(router, data: RoutingData, split: str = "test", n_contexts=DEFAULT_
         if active:
             def next_target(ctx):
                 weights = adaptation.posterior_weights(graphdef, params["metarouter"], ctx, arrays.descriptors,
-                                                       router.atoms, router.config.inner_steps,
-                                                       router.config.first_order)
-                return adaptation.posterior_median_log10_lam(weights, router.atoms)
+                                                       atoms, inner_steps,
+                                                       first_order)
+                return adaptation.posterior_median_log10_lam(weights, atoms)
 
             ctx_full = sample_active_contexts(key_ctx, profiles, profile, arrays, source, pool_mask,
                                               capacity=capacity, scale=scale, beta=beta, flip=flip,
@@ -274,11 +338,11 @@ def evaluate(router, data: RoutingData, split: str = "test", n_contexts=DEFAULT_
         else:
             ctx_full = sample_contexts(key_ctx, profiles, profile, arrays, source, pool_mask, count=capacity,
                                        capacity=capacity, scale=scale, beta=beta, flip=flip, informative=informative,
-                                       target_range=router.profiles.log10_lam_range)
+                                       target_range=router_profiles.log10_lam_range)
         held = sample_contexts(jax.random.fold_in(key, 3), profiles, profile, arrays, source, pool_mask,
                                count=HELD_OUT_PAIRS, capacity=HELD_OUT_PAIRS, scale=scale, beta=beta, flip=flip,
                                informative=True if active else informative,
-                               target_range=router.profiles.log10_lam_range)
+                               target_range=router_profiles.log10_lam_range)
         held_principal = principal(held.query_emb) if reference else None
 
         def held_gap(family_, profile_):
@@ -290,7 +354,7 @@ def evaluate(router, data: RoutingData, split: str = "test", n_contexts=DEFAULT_
         grid_predictions = jax.nn.sigmoid(beta * baselines.grid_gaps(held, arrays, grid, grid_scales))  # [G, H]
         known_gap = held_gap(profiles, profile)
 
-        if router.atoms is not None:
+        if atoms is not None:
             encoder = nnx.merge(graphdef, params["metarouter"]).encoder
             singles = jax.tree.map(lambda x: x[:, None], held)                 # H one-pair context sets
 
@@ -298,7 +362,7 @@ def evaluate(router, data: RoutingData, split: str = "test", n_contexts=DEFAULT_
                 """[H, G] each atom's log-likelihood of each held-out pair answered y (1: a)."""
                 labelled = singles.replace(label=jnp.full((HELD_OUT_PAIRS, 1), y),
                                            mask=jnp.ones((HELD_OUT_PAIRS, 1), bool))
-                return jax.vmap(lambda c: encoder.posterior_logits(c, arrays.descriptors, router.atoms)
+                return jax.vmap(lambda c: encoder.posterior_logits(c, arrays.descriptors, atoms)
                                 - encoder.prior_logits[...])(labelled)
 
             held_ll = (pair_ll(1.0), pair_ll(0.0))
@@ -321,38 +385,38 @@ def evaluate(router, data: RoutingData, split: str = "test", n_contexts=DEFAULT_
 
         def at_n(n):
             ctx = ctx_full.replace(mask=ctx_full.mask & (jnp.arange(capacity) < n))  # drawn pairs left out stay out
-            if router.atoms is None:
+            if atoms is None:
                 z = adaptation.adapt(graphdef, params["metarouter"], ctx, arrays.descriptors,
-                                     router.config.inner_steps, router.config.first_order)
+                                     inner_steps, first_order)
                 metarouter_lam, atom_weights = jnp.nan, None
             else:  # what `adapt` returns, with the atom posterior beside it
                 z, atom_weights = adaptation.atomic_latent(graphdef, params["metarouter"], ctx, arrays.descriptors,
-                                                           router.atoms, router.config.inner_steps,
-                                                           router.config.first_order)
-                metarouter_lam = atom_weights @ router.atoms.log10_lam
+                                                           atoms, inner_steps,
+                                                           first_order)
+                metarouter_lam = atom_weights @ atoms.log10_lam
             mle, post, weights = baselines.bt_estimates(ctx, arrays, grid, grid_scales, beta, flip)
             marginal = baselines.marginal_posterior_mean(ctx, arrays, grid, grid_scales, noise_betas, noise_flips)
-            post_profile = router.profiles.linear_profile(post)
+            post_profile = router_profiles.linear_profile(post)
             routed = [outcome(route("metarouter", z)),
                       outcome(known_choice(post_profile)),
-                      outcome(known_choice(router.profiles.linear_profile(mle))),
+                      outcome(known_choice(router_profiles.linear_profile(mle))),
                       outcome(route("known", weights @ grid_latents)),
-                      outcome(known_choice(router.profiles.linear_profile(marginal)))]
+                      outcome(known_choice(router_profiles.linear_profile(marginal)))]
             # Held-out answers: each method's logit of "a preferred" (> 0: it predicts a).
             logits = [
-                metarouter_pair_logits(atom_weights) if router.atoms is not None else jnp.full(HELD_OUT_PAIRS, jnp.nan),
-                held_gap(router.profiles, post_profile), held_gap(router.profiles, router.profiles.linear_profile(mle)),
+                metarouter_pair_logits(atom_weights) if atoms is not None else jnp.full(HELD_OUT_PAIRS, jnp.nan),
+                held_gap(router_profiles, post_profile), held_gap(router_profiles, router_profiles.linear_profile(mle)),
                 jax.scipy.special.logit(jnp.clip(weights @ grid_predictions, 1e-6, 1 - 1e-6)),
-                held_gap(router.profiles, router.profiles.linear_profile(marginal))]
+                held_gap(router_profiles, router_profiles.linear_profile(marginal))]
             if reference:
                 ctx_principal = principal(ctx.query_emb)
                 linucb_fitted = reference_routers.linucb_fit(ctx, ctx_principal, num_models)
                 linucb = reference_routers.linucb_scores(linucb_fitted, query_principal, key_reference)
                 scratch_params = reference_routers.scratch_fit(ctx, ctx_principal, arrays.descriptors, key_reference)
                 scratch = reference_routers.scratch_scores(scratch_params, query_principal, arrays.descriptors)
-                routed += [*(outcome(predicted_choice(p, router.profiles.utility, post_profile)) for p in predictors),
-                           outcome(predicted_choice(predictors[1], router.profiles.utility,
-                                                    router.profiles.linear_profile(bayes_log10_lam(weights)))),
+                routed += [*(outcome(predicted_choice(p, router_profiles.utility, post_profile)) for p in predictors),
+                           outcome(predicted_choice(predictors[1], router_profiles.utility,
+                                                    router_profiles.linear_profile(bayes_log10_lam(weights)))),
                            outcome(masked_argmax(linucb)), outcome(masked_argmax(scratch))]
                 held_values = reference_routers.linucb_means(linucb_fitted[0], held_principal)    # [H, K]
                 pairs = jnp.arange(HELD_OUT_PAIRS)
@@ -371,31 +435,8 @@ def evaluate(router, data: RoutingData, split: str = "test", n_contexts=DEFAULT_
                           *(outcome(predicted_choice(p, profiles.utility, profile)) for p in predictors)])  # [FLAT, 3]
         return adaptive, flat, identified, accuracy
 
-    n_queries = int(queries.shape[0])
-    keys, user_bands = user_keys(seed, n_users, edges)
-    run = jax.jit(lambda ks, bs, inf: jax.lax.map(lambda kb: one_user(*kb, inf), (ks, bs), batch_size=user_batch))
-    run_active = jax.jit(lambda ks, bs: jax.lax.map(lambda kb: one_user(*kb, True, active=True), (ks, bs),
-                                                    batch_size=user_batch))
-    per_user = {}
-    for strategy in strategies:
-        if strategy == "active":
-            per_user[strategy] = run_active(keys, user_bands)
-        else:  # one compiled program serves both up-front strategies (a traced switch)
-            per_user[strategy] = run(keys, user_bands, jnp.asarray(strategy == "informative"))
-        # per user: adaptive [U, n, ADAPTIVE, 3], flat [U, FLAT, 3], identification [U, n, 3]
-    settings = {"split": split, "n_users": n_users * (1 if edges is None else len(edges) - 1), "n_queries": n_queries,
-                "seed": seed, "beta": beta, "flip": flip, "profile": profiles.name,
-                "n_contexts": sorted(set(n_contexts)), "pool": pool_names, "reference": reference}
-    if edges is not None:
-        settings["bands"] = edges.tolist()
-    methods = (adaptive_methods, flat_methods, pair_methods)
-    report = _report(per_user, slice(None), n_contexts, settings, methods)
-    if edges is not None:
-        common = {k: v for k, v in settings.items() if k != "bands"} | {"n_users": n_users}
-        for b, label in enumerate(band_labels(edges)):
-            report.by_band[label] = _report(per_user, slice(b * n_users, (b + 1) * n_users), n_contexts,
-                                            {**common, "log10_lam_band": edges[b:b + 2].tolist()}, methods)
-    return report
+    return jax.lax.map(lambda kb: one_user(*kb, informative, active=active), (keys, bands),
+                       batch_size=program.user_batch)
 
 
 def reference_fits(router, data: RoutingData, arrays, queries, seed: int, pool_mask):

@@ -78,6 +78,9 @@ class NetworkConfig:
                 want = "two numbers 0 < lo <= hi"
             if not ok:
                 raise ValueError(f"NetworkConfig.{field.name} must be {want}, got {value!r}")
+        # A tuple, also where read from router.json (a list): the config is part of the router's
+        # graph definition, which jit programs key their compilations on (hashable, equal to a fit's).
+        object.__setattr__(self, "beta_range", tuple(self.beta_range))
 
     @property
     def encoder_dim(self) -> int:

@@ -30,6 +30,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from flax import struct
 
 from metarouter_jax.contexts import Contexts
 
@@ -166,18 +167,29 @@ def fit_mlp(key, train, valid, queries, hidden: int = 64, steps: int = 1000, lea
                        {"hidden": hidden, "steps": steps, "valid_loss": float(best_loss)})
 
 
-def principal_features(train_embeddings, num: int = NUM_FEATURES):
-    """A function embeddings [..., D] -> [..., num]: the projection on the training queries'
-    first `num` principal directions, each standardised over them."""
+@struct.dataclass
+class Principal:
+    """Embeddings [..., D] -> [..., num]: the projection on the training queries' first `num`
+    principal directions, each standardised over them (a pytree: it can enter a jitted program
+    as an argument)."""
+
+    mean: jax.Array    # [D]
+    basis: jax.Array   # [D, num], scaled
+
+    def __call__(self, embeddings):
+        return (embeddings - self.mean) @ self.basis
+
+
+def principal_features(train_embeddings, num: int = NUM_FEATURES) -> Principal:
+    """The `Principal` map of the training queries' embeddings [N, D] onto `num` standardised
+    principal features."""
     emb = np.asarray(train_embeddings, np.float64)
     mean = emb.mean(0)
     _, _, vt = np.linalg.svd(emb - mean, full_matrices=False)
     basis = vt[:num].T                                                        # [D, num]
     scale = (emb - mean) @ basis
     sd = scale.std(0) + 1e-6
-    basis = jnp.asarray(basis / sd, jnp.float32)
-    mean = jnp.asarray(mean, jnp.float32)
-    return lambda e: (e - mean) @ basis
+    return Principal(mean=jnp.asarray(mean, jnp.float32), basis=jnp.asarray(basis / sd, jnp.float32))
 
 
 def _dueling_rewards(contexts: Contexts, num_models: int):
