@@ -154,7 +154,11 @@ def evaluate(router, data: RoutingData, split: str = "test", n_contexts=DEFAULT_
     inside the test profiles' range) evaluates `n_users` users in each band and reports each
     band on its own (`by_band`). `reference=False` leaves out the routing literature's baselines
     (`REFERENCE_METHODS`: their predictor fits and per-user training are most of the evaluation's
-    time on a small router); the other methods' figures are the same either way."""
+    compilation on a small router); the other methods' figures are the same either way.
+
+    The routers' arrays and the data are arguments of the compiled program: a later call that
+    agrees on the network, the profile families, `n_contexts`, `beta`, `flip`, `reference`,
+    `user_batch` and the arrays' shapes (another seed's router, other test users) does not compile."""
     for name in ("known", "agnostic"):
         if name not in router.params:
             raise ValueError(f"evaluation needs the {name!r} companion router: fit with companions=True")
