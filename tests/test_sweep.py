@@ -57,7 +57,11 @@ def test_a_sweep_whose_every_configuration_diverged_has_no_best_router():
 
 
 def test_static_or_bad_grid_values_are_named(tmp_path, capsys):
-    for args, message in [(["--grid", "hidden=16,32"], "error: hidden is a static TrainConfig field"),
+    for args, message in [(["--grid", "hidden=16,abc"], "error: hidden=abc: expected an integer"),
+                          (["--grid", "answer_weight=0,-1"], "error: static grid values {'answer_weight': -1}: "
+                                                             "answer_weight must be a finite number >= 0"),
+                          (["--grid", "hidden=16,32", "hidden=16"], "error: hidden: given both one value and several"),
+                          (["--grid", "hidden=16,16"], "error: static grid axis 'hidden' repeats a value"),
                           (["--grid", "lr=1e-3,fast"], "error: learning_rate='fast': hyperparameter values must be numbers"),
                           (["--grid", "learning_rat=1e-3"], "error: unknown setting 'learning_rat'"),
                           (["--seeds", "0", "one"], "error: --seeds takes integers, got 'one'")]:
@@ -145,3 +149,56 @@ def test_plot_sweep_leaves_the_callers_matplotlib_backend_alone(tmp_path):
         assert matplotlib.get_backend() == "svg"
     finally:
         matplotlib.use(before)
+
+
+def test_static_grid_runs_a_program_per_value_and_ranks_them_together(tmp_path):
+    """What a traced grid cannot vary (answer_weight > 0 adds a readout to the network) runs as one
+    sweep per value; the tables number and rank every configuration together, and the best router
+    is the best configuration's, with its own static value."""
+    from metarouter_jax.sweep import best_of, format_markdown, run_sweeps, static_grid_configs, table_rows, write_tables
+
+    config = mr.TrainConfig(
+        num_steps=10, chunk_steps=5, tasks_per_step=4, queries_per_task=8, max_contexts=4, hidden=16, latent_dim=4,
+        query_dim=4, valid_users=8, calib_queries=32)
+    data, parts_seen = load_data("synthetic", 0), []   # the CLI's data: its test below loads these programs
+    results = run_sweeps(data, config, {"answer_weight": [0.0, 2.0]}, {"learning_rate": [1e-3, 3e-3]}, [0],
+                         on_part=lambda i, n, values: parts_seen.append((i, n, values)))
+    assert parts_seen == [(0, 2, {"answer_weight": 0.0}), (1, 2, {"answer_weight": 2.0})]
+    assert [r.config.answer_weight for r in results] == [0.0, 2.0]
+    assert [r.net_config.answer_readout for r in results] == [False, True]      # two networks: two programs
+    rows = table_rows(results)
+    assert [(r["config"], r["answer_weight"], r["learning_rate"]) for r in rows] == [
+        (0, 0.0, 1e-3), (1, 0.0, 3e-3), (2, 2.0, 1e-3), (3, 2.0, 3e-3)]
+    part, best = best_of(results)
+    scores = [r["best_valid_utility"] for r in rows]
+    assert best == int(np.argmax(scores)) and part is results[best // 2] and part.best_index == best % 2
+    assert f"| {best} * |" in format_markdown(results)
+    write_tables(results, tmp_path)
+    assert len(list(csv.DictReader(open(tmp_path / "sweep.csv")))) == 4
+    router = best_router(results, data)
+    assert router.config.answer_weight == rows[best]["answer_weight"]
+    assert router.hparams.learning_rate == pytest.approx(rows[best]["learning_rate"])
+    assert static_grid_configs(config, {}) == [({}, config)]                    # no static grid: one program
+    with pytest.raises(ValueError, match=r"unknown TrainConfig field\(s\) \['learning_rate'\] in the static grid"):
+        static_grid_configs(config, {"learning_rate": [1e-3]})
+    with pytest.raises(ValueError, match="static grid axis 'hidden' must be a non-empty list of values, got 32"):
+        static_grid_configs(config, {"hidden": 32})
+
+
+def test_cli_static_grid(tmp_path):
+    """`metarouter sweep` with several values of a TrainConfig field: the tables gain its column,
+    and the best router and config.json are the best configuration's."""
+    out = tmp_path / "sweep"
+    assert main(["sweep", "--out", str(out), "--quiet", "--no-plot", "--grid", "answer_weight=0,2", "lr=1e-3,3e-3",
+                 *TINY_ARGS]) == 0
+    rows = list(csv.DictReader(open(out / "sweep.csv")))
+    assert [(r["answer_weight"], float(r["learning_rate"])) for r in rows] == [
+        ("0", 1e-3), ("0", 3e-3), ("2", 1e-3), ("2", 3e-3)]
+    recorded = json.loads((out / "config.json").read_text())
+    best = recorded["best"]
+    assert best["config"] == int(np.argmax([float(r["best_valid_utility"]) for r in rows]))
+    assert recorded["static_grid"] == {"answer_weight": [0, 2]}
+    assert recorded["config"]["answer_weight"] == best["answer_weight"]
+    router = mr.MetaRouter.load(out / "best_router")
+    assert router.config.answer_weight == best["answer_weight"]
+    assert (router.params["metarouter"]["policy"].get("readout") is not None) == (best["answer_weight"] > 0)

@@ -5,6 +5,7 @@
     metarouter route runs/llmrouter/router --feedback feedback.jsonl "Write a function that ..."
     metarouter data info routerbench_0shot --plot frontier.png
     metarouter sweep --seeds 0 1 --grid lr=1e-3,3e-3 entropy_start=0.05,0.1 num_steps=2000
+    metarouter sweep --data routerbench_0shot --seeds 0 1 --grid answer_weight=0,1   # a program per weight
 
 Config overrides are `field=value` pairs for `TrainConfig` fields and `Hparams` fields.
 Compiled programs are kept in a persistent cache (~/.cache/metarouter_jax/xla; see
@@ -316,14 +317,15 @@ def cmd_sweep(args) -> int:
             seeds.append(int(item))
         else:
             raise ValueError(f"--seeds takes integers, got {item!r}")
-    config_over, grid = {}, {}
+    config_over, grid, static = {}, {}, {}
     for item in settings:
         kind, name, raw_values = setting_kind(item)   # checks the key, resolves aliases
         if kind == "config":
-            if "," in raw_values and not raw_values.lstrip().startswith("["):
-                raise ValueError(f"{name} is a static TrainConfig field (it sets shapes or loop counts): "
-                                 f"it cannot vary inside one sweep; run one sweep per value")
-            config_over.update(parse_overrides([item])[0])
+            if "," in raw_values and not raw_values.lstrip().startswith("["):   # a static axis: a program per value
+                static[name] = static.get(name, []) + [parse_overrides([f"{name}={raw}"])[0][name]
+                                                       for raw in raw_values.split(",")]
+            else:
+                config_over.update(parse_overrides([item])[0])
             continue
         values = []
         for raw in raw_values.split(","):
@@ -332,15 +334,20 @@ def cmd_sweep(args) -> int:
             except ValueError:
                 raise ValueError(f"{name}={raw!r}: hyperparameter values must be numbers") from None
         grid[name] = grid.get(name, []) + values
+    both = sorted(set(static) & set(config_over))
+    if both:
+        raise ValueError(f"{', '.join(both)}: given both one value and several (a static axis); give one of them")
     settings = with_recipe(args, config_over)
     config = checked_config(settings.overrides)
+    parts = sweep.static_grid_configs(config, static)   # bad static values fail here, before the data is loaded
     Hparams.grid(**grid)   # bad values (NaN, negative) fail here, before the data is loaded
     out = Path(args.out)
     check_run_out(out, "best_router")
     data = resplit(load_data(args.data, args.data_seed), settings.valid_fraction, args.data_seed)
     size = len(seeds) * math.prod(len(v) for v in grid.values())
+    programs = f" in each of {len(parts)} programs ({', '.join(static)})" if static else ""
     print(f"data: {args.data}: {data.num_queries} queries, {data.num_models} models; "
-          f"sweep: {size} configurations x {config.num_steps} steps on {jax.device_count()} device(s)")
+          f"sweep: {size} configurations{programs} x {config.num_steps} steps on {jax.device_count()} device(s)")
 
     bar = None
     if not args.quiet:
@@ -350,6 +357,11 @@ def cmd_sweep(args) -> int:
 
     score = config.valid_key   # what the sweep ranks the configurations by
 
+    def on_part(index, num_parts, values):
+        if bar is not None and values:   # each static combination is a program of its own
+            bar.reset()
+            bar.set_description(f"sweep {index + 1}/{num_parts} " + " ".join(f"{k}={v}" for k, v in values.items()))
+
     def on_chunk(index, num_chunks, metrics):
         if bar is not None:
             bar.total = num_chunks   # a warm start sweeps the known routers first
@@ -358,31 +370,34 @@ def cmd_sweep(args) -> int:
 
     start = time.time()
     try:
-        result = sweep.run_sweep(data, config, grid, seeds, on_chunk=on_chunk)   # every device JAX sees
+        results = sweep.run_sweeps(data, config, static, grid, seeds, on_chunk=on_chunk,   # every device JAX sees
+                                   on_part=on_part)
     finally:
         if bar is not None:
             bar.close()
     print(f"swept in {time.time() - start:.0f} s")
-    paths = sweep.write_tables(result, out)
+    paths = sweep.write_tables(results, out)
     (out / "sweep.png").unlink(missing_ok=True)  # an earlier sweep's, here: it would describe another grid
     if not args.no_plot:
         try:
-            paths.append(sweep.plot_sweep(result, out / "sweep.png"))
+            paths.append(sweep.plot_sweep(results, out / "sweep.png"))
         except ImportError:
             print("sweep.png skipped: matplotlib is not installed (pip install 'metarouter_jax[plot]')")
-    print(sweep.format_markdown(result), end="")
-    best = result.best_index
+    print(sweep.format_markdown(results), end="")
+    result, best = sweep.best_of(results)   # the best configuration's sweep, its number in the tables
+    row = sweep.table_rows(results)[best]
     router = sweep.best_router(result, data, companions=args.companions,
                                on_chunk=Progress(not args.quiet) if args.companions else None)
     router.save(out / "best_router")
     write_json(out / "config.json",
                {"data": args.data, "data_seed": args.data_seed, "valid_fraction": settings.valid_fraction,
                 "recipe": settings.recipe,
-                "seed": int(result.seeds[best]),
-                "config": config.to_dict(), "hparams": router.hparams.to_json(), "seeds": seeds, "grid": grid,
-                "best": result.rows()[best]})
-    print(f"best: configuration {best} {result.configs[best]}: best {VALID_LABELS[config.valid_criterion]} "
-          f"{result.best_utility[best]:.3f}; router saved to {out / 'best_router'}")
+                "seed": int(result.seeds[result.best_index]),
+                "config": result.config.to_dict(), "hparams": router.hparams.to_json(), "seeds": seeds, "grid": grid,
+                "static_grid": static, "best": row})
+    print(f"best: configuration {best} {result.configs[result.best_index]}: best "
+          f"{VALID_LABELS[config.valid_criterion]} {result.best_utility[result.best_index]:.3f}; "
+          f"router saved to {out / 'best_router'}")
     missing = [name for name in ("known", "agnostic") if name not in router.params]
     if missing:
         print(f"  (no {'/'.join(missing)} companion: rerun with --companions for `metarouter eval`)")
@@ -487,7 +502,9 @@ def build_parser() -> argparse.ArgumentParser:
     sw.add_argument("--valid-fraction", type=valid_fraction_arg, default=None, metavar="F", help=VALID_HELP)
     sw.add_argument("--recipe", choices=("auto", "none"), default="auto", help=RECIPE_HELP)
     sw.add_argument("--grid", nargs="*", default=[], metavar="NAME=V1,V2",
-                    help="hyperparameter axes, e.g. learning_rate=1e-3,3e-3 entropy_start=0.05,0.1")
+                    help="axes: hyperparameters, e.g. learning_rate=1e-3,3e-3 entropy_start=0.05,0.1, vary in "
+                         "one program; TrainConfig fields, e.g. answer_weight=0,1 or hidden=32,64, run a "
+                         "program per value (combination); all configurations are ranked together")
     sw.add_argument("--companions", action="store_true",
                     help="also train the known/agnostic companions of the best configuration (for eval)")
     sw.add_argument("--no-plot", action="store_true", help="skip sweep.png (no matplotlib needed)")

@@ -6,6 +6,11 @@ vmapped chunk function, called once per chunk (which gives progress between chun
 still one compiled program). With a mesh of several devices the configuration axis is
 sharded across them (`parallel.shard_configs`).
 
+What a traced grid cannot vary (a static `TrainConfig` field: a size, a loop count, a switch
+such as `answer_weight > 0`, which adds a readout) `run_sweeps` varies over a grid of its own:
+one such program per combination of static values, each compiled once, the configurations of
+all of them ranked together (`best_of`, and the tables and plot, which take the list too).
+
 Configuration i with seed s is trained exactly as `MetaRouter.fit(data, config, hparams_i,
 seed=s, companions=False)` trains its routers (same keys, the same warm start from the known
 router), up to float reassociation.
@@ -15,6 +20,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import itertools
 import textwrap
 from pathlib import Path
 from typing import Callable, Sequence
@@ -45,7 +51,8 @@ class SweepResult:
     [S, C] per-chunk metrics; best_params: the best parameters, every leaf [S, ...];
     info: the training data's summary a router saves (`DataInfo`, with the atoms' utility
     scales); known_params, known_history: the same for the known-preference routers of a warm
-    start; net_config, profiles: what the parameters belong to (as in `MetaRouter`).
+    start; net_config, profiles: what the parameters belong to (as in `MetaRouter`); static: the
+    static TrainConfig values this sweep varied from the others of a `run_sweeps` (else empty).
     """
 
     config: TrainConfig
@@ -61,6 +68,7 @@ class SweepResult:
     info: DataInfo
     known_params: object = None       # the known routers the MetaRouters started from ([S, ...]), if any
     known_history: dict | None = None
+    static: dict = dataclasses.field(default_factory=dict)   # the static values of a `run_sweeps` part
 
     @property
     def size(self) -> int:
@@ -73,9 +81,10 @@ class SweepResult:
 
     @property
     def configs(self) -> list[dict]:
-        """Per configuration: its seed and the values of the swept hyperparameters."""
-        return [{"seed": int(self.seeds[i]), **{name: _short(getattr(self.hparams, name)[i]) for name in self.swept}}
-                for i in range(self.size)]
+        """Per configuration: its seed, the static values of its part of a `run_sweeps` and the
+        values of the swept hyperparameters."""
+        return [{"seed": int(self.seeds[i]), **self.static,
+                 **{name: _short(getattr(self.hparams, name)[i]) for name in self.swept}} for i in range(self.size)]
 
     def hparams_at(self, i: int) -> Hparams:
         return jax.tree.map(lambda x: x[i], self.hparams)
@@ -219,15 +228,84 @@ def run_sweep(data: RoutingData, config: TrainConfig, hparam_grid: dict[str, Seq
                        known_params, known_history)
 
 
-def best_router(result: SweepResult, data: RoutingData, *, companions: bool = False,
+def static_grid_configs(config: TrainConfig, static_grid: dict[str, Sequence]) -> list[tuple[dict, TrainConfig]]:
+    """(values, config) for each combination of the static grid's values (TrainConfig field ->
+    a list of values; the Cartesian product, the last field fastest), every config checked before
+    anything trains. No static grid: the config alone, with no values."""
+    fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    unknown = sorted(set(static_grid) - fields)
+    if unknown:
+        raise ValueError(f"unknown TrainConfig field(s) {unknown} in the static grid")
+    for name, values in static_grid.items():
+        if not isinstance(values, list) or not values:
+            raise ValueError(f"static grid axis {name!r} must be a non-empty list of values, got {values!r}")
+        if any(a == b for i, a in enumerate(values) for b in values[:i]):
+            raise ValueError(f"static grid axis {name!r} repeats a value: {values}")
+    parts = []
+    for combination in itertools.product(*static_grid.values()):
+        values = dict(zip(static_grid, combination))
+        try:
+            parts.append((values, config.replace(**values)))
+        except (TypeError, ValueError) as err:
+            raise ValueError(f"static grid values {values}: {err}") from None
+    return parts
+
+
+def run_sweeps(data: RoutingData, config: TrainConfig, static_grid: dict[str, Sequence],
+               hparam_grid: dict[str, Sequence[float]], seeds: Sequence[int],
+               mesh: jax.sharding.Mesh | str | None = "auto", *, on_chunk: Callable | None = None,
+               on_part: Callable | None = None) -> list[SweepResult]:
+    """`run_sweep` once per combination of static TrainConfig values (`static_grid_configs`): what
+    one traced program cannot vary, such as `hidden` or `answer_weight`. Each part is one
+    compiled program of seeds x `hparam_grid`; its `SweepResult.static` holds its values. Rank
+    them together with `best_of` (`format_markdown`, `write_tables` and `plot_sweep` take the
+    list). on_part(index, num_parts, values) is called before each part trains."""
+    parts = static_grid_configs(config, static_grid)
+    sweep_hparams(hparam_grid, seeds)   # a bad grid or seed list fails before anything trains
+    results = []
+    for index, (values, part_config) in enumerate(parts):
+        if on_part is not None:
+            on_part(index, len(parts), values)
+        result = run_sweep(data, part_config, hparam_grid, seeds, mesh, on_chunk=on_chunk)
+        results.append(dataclasses.replace(result, static=values))
+    return results
+
+
+def _parts(result) -> list:
+    """A sweep, or the list of a `run_sweeps`, as a list of sweeps."""
+    return list(result) if isinstance(result, (list, tuple)) else [result]
+
+
+def best_of(results: SweepResult | Sequence[SweepResult]) -> tuple[SweepResult, int]:
+    """The sweep holding the best configuration of a `run_sweeps` list (or of one sweep), and its
+    index among all the list's configurations (the tables' numbering): the highest best
+    early-stopping score, the first on ties (so the part's own `best_index` is the same one)."""
+    parts = _parts(results)
+    index = int(np.argmax(np.concatenate([np.asarray(p.best_utility) for p in parts])))
+    offsets = np.cumsum([0] + [p.size for p in parts])
+    return parts[int(np.searchsorted(offsets, index, side="right")) - 1], index
+
+
+def table_rows(results: SweepResult | Sequence[SweepResult]) -> list[dict]:
+    """Every configuration's row (`SweepResult.rows`), numbered over all sweeps of a list."""
+    rows, offset = [], 0
+    for part in _parts(results):
+        rows += [{**row, "config": row["config"] + offset} for row in part.rows()]
+        offset += part.size
+    return rows
+
+
+def best_router(result: SweepResult | Sequence[SweepResult], data: RoutingData, *, companions: bool = False,
                 on_chunk: Callable | None = None) -> MetaRouter:
-    """A `MetaRouter` holding the sweep's best configuration (its best parameters).
+    """A `MetaRouter` holding the sweep's best configuration (its best parameters); of a
+    `run_sweeps` list, the best configuration of all its sweeps (`best_of`).
 
     It holds the known-preference router the MetaRouter started from, when there was one;
     companions=True also trains the agnostic companion (and the known one if the sweep had
     none) with that configuration's hyperparameters and seed, which `evaluate` needs.
     on_chunk: progress of the companions, as on_chunk(router_name, chunk, num_chunks, metrics).
     """
+    result = best_of(result)[0]
     i = result.best_index
     if not np.isfinite(result.best_utility[i]):
         raise ValueError(f"every configuration of the sweep diverged (no finite held-out score; "
@@ -252,24 +330,25 @@ def best_router(result: SweepResult, data: RoutingData, *, companions: bool = Fa
 
 
 # ---------------------------------------------------------------------- reports (on request)
-def format_markdown(result: SweepResult) -> str:
-    """The sweep as a Markdown table, the best configuration marked with *."""
-    rows = result.rows()
+def format_markdown(result: SweepResult | Sequence[SweepResult]) -> str:
+    """The sweep (or every sweep of a `run_sweeps` list) as a Markdown table, the best
+    configuration marked with *."""
+    rows, best = table_rows(result), best_of(result)[1]
     names = list(rows[0])
     lines = ["| " + " | ".join(names) + " |", "|" + "---|" * len(names)]
     for row in rows:
         cells = [f"{v:.4g}" if isinstance(v, float) else str(v) for v in row.values()]
-        if row["config"] == result.best_index:
+        if row["config"] == best:
             cells[0] += " *"
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
-def write_tables(result: SweepResult, out_dir: str | Path) -> list[Path]:
-    """Write sweep.csv and sweep.md (one row per configuration) to `out_dir`."""
+def write_tables(result: SweepResult | Sequence[SweepResult], out_dir: str | Path) -> list[Path]:
+    """Write sweep.csv and sweep.md (one row per configuration, of every sweep of a list) to `out_dir`."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    rows = result.rows()
+    rows = table_rows(result)
     with open(out / "sweep.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
         writer.writeheader()
@@ -278,19 +357,24 @@ def write_tables(result: SweepResult, out_dir: str | Path) -> list[Path]:
     return [out / "sweep.csv", out / "sweep.md"]
 
 
-def plot_sweep(result: SweepResult, path: str | Path) -> Path:
-    """Final and best early-stopping score per configuration, as grouped bars, to a PNG at `path`
-    (`figures.save_png`: .png added where it has no suffix; needs matplotlib). No pyplot: the
-    caller's matplotlib backend is left as it was."""
+def plot_sweep(result: SweepResult | Sequence[SweepResult], path: str | Path) -> Path:
+    """Final and best early-stopping score per configuration (of every sweep of a list), as
+    grouped bars, to a PNG at `path` (`figures.save_png`: .png added where it has no suffix;
+    needs matplotlib). No pyplot: the caller's matplotlib backend is left as it was."""
     path = png_path(path)   # a wrong suffix refused before drawing
-    labels = [f"#{i} " + " ".join(f"{k}={v:g}" for k, v in cfg.items()) for i, cfg in enumerate(result.configs)]
-    x = np.arange(result.size)
-    fig = new_figure((max(5.0, 0.5 * result.size + 2.0), 4.0))
+    parts = _parts(result)
+    configs = [cfg for part in parts for cfg in part.configs]
+    final, best = (np.concatenate([np.asarray(getattr(p, name)) for p in parts])
+                   for name in ("final_utility", "best_utility"))
+    labels = [f"#{i} " + " ".join(f"{k}={v:g}" if isinstance(v, (int, float)) and not isinstance(v, bool) else f"{k}={v}" for k, v in cfg.items())
+              for i, cfg in enumerate(configs)]
+    x = np.arange(len(configs))
+    fig = new_figure((max(5.0, 0.5 * len(configs) + 2.0), 4.0))
     ax = fig.add_subplot()
-    ax.bar(x - 0.2, result.final_utility, 0.4, label="final")
-    ax.bar(x + 0.2, result.best_utility, 0.4, label="best (kept)")
+    ax.bar(x - 0.2, final, 0.4, label="final")
+    ax.bar(x + 0.2, best, 0.4, label="best (kept)")
     ax.set_xticks(x, labels, rotation=60, ha="right", fontsize=7)
-    ax.set_ylabel(textwrap.fill(VALID_LABELS[result.config.valid_criterion], 32))
-    ax.set_title(f"sweep: {result.size} configurations (best: {result.best_index})")
+    ax.set_ylabel(textwrap.fill(VALID_LABELS[parts[0].config.valid_criterion], 32))
+    ax.set_title(f"sweep: {len(configs)} configurations (best: {best_of(result)[1]})")
     ax.legend(loc="lower right")
     return save_png(fig, path)
