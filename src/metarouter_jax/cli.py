@@ -345,9 +345,9 @@ def cmd_sweep(args) -> int:
     check_run_out(out, "best_router")
     data = resplit(load_data(args.data, args.data_seed), settings.valid_fraction, args.data_seed)
     size = len(seeds) * math.prod(len(v) for v in grid.values())
-    programs = f" in each of {len(parts)} programs ({', '.join(static)})" if static else ""
-    print(f"data: {args.data}: {data.num_queries} queries, {data.num_models} models; "
-          f"sweep: {size} configurations{programs} x {config.num_steps} steps on {jax.device_count()} device(s)")
+    programs = f" ({size} in each of {len(parts)} programs: {', '.join(static)})" if static else ""
+    print(f"data: {args.data}: {data.num_queries} queries, {data.num_models} models; sweep: {size * len(parts)} "
+          f"configurations{programs} x {config.num_steps} steps on {jax.device_count()} device(s)")
 
     bar = None
     if not args.quiet:
