@@ -108,6 +108,7 @@ def test_cli_writes_tables_plot_and_best_router(swept):
     best = json.loads((sweep_dir / "config.json").read_text())["best"]
     assert best["config"] == int(np.argmax([float(r["best_valid_worst_band"]) for r in rows]))   # the criterion's
     assert " * |" in (sweep_dir / "sweep.md").read_text() and (sweep_dir / "sweep.png").stat().st_size > 0
+    assert "Each setting over its seeds" in (sweep_dir / "sweep.md").read_text()      # two seeds
     router = mr.MetaRouter.load(sweep_dir / "best_router")
     assert router.config.num_steps == 10 and float(router.hparams.learning_rate) == pytest.approx(best["learning_rate"])
     assert router.config.ema_decay == 0.5                          # the saved router keeps its static settings
@@ -202,3 +203,34 @@ def test_cli_static_grid(tmp_path):
     router = mr.MetaRouter.load(out / "best_router")
     assert router.config.answer_weight == best["answer_weight"]
     assert (router.params["metarouter"]["policy"].get("readout") is not None) == (best["answer_weight"] > 0)
+
+
+def test_seed_summary_averages_each_setting_over_its_seeds():
+    from types import SimpleNamespace
+
+    from metarouter_jax.sweep import format_markdown, seed_summary
+
+    class Part(SimpleNamespace):
+        def rows(self):
+            return [{"config": i, **c, "final_valid_utility": f, "best_valid_utility": b}
+                    for i, (c, f, b) in enumerate(zip(self.configs, self.final_utility, self.best_utility))]
+
+    def part(answer_weight, best):
+        return Part(configs=[{"seed": s, "answer_weight": answer_weight, "learning_rate": lr}
+                             for s in (0, 1) for lr in (1e-3, 3e-3)], size=4, score_key="valid_utility",
+                    final_utility=np.asarray(best) - 0.01, best_utility=np.asarray(best))
+
+    # The single best run (0.70: weight 1, seed 1, lr 1e-3) is not the best setting on the mean.
+    parts = [part(0.0, [0.60, 0.64, 0.62, 0.66]), part(1.0, [0.50, 0.63, 0.70, 0.55])]
+    summary = seed_summary(parts)
+    assert [(s["answer_weight"], s["learning_rate"], s["seeds"]) for s in summary] == [
+        (0.0, 1e-3, 2), (0.0, 3e-3, 2), (1.0, 1e-3, 2), (1.0, 3e-3, 2)]
+    np.testing.assert_allclose([s["mean_best_valid_utility"] for s in summary], [0.61, 0.65, 0.60, 0.59])
+    np.testing.assert_allclose([s["std_best_valid_utility"] for s in summary], [0.01, 0.01, 0.10, 0.04])
+    np.testing.assert_allclose([s["min_best_valid_utility"] for s in summary], [0.60, 0.64, 0.50, 0.55])
+    table = format_markdown(parts)
+    assert "| 6 * |" in table and "| 0 | 0.003 | 2 * |" in table        # the best run; the best mean
+    single = part(0.0, [0.60, 0.64, 0.62, 0.66])
+    single.configs = single.configs[:2]
+    single.size, single.best_utility = 2, single.best_utility[:2]
+    assert "over its seeds" not in format_markdown(single)                # one seed: nothing to average

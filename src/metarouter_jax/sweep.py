@@ -330,17 +330,46 @@ def best_router(result: SweepResult | Sequence[SweepResult], data: RoutingData, 
 
 
 # ---------------------------------------------------------------------- reports (on request)
-def format_markdown(result: SweepResult | Sequence[SweepResult]) -> str:
-    """The sweep (or every sweep of a `run_sweeps` list) as a Markdown table, the best
-    configuration marked with *."""
-    rows, best = table_rows(result), best_of(result)[1]
+def seed_summary(results: SweepResult | Sequence[SweepResult]) -> list[dict]:
+    """One dict per setting (static values and swept hyperparameters, in the tables' order) with
+    its number of seeds and the mean, standard deviation (over seeds, ddof 0) and minimum of the
+    best kept early-stopping score: how a setting does across seeds, which the single best
+    configuration does not say."""
+    rows = table_rows(results)
+    score = f"best_{_parts(results)[0].score_key}"
+    groups: dict[tuple, list[dict]] = {}
+    for row in rows:
+        setting = {k: v for k, v in row.items() if k not in ("config", "seed") and not k.startswith(("final_", "best_"))}
+        groups.setdefault(tuple(setting.items()), []).append(row)
+    summary = []
+    for setting, members in groups.items():
+        values = np.asarray([m[score] for m in members], np.float64)
+        summary.append({**dict(setting), "seeds": len(members), f"mean_{score}": float(values.mean()),
+                        f"std_{score}": float(values.std()), f"min_{score}": float(values.min())})
+    return summary
+
+
+def _markdown(rows: list[dict], marked: int | None, first: str) -> list[str]:
     names = list(rows[0])
     lines = ["| " + " | ".join(names) + " |", "|" + "---|" * len(names)]
-    for row in rows:
+    for i, row in enumerate(rows):
         cells = [f"{v:.4g}" if isinstance(v, float) else str(v) for v in row.values()]
-        if row["config"] == best:
-            cells[0] += " *"
+        if i == marked:
+            cells[names.index(first)] += " *"
         lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
+def format_markdown(result: SweepResult | Sequence[SweepResult]) -> str:
+    """The sweep (or every sweep of a `run_sweeps` list) as a Markdown table, the best
+    configuration marked with *; with several seeds, a second table of each setting's mean over
+    them (`seed_summary`), the best mean marked."""
+    rows, best = table_rows(result), best_of(result)[1]
+    lines = _markdown(rows, best, "config")
+    summary, mean = seed_summary(result), f"mean_best_{_parts(result)[0].score_key}"
+    if any(s["seeds"] > 1 for s in summary):
+        lines += ["", "Each setting over its seeds (the best kept score):", ""]
+        lines += _markdown(summary, int(np.argmax([s[mean] for s in summary])), "seeds")
     return "\n".join(lines) + "\n"
 
 
