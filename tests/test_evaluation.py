@@ -468,3 +468,12 @@ def test_routers_of_one_network_share_the_compiled_evaluation(trained_router, sm
     net = trained_router.net_config
     read = dataclasses.replace(net, beta_range=list(net.beta_range))   # as router.json gives it
     assert read == net and hash(read) == hash(net)
+
+    @dataclasses.dataclass(frozen=True)
+    class Listed(type(trained_router.profiles)):   # a user's family that cannot be hashed (a list field)
+        notes: list = dataclasses.field(default_factory=list)
+
+    family = Listed(log10_lam_range=trained_router.profiles.log10_lam_range)
+    with pytest.raises(TypeError):
+        hash(family)
+    assert mr.evaluate(trained_router, small_data, profiles=family, **kw).results == first.results

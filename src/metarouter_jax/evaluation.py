@@ -248,7 +248,17 @@ def evaluate(router, data: RoutingData, split: str = "test", n_contexts=DEFAULT_
     return report
 
 
-@dataclasses.dataclass(frozen=True)
+def _hashable(value):
+    """`value`, or where it cannot be hashed (a user's profile family holding a list, say) a key
+    of its identity: such a value compiles a program per object, as every call did before."""
+    try:
+        hash(value)
+        return value
+    except TypeError:
+        return ("object", id(value))
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
 class _Program:
     """What `evaluate`'s compiled program depends on beside the shapes of its arrays (`_users`'
     static argument). The routers' parameters and the data enter as arguments, so calls that
@@ -267,6 +277,15 @@ class _Program:
     flip: float
     reference: bool            # with the routing literature's baselines
     user_batch: int            # users evaluated side by side
+
+    def _key(self) -> tuple:
+        return tuple(_hashable(getattr(self, f.name)) for f in dataclasses.fields(self))
+
+    def __hash__(self):
+        return hash(self._key())
+
+    def __eq__(self, other):
+        return type(other) is _Program and self._key() == other._key()
 
 
 @functools.partial(jax.jit, static_argnames=("program", "active"))
