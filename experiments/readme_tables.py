@@ -120,6 +120,24 @@ def ood_calibrated(data: str = "llmrouter,synthetic") -> list[str]:
     return table(["data, test families", "router", *SUMMARY_HEADER.split(" | ")], rows)
 
 
+def ood_fixed(data: str = "synthetic,llmrouter") -> list[str]:
+    """The routers given the preference (generalisation_<data>.json) beside one model chosen on the
+    training families for the same users (ood_fixed.json), on each unseen family group."""
+    fixed = load("ood_fixed.json")["results"]
+    rows = []
+    for name in data.split(","):
+        study = load(f"generalisation_{name}.json")["ood"]
+        runs = list(study["runs"].values())
+        for group, families in study["test_families"].items():
+            rows.append([_group_label(name, group, families, first=True),
+                         n6(runs, lambda r: r[group], "informative", "known"),
+                         n6(runs, lambda r: r[group], "informative", "metarouter"),
+                         *(cell([run[m] for run in fixed[name]["groups"][group].values()])
+                           for m in ("fixed_from_training", "best_fixed"))])
+    return table(["data, test families", "known router", "MetaRouter n=6, informative",
+                  "one model chosen on the training families", "best fixed in hindsight"], rows)
+
+
 def unseen_models(data: str = "synthetic,routerbench") -> list[str]:
     rows = []
     for name in data.split(","):
@@ -190,7 +208,7 @@ def aiq(file: str = "lam_bands_routerbench") -> list[str]:
 
 KINDS = {"aiq": aiq, "curves": curves, "lam_bands": lam_bands, "lam_bands_compare": lam_bands_compare,
          "lam_bands_summary": lam_bands_summary, "ood": ood,
-         "same_queries": same_queries, "ood_calibrated": ood_calibrated, "unseen_models": unseen_models,
+         "same_queries": same_queries, "ood_calibrated": ood_calibrated, "ood_fixed": ood_fixed, "unseen_models": unseen_models,
          "pool_sizes": pool_sizes, "ablations": ablations}
 
 

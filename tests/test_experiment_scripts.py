@@ -71,3 +71,21 @@ def test_ablations_script_names_its_file_and_can_leave_out_the_reference_baselin
     run = result["variants"]["no_entropy"]["runs"]["0"]
     assert result["variants"]["no_entropy"]["hparams"]["entropy_start"] == 0.0
     assert "metarouter" in run["informative"] and not set(run["informative"]) & set(mr.evaluation.REFERENCE_METHODS)
+
+
+def test_ood_fixed_sets_one_model_chosen_on_the_training_families_beside_the_best_in_hindsight(tmp_path):
+    proc = subprocess.run([sys.executable, str(REPO / "experiments" / "ood_fixed.py"), "--data", "synthetic",
+                           "--seeds", "0", "1", "--users", "16", "--out", str(tmp_path)], cwd=REPO / "experiments",
+                          env=child_env(), capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads((tmp_path / "ood_fixed.json").read_text())["results"]["synthetic"]
+    assert result["train_families"] == ["qa", "chat"] and set(result["groups"]) == {"code", "math"}
+    for runs in result["groups"].values():
+        assert set(runs) == {"0", "1"}
+        for run in runs.values():   # the best fixed model on the test queries is at least any fixed model
+            assert -1.0 < run["fixed_from_training"] <= run["best_fixed"] + 1e-6 <= 1.0
+    assert "one model" in proc.stdout.lower() and (tmp_path / "ood_fixed.md").is_file()
+    proc = subprocess.run([sys.executable, str(REPO / "experiments" / "ood_fixed.py"), "--out", str(tmp_path),
+                           "--set", "hidden=8"], cwd=REPO / "experiments", env=child_env(),
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "nothing is trained here" in proc.stderr
