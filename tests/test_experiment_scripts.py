@@ -89,3 +89,18 @@ def test_ood_fixed_sets_one_model_chosen_on_the_training_families_beside_the_bes
                            "--set", "hidden=8"], cwd=REPO / "experiments", env=child_env(),
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and "nothing is trained here" in proc.stderr
+
+
+def test_ood_guard_trains_routers_and_sends_far_queries_to_the_fixed_model(tmp_path):
+    run_script("ood_fixed.py", "--data", "synthetic", "--guard", "--out", str(tmp_path))
+    result = json.loads((tmp_path / "ood_guard.json").read_text())
+    synthetic = result["results"]["synthetic"]
+    assert synthetic["config"]["num_steps"] == 100 and result["percentile"] == 1.0
+    run = synthetic["runs"]["0"]
+    assert set(run) == {"valid (training families)", "code", "math", "seconds"}
+    for name in ("valid (training families)", "code", "math"):
+        assert set(run[name]) == {"known", "fixed_from_training", "guarded", "far_share"}
+        assert 0.0 <= run[name]["far_share"] <= 1.0
+    assert run["valid (training families)"]["far_share"] < 0.1          # the 1st percentile of these queries
+    code = run["code"]     # every code query is far from the QA training queries: the guard routes none
+    assert code["far_share"] == 1.0 and code["guarded"] == code["fixed_from_training"]
