@@ -119,8 +119,9 @@ def guard_markdown(results: dict, args) -> str:
     lines = ["# Out of distribution: a guard that sends far queries to one model chosen on the training families",
              "", f"Seeds {list(args.seeds)}, {args.steps} meta-steps per router, {args.users} test users each, "
              "given their true profile; normalised utility, mean ± std over seeds. A query is far when its mean "
-             f"cosine similarity to its {NEIGHBOURS} nearest training queries is below the {args.percentile:g}th "
-             "percentile of the validation queries'; the guarded router sends it to the fixed model.", ""]
+             f"cosine similarity to its {NEIGHBOURS} nearest training queries is below percentile {args.percentile:g} "
+             "of the validation queries'; the guarded router sends it to the fixed model, the rest to the known "
+             "router. Far share: the share of the queries sent to the fixed model.", ""]
     rows = []
     for data_name, result in results.items():
         for name in result["query_sets"]:
