@@ -138,6 +138,19 @@ def ood_fixed(data: str = "synthetic,llmrouter") -> list[str]:
                   "one model chosen on the training families", "best fixed in hindsight"], rows)
 
 
+def ood_guard(file: str = "ood_guard") -> list[str]:
+    """ood_fixed.py --guard: the known router, the fixed model and the guarded router per query set."""
+    rows = []
+    for name, result in load(f"{file}.json")["results"].items():
+        for queries in result["query_sets"]:
+            runs = [run[queries] for run in result["runs"].values()]
+            rows.append([DATA_LABEL[name], queries, *(cell([r[m] for r in runs])
+                                                      for m in ("known", "fixed_from_training", "guarded")),
+                         f"{np.mean([r['far_share'] for r in runs]):.2f}"])
+    return table(["data", "queries", "known router", "one model chosen on the training families", "guarded",
+                  "share sent to that model"], rows)
+
+
 def unseen_models(data: str = "synthetic,routerbench") -> list[str]:
     rows = []
     for name in data.split(","):
@@ -208,7 +221,7 @@ def aiq(file: str = "lam_bands_routerbench") -> list[str]:
 
 KINDS = {"aiq": aiq, "curves": curves, "lam_bands": lam_bands, "lam_bands_compare": lam_bands_compare,
          "lam_bands_summary": lam_bands_summary, "ood": ood,
-         "same_queries": same_queries, "ood_calibrated": ood_calibrated, "ood_fixed": ood_fixed, "unseen_models": unseen_models,
+         "same_queries": same_queries, "ood_calibrated": ood_calibrated, "ood_fixed": ood_fixed, "ood_guard": ood_guard, "unseen_models": unseen_models,
          "pool_sizes": pool_sizes, "ablations": ablations}
 
 
