@@ -184,6 +184,8 @@ def test_static_grid_runs_a_program_per_value_and_ranks_them_together(tmp_path):
         static_grid_configs(config, {"learning_rate": [1e-3]})
     with pytest.raises(ValueError, match="static grid axis 'hidden' must be a non-empty list of values, got 32"):
         static_grid_configs(config, {"hidden": 32})
+    with pytest.raises(ValueError, match="valid_criterion cannot vary in a sweep"):
+        static_grid_configs(config, {"valid_criterion": ["utility", "worst_band"]})
 
 
 def test_cli_static_grid(tmp_path):

@@ -236,6 +236,9 @@ def static_grid_configs(config: TrainConfig, static_grid: dict[str, Sequence]) -
     unknown = sorted(set(static_grid) - fields)
     if unknown:
         raise ValueError(f"unknown TrainConfig field(s) {unknown} in the static grid")
+    if "valid_criterion" in static_grid:   # the score the configurations are ranked by: one for all
+        raise ValueError("valid_criterion cannot vary in a sweep: it is the score every configuration is ranked "
+                         "by; run one sweep per criterion")
     for name, values in static_grid.items():
         if not isinstance(values, list) or not values:
             raise ValueError(f"static grid axis {name!r} must be a non-empty list of values, got {values!r}")
