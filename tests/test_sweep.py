@@ -1,6 +1,7 @@
 """Sweeps: seeds x grid as one vmapped program, equal to single runs; the `metarouter sweep` CLI."""
 
 import csv
+import importlib.util
 import json
 import subprocess
 import sys
@@ -161,10 +162,13 @@ def test_static_grid_runs_a_program_per_value_and_ranks_them_together(tmp_path):
     config = mr.TrainConfig(
         num_steps=10, chunk_steps=5, tasks_per_step=4, queries_per_task=8, max_contexts=4, hidden=16, latent_dim=4,
         query_dim=4, valid_users=8, calib_queries=32)
-    data, parts_seen = load_data("synthetic", 0), []   # the CLI's data: its test below loads these programs
+    # The CLI's data: its test below loads these programs from the session's compilation cache.
+    data, parts_seen, finished = load_data("synthetic", 0), [], []
     results = run_sweeps(data, config, {"answer_weight": [0.0, 2.0]}, {"learning_rate": [1e-3, 3e-3]}, [0],
-                         on_part=lambda i, n, values: parts_seen.append((i, n, values)))
+                         on_part=lambda i, n, values: parts_seen.append((i, n, values)),
+                         on_result=lambda done: finished.append([r.static for r in done]))
     assert parts_seen == [(0, 2, {"answer_weight": 0.0}), (1, 2, {"answer_weight": 2.0})]
+    assert finished == [[{"answer_weight": 0.0}], [{"answer_weight": 0.0}, {"answer_weight": 2.0}]]
     assert [r.config.answer_weight for r in results] == [0.0, 2.0]
     assert [r.net_config.answer_readout for r in results] == [False, True]      # two networks: two programs
     rows = table_rows(results)
@@ -176,6 +180,9 @@ def test_static_grid_runs_a_program_per_value_and_ranks_them_together(tmp_path):
     assert f"| {best} * |" in format_markdown(results)
     write_tables(results, tmp_path)
     assert len(list(csv.DictReader(open(tmp_path / "sweep.csv")))) == 4
+    if importlib.util.find_spec("matplotlib"):
+        from metarouter_jax.sweep import plot_sweep
+        assert plot_sweep(results, tmp_path / "sweep.png").stat().st_size > 0     # every part's bars
     router = best_router(results, data)
     assert router.config.answer_weight == rows[best]["answer_weight"]
     assert router.hparams.learning_rate == pytest.approx(rows[best]["learning_rate"])

@@ -362,6 +362,10 @@ def cmd_sweep(args) -> int:
             bar.reset()
             bar.set_description(f"sweep {index + 1}/{num_parts} " + " ".join(f"{k}={v}" for k, v in values.items()))
 
+    def on_result(done):
+        if len(parts) > 1 and len(done) < len(parts):   # tables of the programs so far, in case a later one fails
+            sweep.write_tables(done, out)
+
     def on_chunk(index, num_chunks, metrics):
         if bar is not None:
             bar.total = num_chunks   # a warm start sweeps the known routers first
@@ -371,7 +375,7 @@ def cmd_sweep(args) -> int:
     start = time.time()
     try:
         results = sweep.run_sweeps(data, config, static, grid, seeds, on_chunk=on_chunk,   # every device JAX sees
-                                   on_part=on_part)
+                                   on_part=on_part, on_result=on_result)
     finally:
         if bar is not None:
             bar.close()

@@ -257,12 +257,13 @@ def static_grid_configs(config: TrainConfig, static_grid: dict[str, Sequence]) -
 def run_sweeps(data: RoutingData, config: TrainConfig, static_grid: dict[str, Sequence],
                hparam_grid: dict[str, Sequence[float]], seeds: Sequence[int],
                mesh: jax.sharding.Mesh | str | None = "auto", *, on_chunk: Callable | None = None,
-               on_part: Callable | None = None) -> list[SweepResult]:
+               on_part: Callable | None = None, on_result: Callable | None = None) -> list[SweepResult]:
     """`run_sweep` once per combination of static TrainConfig values (`static_grid_configs`): what
     one traced program cannot vary, such as `hidden` or `answer_weight`. Each part is one
     compiled program of seeds x `hparam_grid`; its `SweepResult.static` holds its values. Rank
     them together with `best_of` (`format_markdown`, `write_tables` and `plot_sweep` take the
-    list). on_part(index, num_parts, values) is called before each part trains."""
+    list). on_part(index, num_parts, values) is called before each part trains, on_result(results)
+    after it with the parts finished so far (a long sweep can write its tables as it goes)."""
     parts = static_grid_configs(config, static_grid)
     sweep_hparams(hparam_grid, seeds)   # a bad grid or seed list fails before anything trains
     results = []
@@ -271,6 +272,8 @@ def run_sweeps(data: RoutingData, config: TrainConfig, static_grid: dict[str, Se
             on_part(index, len(parts), values)
         result = run_sweep(data, part_config, hparam_grid, seeds, mesh, on_chunk=on_chunk)
         results.append(dataclasses.replace(result, static=values))
+        if on_result is not None:
+            on_result(list(results))
     return results
 
 
