@@ -3,8 +3,10 @@
 import json
 import re
 
+import numpy as np
 import pytest
 
+import metarouter_jax as mr
 from metarouter_jax import cli
 from metarouter_jax.cli import eval_data_source, load_data, main, parse_overrides
 from metarouter_jax.data import DataError
@@ -75,6 +77,32 @@ def test_train_then_eval(tmp_path, capsys, monkeypatch):
     assert "bt_bayes" in costs and "linucb" not in costs and "mlp_known" not in costs   # --no-reference
     assert set(by_band["identification"]["uniform"]["0"]) == {"bt_posterior_error", "bt_posterior_sd",
                                                               "metarouter_error"}
+    # Two routers (two training seeds, each with its own data seed): each evaluated as alone, then the spread.
+    other = tmp_path / "run8"
+    assert main(["train", "--data", "synthetic", "--out", str(other), "--quiet", "--seed", "8", *TINY]) == 0
+    capsys.readouterr()
+    loaded.clear()
+    args = ["--users", "4", "--n-contexts", "0", "2", "--strategies", "informative", "--no-reference"]
+    assert main(["eval", str(out / "router"), str(other / "router"), *args, "--json", str(tmp_path / "two.json")]) == 0
+    assert loaded == [("synthetic", 7), ("synthetic", 8)]
+    printed = capsys.readouterr().out
+    assert "mean ± std over 2 routers" in printed and "preference recovery PR(n)" in printed
+    two = json.loads((tmp_path / "two.json").read_text())
+    assert two["checkpoints"] == [str(out / "router"), str(other / "router")] and len(two["reports"]) == 2
+    for n in ("0", "2"):
+        values = [r["informative"]["metarouter"][n]["normalized_utility"] for r in two["reports"]]
+        summary = two["summary"]["informative"]["metarouter"][n]["normalized_utility"]
+        assert summary["mean"] == pytest.approx(np.mean(values)) and summary["std"] == pytest.approx(np.std(values))
+    for path, router_seed in ((out, 7), (other, 8)):   # each as `eval` alone evaluates it, same test users
+        alone = mr.evaluate(mr.MetaRouter.load(path / "router"), cli.resplit(load_data("synthetic", router_seed),
+                            json.loads((path / "config.json").read_text())["valid_fraction"], router_seed),
+                            n_users=4, n_contexts=(0, 2), strategies="informative", reference=False)
+        alone.write_json(tmp_path / "alone.json")                  # as written: NaN (PR of tiny routers) as null
+        assert json.loads((tmp_path / "alone.json").read_text()) == two["reports"][router_seed - 7]
+    assert main(["eval", str(out / "router"), str(out / "router")]) == 2
+    assert "a router is given twice" in capsys.readouterr().err
+    assert main(["eval", str(out / "router"), str(other / "router"), "--bands", "2", "--curves", "c.png"]) == 2
+    assert "--curves draws one router's" in capsys.readouterr().err
     assert main(["eval", str(out / "router"), "--users", "2", "--bands", "0"]) == 2
     assert "bands must be >= 1" in capsys.readouterr().err
     assert main(["eval", str(out / "router"), "--profile", "nope"]) == 2

@@ -477,3 +477,26 @@ def test_routers_of_one_network_share_the_compiled_evaluation(trained_router, sm
     with pytest.raises(TypeError):
         hash(family)
     assert mr.evaluate(trained_router, small_data, profiles=family, **kw).results == first.results
+
+
+def test_summarize_reports_over_routers(report):
+    from metarouter_jax.evaluation import format_summary, summarize
+
+    shifted = copy.deepcopy(report)
+    for by_n in shifted.results["informative"].values():
+        for metrics in by_n.values():
+            metrics["normalized_utility"] += 0.1
+    summary = summarize([report, shifted])
+    cell = summary["informative"]["metarouter"][2]["normalized_utility"]
+    base = report.results["informative"]["metarouter"][2]["normalized_utility"]
+    assert cell["mean"] == pytest.approx(base + 0.05) and cell["std"] == pytest.approx(0.05)
+    assert cell["min"] == pytest.approx(base) and cell["max"] == pytest.approx(base + 0.1)
+    assert summary["uniform"]["metarouter"][2]["normalized_utility"]["std"] == 0.0       # untouched strategy
+    table = format_summary(summary, "informative")
+    assert f"{base + 0.05:.3f} ± 0.050" in table and "n=8" in table
+    fewer = copy.deepcopy(report)
+    del fewer.results["informative"]["linucb"]
+    with pytest.raises(ValueError, match="the reports differ in strategies, methods"):
+        summarize([report, fewer])
+    with pytest.raises(ValueError, match="at least one evaluation report"):
+        summarize([])

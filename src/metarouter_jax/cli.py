@@ -167,8 +167,11 @@ def cmd_train(args) -> int:
 
 
 def recorded_run(args) -> dict:
-    """The config.json `train` or `sweep` wrote beside the router `args.checkpoint`, or {}."""
-    cfg_file = Path(args.checkpoint).parent / "config.json"
+    """The config.json `train` or `sweep` wrote beside the router `args.checkpoint` (of `eval`'s
+    list, the one given alone), or {}."""
+    checkpoint = args.checkpoint[0] if isinstance(args.checkpoint, list) and len(args.checkpoint) == 1 \
+        else args.checkpoint
+    cfg_file = Path(checkpoint).parent / "config.json"
     return read_json_object(cfg_file, ValueError) if cfg_file.exists() else {}
 
 
@@ -230,6 +233,9 @@ def eval_data_source(args) -> tuple[str, int, float | None]:
 
 
 def cmd_eval(args) -> int:
+    if len(args.checkpoint) > 1:
+        return eval_several(args)
+    args = argparse.Namespace(**{**vars(args), "checkpoint": args.checkpoint[0]})
     import metarouter_jax as mr
     from metarouter_jax import curves
 
@@ -269,6 +275,47 @@ def cmd_eval(args) -> int:
             write_json(args.json, report.banded_json() | curves.aiq_json(report, aiq))
         else:
             report.write_json(args.json)
+        print(f"wrote {args.json}")
+    return 0
+
+
+def eval_several(args) -> int:
+    """`metarouter eval A B C ...`: each router on its own training data (as `eval A` would load
+    it) with the same test-user seed and settings, then every metric's mean ± std over them."""
+    import metarouter_jax as mr
+    from metarouter_jax.evaluation import format_summary, summarize
+
+    if len(set(args.checkpoint)) != len(args.checkpoint):
+        raise ValueError(f"a router is given twice: {args.checkpoint}")
+    if args.curves:
+        raise ValueError("--curves draws one router's cost-quality curves: give one checkpoint")
+    if args.json:   # before a long evaluation
+        check_out(Path(args.json).parent, "--json")
+        if Path(args.json).is_dir():
+            raise ValueError(f"--json {args.json}: is a directory")
+    routers = [mr.MetaRouter.load(path) for path in args.checkpoint]   # every one readable before any evaluates
+    reports, start = [], time.time()
+    for path, router in zip(args.checkpoint, routers):
+        data_name, data_seed, valid_fraction = eval_data_source(argparse.Namespace(**{**vars(args), "checkpoint": path}))
+        data = resplit(load_data(data_name, data_seed), valid_fraction, data_seed)
+        begin = time.time()
+        reports.append(mr.evaluate(router, data, split=args.split, n_users=args.users, seed=args.seed,
+                                   n_contexts=tuple(args.n_contexts), strategies=tuple(args.strategies),
+                                   profiles=args.profile, pool=args.pool, bands=args.bands, reference=args.reference))
+        print(f"{path}: {data_name} (data seed {data_seed}), evaluated in {time.time() - begin:.0f} s")
+    summary = summarize(reports)
+    s = reports[0].settings
+    for strategy in summary:
+        print(f"\npair strategy: {strategy}; mean ± std over {len(reports)} routers (users={s['n_users']} each, "
+              f"test-user seed {args.seed}, split={s['split']})")
+        for metric, title in (("normalized_utility", "normalised utility"),
+                              ("preference_recovery", "preference recovery PR(n)")):
+            print(title)
+            print(format_summary(summary, strategy, metric))
+    print(f"evaluated {len(reports)} routers in {time.time() - start:.0f} s")
+    if args.json:
+        write_json(args.json, {"checkpoints": list(args.checkpoint), "summary": summary,
+                               "reports": [r.banded_json() if r.by_band else r.to_json() for r in reports]})
         print(f"wrote {args.json}")
     return 0
 
@@ -457,7 +504,10 @@ def build_parser() -> argparse.ArgumentParser:
     train.set_defaults(func=cmd_train)
 
     ev = sub.add_parser("eval", parents=[common], help="evaluate a saved router against the baselines")
-    ev.add_argument("checkpoint", help="a router folder written by `metarouter train` (OUT/router)")
+    ev.add_argument("checkpoint", nargs="+",
+                    help="a router folder written by `metarouter train` (OUT/router); several (routers of "
+                         "several training seeds, say): each is evaluated on its own training data with the "
+                         "same test users, then every figure's mean ± std over them")
     ev.add_argument("--data", default=None, help="dataset (default: the one in OUT/config.json)")
     ev.add_argument("--split", default="test")
     ev.add_argument("--users", type=int, default=256)

@@ -564,6 +564,45 @@ def band_edges(bands, log10_lam_range) -> np.ndarray | None:
     return edges
 
 
+def summarize(reports) -> dict:
+    """Mean and spread over several evaluations of one setting (routers of several training
+    seeds, say): {strategy: {method: {n: {metric: {"mean", "std", "min", "max"}}}}} over the
+    `results` of `reports` (std over reports, ddof 0, as the README's tables). Refused unless
+    every report has the same strategies, methods, numbers of contexts and metrics."""
+    reports = list(reports)
+    if not reports:
+        raise ValueError("summarize needs at least one evaluation report")
+    shape = [{s: {m: {n: sorted(v) for n, v in by_n.items()} for m, by_n in t.items()} for s, t in r.results.items()}
+             for r in reports]
+    if any(x != shape[0] for x in shape[1:]):
+        raise ValueError("the reports differ in strategies, methods, numbers of contexts or metrics: evaluate "
+                         "every router with the same settings")
+    summary = {}
+    for strategy, table in reports[0].results.items():
+        summary[strategy] = {}
+        for method, by_n in table.items():
+            summary[strategy][method] = {}
+            for n, metrics in by_n.items():
+                values = {k: np.asarray([r.results[strategy][method][n][k] for r in reports], np.float64)
+                          for k in metrics}
+                summary[strategy][method][n] = {k: {"mean": float(v.mean()), "std": float(v.std()),
+                                                    "min": float(v.min()), "max": float(v.max())}
+                                                for k, v in values.items()}
+    return summary
+
+
+def format_summary(summary: dict, strategy: str, metric: str = "normalized_utility") -> str:
+    """A text table of `summarize`'s mean ± std: methods x n for one strategy and metric."""
+    methods = {m: by_n for m, by_n in summary[strategy].items() if metric in next(iter(by_n.values()))}
+    ns = sorted(next(iter(methods.values())))
+    head = f"{'method':<14}" + "".join(f"{'n=' + str(n):>16}" for n in ns)
+    rows = [head, "-" * len(head)]
+    for method, by_n in methods.items():
+        cells = (f"{by_n[n][metric]['mean']:.3f} ± {by_n[n][metric]['std']:.3f}" for n in ns)
+        rows.append(f"{method:<14}" + "".join(f"{c:>16}" for c in cells))
+    return "\n".join(rows)
+
+
 def _report(per_user: dict, users: slice, n_contexts, settings: dict, methods) -> EvalReport:
     """The report of the users `users` of every strategy's per-user outcomes, whose rows are the
     methods of `methods` = (adaptive, flat, pair-accuracy method names)."""
