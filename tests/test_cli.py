@@ -2,6 +2,7 @@
 
 import json
 import re
+import shutil
 
 import numpy as np
 import pytest
@@ -99,6 +100,15 @@ def test_train_then_eval(tmp_path, capsys, monkeypatch):
                             n_users=4, n_contexts=(0, 2), strategies="informative", reference=False)
         alone.write_json(tmp_path / "alone.json")                  # as written: NaN (PR of tiny routers) as null
         assert json.loads((tmp_path / "alone.json").read_text()) == two["reports"][router_seed - 7]
+    banded = ["--users", "2", "--n-contexts", "0", "--strategies", "uniform", "--no-reference", "--bands", "2"]
+    assert main(["eval", str(out / "router"), str(other / "router"), *banded]) == 0   # other data, other range
+    assert "no summary by band: the routers' log10(lam) ranges differ" in capsys.readouterr().out
+    shutil.copytree(out, tmp_path / "copy")     # the same router and data twice: the same bands, no spread
+    assert main(["eval", str(out / "router"), str(tmp_path / "copy" / "router"), *banded,
+                 "--json", str(tmp_path / "b.json")]) == 0
+    assert re.search(r"log10\(lam\) \S+, uniform: known \S+ ± 0.000, best_fixed", capsys.readouterr().out)
+    result = json.loads((tmp_path / "b.json").read_text())
+    assert len(result["summary_by_band"]) == 2 and all("by_band" in r for r in result["reports"])
     assert main(["eval", str(out / "router"), str(out / "router")]) == 2
     assert "a router is given twice" in capsys.readouterr().err
     assert main(["eval", str(out / "router"), str(other / "router"), "--bands", "2", "--curves", "c.png"]) == 2

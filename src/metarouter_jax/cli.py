@@ -283,7 +283,7 @@ def eval_several(args) -> int:
     """`metarouter eval A B C ...`: each router on its own training data (as `eval A` would load
     it) with the same test-user seed and settings, then every metric's mean ± std over them."""
     import metarouter_jax as mr
-    from metarouter_jax.evaluation import format_summary, summarize
+    from metarouter_jax.evaluation import ADAPTIVE, format_summary, summarize
 
     if len(set(args.checkpoint)) != len(args.checkpoint):
         raise ValueError(f"a router is given twice: {args.checkpoint}")
@@ -304,6 +304,12 @@ def eval_several(args) -> int:
                                    profiles=args.profile, pool=args.pool, bands=args.bands, reference=args.reference))
         print(f"{path}: {data_name} (data seed {data_seed}), evaluated in {time.time() - begin:.0f} s")
     summary = summarize(reports)
+    bands = [tuple(r.by_band) for r in reports]
+    by_band = {}
+    if bands[0] and all(b == bands[0] for b in bands):
+        by_band = {band: summarize([r.by_band[band] for r in reports]) for band in bands[0]}
+    elif bands[0]:
+        print("no summary by band: the routers' log10(lam) ranges differ, so do their bands (each report has its own)")
     s = reports[0].settings
     for strategy in summary:
         print(f"\npair strategy: {strategy}; mean ± std over {len(reports)} routers (users={s['n_users']} each, "
@@ -312,9 +318,17 @@ def eval_several(args) -> int:
                               ("preference_recovery", "preference recovery PR(n)")):
             print(title)
             print(format_summary(summary, strategy, metric))
+    for band, band_summary in by_band.items():   # as `eval --bands` prints them, mean ± std
+        for strategy, methods in band_summary.items():
+            ns = sorted(next(iter(methods.values())))
+            cells = (f"{m} {methods[m][ns[-1] if m in ADAPTIVE else ns[0]]['normalized_utility']['mean']:.3f} ± "
+                     f"{methods[m][ns[-1] if m in ADAPTIVE else ns[0]]['normalized_utility']['std']:.3f}"
+                     for m in ("known", "best_fixed", "agnostic", "metarouter"))
+            print(f"log10(lam) {band}, {strategy}: " + ", ".join(cells) + f" (adaptive at n={ns[-1]})")
     print(f"evaluated {len(reports)} routers in {time.time() - start:.0f} s")
     if args.json:
         write_json(args.json, {"checkpoints": list(args.checkpoint), "summary": summary,
+                               **({"summary_by_band": by_band} if by_band else {}),
                                "reports": [r.banded_json() if r.by_band else r.to_json() for r in reports]})
         print(f"wrote {args.json}")
     return 0
