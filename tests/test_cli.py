@@ -80,10 +80,11 @@ def test_train_then_eval(tmp_path, capsys, monkeypatch):
                                                               "metarouter_error"}
     # Two routers (two training seeds, each with its own data seed): each evaluated as alone, then the spread.
     other = tmp_path / "run8"
-    assert main(["train", "--data", "synthetic", "--out", str(other), "--quiet", "--seed", "8", *TINY]) == 0
+    assert main(["train", "--data", "synthetic", "--out", str(other), "--quiet", "--seed", "8", "--valid-fraction", "0.3",
+                 *TINY]) == 0                                # as above: the same shapes, programs already compiled
     capsys.readouterr()
     loaded.clear()
-    args = ["--users", "4", "--n-contexts", "0", "2", "--strategies", "informative", "--no-reference"]
+    args = ["--users", "8", "--n-contexts", "0", "2"]   # as the evaluation above: its compiled program serves
     assert main(["eval", str(out / "router"), str(other / "router"), *args, "--json", str(tmp_path / "two.json")]) == 0
     assert loaded == [("synthetic", 7), ("synthetic", 8)]
     printed = capsys.readouterr().out
@@ -97,10 +98,11 @@ def test_train_then_eval(tmp_path, capsys, monkeypatch):
     for path, router_seed in ((out, 7), (other, 8)):   # each as `eval` alone evaluates it, same test users
         alone = mr.evaluate(mr.MetaRouter.load(path / "router"), cli.resplit(load_data("synthetic", router_seed),
                             json.loads((path / "config.json").read_text())["valid_fraction"], router_seed),
-                            n_users=4, n_contexts=(0, 2), strategies="informative", reference=False)
+                            n_users=8, n_contexts=(0, 2))
         alone.write_json(tmp_path / "alone.json")                  # as written: NaN (PR of tiny routers) as null
         assert json.loads((tmp_path / "alone.json").read_text()) == two["reports"][router_seed - 7]
-    banded = ["--users", "2", "--n-contexts", "0", "--strategies", "uniform", "--no-reference", "--bands", "2"]
+    banded = ["--users", "2", "--n-contexts", "0", "--strategies", "uniform", "--no-reference", "--bands", "2",
+              "--pool", "coder-7b"]   # as the evaluation above
     assert main(["eval", str(out / "router"), str(other / "router"), *banded]) == 0   # other data, other range
     assert "no summary by band: the routers' log10(lam) ranges differ" in capsys.readouterr().out
     shutil.copytree(out, tmp_path / "copy")     # the same router and data twice: the same bands, no spread
