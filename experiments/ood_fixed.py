@@ -27,6 +27,7 @@ Writes experiments/results/ood_fixed.json (every seed) and .md (mean +- std over
 
 from __future__ import annotations
 
+import functools
 import time
 from pathlib import Path
 
@@ -49,26 +50,41 @@ GUARD_METHODS = ("known", "fixed_from_training", "guarded")
 NEIGHBOURS = 10   # training queries a query's similarity is averaged over
 
 
-def fixed_choices(data, profiles, train_queries, test_queries, seed: int, users: int) -> dict[str, list[float]]:
-    """Per method of `METHODS`, each of `evaluate(seed=seed, n_users=users)`'s test users'
-    normalised utility on `test_queries`, given their true profile."""
-    arrays = RoutingArrays.from_data(data)
-    train, test = jnp.asarray(train_queries), jnp.asarray(test_queries)
-    allowed = arrays.observed[test]
+def _fixed_from_training(profiles, profile, arrays, train, allowed):
+    """[Q] the model of the best mean utility for `profile` on the `train` queries, per query of
+    `allowed` [Q, K] (the best observed one where that model is unobserved)."""
+    _, _, means = baselines.hindsight(_utilities(profiles, profile, arrays, train), arrays.observed[train])
+    return baselines.best_fixed_choice(means, allowed)
 
-    def utilities(profile, queries):
-        return jax.vmap(query_utility, in_axes=(None, None, None, 0))(profiles, profile, arrays, queries)
+
+def _utilities(profiles, profile, arrays, queries):
+    """[Q, K] a profile's utility of every model's answer to `queries`."""
+    return jax.vmap(query_utility, in_axes=(None, None, None, 0))(profiles, profile, arrays, queries)
+
+
+@functools.partial(jax.jit, static_argnames="profiles")
+def _fixed_users(profiles, arrays, keys, train, test):
+    """[U, METHODS] each test user's normalised utility on `test` (the data enters as arguments:
+    one compilation serves every seed)."""
+    allowed = arrays.observed[test]
 
     def one_user(key):
         profile, _ = evaluation.draw_user(profiles, key)
-        u = utilities(profile, test)
-        _, _, train_means = baselines.hindsight(utilities(profile, train), arrays.observed[train])
+        u = _utilities(profiles, profile, arrays, test)
         _, _, test_means = baselines.hindsight(u, allowed)
-        return jnp.stack([evaluation.normalized_utility(u, allowed, baselines.best_fixed_choice(means, allowed))
-                          for means in (train_means, test_means)])
+        return jnp.stack([evaluation.normalized_utility(u, allowed, choice) for choice in (
+            _fixed_from_training(profiles, profile, arrays, train, allowed),
+            baselines.best_fixed_choice(test_means, allowed))])
 
+    return jax.vmap(one_user)(keys)
+
+
+def fixed_choices(data, profiles, train_queries, test_queries, seed: int, users: int) -> dict[str, float]:
+    """Per method of `METHODS`, the mean over `evaluate(seed=seed, n_users=users)`'s test users of
+    their normalised utility on `test_queries`, given their true profile."""
     keys, _ = evaluation.user_keys(seed, users)
-    per_user = np.asarray(jax.jit(jax.vmap(one_user))(keys))                       # [U, METHODS]
+    per_user = np.asarray(_fixed_users(profiles, RoutingArrays.from_data(data), keys, jnp.asarray(train_queries),
+                                       jnp.asarray(test_queries)))                       # [U, METHODS]
     return {m: float(per_user[:, i].mean()) for i, m in enumerate(METHODS)}
 
 
@@ -79,39 +95,43 @@ def similarity(embeddings, queries, train_queries) -> np.ndarray:
     return np.sort(sims, axis=1)[:, -NEIGHBOURS:].mean(1)
 
 
+@functools.partial(jax.jit, static_argnames=("graphdef", "profiles"))
+def _guarded_users(graphdef, profiles, params, arrays, keys, queries, train, far):
+    """[U, GUARD_METHODS] each test user's normalised utility on `queries` routed by the known
+    router (`params`), by the fixed model and by the guard (the fixed model where `far` [Q])."""
+    allowed = arrays.observed[queries]
+    feats = adaptation.query_features(graphdef, params, arrays.embeddings[queries])
+
+    def one_user(key):
+        profile, _ = evaluation.draw_user(profiles, key)
+        fixed = _fixed_from_training(profiles, profile, arrays, train, allowed)
+        z = adaptation.profile_latent(graphdef, params, profiles.features(profile))
+        scores = jax.vmap(adaptation.policy_scores, in_axes=(None, None, 0, None, None, None))(
+            graphdef, params, feats, z, arrays.descriptors, None)
+        known = jnp.argmax(jnp.where(allowed, scores, -jnp.inf), -1)
+        u = _utilities(profiles, profile, arrays, queries)
+        return jnp.stack([evaluation.normalized_utility(u, allowed, c) for c in (known, fixed,
+                                                                                 jnp.where(far, fixed, known))])
+
+    return jax.vmap(one_user)(keys)
+
+
 def guarded_choices(router, data, query_sets: dict[str, np.ndarray], seed: int, users: int,
                     percentile: float) -> dict[str, dict[str, float]]:
     """Per query set: each of `GUARD_METHODS`' mean normalised utility over `evaluate`'s test users
     (true profile), and the share of the set's queries the guard sends to the fixed model."""
     arrays = router.arrays_for(data)
-    profiles, graphdef, params = router.profiles, router.graphdef, router.params["known"]
     train = data.split(router.config.train_split)
     threshold = np.percentile(similarity(data.embeddings, data.split("valid"), train), percentile)
     keys, _ = evaluation.user_keys(seed, users)
     out = {}
     for name, queries in query_sets.items():
         queries = queries[data.observed[queries].any(-1)]                       # evaluate's routable queries
-        far = jnp.asarray(similarity(data.embeddings, queries, train) < threshold)
-        q, train_q = jnp.asarray(queries), jnp.asarray(train)
-        allowed = arrays.observed[q]
-        feats = adaptation.query_features(graphdef, params, arrays.embeddings[q])
-
-        def one_user(key, q=q, train_q=train_q, allowed=allowed, feats=feats, far=far):
-            profile, _ = evaluation.draw_user(profiles, key)
-            utility = jax.vmap(query_utility, in_axes=(None, None, None, 0))
-            u = utility(profiles, profile, arrays, q)
-            _, _, train_means = baselines.hindsight(utility(profiles, profile, arrays, train_q), arrays.observed[train_q])
-            fixed = baselines.best_fixed_choice(train_means, allowed)
-            z = adaptation.profile_latent(graphdef, params, profiles.features(profile))
-            scores = jax.vmap(adaptation.policy_scores, in_axes=(None, None, 0, None, None, None))(
-                graphdef, params, feats, z, arrays.descriptors, None)
-            known = jnp.argmax(jnp.where(allowed, scores, -jnp.inf), -1)
-            return jnp.stack([evaluation.normalized_utility(u, allowed, c) for c in (known, fixed,
-                                                                                     jnp.where(far, fixed, known))])
-
-        per_user = np.asarray(jax.jit(jax.vmap(one_user))(keys))
+        far = similarity(data.embeddings, queries, train) < threshold
+        per_user = np.asarray(_guarded_users(router.graphdef, router.profiles, router.params["known"], arrays, keys,
+                                             jnp.asarray(queries), jnp.asarray(train), jnp.asarray(far)))
         out[name] = {**{m: float(per_user[:, i].mean()) for i, m in enumerate(GUARD_METHODS)},
-                     "far_share": float(np.asarray(far).mean())}
+                     "far_share": float(far.mean())}
     return out
 
 

@@ -162,7 +162,7 @@ def test_eval_loads_the_data_with_the_recorded_seed(tmp_path):
         if recorded is not None:
             (tmp_path / "config.json").write_text(json.dumps(recorded))
         args = cli.build_parser().parse_args(["eval", str(tmp_path / "router"), *argv])
-        return eval_data_source(args)
+        return eval_data_source(args, args.checkpoint[0])
 
     assert source("--seed", "3") == ("synthetic", 3, None)                             # nothing recorded
     assert source("--seed", "3", recorded={"data": "synthetic", "seed": 7}) == ("synthetic", 7, None)

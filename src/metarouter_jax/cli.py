@@ -166,11 +166,8 @@ def cmd_train(args) -> int:
     return 0
 
 
-def recorded_run(args) -> dict:
-    """The config.json `train` or `sweep` wrote beside the router `args.checkpoint` (of `eval`'s
-    list, the one given alone), or {}."""
-    checkpoint = args.checkpoint[0] if isinstance(args.checkpoint, list) and len(args.checkpoint) == 1 \
-        else args.checkpoint
+def recorded_run(checkpoint) -> dict:
+    """The config.json `train` or `sweep` wrote beside the router folder `checkpoint`, or {}."""
     cfg_file = Path(checkpoint).parent / "config.json"
     return read_json_object(cfg_file, ValueError) if cfg_file.exists() else {}
 
@@ -209,8 +206,8 @@ def valid_fraction_arg(text: str) -> float:
     return value
 
 
-def eval_data_source(args) -> tuple[str, int, float | None]:
-    """(dataset, data seed, validation share) for `metarouter eval`.
+def eval_data_source(args, checkpoint) -> tuple[str, int, float | None]:
+    """(dataset, data seed, validation share) for `metarouter eval` of the router `checkpoint`.
 
     The dataset is --data, else the one config.json beside the router records. Its seed is
     --data-seed, else the recorded one when the dataset is the recorded one (that seed drew the
@@ -219,7 +216,7 @@ def eval_data_source(args) -> tuple[str, int, float | None]:
     the recorded one (its train split holds the queries the users' utility scales were calibrated
     on), else None (the data's own split).
     """
-    recorded = recorded_run(args)
+    recorded = recorded_run(checkpoint)
     name = args.data if args.data is not None else recorded.get("data", "synthetic")
     same = name == recorded.get("data")
     fraction = recorded.get("valid_fraction") if same else None
@@ -232,23 +229,32 @@ def eval_data_source(args) -> tuple[str, int, float | None]:
     return name, args.seed, fraction
 
 
+def check_file_target(target, option: str) -> None:
+    """Refuse, before a long evaluation, an output file `target` of `option` that cannot be written."""
+    if target:
+        check_out(Path(target).parent, option)
+        if Path(target).is_dir():
+            raise ValueError(f"{option} {target}: is a directory")
+
+
+def eval_data(args, checkpoint):
+    """(dataset name, data seed, the data as `metarouter eval` evaluates the router `checkpoint` on)."""
+    data_name, data_seed, valid_fraction = eval_data_source(args, checkpoint)
+    return data_name, data_seed, resplit(load_data(data_name, data_seed), valid_fraction, data_seed)
+
+
 def cmd_eval(args) -> int:
     if len(args.checkpoint) > 1:
         return eval_several(args)
-    args = argparse.Namespace(**{**vars(args), "checkpoint": args.checkpoint[0]})
     import metarouter_jax as mr
     from metarouter_jax import curves
 
     if args.curves and args.bands is None:
         raise ValueError("--curves needs --bands B: the cost-quality curve runs through the bands' points")
-    router = mr.MetaRouter.load(args.checkpoint)
-    data_name, data_seed, valid_fraction = eval_data_source(args)
-    data = resplit(load_data(data_name, data_seed), valid_fraction, data_seed)
-    for option, target in (("--json", args.json), ("--curves", args.curves)):  # before a long evaluation
-        if target:
-            check_out(Path(target).parent, option)
-            if Path(target).is_dir():
-                raise ValueError(f"{option} {target}: is a directory")
+    router = mr.MetaRouter.load(args.checkpoint[0])
+    _, _, data = eval_data(args, args.checkpoint[0])
+    check_file_target(args.json, "--json")
+    check_file_target(args.curves, "--curves")
     if args.curves:
         png_path(args.curves)
         try:
@@ -283,21 +289,17 @@ def eval_several(args) -> int:
     """`metarouter eval A B C ...`: each router on its own training data (as `eval A` would load
     it) with the same test-user seed and settings, then every metric's mean ± std over them."""
     import metarouter_jax as mr
-    from metarouter_jax.evaluation import ADAPTIVE, format_summary, summarize
+    from metarouter_jax.evaluation import band_line, format_summary, summarize
 
     if len(set(args.checkpoint)) != len(args.checkpoint):
         raise ValueError(f"a router is given twice: {args.checkpoint}")
     if args.curves:
         raise ValueError("--curves draws one router's cost-quality curves: give one checkpoint")
-    if args.json:   # before a long evaluation
-        check_out(Path(args.json).parent, "--json")
-        if Path(args.json).is_dir():
-            raise ValueError(f"--json {args.json}: is a directory")
+    check_file_target(args.json, "--json")
     routers = [mr.MetaRouter.load(path) for path in args.checkpoint]   # every one readable before any evaluates
     reports, start = [], time.time()
     for path, router in zip(args.checkpoint, routers):
-        data_name, data_seed, valid_fraction = eval_data_source(argparse.Namespace(**{**vars(args), "checkpoint": path}))
-        data = resplit(load_data(data_name, data_seed), valid_fraction, data_seed)
+        data_name, data_seed, data = eval_data(args, path)
         begin = time.time()
         reports.append(mr.evaluate(router, data, split=args.split, n_users=args.users, seed=args.seed,
                                    n_contexts=tuple(args.n_contexts), strategies=tuple(args.strategies),
@@ -320,11 +322,8 @@ def eval_several(args) -> int:
             print(format_summary(summary, strategy, metric))
     for band, band_summary in by_band.items():   # as `eval --bands` prints them, mean ± std
         for strategy, methods in band_summary.items():
-            ns = sorted(next(iter(methods.values())))
-            cells = (f"{m} {methods[m][ns[-1] if m in ADAPTIVE else ns[0]]['normalized_utility']['mean']:.3f} ± "
-                     f"{methods[m][ns[-1] if m in ADAPTIVE else ns[0]]['normalized_utility']['std']:.3f}"
-                     for m in ("known", "best_fixed", "agnostic", "metarouter"))
-            print(f"log10(lam) {band}, {strategy}: " + ", ".join(cells) + f" (adaptive at n={ns[-1]})")
+            nu = "normalized_utility"
+            print(band_line(band, strategy, methods, lambda m: f"{m[nu]['mean']:.3f} ± {m[nu]['std']:.3f}"))
     print(f"evaluated {len(reports)} routers in {time.time() - start:.0f} s")
     if args.json:
         write_json(args.json, {"checkpoints": list(args.checkpoint), "summary": summary,

@@ -131,11 +131,18 @@ class EvalReport:
             out.append("")
         for band, report in self.by_band.items():
             for strategy, methods in report.results.items():
-                ns = sorted(next(iter(methods.values())))
-                out.append(f"log10(lam) {band}, {strategy}: " + ", ".join(
-                    f"{m} {methods[m][ns[-1] if m in ADAPTIVE else ns[0]]['normalized_utility']:.3f}"
-                    for m in ("known", "best_fixed", "agnostic", "metarouter")) + f" (adaptive at n={ns[-1]})")
+                out.append(band_line(band, strategy, methods, lambda m: f"{m['normalized_utility']:.3f}"))
         return "\n".join(out)
+
+
+def band_line(band: str, strategy: str, methods: dict, cell) -> str:
+    """One band's line of a report by band: `cell(metrics)` of the known router, the best fixed
+    model, the agnostic router and the MetaRouter, the adaptive one at the largest n."""
+    ns = sorted(next(iter(methods.values())))
+    return (f"log10(lam) {band}, {strategy}: "
+            + ", ".join(f"{m} {cell(methods[m][ns[-1] if m in ADAPTIVE else ns[0]])}"
+                        for m in ("known", "best_fixed", "agnostic", "metarouter"))
+            + f" (adaptive at n={ns[-1]})")
 
 
 def evaluate(router, data: RoutingData, split: str = "test", n_contexts=DEFAULT_N_CONTEXTS, n_users: int = 256,
