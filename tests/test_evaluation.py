@@ -165,6 +165,44 @@ def test_a_single_strategy_count_or_profile_name(trained_router, small_data):
     assert report.settings["profile"] == "budget" != trained_router.profiles.name
 
 
+def test_a_richer_familys_router_on_linear_users(small_data, tiny_config):
+    """A budget router evaluated on linear users: its known router reads each user as the budget
+    family holds a linear user (the loosest cap), not a profile without a cap (a KeyError before)."""
+    from metarouter_jax.config import Hparams
+    from metarouter_jax.networks import init_router_net
+    from metarouter_jax.router import DataInfo
+    from metarouter_jax.training import make_train
+
+    config = tiny_config.replace(profile="budget")
+    trainer = make_train(config, small_data)
+    _, params = init_router_net(trainer.net_config, jax.random.key(0))     # untrained: only the plumbing counts
+    info = DataInfo.from_data(small_data, trainer.arrays, config.train_split, trainer.atoms)
+    router = mr.MetaRouter(config, Hparams.create(), trainer.net_config, trainer.profiles,
+                           {name: params for name in ("metarouter", "known", "agnostic")}, info)
+    report = mr.evaluate(router, small_data, n_users=2, n_contexts=0, strategies="uniform", profiles="linear",
+                         reference=False)
+    assert report.settings["profile"] == "linear"
+    assert np.isfinite(report.results["uniform"]["known"][0]["normalized_utility"])
+
+
+@pytest.mark.parametrize("family", ["budget", "family_weights"])
+def test_banded_users_draw_their_other_parameters_apart_from_lam(small_data, family):
+    """In a band, log10(lam) is redrawn inside it; a family's other parameters (a cap, family
+    weights) must not move with it (they did: the band's key was the one their draw used), and a
+    user's log10(lam) is the same whichever family it is drawn from."""
+    profiles = mr.make_profiles(family, small_data, log10_lam_range=(0.0, 4.0))
+    linear = mr.make_profiles("linear", small_data, log10_lam_range=(0.0, 4.0))
+    keys, bands = user_keys(0, 400, np.array([0.0, 2.0, 4.0]))
+    drawn = jax.vmap(lambda k, b: draw_user(profiles, k, b)[0])(keys, bands)
+    lam = np.asarray(drawn["log10_lam"])
+    other = np.asarray(drawn["log10_cap"] if family == "budget" else drawn["log_weights"][:, 0])
+    for band in range(2):
+        users = slice(400 * band, 400 * (band + 1))
+        assert np.all((lam[users] >= 2.0 * band) & (lam[users] < 2.0 * (band + 1)))
+        assert abs(np.corrcoef(lam[users], other[users])[0, 1]) < 0.15   # 400 independent pairs: |r| ~ 0.05
+    np.testing.assert_array_equal(lam, np.asarray(jax.vmap(lambda k, b: draw_user(linear, k, b)[0])(keys, bands)["log10_lam"]))
+
+
 def test_active_strategy(trained_router, small_data, report):
     """Asked one at a time: the same users and flat baselines, the prior at n = 0, and the
     questions it asks are at least as telling as an up-front design on this router."""

@@ -315,6 +315,13 @@ def _users(program: _Program, env: dict, keys, bands, informative, active: bool 
         """The known router's routing weights for a profile of the router's family."""
         return adaptation.profile_latent(graphdef, params["known"], router_profiles.features(profile_))
 
+    def as_router_profile(profile_):
+        """A test user (of `profiles`) as the router's family holds them: its log10(lam), and of
+        the router's other parameters those the user has (the rest at the family's linear-user
+        values: a budget router reads a linear user at the loosest cap of its prior)."""
+        base = router_profiles.linear_profile(profile_["log10_lam"])
+        return {name: profile_.get(name, value) for name, value in base.items()}
+
     grid_latents = jax.vmap(lambda lam: known_latent(router_profiles.linear_profile(lam)))(grid)   # [G, R]
 
     def bayes_log10_lam(weights):
@@ -461,7 +468,7 @@ def _users(program: _Program, env: dict, keys, bands, informative, active: bool 
         adaptive, identified, accuracy = jax.lax.map(at_n, jnp.asarray(n_contexts))  # [n, ADAPTIVE, 3], [n, 3], [n, P]
         # Best fixed model in hindsight; where it is unobserved, the best observed one.
         fixed = baselines.best_fixed_choice(model_means, allowed)
-        flat = jnp.stack([rand, outcome(fixed), outcome(agnostic), outcome(known_choice(profile)),
+        flat = jnp.stack([rand, outcome(fixed), outcome(agnostic), outcome(known_choice(as_router_profile(profile))),
                           *(outcome(predicted_choice(p, profiles.utility, profile)) for p in predictors)])  # [FLAT, 3]
         return adaptive, flat, identified, accuracy
 
@@ -525,12 +532,16 @@ def user_keys(seed: int, n_users: int, edges=None):
 
 def draw_user(profiles, key, band=None):
     """One test user from `user_keys`' key: (profile, key for its contexts). The profile is drawn
-    from `profiles`; with a band (lo, hi), its log10(lam) is uniform in [lo, hi) instead."""
+    from `profiles`; with a band (lo, hi), its log10(lam) is uniform in [lo, hi) instead, and the
+    rest of the profile (a budget family's cap, family weights) is drawn independently of it."""
     key_profile, key_contexts = jax.random.split(key)
-    profile = profiles.sample(key_profile)
-    if band is not None:
-        lo, hi = band
-        profile["log10_lam"] = lo + (hi - lo) * jax.random.uniform(jax.random.fold_in(key_profile, 1))
+    if band is None:
+        return profiles.sample(key_profile), key_contexts
+    # fold_in(k, 1) equals split(k)[1], the key a family's sample draws its second parameter
+    # from: the rest of the profile takes fold_in(k, 2), or it would move with log10(lam).
+    profile = profiles.sample(jax.random.fold_in(key_profile, 2))
+    lo, hi = band
+    profile["log10_lam"] = lo + (hi - lo) * jax.random.uniform(jax.random.fold_in(key_profile, 1))
     return profile, key_contexts
 
 
