@@ -279,7 +279,11 @@ def test_hand_built_contexts_of_the_wrong_shape_or_kind_are_named(router, small_
     ]:
         with pytest.raises((TypeError, ValueError), match=message):
             router.adapt(bad)
-    router.adapt(ctx.replace(outcome_b=ctx.outcome_b.at[5, 0].set(jnp.nan)))   # an unused slot may hold anything
+    # An unused slot may hold anything, NaN included: it must not reach the latent (0 x NaN in the
+    # encoder's masked sums made every entry NaN).
+    padded = ctx.replace(query_emb=ctx.query_emb.at[5].set(jnp.nan), outcome_a=ctx.outcome_a.at[5].set(jnp.inf),
+                         outcome_b=ctx.outcome_b.at[5, 0].set(jnp.nan), label=ctx.label.at[5].set(jnp.nan))
+    np.testing.assert_array_equal(router.adapt(padded), router.adapt(ctx))
 
 
 def test_one_pool_name_is_one_model_and_families_must_match(router, small_data):

@@ -123,7 +123,9 @@ def adapt(graphdef, params, contexts: Contexts, descriptors, inner_steps: int = 
           first_order: bool = False, atoms=None):
     """One user's routing weights [R] (the adapted latent the policy reads), from their contexts.
 
-    atoms: the router's `Atoms` when its encoder is an atomic posterior (else None)."""
+    atoms: the router's `Atoms` when its encoder is an atomic posterior (else None). Padded
+    contexts may hold anything (`Contexts.zero_padding`)."""
+    contexts = contexts.zero_padding()
     num_atoms = nnx.merge(graphdef, params).encoder.cfg.posterior_atoms
     if (atoms is None) != (num_atoms == 0) or (atoms is not None and atoms.features.shape[0] != num_atoms):
         raise ValueError(f"this encoder has posterior_atoms={num_atoms}: pass atoms=make_atoms(profiles, "

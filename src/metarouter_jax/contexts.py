@@ -75,6 +75,19 @@ class Contexts:
     def count(self) -> jax.Array:
         return self.mask.sum(-1)
 
+    def zero_padding(self) -> "Contexts":
+        """The same contexts with the numbers of every padded slot (mask False) set to 0.
+
+        The encoder pools contexts as mask-weighted sums, and 0 x NaN is NaN: a NaN or inf left in
+        a padded slot (which `MetaRouter.adapt` accepts: only valid contexts are checked) would
+        reach every user's latent. Valid contexts are unchanged."""
+        def zero(x):
+            mask = self.mask.reshape(self.mask.shape + (1,) * (x.ndim - self.mask.ndim))
+            return jnp.where(mask, x, jnp.zeros((), x.dtype))
+
+        return self.replace(query_emb=zero(self.query_emb), outcome_a=zero(self.outcome_a),
+                            outcome_b=zero(self.outcome_b), label=zero(self.label))
+
     @classmethod
     def empty(cls, capacity: int, embed_dim: int, batch_shape: tuple[int, ...] = ()) -> "Contexts":
         """No feedback at all: the router falls back to its prior."""
