@@ -137,3 +137,18 @@ def test_frontier_range_makes_every_frontier_model_best_somewhere():
     frontier = set(data.pareto_frontier("train").tolist())
     winners = {int(np.argmax(s["quality"] - 10 ** l * s["cost"])) for l in np.linspace(lo, hi, 400)}
     assert frontier <= winners
+
+
+def test_a_model_of_the_same_mean_cost_but_worse_is_off_the_frontier():
+    """Of two models of equal mean cost only the better is on the frontier, whatever their order
+    (the worse one, listed first, stayed on it: a zero cost gap, an infinite switch point, and
+    frontier_log10_lam_range returned (x, inf), from which training drew its users)."""
+    from metarouter_jax.profiles import frontier_log10_lam_range
+
+    quality = np.tile([0.3, 0.5, 0.9], (40, 1)).astype(np.float32)
+    cost = np.tile([1e-3, 1e-3, 1e-2], (40, 1)).astype(np.float32)
+    data = mr.RoutingData.create(np.ones((40, 2)), quality, cost, np.zeros(40, np.int32), model_names=["a", "b", "c"],
+                                 family_names=["f"], splits={"train": np.arange(40)})
+    assert data.pareto_frontier("train").tolist() == [1, 2]
+    lo, hi = frontier_log10_lam_range(data)
+    assert np.isfinite([lo, hi]).all() and lo < np.log10(0.4 / 9e-3) < hi     # b -> c switches at 44

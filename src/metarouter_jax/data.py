@@ -318,9 +318,10 @@ class RoutingData:
         return np.stack(cols, axis=1), np.asarray(present)
 
     def pareto_frontier(self, split: str | None = None) -> np.ndarray:
-        """Indices of models on the mean cost-quality Pareto frontier, cheapest first."""
+        """Indices of models on the mean cost-quality Pareto frontier, cheapest first (of models
+        of equal mean cost only the best can be on it)."""
         s = self.model_summary(split)
-        order = np.argsort(s["cost"])
+        order = np.lexsort((-s["quality"], s["cost"]))   # by cost; at equal cost the best first
         frontier, best = [], -np.inf
         for k in order:
             if s["quality"][k] > best + 1e-9:
