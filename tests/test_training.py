@@ -172,6 +172,17 @@ def test_validation_scores_and_keeps_the_parameter_average(small_data, tiny_conf
     assert float(score(state.best_params, *valid)["valid_utility"]) == pytest.approx(float(state.best_score), abs=1e-6)
 
 
+@pytest.mark.parametrize("max_contexts", [7, 8])
+def test_validation_users_cover_every_count_with_both_strategies(small_data, tiny_config, max_contexts):
+    """With an odd max_contexts (an even number of counts) index % 2 tied each count to one pair
+    strategy (uniform users had only even counts: with max_contexts=1, never a context)."""
+    trainer = make_train(tiny_config.replace(max_contexts=max_contexts, valid_users=4 * (max_contexts + 1)), small_data)
+    users, contexts = trainer.jit_validation_users(trainer.data_args(), jax.random.key(0), Hparams.create())
+    seen = set(zip(np.asarray(users.count).tolist(), np.asarray(users.informative).tolist()))
+    assert seen == {(n, informative) for n in range(max_contexts + 1) for informative in (False, True)}
+    np.testing.assert_array_equal(np.asarray(contexts.mask).sum(-1), users.count)
+
+
 def test_band_means_rank_the_users_into_equal_bands():
     lam = jnp.array([3.0, 0.0, 2.0, 1.0, 5.0])          # ranks 3 0 2 1 4 -> bands (rank * 2 // 5) 1 0 0 0 1
     values = jnp.array([10.0, 1.0, 2.0, 3.0, 20.0])

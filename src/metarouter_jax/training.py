@@ -309,8 +309,12 @@ class Trainer:
         pairs = jax.vmap(jax.random.split)(jax.random.split(key, cfg.valid_users))          # [V, 2]
         user_keys, ctx_keys = pairs[:, 0], pairs[:, 1]
         users = jax.vmap(lambda k: self.sample_user(k, hparams, 0.0))(user_keys)
-        counts = jnp.arange(cfg.valid_users) % (cfg.max_contexts + 1)
-        informative = jnp.arange(cfg.valid_users) % 2 == 1
+        index = jnp.arange(cfg.valid_users)
+        counts = index % (cfg.max_contexts + 1)
+        # Every count with both strategies: with an even number of counts (an odd max_contexts)
+        # index % 2 would give each count one strategy, so the strategy alternates by cycle there.
+        cycle = 1 if (cfg.max_contexts + 1) % 2 else cfg.max_contexts + 1
+        informative = (index // cycle) % 2 == 1
         users = users.replace(count=counts, informative=informative,
                               beta=jnp.full_like(users.beta, 10.0), flip=jnp.full_like(users.flip, 0.05))
         contexts = jax.vmap(lambda k, u: self.user_contexts(k, u, self.valid_source))(ctx_keys, users)
