@@ -17,7 +17,9 @@ made before a recipe or a default changed trains differently today, and its reru
 moved, the `--set` settings that restore them, and at which commit the file was made (rerun it
 there: `git worktree add DIR COMMIT`). A field
 the committed file lacks (added to TrainConfig later) counts as moved only where the rerun's value
-is not the field's default.
+is not the value it trained with then: the field's default, or, for a field whose default changed
+when it was added (`config.LEGACY_VALUES`: `cost_units`, "all" before 2026-12-01), that old value,
+which the rerun is then given (`--set cost_units=all`), so that such a result reproduces today.
 
 Exit status 0 when every figure is within the tolerance, 1 when one moved further or a run failed
 or wrote none of its files, 2 for a bad request. Runs take minutes each (the commands' own times
@@ -109,14 +111,41 @@ def set_hint(changes, defaults: dict) -> str:
     return " ".join(settings)
 
 
-def config_defaults(root: Path = ROOT) -> dict:
-    """TrainConfig's defaults as a result file records them (JSON: tuples as lists)."""
+def _config_module(root: Path = ROOT):
+    """`metarouter_jax.config` of the checkout at `root` (the first one imported stays imported)."""
     sys.path.insert(0, str(root / "src"))
     try:
-        from metarouter_jax.config import TrainConfig
+        from metarouter_jax import config
     finally:
         sys.path.pop(0)
-    return TrainConfig().to_json()
+    return config
+
+
+def config_defaults(root: Path = ROOT) -> dict:
+    """What a config lacking a field trained with, as a result file records it (JSON: tuples as
+    lists): TrainConfig's default, or the field's `LEGACY_VALUES` value where the default changed."""
+    return {**_config_module(root).TrainConfig().to_json(), **json.loads(json.dumps(legacy_values(root)))}
+
+
+def legacy_values(root: Path = ROOT) -> dict:
+    """`config.LEGACY_VALUES`: the fields whose default changed when they were added, with the
+    value a config made before had."""
+    return dict(getattr(_config_module(root), "LEGACY_VALUES", {}))
+
+
+def with_legacy_settings(command: list[str], committed, root: Path = ROOT) -> list[str]:
+    """`command` with `--set FIELD=VALUE` for each `LEGACY_VALUES` field that a training config
+    of the committed result lacks (it was made before the field existed, with that value); added
+    to the command's own --set settings (one --set option takes them all)."""
+    configs = _configs(committed).values()
+    settings = [f"{field}={value}" for field, value in legacy_values(root).items()
+                if any(field not in config for config in configs)]
+    if not settings:
+        return command
+    if "--set" not in command:
+        return [*command, "--set", *settings]
+    at = command.index("--set") + 1
+    return command[:at] + settings + command[at:]
 
 
 def compare(committed, rerun, tolerance: float, path: str = "", result: Comparison | None = None) -> Comparison:
@@ -244,6 +273,7 @@ def main(argv=None) -> int:
                                                                       os.environ.get("PYTHONPATH")]))}
     failed, defaults = False, config_defaults(args.root)
     for command, paths in commands.items():
+        command = with_legacy_settings(list(command), json.loads(paths[0].read_text()), args.root)
         print(f"\n== {' '.join(p.stem for p in paths)}: python {shlex.join(command)} --out {out}", flush=True)
         start = time.time()
         run = subprocess.run([sys.executable, *command, "--out", str(out)], cwd=args.root, env=env)

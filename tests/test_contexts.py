@@ -361,10 +361,13 @@ def test_informative_pairs_stay_in_the_pool(small_data):
 
 def test_from_feedback_carries_each_answers_own_outcomes(small_data):
     """Each context holds its query's embedding and family and the logged quality and standardised
-    log10 cost of answer a and of answer b (each its own model's), in the simulator's units."""
+    log10 cost of answer a and of answer b (each its own model's), in the units a router trained on
+    the data with the default settings simulates contexts in."""
+    from metarouter_jax.training import cost_units
+
     query, a, b = np.array([5, 17, 42]), np.array([0, 4, 2]), np.array([3, 1, 4])
     ctx = mr.Contexts.from_feedback(small_data, query, a, b, [True, False, True], capacity=4)
-    arrays = RoutingArrays.from_data(small_data)
+    arrays = RoutingArrays.from_data(small_data, log_cost_stats=cost_units(mr.TrainConfig(), small_data))
     for side, models in (("outcome_a", a), ("outcome_b", b)):
         expected = np.stack([np.asarray(arrays.quality)[query, models], np.asarray(arrays.log_cost)[query, models]], -1)
         np.testing.assert_allclose(np.asarray(getattr(ctx, side))[:3], expected, rtol=1e-5, atol=1e-6)

@@ -423,7 +423,20 @@ def test_with_models_routes_adapts_and_saves_another_model_set(trained_router, s
     rng = np.random.default_rng(0)
     query = rng.choice(fewer.split("test"), 8)
     a = rng.integers(0, 4, 8)
-    ctx = mr.Contexts.from_feedback(fewer, query, a, (a + 1) % 4, rng.random(8) < 0.5, capacity=8)
+    prefers = rng.random(8) < 0.5
+    ctx = router.contexts_from_feedback(fewer, query, a, (a + 1) % 4, prefers, capacity=8)
+    # In the router's units (Contexts.from_feedback(fewer, ...) measures them on fewer's 4 models)
+    # and its models: the same judgements through the original router land on indices + 1.
+    by_hand = router.contexts_from_outcomes(fewer.embeddings[query], a, (a + 1) % 4, prefers, fewer.quality[query, a],
+                                            fewer.cost[query, a], fewer.quality[query, (a + 1) % 4],
+                                            fewer.cost[query, (a + 1) % 4], capacity=8, family=fewer.family[query])
+    for x, y in zip(jax.tree.leaves(ctx), jax.tree.leaves(by_hand)):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+    original = trained_router.contexts_from_feedback(fewer, query, a, (a + 1) % 4, prefers, capacity=8)
+    np.testing.assert_array_equal(np.asarray(original.model_a)[:8], a + 1)
+    np.testing.assert_array_equal(np.asarray(original.outcome_b), np.asarray(ctx.outcome_b))
+    with pytest.raises(ValueError, match=re.escape(f"models this router does not route: ['{names[0]}']")):
+        router.contexts_from_feedback(small_data, query, np.zeros(8, int), np.ones(8, int), prefers)
     latent = router.adapt(ctx)
     queries = fewer.embeddings[fewer.split("test")]
     choice = router.route(latent, queries, pool=[names[2], names[3]])

@@ -12,6 +12,8 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "experiments"))
 import reproduce  # noqa: E402
 
+from metarouter_jax import config as mr_config  # noqa: E402
+
 
 def test_every_committed_result_records_a_runnable_command():
     """Each file of experiments/results/ names an existing script; a recorded --out is dropped
@@ -52,6 +54,7 @@ def fake_checkout(root: Path, value: float, written: float) -> Path:
         import argparse, json, pathlib
         parser = argparse.ArgumentParser()
         parser.add_argument("--scale", type=float, default=1.0)
+        parser.add_argument("--set", nargs="*", default=[])
         parser.add_argument("--out", type=pathlib.Path)
         args = parser.parse_args()
         (args.out / "fake.json").write_text(json.dumps({{"seconds": 1.0, "runs": {{"x": {written} * args.scale}}}}))
@@ -114,6 +117,23 @@ def test_config_changes_name_what_trains_differently():
                                                 "log10_lam_range": (-1.0, 3.0), "profile": "budget"}
     assert reproduce.set_hint(reproduce.config_changes(committed, recipe_moved, defaults), defaults) == ""  # nested
     assert reproduce.config_defaults()["answer_weight"] == 0.0
+    assert reproduce.config_defaults()["cost_units"] == "all" != mr_config.TrainConfig().cost_units   # changed default
+
+
+def test_a_result_made_before_a_default_changed_reruns_with_its_old_value():
+    """cost_units changed its default when it was added: a result whose configs lack it trained
+    with "all", and its rerun is given that (merged into the command's own --set settings)."""
+    old = {"config": {"hidden": 64}, "variants": {"a": {"config": {"hidden": 32}}}}
+    command = ["experiments/x.py", "--seeds", "0"]
+    assert reproduce.with_legacy_settings(command, old) == [*command, "--set", "cost_units=all"]
+    assert reproduce.with_legacy_settings(["experiments/x.py", "--set", "hidden=32", "--seeds", "0"], old) == [
+        "experiments/x.py", "--set", "cost_units=all", "hidden=32", "--seeds", "0"]
+    new = {"config": {"hidden": 64, "cost_units": "train"}}
+    assert reproduce.with_legacy_settings(command, new) == command
+    assert reproduce.with_legacy_settings(command, {"runs": {}}) == command          # nothing trained
+    rerun = {"config": {"hidden": 64, "cost_units": "all"}, "variants": {"a": {"config": {"hidden": 32, "cost_units": "all"}}}}
+    assert reproduce.config_changes(old, rerun, reproduce.config_defaults()) == []
+    assert mr_config.TrainConfig.from_dict({"hidden": 64}).cost_units == "all"      # a router.json of before
 
 
 def test_a_result_trained_differently_today_fails_and_names_its_commit(tmp_path, capsys):

@@ -409,3 +409,21 @@ def test_budget_plug_in_profile_is_a_cap_the_known_router_was_trained_on():
     assert cap_input == 1.0                     # the loosest cap of the prior (training inputs span [-1, 1])
     trained = jax.vmap(profiles.features)(jax.vmap(profiles.sample)(jax.random.split(jax.random.key(0), 256)))
     assert float(trained[:, -1].min()) >= -1.0 and float(trained[:, -1].max()) <= 1.0
+
+
+def test_cost_units_are_measured_on_the_training_queries(small_data, tiny_config):
+    """The held-out and test queries' costs do not shape a router's log10-cost units (they did
+    before cost_units existed: every query's costs, "all", which old configs still train with)."""
+    cost = small_data.cost.copy()
+    cost[small_data.split("test")] *= 100.0
+    dear_tests = dataclasses.replace(small_data, cost=cost)
+    train_units = small_data.log_cost_stats("train")
+    for data in (small_data, dear_tests):
+        trainer = make_train(tiny_config, data)
+        assert (trainer.net_config.log_cost_mean, trainer.net_config.log_cost_std) == pytest.approx(train_units)
+        assert (float(trainer.arrays.log_cost_mean), float(trainer.arrays.log_cost_std)) == pytest.approx(train_units)
+    legacy = make_train(tiny_config.replace(cost_units="all"), dear_tests)
+    assert legacy.net_config.log_cost_mean == pytest.approx(dear_tests.log_cost_stats()[0])
+    assert dear_tests.log_cost_stats()[0] > train_units[0] + 0.3                       # the test costs moved it
+    with pytest.raises(ValueError, match="cost_units must be one of"):
+        tiny_config.replace(cost_units="test")

@@ -3,7 +3,7 @@
     import metarouter_jax as mr
     data = mr.synthetic_data(seed=0)
     router = mr.MetaRouter.fit(data, mr.TrainConfig(), seed=0)
-    ctx = mr.Contexts.from_feedback(data, query_idx, model_a, model_b, prefers_a, capacity=16)
+    ctx = router.contexts_from_feedback(data, query_idx, model_a, model_b, prefers_a, capacity=16)
     latent = router.adapt(ctx)
     choice = router.route(latent, data.embeddings[idx])
     report = mr.evaluate(router, data, split="test")

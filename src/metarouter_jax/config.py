@@ -23,6 +23,12 @@ LIKELIHOODS = ("learned", "bradley_terry")
 # early stopping's score (`TrainConfig.valid_criterion`) -> its history key (`Trainer.validation_score`)
 VALID_KEYS = {"utility": "valid_utility", "worst_band": "valid_worst_band"}
 VALID_CRITERIA = tuple(VALID_KEYS)
+# where the log10-cost standardisation is measured: the training queries (the descriptor split)
+# or every query of the data, test included (every result and router made before the field existed)
+COST_UNITS = ("train", "all")
+# Fields whose default changed: a recorded config (result file, router.json, training checkpoint)
+# that lacks the field was made with this value, not today's default (`TrainConfig.from_dict`).
+LEGACY_VALUES = {"cost_units": "all"}
 # early stopping's score -> what it is, in words (the CLI's printouts, the sweep's table and plot)
 VALID_LABELS = {"utility": "held-out normalised utility",
                 "worst_band": "worst log10(lam) band's margin over the best fixed model"}
@@ -142,6 +148,9 @@ class TrainConfig:
     valid_bands: int = 4
     calib_queries: int = 256
     descriptor_split: str = ""    # the calibration split the model descriptors come from ("": train_split)
+    cost_units: str = "train"     # the log10-cost standardisation's mean and std over the observed cells of
+                                  # the descriptor split's queries ("train"), or of every query ("all": the
+                                  # held-out and test queries' costs shape the units; before 2026-12-01)
 
     def __post_init__(self):
         _check_types(self)
@@ -171,6 +180,8 @@ class TrainConfig:
             raise ValueError(f"answer_weight must be a finite number >= 0 (0: no answer loss), got {self.answer_weight}")
         if not 0.0 <= self.ema_decay < 1.0:
             raise ValueError(f"ema_decay must be in [0, 1) (0: no parameter average), got {self.ema_decay}")
+        if self.cost_units not in COST_UNITS:
+            raise ValueError(f"cost_units must be one of {COST_UNITS}, got {self.cost_units!r}")
         if self.valid_criterion not in VALID_CRITERIA:
             raise ValueError(f"valid_criterion must be one of {VALID_CRITERIA}, got {self.valid_criterion!r}")
         if self.valid_bands > self.valid_users:
@@ -213,11 +224,14 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> "TrainConfig":
+        """A recorded config (`to_dict`); a field it lacks takes its `LEGACY_VALUES` value where
+        the default has changed since (the config was made before the field existed), else the
+        default."""
         known = {f.name: f for f in dataclasses.fields(cls)}
         unknown = sorted(set(values) - set(known))
         if unknown:
             raise ValueError(f"unknown TrainConfig field(s) {unknown}")
-        values = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
+        values = {**LEGACY_VALUES, **{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}}
         return cls(**values)
 
 

@@ -102,32 +102,29 @@ class Contexts:
 
     @classmethod
     def from_feedback(cls, data: RoutingData, query_idx, model_a, model_b, prefers_a,
-                      capacity: int = 16) -> "Contexts":
-        """Contexts from real users' judgements on queries of `data`.
+                      capacity: int = 16, log_cost_stats: tuple[float, float] | None = None) -> "Contexts":
+        """Contexts from real users' judgements on queries of `data`, indexed by `data`'s models.
+        For a router at hand, `router.contexts_from_feedback` is the safe form: it takes the
+        router's cost units and matches models and families to the router's by name.
 
         Args:
           data: the routing data the router was trained on (model names, observed outcomes,
-            query embeddings, the cost standardisation).
+            query embeddings).
           query_idx: [..., n] query indices into `data`.
           model_a, model_b: [..., n] model names or indices.
           prefers_a: [..., n] bool/0-1, True where the user preferred model a's answer.
           capacity: static N >= n; the rest is masked out (n = 0 is the prior).
+          log_cost_stats: the router's (mean, std) of log10 cost (`router.info`); default: as a
+            router trained on `data` with the default settings measures them, on its "train"
+            split (every query where it has none).
         Returns:
           Contexts with leading batch axes [...].
         """
-        model_a, model_b = _model_indices(data, "model_a", model_a), _model_indices(data, "model_b", model_b)
-        query_idx = _numeric("query_idx", query_idx, integer=True)
-        if query_idx.shape != model_a.shape:
-            raise ValueError(f"query_idx {query_idx.shape} must match model_a {model_a.shape}")
-        query_idx = _in_range("query indices", query_idx, 0, data.num_queries)
-        if model_a.shape != model_b.shape:
-            raise ValueError(f"model_a {model_a.shape} and model_b {model_b.shape} must have the same shape")
-        return cls.from_outcomes(
-            data.embeddings[query_idx], model_a, model_b, prefers_a,
-            data.quality[query_idx, model_a], data.cost[query_idx, model_a],
-            data.quality[query_idx, model_b], data.cost[query_idx, model_b],
-            capacity=capacity, log_cost_stats=data.log_cost_stats(), num_models=data.num_models,
-            family=data.family[query_idx], num_families=data.num_families)
+        outcomes = feedback_outcomes(data, query_idx, model_a, model_b)
+        if log_cost_stats is None:
+            log_cost_stats = data.log_cost_stats("train" if "train" in data.splits else None)
+        return cls.from_outcomes(**outcomes, prefers_a=prefers_a, capacity=capacity, log_cost_stats=log_cost_stats,
+                                 num_models=data.num_models, num_families=data.num_families)
 
     @classmethod
     def from_outcomes(cls, query_emb, model_a, model_b, prefers_a, quality_a, cost_a, quality_b, cost_b, *,
@@ -213,6 +210,23 @@ def _first(bad: np.ndarray):
     """Index of the first True of `bad` (an int for one user's [n] feedback, else a tuple)."""
     index = tuple(int(i) for i in np.argwhere(bad)[0])
     return index[0] if len(index) == 1 else index
+
+
+def feedback_outcomes(data: RoutingData, query_idx, model_a, model_b) -> dict:
+    """What `Contexts.from_outcomes` needs of judgements on queries of `data` (all but the
+    labels): the queries' embeddings and families, the models' indices into `data` (from names
+    or indices) and their answers' quality and cost. Checks the indices and shapes."""
+    model_a, model_b = _model_indices(data, "model_a", model_a), _model_indices(data, "model_b", model_b)
+    query_idx = _numeric("query_idx", query_idx, integer=True)
+    if query_idx.shape != model_a.shape:
+        raise ValueError(f"query_idx {query_idx.shape} must match model_a {model_a.shape}")
+    query_idx = _in_range("query indices", query_idx, 0, data.num_queries)
+    if model_a.shape != model_b.shape:
+        raise ValueError(f"model_a {model_a.shape} and model_b {model_b.shape} must have the same shape")
+    return {"query_emb": data.embeddings[query_idx], "model_a": model_a, "model_b": model_b,
+            "quality_a": data.quality[query_idx, model_a], "cost_a": data.cost[query_idx, model_a],
+            "quality_b": data.quality[query_idx, model_b], "cost_b": data.cost[query_idx, model_b],
+            "family": data.family[query_idx]}
 
 
 def _model_indices(data: RoutingData, name: str, models) -> np.ndarray:

@@ -194,9 +194,14 @@ class RoutingData:
         """[Q, K] bool: both quality and cost of that answer are known."""
         return np.isfinite(self.quality) & np.isfinite(self.cost)
 
-    def log_cost_stats(self) -> tuple[float, float]:
-        """(mean, std) of log10 cost (USD) over observed cells: how routers standardise cost."""
-        log_c = np.log10(np.maximum(self.cost[self.observed], 1e-12))
+    def log_cost_stats(self, split: str | None = None) -> tuple[float, float]:
+        """(mean, std) of log10 cost (USD) over the observed cells of `split`'s queries (None: of
+        every query): how routers standardise cost (`TrainConfig.cost_units`)."""
+        rows = self.observed if split is None else self.observed[self.split(split)]
+        if not rows.any():
+            raise DataError(f"split {split!r} has no observed cost: the log10-cost units cannot be measured on it")
+        cost = self.cost if split is None else self.cost[self.split(split)]
+        log_c = np.log10(np.maximum(cost[rows], 1e-12))
         return float(log_c.mean()), float(log_c.std() + 1e-6)
 
     def split(self, name: str) -> np.ndarray:

@@ -17,7 +17,7 @@ import numpy as np
 
 from metarouter_jax import adaptation, checkpoint
 from metarouter_jax.config import FROZEN_WHEN_WARM, VALID_KEYS, Hparams, TrainConfig
-from metarouter_jax.contexts import Contexts
+from metarouter_jax.contexts import Contexts, feedback_outcomes
 from metarouter_jax.data import RoutingData, pool_mask
 from metarouter_jax.networks import NetworkConfig, init_router_net, router_graphdef
 from metarouter_jax.parallel import TASK_AXIS, resolve_mesh, shard_tasks, to_host
@@ -291,6 +291,28 @@ class MetaRouter:
             capacity=self.config.max_contexts if capacity is None else capacity, num_models=len(self.model_names),
             log_cost_stats=(self.info.log_cost_mean, self.info.log_cost_std), family=family,
             num_families=len(self.info.family_names))
+
+    def contexts_from_feedback(self, data: RoutingData, query_idx, model_a, model_b, prefers_a,
+                               capacity: int | None = None) -> Contexts:
+        """Contexts in this router's units from users' judgements on queries of `data`: query
+        indices into `data`, models by name or by index into `data`'s models (as
+        `Contexts.from_feedback`). Models and task families are matched to this router's by name,
+        so `data` may order or subset them differently; a model this router does not route is
+        refused (`with_models` makes a router of `data`'s models)."""
+        self._check_embed_dim(data)
+        outcomes = feedback_outcomes(data, query_idx, model_a, model_b)
+        ours = {name: i for i, name in enumerate(self.model_names)}
+        for side in ("model_a", "model_b"):
+            names = np.asarray(data.model_names, dtype=object)[outcomes[side]]
+            unknown = sorted({str(m) for m in np.ravel(names)} - set(ours))
+            if unknown:
+                raise ValueError(f"{side} names models this router does not route: {unknown}; it routes "
+                                 f"{list(self.model_names)} (router.with_models(data) routes data's models)")
+            outcomes[side] = np.vectorize(ours.__getitem__, otypes=[np.int32])(names)
+        families = {name: i for i, name in enumerate(self.info.family_names)}
+        family_ids = np.array([families.get(name, -1) for name in data.family_names], np.int32)
+        outcomes["family"] = family_ids[outcomes["family"]]       # a family the router never saw: unknown (-1)
+        return self.contexts_from_outcomes(**outcomes, prefers_a=prefers_a, capacity=capacity)
 
     def arrays_for(self, data: RoutingData, descriptor_split: str | None = None) -> RoutingArrays:
         """Device arrays of `data` in this router's units (its cost standardisation and its

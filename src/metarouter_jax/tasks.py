@@ -40,11 +40,15 @@ class RoutingArrays:
     log_cost_std: jax.Array
 
     @classmethod
-    def from_data(cls, data: RoutingData, descriptor_split: str | None = None) -> "RoutingArrays":
+    def from_data(cls, data: RoutingData, descriptor_split: str | None = None,
+                  log_cost_stats: tuple[float, float] | None = None) -> "RoutingArrays":
+        """`data` on the device; costs standardised with `log_cost_stats` (mean, std of log10
+        USD; default: over every query, `RoutingData.log_cost_stats()`), descriptors from
+        `descriptor_split`. Training passes its config's units (`training.cost_units`)."""
         observed = data.observed
         quality = np.where(observed, data.quality, 0.0)
         cost = np.where(observed, data.cost, 0.0)
-        mean, std = data.log_cost_stats()
+        mean, std = data.log_cost_stats() if log_cost_stats is None else log_cost_stats
         log_cost = np.where(observed, (np.log10(np.maximum(cost, 1e-12)) - mean) / std, 0.0)
         return cls(
             embeddings=jnp.asarray(data.embeddings),

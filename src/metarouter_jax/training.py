@@ -110,8 +110,14 @@ def resolve_profiles(config: TrainConfig, data: RoutingData) -> LinearProfiles:
     return make_profiles(config.profile, data, log10_lam_range=tuple(lam_range))
 
 
+def cost_units(config: TrainConfig, data: RoutingData) -> tuple[float, float]:
+    """The log10-cost standardisation (mean, std) a router of `config` is trained in: measured on
+    the descriptor split's queries (`cost_units="train"`), or on every query of `data` ("all")."""
+    return data.log_cost_stats(config.descriptor_source if config.cost_units == "train" else None)
+
+
 def network_config(config: TrainConfig, data: RoutingData, profiles: LinearProfiles) -> NetworkConfig:
-    log_cost_mean, log_cost_std = data.log_cost_stats()
+    log_cost_mean, log_cost_std = cost_units(config, data)
     return NetworkConfig(
         embed_dim=data.embed_dim, descriptor_dim=1 + data.num_families,
         profile_feature_dim=profiles.feature_dim, profile_target_dim=profiles.target_dim,
@@ -485,12 +491,13 @@ def make_train(config: TrainConfig, data: RoutingData) -> Trainer:
     """Bind a config to a dataset; `Trainer.train(key, hparams)` is the pure training function."""
     for split in (config.train_split, config.valid_split):
         data.nonempty_split(split)  # clear error if a split is missing or empty
+    if config.descriptor_split:
+        data.nonempty_split(config.descriptor_split)
     profiles = resolve_profiles(config, data)
     net_config = network_config(config, data, profiles)
     graphdef = router_graphdef(net_config)
-    if config.descriptor_split:
-        data.nonempty_split(config.descriptor_split)
-    arrays = RoutingArrays.from_data(data, config.descriptor_source)
+    arrays = RoutingArrays.from_data(data, config.descriptor_source,
+                                     (net_config.log_cost_mean, net_config.log_cost_std))
     calib = calibration_queries(data, config)
     atoms = build_atoms(config, profiles, arrays, calib)
     return Trainer(config, net_config, profiles, arrays, PairSource.build(arrays, data.split(config.train_split)),
