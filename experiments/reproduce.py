@@ -259,7 +259,8 @@ def main(argv=None) -> int:
         files = select(args.names, "" if args.all else args.match, results)
         commands: dict[tuple, list[Path]] = {}
         for path in files:
-            commands.setdefault(tuple(recorded_command(path, args.root)), []).append(path)
+            command = with_legacy_settings(recorded_command(path, args.root), json.loads(path.read_text()), args.root)
+            commands.setdefault(tuple(command), []).append(path)
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -273,7 +274,6 @@ def main(argv=None) -> int:
                                                                       os.environ.get("PYTHONPATH")]))}
     failed, defaults = False, config_defaults(args.root)
     for command, paths in commands.items():
-        command = with_legacy_settings(list(command), json.loads(paths[0].read_text()), args.root)
         print(f"\n== {' '.join(p.stem for p in paths)}: python {shlex.join(command)} --out {out}", flush=True)
         start = time.time()
         run = subprocess.run([sys.executable, *command, "--out", str(out)], cwd=args.root, env=env)
