@@ -556,3 +556,114 @@ def test_routellm_gsm8k_reads_numeric_booleans(tmp_path):
     rows = [["Q one two", "1.0", "0.0", "a b", "a b c"], ["Q three", "0", "1", "x", "y"]]
     d = load_routellm(_gsm_folder(tmp_path, rows))
     assert d.quality.tolist() == [[0.0, 1.0], [1.0, 0.0]]
+
+
+# ====================================================================== audit: bad input named, not raw
+RB_HEADER = "sample_id,prompt,eval_name,a,b,a|total_cost,b|total_cost\n"
+
+
+def _rb_rows(ids) -> str:
+    return "".join(f"{i},['q{i}'],fam{int(i) % 2 if str(i).isdigit() else 0},1.0,0.0,0.01,0.001\n" for i in ids)
+
+
+def _rb_npz(folder: Path, parts: dict, rows_of=None):
+    """Embeddings for each part's ids; `rows_of` overrides a part's number of embedding rows."""
+    rows_of = rows_of or {}
+    arrays = {}
+    for part, ids in parts.items():
+        arrays[f"{part}_ids"] = np.array([str(i) for i in ids])
+        arrays[f"{part}_emb"] = np.ones((rows_of.get(part, len(ids)), 8), np.float16)
+    np.savez(folder / "embeddings_minilm_l6_question.npz", **arrays)
+
+
+def test_routerbench_pickle_that_cannot_be_read_is_named(tmp_path):
+    pd = pytest.importorskip("pandas")
+    not_pickle = tmp_path / "notes.pkl"
+    not_pickle.write_bytes(b"sample_id,prompt\n1,q\n")
+    with pytest.raises(DataError, match=r"notes.pkl: cannot be read as a pickled pandas DataFrame.*UnpicklingError"):
+        load_routerbench(not_pickle, embeddings="compute")
+    truncated = tmp_path / "cut.pkl"
+    pd.DataFrame({"sample_id": ["1", "2"], "prompt": ["q", "r"]}).to_pickle(truncated)
+    truncated.write_bytes(truncated.read_bytes()[:-20])
+    with pytest.raises(DataError, match=r"cut.pkl: cannot be read as a pickled pandas DataFrame"):
+        load_dataset(truncated, embeddings="compute")
+
+
+def test_embedding_rows_must_match_the_ids(tmp_path):
+    rb = tmp_path / "routerbench"
+    rb.mkdir()
+    for part, ids in (("x_train", range(4)), ("x_test", range(4, 8))):
+        (rb / f"{part}.csv").write_text(RB_HEADER + _rb_rows(ids))
+    _rb_npz(rb, {"x_train": range(4), "x_test": range(4, 8)}, rows_of={"x_test": 3})
+    with pytest.raises(DataError, match=r"embeddings_minilm_l6_question.npz: part 'x_test': array 'x_test_emb' "
+                                        r"has 3 rows and 'x_test_ids' 4 ids, but the data file has 4 rows"):
+        load_routerbench(rb)
+    good = [_arena_record(g, 1.0, 1e-4) for g in ARENA_IDS]
+    arena = _arena_folder(tmp_path / "arena", good, good)
+    np.savez(arena / "embeddings_minilm_l6.npz", ids=np.array(ARENA_IDS), emb=np.ones((4, 4), np.float16))
+    with pytest.raises(DataError, match=r"embeddings_minilm_l6.npz: array 'emb' has 4 rows and 'ids' 5 ids"):
+        load_routerarena(arena)
+
+
+def test_csv_with_a_utf8_byte_order_mark_is_read(tmp_path):
+    """Excel saves CSV with a BOM; it must not become part of the first column's name."""
+    rb = tmp_path / "routerbench"
+    rb.mkdir()
+    (rb / "x_train.csv").write_bytes(("\ufeff" + RB_HEADER + _rb_rows(range(4))).encode("utf-8"))
+    with gzip.open(rb / "x_test.csv.gz", "wb") as f:
+        f.write(("\ufeff" + RB_HEADER + _rb_rows(range(4, 8))).encode("utf-8"))
+    _rb_npz(rb, {"x_train": range(4), "x_test": range(4, 8)})
+    d = load_routerbench(rb, valid_fraction=0)
+    assert sorted(d.query_ids, key=int) == [str(i) for i in range(8)]
+    gsm = _gsm_folder(tmp_path / "gsm", GSM_ROWS)
+    raw = (gsm / "gsm8k_responses.csv").read_bytes()
+    (gsm / "gsm8k_responses.csv").unlink()
+    with gzip.open(gsm / "gsm8k_responses.csv.gz", "wb") as f:
+        f.write(b"\xef\xbb\xbf" + raw)
+    assert load_routellm(gsm).quality.tolist() == [[0.0, 1.0], [1.0, 0.0]]
+    folder = _llmrouter_folder(tmp_path / "llmrouter")
+    (folder / "train.json").write_bytes(b"\xef\xbb\xbf" + (folder / "train.json").read_bytes())
+    assert load_llmrouter(folder, valid_fraction=0).num_queries == 4
+
+
+def test_routerbench_row_with_no_observed_model_is_dropped_with_a_note(tmp_path):
+    rb = tmp_path / "routerbench"
+    rb.mkdir()
+    (rb / "x_train.csv").write_text(RB_HEADER + _rb_rows(range(4)) + "s-9,['q'],fam0,,,,\n"
+                                    + "s-10,['q'],fam0,1.0,,0.01,\n")              # one model observed: kept
+    (rb / "x_test.csv").write_text(RB_HEADER + _rb_rows(range(4, 8)) + "s-11,['q'],famX,,,,\n")
+    _rb_npz(rb, {"x_train": [*range(4), "s-9", "s-10"], "x_test": [*range(4, 8), "s-11"]})
+    d = load_routerbench(rb, valid_fraction=0)
+    assert d.num_queries == 9 and "s-9" not in d.query_ids and "s-11" not in d.query_ids
+    assert d.family_names == ("fam0", "fam1")                               # famX had only the dropped row
+    assert any("2 rows with no observed model dropped" in n and "'s-11', row 4 of x_test.csv" in n for n in d.notes)  # files in name order
+    kept = d.query_ids.index("s-10")
+    assert kept not in np.concatenate([d.split("train"), d.split("test")])
+    assert any("1 rows with fewer than 2 observed models left out of the splits" in n for n in d.notes)
+    np.testing.assert_array_equal(np.sort(np.concatenate([d.split("train"), d.split("test")])),
+                                  [i for i in range(9) if i != kept])
+    (rb / "x_test.csv").write_text(RB_HEADER + "s-11,['q'],famX,,,,\n")
+    (rb / "x_train.csv").write_text(RB_HEADER + "s-9,['q'],fam0,,,,\n")
+    _rb_npz(rb, {"x_train": ["s-9"], "x_test": ["s-11"]})
+    with pytest.raises(DataError, match="no row has an observed model"):
+        load_routerbench(rb)
+
+
+def test_routerbench_single_file_is_split_at_random_whatever_its_name(tmp_path):
+    n = 40
+    path = tmp_path / "mbpp_test.csv"
+    path.write_text(RB_HEADER + _rb_rows(range(n)))
+    _rb_npz(tmp_path, {"mbpp_test": range(n)})
+    d = load_routerbench(path, valid_fraction=0)
+    assert (len(d.split("train")), len(d.split("test"))) == (28, 12)
+    assert any("'_test' in its name is not used" in n for n in d.notes)
+
+
+def test_routerbench_folder_mixing_split_and_unsplit_files_is_refused(tmp_path):
+    rb = tmp_path / "routerbench"
+    rb.mkdir()
+    for part, ids in (("x_train", range(4)), ("x_test", range(4, 8)), ("extra", range(8, 12))):
+        (rb / f"{part}.csv").write_text(RB_HEADER + _rb_rows(ids))
+    _rb_npz(rb, {"x_train": range(4), "x_test": range(4, 8), "extra": range(8, 12)})
+    with pytest.raises(DataError, match=r"routerbench: \['extra.csv'\] have no '_train'/'_test' name suffix"):
+        load_routerbench(rb)

@@ -112,8 +112,9 @@ def reading(path: Path):
 
 
 def open_text(path: Path):
-    return gzip.open(path, "rt", encoding="utf-8", newline="") if path.suffix == ".gz" \
-        else open(path, encoding="utf-8", newline="")
+    """UTF-8 text of a plain or `.gz` file; a leading byte-order mark (Excel, Notepad) is skipped."""
+    return gzip.open(path, "rt", encoding="utf-8-sig", newline="") if path.suffix == ".gz" \
+        else open(path, encoding="utf-8-sig", newline="")
 
 
 def read_json(path: Path):

@@ -8,7 +8,8 @@ Files read (plain or `.gz`):
   `global_index`; if the id sets differ, `DataError` names an index missing from a file.
   Rows follow the first file's order (files sorted by name).
 * `embeddings_minilm_l6.npz`: arrays `ids` (= `global_index`) and `emb` (float16 [N, 384]);
-  matched by id (not by position), every query must have one.
+  matched by id (not by position), every query must have one. `ids` and `emb` must have the
+  same length, else `DataError`.
 
 Quality: `evaluation_result.score`. Mostly 0/1; METEOR (translation, NarrativeQA) is
 fractional and can be slightly negative (one value, -0.033, in the shipped data) or, in
@@ -178,11 +179,16 @@ def _embeddings(npz_path: Path, ids: Sequence[str]) -> np.ndarray:
         for key in ("ids", "emb"):
             if key not in npz.files:
                 raise DataError(f"{npz_path}: missing array {key!r} (arrays: {sorted(npz.files)})")
-        row_of: dict[str, int] = {}
-        for i, g in enumerate(npz["ids"]):
-            row_of.setdefault(str(g), i)
-        absent = [g for g in ids if g not in row_of]
-        if absent:
-            raise DataError(f"{npz_path}: no embedding for global_index {absent[0]!r} "
-                            f"({len(absent)} such indices)")
-        return np.asarray(npz["emb"], np.float32)[[row_of[g] for g in ids]]
+        stored = [str(g) for g in npz["ids"]]
+        emb = np.asarray(npz["emb"], np.float32)
+    if emb.shape[0] != len(stored):  # rows are matched to ids by position within the npz
+        raise DataError(f"{npz_path}: array 'emb' has {emb.shape[0]} rows and 'ids' {len(stored)} ids; "
+                        "they must be equal")
+    row_of: dict[str, int] = {}
+    for i, g in enumerate(stored):
+        row_of.setdefault(g, i)
+    absent = [g for g in ids if g not in row_of]
+    if absent:
+        raise DataError(f"{npz_path}: no embedding for global_index {absent[0]!r} "
+                        f"({len(absent)} such indices)")
+    return emb[[row_of[g] for g in ids]]
