@@ -7,6 +7,7 @@ import shutil
 import socket
 import subprocess
 import sys
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -86,7 +87,8 @@ def test_training_checkpoints_of_another_format_are_refused(tmp_path):
     ckpt.save(1, state)
     np.testing.assert_array_equal(ckpt.restore(state)["kernel"], state["kernel"])
     marker = tmp_path / "ck" / checkpoint.FORMAT_FILE
-    assert json.loads(marker.read_text()) == {"format_version": checkpoint.FORMAT_VERSION}
+    assert json.loads(marker.read_text()) == {"format_version": checkpoint.FORMAT_VERSION,
+                                              "digests": {"1": checkpoint.stored_digest({"00000": state["kernel"]})}}
     marker.write_text(json.dumps({"format_version": 2}))
     with pytest.raises(CheckpointError, match="format version 2.*another version"):
         ckpt.restore(state)
@@ -146,10 +148,22 @@ def test_missing_and_corrupt_checkpoints(trained_router, small_data, tmp_path):
     meta = json.loads((tmp_path / "r4" / "router.json").read_text())
     meta["network"]["hidden"] = 7
     (tmp_path / "r4" / "router.json").write_text(json.dumps(meta))
+    with pytest.raises(CheckpointError, match=r"corrupt.*config and its network disagree on \['hidden'\]"):
+        mr.MetaRouter.load(tmp_path / "r4")
+    meta["config"]["hidden"] = 7                                   # agreeing, but not with the arrays
+    (tmp_path / "r4" / "router.json").write_text(json.dumps(meta))
     with pytest.raises(CheckpointError, match="different configuration"):
         mr.MetaRouter.load(tmp_path / "r4")
-    meta = json.loads((tmp_path / "r4" / "router.json").read_text())
-    meta["network"]["hidden"], meta["format_version"] = trained_router.net_config.hidden, 1
+    meta["history"]["metarouter"]["loss"][0] = "many"
+    (tmp_path / "r4" / "router.json").write_text(json.dumps(meta))
+    with pytest.raises(CheckpointError, match="router.json is corrupt.*could not convert string"):
+        mr.MetaRouter.load(tmp_path / "r4")
+    (tmp_path / "r4" / "router.json").write_bytes(b"\xff\xfe not text")
+    with pytest.raises(CheckpointError, match="router.json is corrupt"):
+        mr.MetaRouter.load(tmp_path / "r4")
+    meta["network"]["hidden"] = meta["config"]["hidden"] = trained_router.net_config.hidden
+    meta["history"]["metarouter"]["loss"][0] = 0.0
+    meta["format_version"] = 1
     (tmp_path / "r4" / "router.json").write_text(json.dumps(meta))
     with pytest.raises(CheckpointError, match="format version 1.*must be retrained"):
         mr.MetaRouter.load(tmp_path / "r4")
@@ -219,3 +233,46 @@ def test_write_json_writes_strict_json(tmp_path):
     assert json.loads(text, parse_constant=refuse) == {"pr": None, "n": [None, 0.5, 0.25],
                                                        "nested": [{"x": None}, 3], "label": "known"}
     assert not list(tmp_path.glob(".*.tmp"))
+
+
+def flip_bits(folder: Path) -> None:
+    """XOR 64 bytes in the middle of every data file of a saved checkpoint: the files still read
+    as arrays of the right shapes, and as finite numbers (the low bit of each byte flipped)."""
+    for f in folder.rglob("ocdbt.process_*/d/*"):   # the data files (the others hold orbax's own metadata)
+        if f.stat().st_size > 1000:
+            data = bytearray(f.read_bytes())
+            middle = len(data) // 2
+            data[middle:middle + 64] = bytes(b ^ 0x01 for b in data[middle:middle + 64])
+            f.write_bytes(bytes(data))
+
+
+def test_damaged_arrays_that_still_read_are_refused(trained_router, tmp_path):
+    """A router and a training step record a digest of their arrays: flipped bits that orbax
+    reads without complaint are refused, not loaded as another router."""
+    trained_router.save(tmp_path / "r")
+    meta = json.loads((tmp_path / "r" / "router.json").read_text())
+    assert meta["arrays_sha256"] == checkpoint.stored_digest(checkpoint._to_storable(trained_router.params))
+    flip_bits(tmp_path / "r" / "arrays")
+    with pytest.raises(CheckpointError, match="damaged: their contents differ from what was saved"):
+        mr.MetaRouter.load(tmp_path / "r")
+    state = {"w": jnp.arange(4096.0).reshape(64, 64)}
+    ckpt = TrainCheckpointer(tmp_path / "ck", every=1, keep=1)
+    ckpt.save(1, state)
+    ckpt.save(2, state)
+    assert list(json.loads((tmp_path / "ck" / checkpoint.FORMAT_FILE).read_text())["digests"]) == ["2"]  # kept steps
+    flip_bits(tmp_path / "ck" / "2")
+    with pytest.raises(CheckpointError, match="step 2 .* damaged.*delete .*2 to resume from an earlier step"):
+        ckpt.restore(state)
+    ckpt.close()
+
+
+def test_saving_never_deletes_what_is_not_a_router(trained_router, tmp_path):
+    """A router directory holding anything beside router.json and arrays/ (an eval.json, notes)
+    is refused: the save replaces the whole directory."""
+    path = tmp_path / "r"
+    trained_router.save(path)
+    (path / "eval.json").write_text("{}")
+    with pytest.raises(FileExistsError, match=r"holds \['eval.json'\], which saving would delete"):
+        trained_router.save(path)
+    assert (path / "eval.json").exists()
+    mr.MetaRouter.load(path)                                       # a router with a file beside it still loads

@@ -14,6 +14,7 @@ at its path. A training checkpoint directory records the run that wrote it
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -34,6 +35,7 @@ import orbax.checkpoint as ocp
 # 3: dense kernels stored [out, in] (`networks.Dense`).
 FORMAT_VERSION = 3
 FORMAT_FILE = "metarouter_format.json"  # beside a training checkpointer's steps
+ROUTER_FILES = ("router.json", "arrays")   # what a saved router directory holds
 
 
 class CheckpointError(RuntimeError):
@@ -48,6 +50,25 @@ def host_leaves(tree) -> list[np.ndarray]:
 
 def _to_storable(tree) -> dict[str, np.ndarray]:
     return {f"{i:05d}": leaf for i, leaf in enumerate(host_leaves(tree))}
+
+
+def stored_digest(stored: dict[str, np.ndarray]) -> str:
+    """sha256 of stored arrays (names, dtypes, shapes and bytes). Saves record it and loads check
+    it: damaged array files can still read as arrays (flipped bits in a chunk), finite and of the
+    right shapes, which nothing else would notice."""
+    digest = hashlib.sha256()
+    for name in sorted(stored):
+        value = np.ascontiguousarray(stored[name])
+        digest.update(f"{name}:{value.dtype.str}:{value.shape};".encode())
+        digest.update(value.tobytes())
+    return digest.hexdigest()
+
+
+def _check_digest(stored: dict[str, np.ndarray], expected: str | None, source: str, advice: str) -> None:
+    """Raise unless `stored` has the digest its save recorded (None: saved before digests)."""
+    if expected is not None and stored_digest({k: np.asarray(v) for k, v in stored.items()}) != expected:
+        raise CheckpointError(f"{source} are damaged: their contents differ from what was saved (sha256 "
+                              f"mismatch){advice}")
 
 
 def _is_key(x) -> bool:
@@ -125,8 +146,15 @@ class TrainCheckpointer:
         if not marker or (self._run is not None and "run" not in marker):  # the first save of this run
             marker = {"format_version": FORMAT_VERSION, **({"run": self._run} if self._run is not None else {})}
             write_json(self.directory / FORMAT_FILE, marker, indent=1)
-        self._manager.save(step, args=ocp.args.StandardSave(_to_storable(state)))
+        stored = _to_storable(state)
+        self._manager.save(step, args=ocp.args.StandardSave(stored))
         self._manager.wait_until_finished()
+        # Each kept step's digest, recorded once the step is complete (a step saved before
+        # digests existed, or whose save was killed before this, is restored unchecked).
+        kept = {str(s) for s in self.all_steps()}
+        digests = {k: v for k, v in marker.get("digests", {}).items() if k in kept}
+        write_json(self.directory / FORMAT_FILE, {**marker, "digests": {**digests, str(step): stored_digest(stored)}},
+                   indent=1)
 
     def latest_step(self) -> int | None:
         return self._manager.latest_step()
@@ -140,11 +168,13 @@ class TrainCheckpointer:
             raise CheckpointError(f"no checkpoint in {self.directory}")
         self._check_format()
         source = f"checkpoint step {step} in {self.directory}"
+        advice = (f": delete {self.directory / str(step)} to resume from an earlier step, or train in a new "
+                  "directory")
         try:  # restored as saved (no target): with one, orbax casts to its dtypes before we can compare
             stored = self._manager.restore(step, args=ocp.args.StandardRestore())
         except Exception as err:  # orbax raises many types for damaged files
-            raise CheckpointError(f"{source} cannot be read (corrupt or incomplete: delete {self.directory / str(step)} "
-                                  f"to resume from an earlier step, or train in a new directory): {err}") from err
+            raise CheckpointError(f"{source} cannot be read (corrupt or incomplete{advice}): {err}") from err
+        _check_digest(stored, self._marker().get("digests", {}).get(str(step)), f"the arrays of {source}", advice)
         return _from_storable(stored, template, source)
 
     def close(self) -> None:
@@ -213,6 +243,10 @@ def check_save_target(path: str | os.PathLike) -> None:
     if path.is_dir() and not (path / "router.json").is_file() and any(path.iterdir()):
         raise FileExistsError(f"cannot save the router to {path}: the directory holds other files "
                               "(no router.json: not a saved router), which saving would delete")
+    others = sorted(p.name for p in path.iterdir() if p.name not in ROUTER_FILES) if path.is_dir() else []
+    if others:
+        raise FileExistsError(f"cannot save the router to {path}: beside the router saved there it holds "
+                              f"{others[:5]}, which saving would delete (move them, or save elsewhere)")
 
 
 def save_tree(path: str | os.PathLike, tree, metadata: dict) -> None:
@@ -227,9 +261,10 @@ def save_tree(path: str | os.PathLike, tree, metadata: dict) -> None:
     tmp = _temp_dir(path, "new")
     aside = None  # a router already at `path`, moved aside (not deleted) until the new one is in place
     try:
+        stored = _to_storable(tree)
         with ocp.StandardCheckpointer() as ckpt:
-            ckpt.save(tmp / "arrays", _to_storable(tree))
-        (tmp / "router.json").write_text(json.dumps(metadata, indent=2))
+            ckpt.save(tmp / "arrays", stored)
+        (tmp / "router.json").write_text(json.dumps({**metadata, "arrays_sha256": stored_digest(stored)}, indent=2))
         if path.exists():
             aside = _temp_dir(path, "old") / path.name
             os.replace(path, aside)
@@ -290,14 +325,16 @@ def read_json_object(path: Path, error: type[Exception] = CheckpointError) -> di
     """The JSON object in file `path`; `error` naming the file when it holds anything else."""
     try:
         value = json.loads(path.read_text())
-    except json.JSONDecodeError as err:
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise error(f"{path} is corrupt: {err}") from err
     if not isinstance(value, dict):
         raise error(f"{path} is corrupt: it holds a JSON {type(value).__name__}, not an object")
     return value
 
 
-def load_tree(path: str | os.PathLike, template):
+def load_tree(path: str | os.PathLike, template, digest: str | None = None):
+    """The arrays saved in router directory `path`, restored against `template`; `digest` is the
+    one its router.json recorded (`arrays_sha256`; None for routers saved before digests)."""
     path = Path(path).absolute()
     source = f"router arrays in {path}"
     if not (path / "arrays").is_dir():
@@ -307,4 +344,5 @@ def load_tree(path: str | os.PathLike, template):
             stored = ckpt.restore(path / "arrays")  # as saved: a target would cast the dtypes silently
     except Exception as err:
         raise CheckpointError(f"{source} cannot be read (corrupt or incomplete): {err}") from err
+    _check_digest(stored, digest, source, "")
     return _from_storable(stored, template, source)

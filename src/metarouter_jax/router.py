@@ -24,7 +24,7 @@ from metarouter_jax.parallel import TASK_AXIS, resolve_mesh, shard_tasks, to_hos
 from metarouter_jax.profiles import make_atoms, make_profiles
 from metarouter_jax.streams import seed_key
 from metarouter_jax.tasks import RoutingArrays
-from metarouter_jax.training import make_train, run_training
+from metarouter_jax.training import make_train, network_fields, run_training
 
 LATENT_SOURCE = {"metarouter": "contexts", "known": "profile", "agnostic": "none"}
 
@@ -232,7 +232,12 @@ class MetaRouter:
             names = meta["routers"]
             if "metarouter" not in names or not set(names) <= set(LATENT_SOURCE) or len(set(names)) != len(names):
                 raise ValueError(f"routers {names}: 'metarouter' and at most once each of {sorted(LATENT_SOURCE)}")
-            history = {r: {k: np.asarray(v) for k, v in h.items()} for r, h in meta.get("history", {}).items()}
+            history = {r: {k: np.asarray(v, np.float64) for k, v in h.items()} for r, h in meta.get("history", {}).items()}
+            disagree = {name: (value, getattr(net_config, name)) for name, value in network_fields(config).items()
+                        if getattr(net_config, name) != value}
+            if disagree:
+                raise ValueError(f"its config and its network disagree on {sorted(disagree)} "
+                                 f"(config, network: {list(disagree.values())[:3]})")
             if info.embed_dim != net_config.embed_dim:
                 raise ValueError(f"data.embed_dim {info.embed_dim} != network.embed_dim {net_config.embed_dim}")
             if info.descriptors.shape != (len(info.model_names), net_config.descriptor_dim):
@@ -242,7 +247,7 @@ class MetaRouter:
             router = cls(config, hparams, net_config, profiles, {name: template for name in names}, info, history)
         except (AttributeError, KeyError, TypeError, ValueError) as err:
             raise checkpoint.CheckpointError(f"{path}/router.json is corrupt: {err!r}") from err
-        router.params = checkpoint.load_tree(path, router.params)
+        router.params = checkpoint.load_tree(path, router.params, meta.get("arrays_sha256"))
         bad = _non_finite(router.params)
         if bad:
             raise checkpoint.CheckpointError(f"router arrays in {path} hold NaN/inf ({', '.join(bad[:4])}): "

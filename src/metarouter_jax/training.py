@@ -116,18 +116,24 @@ def cost_units(config: TrainConfig, data: RoutingData) -> tuple[float, float]:
     return data.log_cost_stats(config.descriptor_source if config.cost_units == "train" else None)
 
 
+def network_fields(config: TrainConfig) -> dict:
+    """The NetworkConfig fields that the TrainConfig alone sets (a loaded router's two must agree)."""
+    return dict(query_dim=config.query_dim, hidden=config.hidden, latent_dim=config.latent_dim,
+                gaussian=config.gaussian_encoder, observe_quality=config.observe_quality,
+                profile_latent=config.profile_latent, context_query=config.context_query,
+                posterior_atoms=config.posterior_atoms, likelihood=config.likelihood,
+                beta_range=tuple(config.beta_range), family_quality=config.family_quality,
+                answer_readout=config.answer_weight > 0)
+
+
 def network_config(config: TrainConfig, data: RoutingData, profiles: LinearProfiles) -> NetworkConfig:
     log_cost_mean, log_cost_std = cost_units(config, data)
     return NetworkConfig(
         embed_dim=data.embed_dim, descriptor_dim=1 + data.num_families,
         profile_feature_dim=profiles.feature_dim, profile_target_dim=profiles.target_dim,
-        query_dim=config.query_dim, hidden=config.hidden, latent_dim=config.latent_dim,
-        gaussian=config.gaussian_encoder, observe_quality=config.observe_quality,
-        profile_latent=config.profile_latent, context_query=config.context_query,
-        posterior_atoms=config.posterior_atoms, num_families=data.num_families if config.context_family else 0,
+        num_families=data.num_families if config.context_family else 0,
         log_cost_mean=log_cost_mean, log_cost_std=log_cost_std,
-        likelihood=config.likelihood, beta_range=tuple(config.beta_range), family_quality=config.family_quality,
-        answer_readout=config.answer_weight > 0, num_models=data.num_models if config.model_identity else 0,
+        num_models=data.num_models if config.model_identity else 0, **network_fields(config),
     )
 
 
