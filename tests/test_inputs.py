@@ -276,6 +276,8 @@ def test_hand_built_contexts_of_the_wrong_shape_or_kind_are_named(router, small_
         (ctx.replace(model_a=ctx.model_a.astype(jnp.float32)), "model_a must hold integer indices, got float32"),
         (ctx.replace(label=ctx.label.at[0].set(5.0)), "label must be 1 .* or 0"),
         (ctx.replace(outcome_b=ctx.outcome_b.at[1, 0].set(jnp.nan)), "outcome_b holds NaN/inf on a valid context"),
+        (ctx.replace(model_b=ctx.model_b.at[0].set(0)), r"compare a model with itself"),
+        (ctx.replace(family=ctx.family.at[1].set(99)), r"family holds ids outside \[-1, "),
     ]:
         with pytest.raises((TypeError, ValueError), match=message):
             router.adapt(bad)
@@ -305,3 +307,19 @@ def test_router_outcomes_check_families_and_capacity(router, small_data):
     with pytest.raises(ValueError, match="capacity must be an integer >= 1 .* got 0"):
         router.contexts_from_outcomes(*args, capacity=0)        # not the default
     assert router.contexts_from_outcomes(*args).capacity == router.config.max_contexts
+
+
+def test_data_refuses_empty_model_names_and_training_models_without_answers(small_data, tiny_config):
+    """An empty model name was refused only after training (by the router's DataInfo); a model
+    with no answer on the training split made every descriptor NaN and training 'diverge'."""
+    names = ("",) + small_data.model_names[1:]
+    with pytest.raises(mr.DataError, match=r"model names must be non-empty, got \[''\] at index \[0\]"):
+        mr.RoutingData.create(small_data.embeddings, small_data.quality, small_data.cost, small_data.family,
+                              model_names=names, family_names=small_data.family_names, splits=small_data.splits)
+    quality = small_data.quality.copy()
+    quality[small_data.split("train"), 2] = np.nan
+    unanswered = mr.RoutingData.create(small_data.embeddings, quality, small_data.cost, small_data.family,
+                                       model_names=small_data.model_names, family_names=small_data.family_names,
+                                       splits=small_data.splits)
+    with pytest.raises(mr.DataError, match=rf"models \['{small_data.model_names[2]}'\] have no answer .* split 'train'"):
+        make_train(tiny_config, unanswered)

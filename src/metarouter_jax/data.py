@@ -132,6 +132,9 @@ class RoutingData:
             raise DataError(f"{len(model_names)} model names for {n_k} quality columns")
         if len(set(model_names)) != n_k:
             raise DataError(f"model names repeat: {sorted(m for m in model_names if model_names.count(m) > 1)}")
+        if not all(m.strip() for m in model_names):   # a router names its models (pools, routing output)
+            raise DataError(f"model names must be non-empty, got {[m for m in model_names if not m.strip()]!r} "
+                            f"at index {[i for i, m in enumerate(model_names) if not m.strip()]}")
         if n_k < 2:
             raise DataError(f"routing needs at least 2 models, got {n_k}")
         if fam.min() < 0 or fam.max() >= len(family_names):
@@ -312,6 +315,11 @@ class RoutingData:
         if split is None:
             split = next((s for s in ("calib", "train") if s in self.splits), None)
         idx = np.arange(self.num_queries) if split is None else self.split(split)
+        unanswered = [m for m, seen in zip(self.model_names, self.observed[idx].any(0)) if not seen]
+        if unanswered:
+            raise DataError(f"models {unanswered} have no answer (quality and cost) on split {split!r} "
+                            f"({idx.size} queries), from which every model's descriptor is measured: give them "
+                            "answers there, or leave them out (splits.select_models)")
         qual, cst, fam = self.quality[idx], self.cost[idx], self.family[idx]
         cols = [np.log10(np.maximum(np.nanmean(cst, axis=0), 1e-12))]
         present = [True]

@@ -422,6 +422,13 @@ class MetaRouter:
             if index.size and (index.min() < 0 or index.max() >= num_models):
                 raise ValueError(f"contexts' {name} holds model indices outside [0, {num_models}) "
                                  f"(got {index.min()}..{index.max()}): this router has {num_models} models")
+        if np.any((arrays["model_a"] == arrays["model_b"]) & mask):
+            raise ValueError("contexts compare a model with itself on a valid context (model_a == model_b): such "
+                             "a judgement says nothing of the user's trade-off")
+        family, num_families = arrays["family"][mask], len(self.info.family_names)
+        if family.size and (family.min() < -1 or family.max() >= num_families):   # a gather would clamp it too
+            raise ValueError(f"contexts' family holds ids outside [-1, {num_families}) (got {family.min()}.."
+                             f"{family.max()}): this router knows {num_families} task families (-1: unknown)")
         label = arrays["label"]
         if not np.all((label == 0) | (label == 1) | ~mask):
             raise ValueError("contexts' label must be 1 (a preferred) or 0 (b preferred) on every valid context")

@@ -499,6 +499,7 @@ def make_train(config: TrainConfig, data: RoutingData) -> Trainer:
         data.nonempty_split(split)  # clear error if a split is missing or empty
     if config.descriptor_split:
         data.nonempty_split(config.descriptor_split)
+    data.descriptor_centre(config.descriptor_source)   # every model answered there (else a DataError naming it)
     profiles = resolve_profiles(config, data)
     net_config = network_config(config, data, profiles)
     graphdef = router_graphdef(net_config)
