@@ -172,6 +172,8 @@ def evaluate(router, data: RoutingData, split: str = "test", n_contexts=DEFAULT_
     if not isinstance(reference, (bool, np.bool_)):
         raise TypeError(f"reference must be True or False (the routing literature's baselines), got {reference!r}")
     strategies = (strategies,) if isinstance(strategies, str) else tuple(strategies)
+    if not strategies:
+        raise ValueError(f"strategies is empty: give at least one of {PAIR_STRATEGIES + ACTIVE_STRATEGIES}")
     unknown = [s for s in strategies if s not in PAIR_STRATEGIES + ACTIVE_STRATEGIES]
     if unknown:
         raise ValueError(f"unknown pair strategies {unknown}; known: {PAIR_STRATEGIES + ACTIVE_STRATEGIES}")
@@ -188,6 +190,8 @@ def evaluate(router, data: RoutingData, split: str = "test", n_contexts=DEFAULT_
         raise ValueError(f"numbers of contexts must be >= 0, got {n_contexts}")
     if not isinstance(user_batch, (int, np.integer)) or user_batch < 1:
         raise ValueError(f"user_batch (users evaluated side by side) must be an integer >= 1, got {user_batch!r}")
+    if not isinstance(n_users, (int, np.integer)) or isinstance(n_users, (bool, np.bool_)):
+        raise TypeError(f"n_users must be an integer (users per band with bands), got {n_users!r}")
     if int(n_users) < 1:
         raise ValueError(f"n_users must be >= 1 (the metrics are means over users), got {n_users}")
     if not (np.isfinite(beta) and beta > 0):
@@ -414,7 +418,7 @@ def _users(program: _Program, env: dict, keys, bands, informative, active: bool 
 
         def outcome(choice):
             take = lambda x: jnp.take_along_axis(x, choice[:, None], 1)[:, 0].mean()  # noqa: E731
-            return jnp.stack([baselines.rescale(take(u), u_random, u_oracle), take(arrays.quality[queries]),
+            return jnp.stack([defined_rescale(take(u), u_random, u_oracle), take(arrays.quality[queries]),
                               take(arrays.cost[queries])])
 
         def known_choice(profile_):
@@ -468,7 +472,7 @@ def _users(program: _Program, env: dict, keys, bands, informative, active: bool 
         adaptive, identified, accuracy = jax.lax.map(at_n, jnp.asarray(n_contexts))  # [n, ADAPTIVE, 3], [n, 3], [n, P]
         # Best fixed model in hindsight; where it is unobserved, the best observed one.
         fixed = baselines.best_fixed_choice(model_means, allowed)
-        flat = jnp.stack([rand, outcome(fixed), outcome(agnostic), outcome(known_choice(as_router_profile(profile))),
+        flat = jnp.stack([rand.at[0].set(defined_rescale(u_random, u_random, u_oracle)), outcome(fixed), outcome(agnostic), outcome(known_choice(as_router_profile(profile))),
                           *(outcome(predicted_choice(p, profiles.utility, profile)) for p in predictors)])  # [FLAT, 3]
         return adaptive, flat, identified, accuracy
 
@@ -549,9 +553,16 @@ def normalized_utility(utility, allowed, choice):
     """Normalised utility of routing query q to model `choice[q]`: the mean utility of the routed
     answers on the scale where uniform random routing among each query's allowed models scores 0
     and the per-query oracle 1 (`baselines.hindsight`). utility [Q, K], allowed [Q, K] bool,
-    choice [Q] int."""
+    choice [Q] int. NaN where it is undefined (`defined_rescale`)."""
     u_random, u_oracle, _ = baselines.hindsight(utility, allowed)
-    return baselines.rescale(jnp.take_along_axis(utility, choice[:, None], 1)[:, 0].mean(), u_random, u_oracle)
+    return defined_rescale(jnp.take_along_axis(utility, choice[:, None], 1)[:, 0].mean(), u_random, u_oracle)
+
+
+def defined_rescale(mean_utility, u_random, u_oracle):
+    """`baselines.rescale`, NaN where the scale does not exist: where the per-query oracle is no
+    better than random routing (a pool of one model, or allowed models of equal utility on every
+    query), every choice scores the same and 0/0 would read as noise (1.9 for a one-model pool)."""
+    return jnp.where(u_oracle - u_random > 1e-6, baselines.rescale(mean_utility, u_random, u_oracle), jnp.nan)
 
 
 def band_labels(edges) -> list[str]:
@@ -582,14 +593,27 @@ def band_edges(bands, log10_lam_range) -> np.ndarray | None:
     return edges
 
 
+# The settings the reports of one summary must share (not the seed: other test users, same setting).
+SUMMARY_SETTINGS = ("split", "n_users", "beta", "flip", "profile", "pool", "reference", "bands")
+
+
 def summarize(reports) -> dict:
     """Mean and spread over several evaluations of one setting (routers of several training
     seeds, say): {strategy: {method: {n: {metric: {"mean", "std", "min", "max"}}}}} over the
     `results` of `reports` (std over reports, ddof 0, as the README's tables). Refused unless
-    every report has the same strategies, methods, numbers of contexts and metrics."""
+    every report has the same strategies, methods, numbers of contexts and metrics, and was made
+    with the same settings (`SUMMARY_SETTINGS`: split, users, test-user model, pool, bands); the
+    seed of the test users may differ."""
     reports = list(reports)
     if not reports:
         raise ValueError("summarize needs at least one evaluation report")
+    if not all(isinstance(r, EvalReport) for r in reports):
+        raise TypeError(f"summarize takes EvalReports (evaluate's), got {sorted({type(r).__name__ for r in reports})}")
+    for key in SUMMARY_SETTINGS:
+        values = [r.settings.get(key) for r in reports]
+        if any(v != values[0] for v in values[1:]):
+            raise ValueError(f"the reports were made with different {key!r} ({values[:4]}): a summary averages "
+                             "evaluations of one setting; evaluate every router with the same settings")
     shape = [{s: {m: {n: sorted(v) for n, v in by_n.items()} for m, by_n in t.items()} for s, t in r.results.items()}
              for r in reports]
     if any(x != shape[0] for x in shape[1:]):

@@ -324,14 +324,12 @@ class MetaRouter:
         model descriptors; for another model set, see `with_models`)."""
         split = descriptor_split or self.config.descriptor_source
         self._check_embed_dim(data)
-        arrays = RoutingArrays.from_data(data, split)
-        descriptors = jnp.asarray(self._descriptors_for(data, split))
-        observed = jnp.asarray(data.observed)
-        log_cost = jnp.where(observed, (jnp.log10(jnp.maximum(arrays.cost, 1e-12)) - self.info.log_cost_mean)
-                             / self.info.log_cost_std, 0.0)
-        return arrays.replace(descriptors=descriptors, log_cost=log_cost,
-                              log_cost_mean=jnp.asarray(self.info.log_cost_mean, jnp.float32),
-                              log_cost_std=jnp.asarray(self.info.log_cost_std, jnp.float32))
+        units = (self.info.log_cost_mean, self.info.log_cost_std)
+        arrays = RoutingArrays.from_data(data, split, units, self._descriptors_for(data, split))
+        # Standardised on the device, as evaluate's recorded results were (float32 XLA; the host's
+        # float64 can differ in the last bit).
+        log_cost = jnp.where(arrays.observed, (jnp.log10(jnp.maximum(arrays.cost, 1e-12)) - units[0]) / units[1], 0.0)
+        return arrays.replace(log_cost=log_cost)
 
     def _check_embed_dim(self, data: RoutingData) -> None:
         if data.embed_dim != self.info.embed_dim:

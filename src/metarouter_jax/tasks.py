@@ -41,10 +41,11 @@ class RoutingArrays:
 
     @classmethod
     def from_data(cls, data: RoutingData, descriptor_split: str | None = None,
-                  log_cost_stats: tuple[float, float] | None = None) -> "RoutingArrays":
+                  log_cost_stats: tuple[float, float] | None = None, descriptors=None) -> "RoutingArrays":
         """`data` on the device; costs standardised with `log_cost_stats` (mean, std of log10
-        USD; default: over every query, `RoutingData.log_cost_stats()`), descriptors from
-        `descriptor_split`. Training passes its config's units (`training.cost_units`)."""
+        USD; default: over every query, `RoutingData.log_cost_stats()`), the models described by
+        `descriptors` [K, 1 + F] (default: `data.descriptors(descriptor_split)`). Training passes
+        its config's units (`training.cost_units`), a router its own units and descriptors."""
         observed = data.observed
         quality = np.where(observed, data.quality, 0.0)
         cost = np.where(observed, data.cost, 0.0)
@@ -57,7 +58,7 @@ class RoutingArrays:
             log_cost=jnp.asarray(log_cost, jnp.float32),
             observed=jnp.asarray(observed),
             family=jnp.asarray(data.family),
-            descriptors=jnp.asarray(data.descriptors(descriptor_split)),
+            descriptors=jnp.asarray(data.descriptors(descriptor_split) if descriptors is None else descriptors),
             log_cost_mean=jnp.asarray(mean, jnp.float32),
             log_cost_std=jnp.asarray(std, jnp.float32),
         )
