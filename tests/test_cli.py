@@ -1,8 +1,11 @@
 """The `metarouter` command line, end to end on a tiny config."""
 
+import dataclasses
 import json
 import re
 import shutil
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -102,7 +105,7 @@ def test_train_then_eval(tmp_path, capsys, monkeypatch):
         alone.write_json(tmp_path / "alone.json")                  # as written: NaN (PR of tiny routers) as null
         assert json.loads((tmp_path / "alone.json").read_text()) == two["reports"][router_seed - 7]
     banded = ["--users", "2", "--n-contexts", "0", "--strategies", "uniform", "--no-reference", "--bands", "2",
-              "--pool", "coder-7b"]   # as the evaluation above
+              "--pool", "coder-7b", "tiny-1b"]   # as the evaluation above (the pool is an argument of its program)
     assert main(["eval", str(out / "router"), str(other / "router"), *banded]) == 0   # other data, other range
     assert "no summary by band: the routers' log10(lam) ranges differ" in capsys.readouterr().out
     shutil.copytree(out, tmp_path / "copy")     # the same router and data twice: the same bands, no spread
@@ -284,3 +287,84 @@ def test_a_recipe_prints_as_settings_the_command_reads_back():
         args = cli.build_parser().parse_args(["train", "--data", name, "--recipe", "none", *recipe.describe().split()])
         assert args.valid_fraction == recipe.valid_fraction, name
         assert cli.checked_config(parse_overrides(args.overrides)[0]) == cli.checked_config(dict(recipe.config)), name
+
+
+def test_a_missing_optional_extra_is_an_error_line(tmp_path, capsys, monkeypatch):
+    """Plotting without matplotlib, embedding a CSV without its npz or routing text without the
+    text extra: "error: <how to install it>", exit status 2, no traceback."""
+    from types import SimpleNamespace
+
+    monkeypatch.setitem(sys.modules, "matplotlib.figure", None)       # the import fails as if not installed
+    assert main(["data", "info", "synthetic", "--plot", str(tmp_path / "p.png")]) == 2
+    assert capsys.readouterr().err == "error: plotting needs matplotlib: pip install 'metarouter_jax[plot]'\n"
+    monkeypatch.setitem(sys.modules, "tokenizers", None)
+    csv_file = tmp_path / "log.csv"                                  # no embeddings npz beside it
+    csv_file.write_text("sample_id,prompt,eval_name,a,b,a|total_cost,b|total_cost\n"
+                        + "".join(f"q{i},question {i},mbpp,1,0,0.1,0.01\n" for i in range(4)))
+    assert main(["data", "info", str(csv_file)]) == 2
+    assert capsys.readouterr().err.startswith("error: TextEmbedder needs the optional 'text' extra")
+    router = SimpleNamespace(info=SimpleNamespace(family_names=("mbpp",)), net_config=SimpleNamespace(family_quality=False))
+    monkeypatch.setattr(mr.MetaRouter, "load", lambda path: router)
+    assert main(["route", str(tmp_path / "router"), "--feedback", str(tmp_path / "f.jsonl"), "a query"]) == 2
+    assert capsys.readouterr().err.startswith("error: TextEmbedder needs the optional 'text' extra")
+
+
+def test_route_refuses_an_unknown_family_and_an_empty_query(tmp_path, capsys, monkeypatch):
+    from types import SimpleNamespace
+
+    def no_embedder():
+        raise AssertionError("the embedder is loaded after the arguments are checked")
+
+    router = SimpleNamespace(info=SimpleNamespace(family_names=("mbpp", "gsm8k")),
+                             net_config=SimpleNamespace(family_quality=False))
+    monkeypatch.setattr(mr.MetaRouter, "load", lambda path: router)
+    monkeypatch.setattr(mr, "TextEmbedder", no_embedder)
+    route = ["route", str(tmp_path / "router"), "--feedback", str(tmp_path / "f.jsonl")]
+    assert main([*route, "--family", "mbp", "a query"]) == 2           # ignored before, by a router without family_quality
+    assert capsys.readouterr().err == "error: --family 'mbp': not one of the router's task families ['mbpp', 'gsm8k']\n"
+    assert main([*route, "a query", " "]) == 2
+    assert capsys.readouterr().err == "error: query 2 is empty: give the text of each query to route\n"
+    with pytest.raises(AssertionError, match="the embedder is loaded"):   # a known family: on to routing
+        main([*route, "--family", "mbpp", "a query"])
+    assert "--family has no effect: the router was trained without family_quality" in capsys.readouterr().err
+
+
+def test_loader_notes_are_printed_where_data_is_loaded(tmp_path, capsys, monkeypatch):
+    """A model dropped from a CSV, masked cells, queries left out: `train`, `sweep` and `eval`
+    say so (not only `data info`), one line each; --quiet leaves them out."""
+    data = load_data("synthetic", 0)
+    noted = dataclasses.replace(data, notes=("column(s) ['gpt-5'] not read", "3 cells masked"))
+    monkeypatch.setattr(cli, "load_data", lambda name, seed=0: noted)
+
+    def stop(*args, **kwargs):
+        raise ValueError("stopped before training")
+
+    monkeypatch.setattr(mr.MetaRouter, "fit", stop)
+    monkeypatch.setattr("metarouter_jax.sweep.run_sweeps", stop)
+    for command in ("train", "sweep"):
+        assert main([command, "--out", str(tmp_path / command), *TINY]) == 2
+        printed = capsys.readouterr().out
+        assert "note on synthetic: column(s) ['gpt-5'] not read\nnote on synthetic: 3 cells masked\n" in printed, command
+        assert main([command, "--out", str(tmp_path / command), "--quiet", *TINY]) == 2
+        assert "note on" not in capsys.readouterr().out
+    args = cli.build_parser().parse_args(["eval", str(tmp_path / "router")])
+    assert cli.eval_data(args, args.checkpoint[0])[2] is noted
+    assert capsys.readouterr().out == "note on synthetic: column(s) ['gpt-5'] not read\nnote on synthetic: 3 cells masked\n"
+
+
+def test_keep_must_be_at_least_one(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["train", "--keep", "0"])
+    assert exit_.value.code == 2 and "argument --keep: must be >= 1, got 0" in capsys.readouterr().err
+    assert cli.build_parser().parse_args(["train", "--keep", "1"]).keep == 1
+
+
+def test_an_output_file_in_a_folder_that_cannot_be_written_is_refused_first(tmp_path, capsys, monkeypatch):
+    """Checked before the router and data are loaded, not after the evaluation."""
+    (tmp_path / "ro").mkdir()
+    access = cli.os.access
+    monkeypatch.setattr(cli.os, "access", lambda path, mode: Path(path) != tmp_path / "ro" and access(path, mode))
+    assert main(["eval", str(tmp_path / "missing"), "--json", str(tmp_path / "ro" / "reports" / "eval.json")]) == 2
+    assert capsys.readouterr().err == (f"error: --json {tmp_path / 'ro' / 'reports' / 'eval.json'}: "
+                                       f"cannot write in {tmp_path / 'ro'}\n")
+    cli.check_file_target(str(tmp_path / "eval.json"), "--json")     # a folder that can be written: fine

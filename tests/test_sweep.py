@@ -243,3 +243,92 @@ def test_seed_summary_averages_each_setting_over_its_seeds():
     single.configs = single.configs[:2]
     single.size, single.best_utility = 2, single.best_utility[:2]
     assert "over its seeds" not in format_markdown(single)                # one seed: nothing to average
+
+
+def test_every_static_grid_value_is_checked_before_anything_trains(tmp_path, capsys, monkeypatch):
+    """A bad value of the second program (a misspelt profile family, a split the data lacks) is
+    refused before the first program trains, not after it."""
+    from metarouter_jax import sweep
+
+    trained = []
+    monkeypatch.setattr(sweep, "run_sweep", lambda *args, **kwargs: trained.append(args) or 1 / 0)
+    out = tmp_path / "sweep"
+    assert main(["sweep", "--out", str(out), "--quiet", "--grid", "profile=linear,quadratc", *TINY_ARGS]) == 2
+    assert capsys.readouterr().err.startswith("error: static grid values {'profile': 'quadratc'}: unknown profile "
+                                              "family 'quadratc'; registered: ")
+    for axis, bad in (("valid_split", "valid,nope"), ("train_split", "train,nope"), ("descriptor_split", "train,nope")):
+        assert main(["sweep", "--out", str(out), "--quiet", "--grid", f"{axis}={bad}", *TINY_ARGS]) == 2
+        assert capsys.readouterr().err.startswith(f"error: static grid values {{'{axis}': 'nope'}}: unknown split "
+                                                  "'nope'; this data has ['test', 'train', 'valid']"), axis
+    assert trained == [] and not out.exists()
+    config, data = mr.TrainConfig(), load_data("synthetic", 0)
+    with pytest.raises(ValueError, match="static grid values {'valid_split': 'nope'}: unknown split 'nope'"):
+        sweep.run_sweeps(data, config, {"valid_split": ["valid", "nope"]}, {}, [0])
+    with pytest.raises(ValueError, match="static grid values {'profile': 'quadratc'}: unknown profile family"):
+        sweep.static_grid_configs(config, {"profile": ["linear", "quadratc"]})
+    assert trained == []
+
+
+def fake_run_sweep(fail_at: int | None = None, score: float = 0.5):
+    """A stand-in for `sweep.run_sweep`: a result of the right shape at once; raises on part `fail_at`."""
+    calls = []
+
+    def run(data, config, hparam_grid, seeds, mesh=None, *, on_chunk=None):
+        calls.append(config)
+        if len(calls) - 1 == fail_at:
+            raise ValueError(f"part {fail_at} failed")
+        hparams, seeds = sweep_hparams(hparam_grid, seeds)
+        scores = np.full(len(seeds), score)
+        return SweepResult(config, None, None, seeds, hparams, tuple(hparam_grid), scores, scores, {}, None, None)
+
+    return run
+
+
+def test_a_rerun_never_leaves_two_sweeps_in_one_folder(tmp_path, capsys, monkeypatch):
+    """The outputs of an earlier sweep in --out (its config.json, best router, plot, tables) are
+    removed before the new sweep writes its first table: a sweep that fails after that leaves
+    its own tables only, not beside the earlier sweep's best router and config.json."""
+    from metarouter_jax import sweep
+
+    out = tmp_path / "sweep"
+
+    def earlier_sweep():
+        (out / "best_router").mkdir(parents=True, exist_ok=True)
+        for name in ("best_router/router.json", "config.json", "sweep.png", "sweep.csv", "sweep.md"):
+            (out / name).write_text("{}")
+        (out / "notes.txt").write_text("mine")                      # not a sweep's: left alone
+
+    earlier_sweep()
+    monkeypatch.setattr(sweep, "run_sweep", fake_run_sweep(fail_at=1))   # the second program fails
+    assert main(["sweep", "--out", str(out), "--quiet", "--no-plot", "--grid", "ema_decay=0.5,0.9", *TINY_ARGS]) == 2
+    assert capsys.readouterr().err == "error: part 1 failed\n"
+    assert sorted(p.name for p in out.iterdir()) == ["notes.txt", "sweep.csv", "sweep.md"]
+    assert "| 0 * | 0 | 0.5 |" in (out / "sweep.md").read_text()         # the new sweep's first program
+    earlier_sweep()
+    monkeypatch.setattr(sweep, "run_sweep", fake_run_sweep(score=float("nan")))   # every configuration diverged
+    assert main(["sweep", "--out", str(out), "--quiet", "--no-plot", *TINY_ARGS]) == 2
+    assert "every configuration of the sweep diverged" in capsys.readouterr().err
+    assert sorted(p.name for p in out.iterdir()) == ["notes.txt", "sweep.csv", "sweep.md"]
+    earlier_sweep()
+    monkeypatch.setattr(sweep, "run_sweep", fake_run_sweep(fail_at=0))   # nothing written: the earlier sweep stays
+    assert main(["sweep", "--out", str(out), "--quiet", "--no-plot", *TINY_ARGS]) == 2
+    assert (out / "config.json").exists() and (out / "best_router" / "router.json").exists()
+    assert (out / "sweep.png").exists()
+
+
+def test_tables_are_written_atomically(tmp_path, monkeypatch):
+    """A write that fails half-way leaves the previous tables whole and no temporary file."""
+    from metarouter_jax.sweep import write_tables
+
+    result = fake_run_sweep()(None, mr.TrainConfig(), {"learning_rate": [1e-3, 3e-3]}, [0])
+    write_tables(result, tmp_path)
+    before = {p.name: p.read_text() for p in tmp_path.iterdir()}
+    assert sorted(before) == ["sweep.csv", "sweep.md"] and len(before["sweep.csv"].splitlines()) == 3
+
+    def full_disk(self, rows):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(csv.DictWriter, "writerows", full_disk)
+    with pytest.raises(OSError, match="No space left"):
+        write_tables(result, tmp_path)
+    assert {p.name: p.read_text() for p in tmp_path.iterdir()} == before

@@ -18,6 +18,8 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -102,6 +104,14 @@ def load_data(name_or_path: str, seed: int = 0):
     return load_dataset(name_or_path, seed=seed)
 
 
+def print_notes(data, name: str) -> None:
+    """The loader's notes on `data` (`RoutingData.notes`: columns or models not read, cells
+    masked, queries left out of the splits), one line each: `data info` is not the only place to
+    learn that a model is missing."""
+    for note in data.notes:
+        print(f"note on {name}: {note}")
+
+
 def check_out(out: Path, option: str = "--out") -> None:
     """Raise unless `out` is a folder or can become one (no file at it or above it)."""
     for path in (out, *out.parents):
@@ -120,6 +130,22 @@ def check_run_out(out: Path, router: str) -> None:
     config_file = out / "config.json"
     if config_file.is_dir():
         raise ValueError(f"--out {out}: {config_file} is a directory, not a file")
+
+
+SWEEP_OUTPUTS = ("sweep.csv", "sweep.md", "sweep.png", "config.json", "best_router")   # what `sweep` writes
+
+
+def clear_sweep_outputs(out: Path) -> None:
+    """Remove what an earlier run left at the names `sweep` writes in `out`, before a new sweep
+    writes its first file there: a sweep that fails part-way then leaves its own tables, not
+    beside an earlier sweep's best router and config.json. (`check_run_out` has made sure that
+    best_router, if there, is a saved router or an empty folder.)"""
+    for name in SWEEP_OUTPUTS:
+        path = out / name
+        if path.is_dir():
+            shutil.rmtree(path)
+        else:
+            path.unlink(missing_ok=True)
 
 
 def checked_config(overrides: dict) -> TrainConfig:
@@ -147,6 +173,8 @@ def cmd_train(args) -> int:
     data = resplit(load_data(args.data, args.seed), settings.valid_fraction, args.seed)
     print(f"data: {args.data}: {data.num_queries} queries, {data.num_models} models, "
           f"splits {{{', '.join(f'{k}: {len(v)}' for k, v in data.splits.items())}}}")
+    if not args.quiet:
+        print_notes(data, args.data)
     mesh = resolve_mesh("auto", TASK_AXIS, config.tasks_per_step)   # fit's default, said here
     if mesh is not None:
         print(f"each meta-step's {config.tasks_per_step} tasks split across {mesh.size} "
@@ -206,6 +234,14 @@ def valid_fraction_arg(text: str) -> float:
     return value
 
 
+def positive_int(text: str) -> int:
+    """An argparse type: an integer >= 1."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {text}")
+    return value
+
+
 def eval_data_source(args, checkpoint) -> tuple[str, int, float | None]:
     """(dataset, data seed, validation share) for `metarouter eval` of the router `checkpoint`.
 
@@ -230,17 +266,25 @@ def eval_data_source(args, checkpoint) -> tuple[str, int, float | None]:
 
 
 def check_file_target(target, option: str) -> None:
-    """Refuse, before a long evaluation, an output file `target` of `option` that cannot be written."""
+    """Refuse, before a long evaluation, an output file `target` of `option` that cannot be written:
+    a folder there, a file above it, or no write access to the folder it would be written in
+    (the nearest one that exists: the others are made)."""
     if target:
-        check_out(Path(target).parent, option)
+        folder = Path(target).parent
+        check_out(folder, option)
         if Path(target).is_dir():
             raise ValueError(f"{option} {target}: is a directory")
+        existing = next(p for p in (folder, *folder.parents) if p.exists())
+        if not os.access(existing, os.W_OK | os.X_OK):
+            raise ValueError(f"{option} {target}: cannot write in {existing}")
 
 
 def eval_data(args, checkpoint):
     """(dataset name, data seed, the data as `metarouter eval` evaluates the router `checkpoint` on)."""
     data_name, data_seed, valid_fraction = eval_data_source(args, checkpoint)
-    return data_name, data_seed, resplit(load_data(data_name, data_seed), valid_fraction, data_seed)
+    data = resplit(load_data(data_name, data_seed), valid_fraction, data_seed)
+    print_notes(data, data_name)
+    return data_name, data_seed, data
 
 
 def cmd_eval(args) -> int:
@@ -251,9 +295,7 @@ def cmd_eval(args) -> int:
 
     if args.curves and args.bands is None:
         raise ValueError("--curves needs --bands B: the cost-quality curve runs through the bands' points")
-    router = mr.MetaRouter.load(args.checkpoint[0])
-    _, _, data = eval_data(args, args.checkpoint[0])
-    check_file_target(args.json, "--json")
+    check_file_target(args.json, "--json")   # the outputs, before the router and data are loaded
     check_file_target(args.curves, "--curves")
     if args.curves:
         png_path(args.curves)
@@ -261,6 +303,8 @@ def cmd_eval(args) -> int:
             import matplotlib  # noqa: F401
         except ImportError:
             raise ValueError("--curves needs matplotlib: pip install 'metarouter_jax[plot]'") from None
+    router = mr.MetaRouter.load(args.checkpoint[0])
+    _, _, data = eval_data(args, args.checkpoint[0])
     start = time.time()
     report = mr.evaluate(router, data, split=args.split, n_users=args.users, seed=args.seed,
                          n_contexts=tuple(args.n_contexts), strategies=tuple(args.strategies), profiles=args.profile,
@@ -351,6 +395,15 @@ def cmd_route(args) -> int:
     from metarouter_jax.feedback import contexts_from_jsonl
 
     router = mr.MetaRouter.load(args.checkpoint)
+    empty = [i for i, query in enumerate(args.queries, start=1) if not query.strip()]
+    if empty:   # as the feedback file refuses an empty query
+        raise ValueError(f"query {empty[0]} is empty: give the text of each query to route")
+    if args.family is not None:
+        families = list(router.info.family_names)
+        if args.family not in families:
+            raise ValueError(f"--family {args.family!r}: not one of the router's task families {families}")
+        if not router.net_config.family_quality:
+            print("note: --family has no effect: the router was trained without family_quality", file=sys.stderr)
     embedder = mr.TextEmbedder()
     contexts = contexts_from_jsonl(router, args.feedback, embedder)
     latent = router.adapt(contexts)
@@ -408,6 +461,8 @@ def cmd_sweep(args) -> int:
     programs = f" ({size} in each of {len(parts)} programs: {', '.join(static)})" if static else ""
     print(f"data: {args.data}: {data.num_queries} queries, {data.num_models} models; sweep: {size * len(parts)} "
           f"configurations{programs} x {config.num_steps} steps on {jax.device_count()} device(s)")
+    if not args.quiet:
+        print_notes(data, args.data)
 
     bar = None
     if not args.quiet:
@@ -422,9 +477,17 @@ def cmd_sweep(args) -> int:
             bar.reset()
             bar.set_description(f"sweep {index + 1}/{num_parts} " + " ".join(f"{k}={v}" for k, v in values.items()))
 
+    written = []   # whether this sweep has written to `out` (an earlier run's outputs removed first)
+
+    def write_tables(results):
+        if not written:
+            clear_sweep_outputs(out)
+            written.append(True)
+        return sweep.write_tables(results, out)
+
     def on_result(done):
         if len(parts) > 1 and len(done) < len(parts):   # tables of the programs so far, in case a later one fails
-            sweep.write_tables(done, out)
+            write_tables(done)
 
     def on_chunk(index, num_chunks, metrics):
         if bar is not None:
@@ -440,8 +503,7 @@ def cmd_sweep(args) -> int:
         if bar is not None:
             bar.close()
     print(f"swept in {time.time() - start:.0f} s")
-    paths = sweep.write_tables(results, out)
-    (out / "sweep.png").unlink(missing_ok=True)  # an earlier sweep's, here: it would describe another grid
+    paths = write_tables(results)
     if not args.no_plot:
         try:
             paths.append(sweep.plot_sweep(results, out / "sweep.png"))
@@ -509,10 +571,10 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--out", default="runs/default", help="output folder (router, config.json, checkpoints)")
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--save-every", type=int, default=500, help="checkpoint every N steps (0: only at the end)")
-    train.add_argument("--keep", type=int, default=3, help="checkpoints to keep")
+    train.add_argument("--keep", type=positive_int, default=3, help="checkpoints to keep (at least 1)")
     train.add_argument("--valid-fraction", type=valid_fraction_arg, default=None, metavar="F", help=VALID_HELP)
     train.add_argument("--recipe", choices=("auto", "none"), default="auto", help=RECIPE_HELP)
-    train.add_argument("--quiet", action="store_true", help="no progress bar")
+    train.add_argument("--quiet", action="store_true", help="no progress bar, no loader notes")
     train.add_argument("overrides", nargs="*", help="key=value settings, e.g. num_steps=2000 lr=3e-3")
     train.set_defaults(func=cmd_train)
 
@@ -575,7 +637,7 @@ def build_parser() -> argparse.ArgumentParser:
     sw.add_argument("--companions", action="store_true",
                     help="also train the known/agnostic companions of the best configuration (for eval)")
     sw.add_argument("--no-plot", action="store_true", help="skip sweep.png (no matplotlib needed)")
-    sw.add_argument("--quiet", action="store_true", help="no progress bar")
+    sw.add_argument("--quiet", action="store_true", help="no progress bar, no loader notes")
     sw.add_argument("overrides", nargs="*", help="key=value TrainConfig settings, e.g. num_steps=2000")
     sw.set_defaults(func=cmd_sweep)
 
@@ -594,8 +656,9 @@ def main(argv: list[str] | None = None) -> int:
     apply_compile_cache(args)
     try:
         return args.func(args)
-    except (CheckpointError, DataError, KeyError, OSError, ValueError) as err:
-        # str() of a KeyError is the repr of its message, quotes and all
+    except (CheckpointError, DataError, ImportError, KeyError, OSError, ValueError) as err:
+        # str() of a KeyError is the repr of its message, quotes and all; an ImportError is an
+        # optional extra's (matplotlib, the text embedder), its message says how to install it
         print(f"error: {err.args[0] if isinstance(err, KeyError) and err.args else err}", file=sys.stderr)
         return 2
 

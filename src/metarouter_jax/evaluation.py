@@ -593,8 +593,10 @@ def band_edges(bands, log10_lam_range) -> np.ndarray | None:
     return edges
 
 
-# The settings the reports of one summary must share (not the seed: other test users, same setting).
-SUMMARY_SETTINGS = ("split", "n_users", "beta", "flip", "profile", "pool", "reference", "bands")
+# The settings the reports of one summary must share (not the seed: other test users of the same
+# setting; not the band edges, which follow each router's log10(lam) range, as the users drawn
+# without bands follow its profile family's).
+SUMMARY_SETTINGS = ("split", "n_users", "beta", "flip", "profile", "pool", "reference")
 
 
 def summarize(reports) -> dict:
@@ -602,8 +604,8 @@ def summarize(reports) -> dict:
     seeds, say): {strategy: {method: {n: {metric: {"mean", "std", "min", "max"}}}}} over the
     `results` of `reports` (std over reports, ddof 0, as the README's tables). Refused unless
     every report has the same strategies, methods, numbers of contexts and metrics, and was made
-    with the same settings (`SUMMARY_SETTINGS`: split, users, test-user model, pool, bands); the
-    seed of the test users may differ."""
+    with the same settings (`SUMMARY_SETTINGS`: split, users, test-user model, pool); the seed
+    of the test users may differ."""
     reports = list(reports)
     if not reports:
         raise ValueError("summarize needs at least one evaluation report")

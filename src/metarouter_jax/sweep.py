@@ -21,6 +21,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import itertools
+import os
 import textwrap
 from pathlib import Path
 from typing import Callable, Sequence
@@ -34,10 +35,10 @@ from metarouter_jax.data import RoutingData
 from metarouter_jax.figures import new_figure, png_path, save_png
 from metarouter_jax.networks import NetworkConfig
 from metarouter_jax.parallel import CONFIG_AXIS, replicate, resolve_mesh, shard_configs, to_host
-from metarouter_jax.profiles import LinearProfiles
+from metarouter_jax.profiles import PROFILE_FAMILIES, LinearProfiles
 from metarouter_jax.router import DataInfo, MetaRouter, router_config, warm_starts
 from metarouter_jax.streams import seed_key
-from metarouter_jax.training import make_train, run_training
+from metarouter_jax.training import make_train, resolve_profiles, run_training
 
 
 @dataclasses.dataclass(frozen=True)
@@ -231,7 +232,8 @@ def run_sweep(data: RoutingData, config: TrainConfig, hparam_grid: dict[str, Seq
 def static_grid_configs(config: TrainConfig, static_grid: dict[str, Sequence]) -> list[tuple[dict, TrainConfig]]:
     """(values, config) for each combination of the static grid's values (TrainConfig field ->
     a list of values; the Cartesian product, the last field fastest), every config checked before
-    anything trains. No static grid: the config alone, with no values."""
+    anything trains (its fields, its profile family; `check_parts` checks them against the data).
+    No static grid: the config alone, with no values."""
     fields = {f.name for f in dataclasses.fields(TrainConfig)}
     unknown = sorted(set(static_grid) - fields)
     if unknown:
@@ -248,10 +250,29 @@ def static_grid_configs(config: TrainConfig, static_grid: dict[str, Sequence]) -
     for combination in itertools.product(*static_grid.values()):
         values = dict(zip(static_grid, combination))
         try:
-            parts.append((values, config.replace(**values)))
+            part = config.replace(**values)
+            if part.profile not in PROFILE_FAMILIES:
+                raise ValueError(f"unknown profile family {part.profile!r}; registered: {sorted(PROFILE_FAMILIES)}")
         except (TypeError, ValueError) as err:
             raise ValueError(f"static grid values {values}: {err}") from None
+        parts.append((values, part))
     return parts
+
+
+def check_parts(parts: Sequence[tuple[dict, TrainConfig]], data: RoutingData) -> None:
+    """Raise a ValueError naming its values for the first part (of `static_grid_configs`) that
+    `make_train` would refuse on `data`: a split it names missing or empty, a model without an
+    answer on the descriptor split, a profile family that cannot be built for the data. Every part is checked before the first one trains, so a bad
+    last value is not found only after the others have trained."""
+    for values, config in parts:
+        try:
+            for split in dict.fromkeys((config.train_split, config.valid_split, config.descriptor_source)):
+                data.nonempty_split(split)
+            data.descriptor_centre(config.descriptor_source)   # every model answered there
+            resolve_profiles(config, data)
+        except (KeyError, ValueError) as err:   # a KeyError's str() is its message's repr
+            message = err.args[0] if isinstance(err, KeyError) and err.args else err
+            raise ValueError(f"static grid values {values}: {message}") from None
 
 
 def run_sweeps(data: RoutingData, config: TrainConfig, static_grid: dict[str, Sequence],
@@ -262,9 +283,11 @@ def run_sweeps(data: RoutingData, config: TrainConfig, static_grid: dict[str, Se
     one traced program cannot vary, such as `hidden` or `answer_weight`. Each part is one
     compiled program of seeds x `hparam_grid`; its `SweepResult.static` holds its values. Rank
     them together with `best_of` (`format_markdown`, `write_tables` and `plot_sweep` take the
-    list). on_part(index, num_parts, values) is called before each part trains, on_result(results)
+    list). Every part is checked against `data` (`check_parts`) before the first one trains.
+    on_part(index, num_parts, values) is called before each part trains, on_result(results)
     after it with the parts finished so far (a long sweep can write its tables as it goes)."""
     parts = static_grid_configs(config, static_grid)
+    check_parts(parts, data)
     sweep_hparams(hparam_grid, seeds)   # a bad grid or seed list fails before anything trains
     results = []
     for index, (values, part_config) in enumerate(parts):
@@ -379,16 +402,33 @@ def format_markdown(result: SweepResult | Sequence[SweepResult]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _replace_atomically(path: Path, write: Callable) -> None:
+    """write(file) into a temporary file beside `path`, then renamed to it (as `checkpoint.write_json`
+    and `figures.save_png` write): a reader, or a failed write, never leaves half a table."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        with open(tmp, "w", newline="") as f:
+            write(f)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
 def write_tables(result: SweepResult | Sequence[SweepResult], out_dir: str | Path) -> list[Path]:
-    """Write sweep.csv and sweep.md (one row per configuration, of every sweep of a list) to `out_dir`."""
+    """Write sweep.csv and sweep.md (one row per configuration, of every sweep of a list) to
+    `out_dir`, each atomically."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     rows = table_rows(result)
-    with open(out / "sweep.csv", "w", newline="") as f:
+
+    def write_csv(f):
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
-    (out / "sweep.md").write_text(format_markdown(result))
+
+    markdown = format_markdown(result)
+    _replace_atomically(out / "sweep.csv", write_csv)
+    _replace_atomically(out / "sweep.md", lambda f: f.write(markdown))
     return [out / "sweep.csv", out / "sweep.md"]
 
 
