@@ -323,3 +323,21 @@ def test_data_refuses_empty_model_names_and_training_models_without_answers(smal
                                        splits=small_data.splits)
     with pytest.raises(mr.DataError, match=rf"models \['{small_data.model_names[2]}'\] have no answer .* split 'train'"):
         make_train(tiny_config, unanswered)
+
+
+def test_fit_refuses_what_it_cannot_train(small_data, tiny_config):
+    """A batch of hyperparameters reached the optimiser as a shape error; a dict as config an
+    AttributeError; a negative save_every was read as 0."""
+    with pytest.raises(ValueError, match=r"fit trains one configuration: these hparams hold a batch of shape \(2,\)"):
+        mr.MetaRouter.fit(small_data, tiny_config, hparams=Hparams.create(learning_rate=[1e-3, 3e-3]))
+    with pytest.raises(TypeError, match=r"fit's config must be a TrainConfig, got dict \(TrainConfig\(\*\*settings\)"):
+        mr.MetaRouter.fit(small_data, {"num_steps": 20})
+    with pytest.raises(TypeError, match="fit's data must be a RoutingData, got str"):
+        mr.MetaRouter.fit("synthetic", tiny_config)
+    with pytest.raises(ValueError, match="save_every must be >= 0"):
+        mr.MetaRouter.fit(small_data, tiny_config, save_every=-5)
+    with pytest.raises(ValueError, match="embed_dim must be an integer >= 1"):
+        mr.Contexts.empty(4, 0)
+    from metarouter_jax import sweep
+    with pytest.raises(ValueError, match="non-empty list of them .* an empty list"):
+        sweep.best_of([])

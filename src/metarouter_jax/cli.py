@@ -234,11 +234,11 @@ def valid_fraction_arg(text: str) -> float:
     return value
 
 
-def positive_int(text: str) -> int:
-    """An argparse type: an integer >= 1."""
+def positive_int(text: str, least: int = 1) -> int:
+    """An argparse type: an integer >= 1 (>= `least`)."""
     value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {text}")
+    if value < least:
+        raise argparse.ArgumentTypeError(f"must be >= {least}, got {text}")
     return value
 
 
@@ -570,7 +570,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--data", default="synthetic", help="synthetic, a dataset name, or a path")
     train.add_argument("--out", default="runs/default", help="output folder (router, config.json, checkpoints)")
     train.add_argument("--seed", type=int, default=0)
-    train.add_argument("--save-every", type=int, default=500, help="checkpoint every N steps (0: only at the end)")
+    train.add_argument("--save-every", type=lambda text: positive_int(text, 0), default=500,
+                       help="checkpoint every N steps (0: only at the end)")
     train.add_argument("--keep", type=positive_int, default=3, help="checkpoints to keep (at least 1)")
     train.add_argument("--valid-fraction", type=valid_fraction_arg, default=None, metavar="F", help=VALID_HELP)
     train.add_argument("--recipe", choices=("auto", "none"), default="auto", help=RECIPE_HELP)

@@ -92,6 +92,8 @@ class Contexts:
     def empty(cls, capacity: int, embed_dim: int, batch_shape: tuple[int, ...] = ()) -> "Contexts":
         """No feedback at all: the router falls back to its prior."""
         check_capacity(capacity)
+        if not isinstance(embed_dim, (int, np.integer)) or embed_dim < 1:
+            raise ValueError(f"embed_dim must be an integer >= 1 (the router's query embedding width), got {embed_dim!r}")
         shape = batch_shape + (capacity,)
         return cls(
             query_emb=jnp.zeros(shape + (embed_dim,)),

@@ -155,6 +155,19 @@ class MetaRouter:
         """
         config = config or TrainConfig()
         hparams = hparams or Hparams.create()
+        for name, value, kind in (("data", data, RoutingData), ("config", config, TrainConfig),
+                                  ("hparams", hparams, Hparams)):
+            if not isinstance(value, kind):
+                raise TypeError(f"fit's {name} must be a {kind.__name__}, got {type(value).__name__}"
+                                + (" (TrainConfig(**settings) / Hparams.create(**settings))" if isinstance(value, dict)
+                                   else ""))
+        batched = [f.name for f in dataclasses.fields(hparams) if np.ndim(getattr(hparams, f.name)) != 0]
+        if batched:
+            shape = np.shape(getattr(hparams, batched[0]))
+            raise ValueError(f"fit trains one configuration: these hparams hold a batch of shape {shape}; sweep "
+                             "them with sweep.run_sweep (metarouter sweep), which trains them all as one program")
+        if save_every < 0 or keep < 1:
+            raise ValueError(f"save_every must be >= 0 (0: no checkpoints) and keep >= 1, got {save_every}, {keep}")
         mesh = resolve_mesh(mesh, TASK_AXIS, config.tasks_per_step)
         # With a warm start the known-preference router is trained first and the MetaRouter
         # starts from it (with `freeze_known`, its encoder trains on the frozen known policy).

@@ -301,8 +301,12 @@ def run_sweeps(data: RoutingData, config: TrainConfig, static_grid: dict[str, Se
 
 
 def _parts(result) -> list:
-    """A sweep, or the list of a `run_sweeps`, as a list of sweeps."""
-    return list(result) if isinstance(result, (list, tuple)) else [result]
+    """A sweep, or the list of a `run_sweeps`, as a list of sweeps (refused when empty)."""
+    parts = list(result) if isinstance(result, (list, tuple)) else [result]
+    if not parts:
+        raise ValueError("expected a SweepResult or a non-empty list of them (run_sweep's, run_sweeps'), got "
+                         "an empty list")
+    return parts
 
 
 def best_of(results: SweepResult | Sequence[SweepResult]) -> tuple[SweepResult, int]:
