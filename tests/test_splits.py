@@ -59,6 +59,8 @@ def test_stratified_split_subset_and_validation():
         stratified_split(family, {"a": 0.5, "b": 0.4})
     with pytest.raises(ValueError, match=">= 0"):
         stratified_split(family, {"a": 1.5, "b": -0.5})
+    with pytest.raises(ValueError, match="finite numbers >= 0"):    # a NaN part was dropped, the rest taken
+        stratified_split(family, {"train": float("nan"), "test": 1.0})
 
 
 def test_stratified_split_tiny_families_expected_sizes():

@@ -48,10 +48,10 @@ def stratified_split(
     Returns:
       part name -> sorted int64 index array.
     """
+    if not all(np.isfinite(float(v)) and float(v) >= 0 for v in fractions.values()):   # NaN > 0 is False:
+        raise ValueError(f"split fractions must be finite numbers >= 0, got {dict(fractions)}")   # a NaN part vanished
     names = [n for n in fractions if fractions[n] > 0]
     frac = np.array([float(fractions[n]) for n in names])
-    if any(float(v) < 0 for v in fractions.values()):
-        raise ValueError(f"split fractions must be >= 0, got {dict(fractions)}")
     if not names or abs(frac.sum() - 1.0) > 1e-6:
         raise ValueError(f"split fractions must sum to 1, got {dict(fractions)} (sum {frac.sum():.6g})")
     family = np.asarray(family)
