@@ -145,13 +145,15 @@ class RoutingData:
         known_q = np.isfinite(qual)
         if np.any(qual[known_q] < 0) or np.any(qual[known_q] > 1):
             lo, hi = np.nanmin(qual), np.nanmax(qual)
-            k = int(np.nonzero(((qual < 0) | (qual > 1)).any(axis=0))[0][0])
+            q, k = (int(i) for i in np.argwhere((qual < 0) | (qual > 1))[0])
             raise DataError(f"quality must lie in [0, 1] (rescale scores such as 1-10 ratings), got range "
-                            f"[{lo:.4g}, {hi:.4g}]; first out of range: model {model_names[k]!r}")
+                            f"[{lo:.4g}, {hi:.4g}]; first out of range: model {model_names[k]!r}, query {q} "
+                            f"({qual[q, k]:.4g})")
         known_c = np.isfinite(cst)
         if np.any(cst[known_c] < 0):
-            k = int(np.nonzero((cst < 0).any(axis=0))[0][0])
-            raise DataError(f"negative cost for model {model_names[k]!r}")
+            q, k = (int(i) for i in np.argwhere(cst < 0)[0])
+            raise DataError(f"negative cost for model {model_names[k]!r}, query {q} ({cst[q, k]:.4g} USD; "
+                            f"{int((cst < 0).sum())} negative cells)")
         if np.any(np.isinf(qual)) or np.any(np.isinf(cst)):
             raise DataError("quality and cost must be finite or NaN (unknown), not inf")
         if query_ids is None:
