@@ -52,6 +52,13 @@ def _to_storable(tree) -> dict[str, np.ndarray]:
     return {f"{i:05d}": leaf for i, leaf in enumerate(host_leaves(tree))}
 
 
+def _brief(err: Exception, limit: int = 300) -> str:
+    """An orbax/tensorstore error in a line or two: their messages embed the whole storage spec
+    (kilobytes of JSON); the full text stays on the chained exception."""
+    text = " ".join(str(err).split())
+    return text if len(text) <= limit else text[:limit] + " ..."
+
+
 def stored_digest(stored: dict[str, np.ndarray]) -> str:
     """sha256 of stored arrays (names, dtypes, shapes and bytes). Saves record it and loads check
     it: damaged array files can still read as arrays (flipped bits in a chunk), finite and of the
@@ -173,7 +180,7 @@ class TrainCheckpointer:
         try:  # restored as saved (no target): with one, orbax casts to its dtypes before we can compare
             stored = self._manager.restore(step, args=ocp.args.StandardRestore())
         except Exception as err:  # orbax raises many types for damaged files
-            raise CheckpointError(f"{source} cannot be read (corrupt or incomplete{advice}): {err}") from err
+            raise CheckpointError(f"{source} cannot be read (corrupt or incomplete{advice}): {_brief(err)}") from err
         _check_digest(stored, self._marker().get("digests", {}).get(str(step)), f"the arrays of {source}", advice)
         return _from_storable(stored, template, source)
 
@@ -343,6 +350,6 @@ def load_tree(path: str | os.PathLike, template, digest: str | None = None):
         with ocp.StandardCheckpointer() as ckpt:
             stored = ckpt.restore(path / "arrays")  # as saved: a target would cast the dtypes silently
     except Exception as err:
-        raise CheckpointError(f"{source} cannot be read (corrupt or incomplete): {err}") from err
+        raise CheckpointError(f"{source} cannot be read (corrupt or incomplete): {_brief(err)}") from err
     _check_digest(stored, digest, source, "")
     return _from_storable(stored, template, source)
