@@ -142,9 +142,11 @@ def with_legacy_settings(command: list[str], committed, root: Path = ROOT) -> li
                 if any(field not in config for config in configs)]
     if not settings:
         return command
+    command = [part for arg in command
+               for part in (["--set", arg.removeprefix("--set=")] if arg.startswith("--set=") else [arg])]
     if "--set" not in command:
         return [*command, "--set", *settings]
-    at = command.index("--set") + 1
+    at = len(command) - command[::-1].index("--set")   # after the last --set: the one argparse keeps
     return command[:at] + settings + command[at:]
 
 

@@ -276,3 +276,17 @@ def test_saving_never_deletes_what_is_not_a_router(trained_router, tmp_path):
         trained_router.save(path)
     assert (path / "eval.json").exists()
     mr.MetaRouter.load(path)                                       # a router with a file beside it still loads
+
+
+def test_a_run_of_before_a_field_existed_resumes_with_its_old_value(tmp_path):
+    """A training directory whose recorded config lacks cost_units was trained with "all"
+    (config.LEGACY_VALUES): it resumes with that setting, and is refused with today's default."""
+    ckpt = TrainCheckpointer(tmp_path / "ck", every=1)
+    ckpt.bind_run({"config": {"hidden": 64}, "key": [1, 2]})             # as a run of before recorded it
+    ckpt.save(1, {"w": np.zeros(2, np.float32)})
+    ckpt.close()
+    again = TrainCheckpointer(tmp_path / "ck", every=1)
+    again.bind_run({"config": {"hidden": 64, "cost_units": "all"}, "key": [1, 2]})
+    with pytest.raises(CheckpointError, match="config.cost_units: 'all' saved, 'train' now"):
+        again.bind_run({"config": {"hidden": 64, "cost_units": "train"}, "key": [1, 2]})
+    again.close()

@@ -128,6 +128,8 @@ def test_a_result_made_before_a_default_changed_reruns_with_its_old_value():
     assert reproduce.with_legacy_settings(command, old) == [*command, "--set", "cost_units=all"]
     assert reproduce.with_legacy_settings(["experiments/x.py", "--set", "hidden=32", "--seeds", "0"], old) == [
         "experiments/x.py", "--set", "cost_units=all", "hidden=32", "--seeds", "0"]
+    assert reproduce.with_legacy_settings(["experiments/x.py", "--set=hidden=32", "--seeds", "0"], old) == [
+        "experiments/x.py", "--set", "cost_units=all", "hidden=32", "--seeds", "0"]   # not a second --set
     new = {"config": {"hidden": 64, "cost_units": "train"}}
     assert reproduce.with_legacy_settings(command, new) == command
     assert reproduce.with_legacy_settings(command, {"runs": {}}) == command          # nothing trained

@@ -28,6 +28,8 @@ import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 
+from metarouter_jax.config import LEGACY_VALUES
+
 
 # The layout of the saved parameters. Saved routers and training checkpoints carry it, and
 # one of another layout is refused: shapes alone cannot tell a square kernel from its transpose.
@@ -143,6 +145,8 @@ class TrainCheckpointer:
         first save."""
         run = json.loads(json.dumps(_finite_or_null(run)))  # as the marker stores it (tuples as lists, NaN as null)
         saved = self._check_format().get("run")
+        if saved is not None and isinstance(saved.get("config"), dict):   # a run of before a field existed
+            saved = {**saved, "config": {**LEGACY_VALUES, **saved["config"]}}     # trained with its old value
         if saved is not None and saved != run:
             raise CheckpointError(f"{self.directory}: its checkpoints belong to another training run "
                                   f"({_differences(saved, run)}): train in a new directory, or delete this one")
