@@ -177,7 +177,7 @@ class TrainCheckpointer:
         step = self.latest_step() if step is None else step
         if step is None:
             raise CheckpointError(f"no checkpoint in {self.directory}")
-        self._check_format()
+        marker = self._check_format()
         source = f"checkpoint step {step} in {self.directory}"
         advice = (f": delete {self.directory / str(step)} to resume from an earlier step, or train in a new "
                   "directory")
@@ -185,7 +185,7 @@ class TrainCheckpointer:
             stored = self._manager.restore(step, args=ocp.args.StandardRestore())
         except Exception as err:  # orbax raises many types for damaged files
             raise CheckpointError(f"{source} cannot be read (corrupt or incomplete{advice}): {_brief(err)}") from err
-        _check_digest(stored, self._marker().get("digests", {}).get(str(step)), f"the arrays of {source}", advice)
+        _check_digest(stored, marker.get("digests", {}).get(str(step)), f"the arrays of {source}", advice)
         return _from_storable(stored, template, source)
 
     def close(self) -> None:
@@ -317,19 +317,27 @@ def _finite_or_null(obj):
     return obj
 
 
-def write_json(path: str | os.PathLike, obj, indent: int = 2) -> None:
-    """Write `obj` as strict JSON to `path` atomically (a temporary file beside it, then renamed;
-    its folder made if missing): a reader never sees half a file. NaN and infinities are written
-    as null (JSON has no such numbers; Python would write the non-standard tokens NaN/Infinity,
-    which most other readers refuse)."""
+def write_atomically(path: str | os.PathLike, write, tmp_suffix: str = ".tmp") -> Path:
+    """write(tmp) into a temporary file beside `path` (named `.<name><tmp_suffix>`; its folder made
+    if missing), then renamed to `path`: a reader never sees half a file, and a failed write
+    leaves none. Returns `path`."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
+    tmp = path.with_name(f".{path.name}{tmp_suffix}")
     try:
-        tmp.write_text(json.dumps(_finite_or_null(obj), indent=indent, allow_nan=False))
+        write(tmp)
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+    return path
+
+
+def write_json(path: str | os.PathLike, obj, indent: int = 2) -> None:
+    """Write `obj` as strict JSON to `path` atomically (`write_atomically`). NaN and infinities
+    are written as null (JSON has no such numbers; Python would write the non-standard tokens
+    NaN/Infinity, which most other readers refuse)."""
+    text = json.dumps(_finite_or_null(obj), indent=indent, allow_nan=False)
+    write_atomically(path, lambda tmp: tmp.write_text(text))
 
 
 def read_json_object(path: Path, error: type[Exception] = CheckpointError) -> dict:

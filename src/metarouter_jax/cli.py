@@ -150,11 +150,10 @@ def clear_sweep_outputs(out: Path) -> None:
 
 def checked_config(overrides: dict) -> TrainConfig:
     """TrainConfig(**overrides), with its profile family looked up before any data is loaded."""
-    from metarouter_jax.profiles import PROFILE_FAMILIES
+    from metarouter_jax.profiles import check_profile_family
 
     config = TrainConfig(**overrides)
-    if config.profile not in PROFILE_FAMILIES:
-        raise KeyError(f"unknown profile family {config.profile!r}; registered: {sorted(PROFILE_FAMILIES)}")
+    check_profile_family(config.profile)
     return config
 
 
@@ -234,12 +233,14 @@ def valid_fraction_arg(text: str) -> float:
     return value
 
 
-def positive_int(text: str, least: int = 1) -> int:
-    """An argparse type: an integer >= 1 (>= `least`)."""
-    value = int(text)
-    if value < least:
-        raise argparse.ArgumentTypeError(f"must be >= {least}, got {text}")
-    return value
+def int_at_least(least: int):
+    """An argparse type: an integer >= `least`."""
+    def parse(text: str) -> int:
+        value = int(text)
+        if value < least:
+            raise argparse.ArgumentTypeError(f"must be >= {least}, got {text}")
+        return value
+    return parse
 
 
 def eval_data_source(args, checkpoint) -> tuple[str, int, float | None]:
@@ -287,6 +288,15 @@ def eval_data(args, checkpoint):
     return data_name, data_seed, data
 
 
+def evaluate_as_asked(args, router, data):
+    """`evaluate` of `router` on `data` with `metarouter eval`'s options."""
+    import metarouter_jax as mr
+
+    return mr.evaluate(router, data, split=args.split, n_users=args.users, seed=args.seed,
+                       n_contexts=tuple(args.n_contexts), strategies=tuple(args.strategies), profiles=args.profile,
+                       pool=args.pool, bands=args.bands, reference=args.reference)
+
+
 def cmd_eval(args) -> int:
     if len(args.checkpoint) > 1:
         return eval_several(args)
@@ -306,9 +316,7 @@ def cmd_eval(args) -> int:
     router = mr.MetaRouter.load(args.checkpoint[0])
     _, _, data = eval_data(args, args.checkpoint[0])
     start = time.time()
-    report = mr.evaluate(router, data, split=args.split, n_users=args.users, seed=args.seed,
-                         n_contexts=tuple(args.n_contexts), strategies=tuple(args.strategies), profiles=args.profile,
-                         pool=args.pool, bands=args.bands, reference=args.reference)
+    report = evaluate_as_asked(args, router, data)
     if args.pool:
         print(f"pool: {', '.join(report.settings['pool'])}")
     print(report.format())
@@ -345,9 +353,7 @@ def eval_several(args) -> int:
     for path, router in zip(args.checkpoint, routers):
         data_name, data_seed, data = eval_data(args, path)
         begin = time.time()
-        reports.append(mr.evaluate(router, data, split=args.split, n_users=args.users, seed=args.seed,
-                                   n_contexts=tuple(args.n_contexts), strategies=tuple(args.strategies),
-                                   profiles=args.profile, pool=args.pool, bands=args.bands, reference=args.reference))
+        reports.append(evaluate_as_asked(args, router, data))
         print(f"{path}: {data_name} (data seed {data_seed}), evaluated in {time.time() - begin:.0f} s")
     summary = summarize(reports)
     bands = [tuple(r.by_band) for r in reports]
@@ -570,9 +576,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--data", default="synthetic", help="synthetic, a dataset name, or a path")
     train.add_argument("--out", default="runs/default", help="output folder (router, config.json, checkpoints)")
     train.add_argument("--seed", type=int, default=0)
-    train.add_argument("--save-every", type=lambda text: positive_int(text, 0), default=500,
+    train.add_argument("--save-every", type=int_at_least(0), default=500,
                        help="checkpoint every N steps (0: only at the end)")
-    train.add_argument("--keep", type=positive_int, default=3, help="checkpoints to keep (at least 1)")
+    train.add_argument("--keep", type=int_at_least(1), default=3, help="checkpoints to keep (at least 1)")
     train.add_argument("--valid-fraction", type=valid_fraction_arg, default=None, metavar="F", help=VALID_HELP)
     train.add_argument("--recipe", choices=("auto", "none"), default="auto", help=RECIPE_HELP)
     train.add_argument("--quiet", action="store_true", help="no progress bar, no loader notes")

@@ -202,11 +202,11 @@ class RoutingData:
     def log_cost_stats(self, split: str | None = None) -> tuple[float, float]:
         """(mean, std) of log10 cost (USD) over the observed cells of `split`'s queries (None: of
         every query): how routers standardise cost (`TrainConfig.cost_units`)."""
-        rows = self.observed if split is None else self.observed[self.split(split)]
-        if not rows.any():
+        idx = slice(None) if split is None else self.split(split)
+        observed, cost = self.observed[idx], self.cost[idx]
+        if not observed.any():
             raise DataError(f"split {split!r} has no observed cost: the log10-cost units cannot be measured on it")
-        cost = self.cost if split is None else self.cost[self.split(split)]
-        log_c = np.log10(np.maximum(cost[rows], 1e-12))
+        log_c = np.log10(np.maximum(cost[observed], 1e-12))
         return float(log_c.mean()), float(log_c.std() + 1e-6)
 
     def split(self, name: str) -> np.ndarray:

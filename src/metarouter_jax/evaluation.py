@@ -472,7 +472,8 @@ def _users(program: _Program, env: dict, keys, bands, informative, active: bool 
         adaptive, identified, accuracy = jax.lax.map(at_n, jnp.asarray(n_contexts))  # [n, ADAPTIVE, 3], [n, 3], [n, P]
         # Best fixed model in hindsight; where it is unobserved, the best observed one.
         fixed = baselines.best_fixed_choice(model_means, allowed)
-        flat = jnp.stack([rand.at[0].set(defined_rescale(u_random, u_random, u_oracle)), outcome(fixed), outcome(agnostic), outcome(known_choice(as_router_profile(profile))),
+        random_row = rand.at[0].set(defined_rescale(u_random, u_random, u_oracle))   # 0, or NaN if undefined
+        flat = jnp.stack([random_row, outcome(fixed), outcome(agnostic), outcome(known_choice(as_router_profile(profile))),
                           *(outcome(predicted_choice(p, profiles.utility, profile)) for p in predictors)])  # [FLAT, 3]
         return adaptive, flat, identified, accuracy
 

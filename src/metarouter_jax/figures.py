@@ -32,13 +32,8 @@ def png_path(path: str | os.PathLike) -> Path:
 def save_png(fig, path: str | os.PathLike) -> Path:
     """Lay out and write `fig` as a PNG at `png_path(path)`, its folder made if missing,
     atomically (a temporary file beside it, then renamed); returns the path written."""
+    from metarouter_jax.checkpoint import write_atomically
+
     path = png_path(path)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp.png")
-    try:
-        fig.savefig(tmp, dpi=120)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+    return write_atomically(path, lambda tmp: fig.savefig(tmp, dpi=120), ".tmp.png")   # matplotlib reads the suffix

@@ -221,10 +221,15 @@ PROFILE_FAMILIES: dict[str, Callable[..., LinearProfiles]] = {
 }
 
 
-def make_profiles(name: str, data: RoutingData | None = None, **kwargs) -> LinearProfiles:
-    """Build a registered profile family; data-dependent sizes (families) come from `data`."""
+def check_profile_family(name: str) -> None:
+    """Raise KeyError unless `name` is a registered profile family (before any data is loaded)."""
     if name not in PROFILE_FAMILIES:
         raise KeyError(f"unknown profile family {name!r}; registered: {sorted(PROFILE_FAMILIES)}")
+
+
+def make_profiles(name: str, data: RoutingData | None = None, **kwargs) -> LinearProfiles:
+    """Build a registered profile family; data-dependent sizes (families) come from `data`."""
+    check_profile_family(name)
     cls = PROFILE_FAMILIES[name]
     if name == "family_weights" and "num_families" not in kwargs:
         if data is None:

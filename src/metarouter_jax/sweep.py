@@ -21,7 +21,6 @@ from __future__ import annotations
 import csv
 import dataclasses
 import itertools
-import os
 import textwrap
 from pathlib import Path
 from typing import Callable, Sequence
@@ -30,15 +29,16 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from metarouter_jax.checkpoint import write_atomically
 from metarouter_jax.config import VALID_LABELS, Hparams, TrainConfig
 from metarouter_jax.data import RoutingData
 from metarouter_jax.figures import new_figure, png_path, save_png
 from metarouter_jax.networks import NetworkConfig
 from metarouter_jax.parallel import CONFIG_AXIS, replicate, resolve_mesh, shard_configs, to_host
-from metarouter_jax.profiles import PROFILE_FAMILIES, LinearProfiles
+from metarouter_jax.profiles import LinearProfiles, check_profile_family
 from metarouter_jax.router import DataInfo, MetaRouter, router_config, warm_starts
 from metarouter_jax.streams import seed_key
-from metarouter_jax.training import make_train, resolve_profiles, run_training
+from metarouter_jax.training import check_data, make_train, resolve_profiles, run_training
 
 
 @dataclasses.dataclass(frozen=True)
@@ -251,28 +251,29 @@ def static_grid_configs(config: TrainConfig, static_grid: dict[str, Sequence]) -
         values = dict(zip(static_grid, combination))
         try:
             part = config.replace(**values)
-            if part.profile not in PROFILE_FAMILIES:
-                raise ValueError(f"unknown profile family {part.profile!r}; registered: {sorted(PROFILE_FAMILIES)}")
-        except (TypeError, ValueError) as err:
-            raise ValueError(f"static grid values {values}: {err}") from None
+            check_profile_family(part.profile)
+        except (KeyError, TypeError, ValueError) as err:   # a KeyError's str() is its message's repr
+            raise ValueError(f"static grid values {values}: {_message(err)}") from None
         parts.append((values, part))
     return parts
 
 
 def check_parts(parts: Sequence[tuple[dict, TrainConfig]], data: RoutingData) -> None:
     """Raise a ValueError naming its values for the first part (of `static_grid_configs`) that
-    `make_train` would refuse on `data`: a split it names missing or empty, a model without an
-    answer on the descriptor split, a profile family that cannot be built for the data. Every part is checked before the first one trains, so a bad
-    last value is not found only after the others have trained."""
+    `make_train` would refuse on `data` (`training.check_data`, and a profile family that cannot
+    be built for the data). Every part is checked before the first one trains, so a bad last
+    value is not found only after the others have trained."""
     for values, config in parts:
         try:
-            for split in dict.fromkeys((config.train_split, config.valid_split, config.descriptor_source)):
-                data.nonempty_split(split)
-            data.descriptor_centre(config.descriptor_source)   # every model answered there
+            check_data(config, data)
             resolve_profiles(config, data)
-        except (KeyError, ValueError) as err:   # a KeyError's str() is its message's repr
-            message = err.args[0] if isinstance(err, KeyError) and err.args else err
-            raise ValueError(f"static grid values {values}: {message}") from None
+        except (KeyError, ValueError) as err:
+            raise ValueError(f"static grid values {values}: {_message(err)}") from None
+
+
+def _message(err: Exception):
+    """An error's message; a KeyError's str() is the repr of its message, quotes and all."""
+    return err.args[0] if isinstance(err, KeyError) and err.args else err
 
 
 def run_sweeps(data: RoutingData, config: TrainConfig, static_grid: dict[str, Sequence],
@@ -406,18 +407,6 @@ def format_markdown(result: SweepResult | Sequence[SweepResult]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _replace_atomically(path: Path, write: Callable) -> None:
-    """write(file) into a temporary file beside `path`, then renamed to it (as `checkpoint.write_json`
-    and `figures.save_png` write): a reader, or a failed write, never leaves half a table."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        with open(tmp, "w", newline="") as f:
-            write(f)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def write_tables(result: SweepResult | Sequence[SweepResult], out_dir: str | Path) -> list[Path]:
     """Write sweep.csv and sweep.md (one row per configuration, of every sweep of a list) to
     `out_dir`, each atomically."""
@@ -425,14 +414,15 @@ def write_tables(result: SweepResult | Sequence[SweepResult], out_dir: str | Pat
     out.mkdir(parents=True, exist_ok=True)
     rows = table_rows(result)
 
-    def write_csv(f):
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
+    def write_csv(tmp: Path):
+        with open(tmp, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+            writer.writeheader()
+            writer.writerows(rows)
 
     markdown = format_markdown(result)
-    _replace_atomically(out / "sweep.csv", write_csv)
-    _replace_atomically(out / "sweep.md", lambda f: f.write(markdown))
+    write_atomically(out / "sweep.csv", write_csv)
+    write_atomically(out / "sweep.md", lambda tmp: tmp.write_text(markdown))
     return [out / "sweep.csv", out / "sweep.md"]
 
 
@@ -445,8 +435,10 @@ def plot_sweep(result: SweepResult | Sequence[SweepResult], path: str | Path) ->
     configs = [cfg for part in parts for cfg in part.configs]
     final, best = (np.concatenate([np.asarray(getattr(p, name)) for p in parts])
                    for name in ("final_utility", "best_utility"))
-    labels = [f"#{i} " + " ".join(f"{k}={v:g}" if isinstance(v, (int, float)) and not isinstance(v, bool) else f"{k}={v}" for k, v in cfg.items())
-              for i, cfg in enumerate(configs)]
+    def text(v) -> str:   # numbers short (1e-3), static values (a profile name, True) as they are
+        return f"{v:g}" if isinstance(v, (int, float)) and not isinstance(v, bool) else str(v)
+
+    labels = [f"#{i} " + " ".join(f"{k}={text(v)}" for k, v in cfg.items()) for i, cfg in enumerate(configs)]
     x = np.arange(len(configs))
     fig = new_figure((max(5.0, 0.5 * len(configs) + 2.0), 4.0))
     ax = fig.add_subplot()

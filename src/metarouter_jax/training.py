@@ -493,13 +493,18 @@ def calibration_queries(data: RoutingData, config: TrainConfig) -> np.ndarray:
     return np.random.default_rng(0).permutation(data.split(config.train_split))[: config.calib_queries]
 
 
+def check_data(config: TrainConfig, data: RoutingData) -> None:
+    """Raise, naming the problem, unless `data` can train `config`: its training, validation and
+    descriptor splits exist and hold queries, and every model has an answer on the descriptor
+    split (else every descriptor is NaN and training only 'diverges'). `make_train`'s first step."""
+    for split in dict.fromkeys((config.train_split, config.valid_split, config.descriptor_source)):
+        data.nonempty_split(split)
+    data.descriptor_centre(config.descriptor_source)   # a DataError naming a model without an answer there
+
+
 def make_train(config: TrainConfig, data: RoutingData) -> Trainer:
     """Bind a config to a dataset; `Trainer.train(key, hparams)` is the pure training function."""
-    for split in (config.train_split, config.valid_split):
-        data.nonempty_split(split)  # clear error if a split is missing or empty
-    if config.descriptor_split:
-        data.nonempty_split(config.descriptor_split)
-    data.descriptor_centre(config.descriptor_source)   # every model answered there (else a DataError naming it)
+    check_data(config, data)
     profiles = resolve_profiles(config, data)
     net_config = network_config(config, data, profiles)
     graphdef = router_graphdef(net_config)
