@@ -266,16 +266,24 @@ def test_damaged_arrays_that_still_read_are_refused(trained_router, tmp_path):
     ckpt.close()
 
 
-def test_saving_never_deletes_what_is_not_a_router(trained_router, tmp_path):
-    """A router directory holding anything beside router.json and arrays/ (an eval.json, notes)
-    is refused: the save replaces the whole directory."""
+def test_saving_over_a_router_keeps_what_is_beside_it(trained_router, tmp_path):
+    """Files and folders a router directory holds beside router.json and arrays/ (an eval.json,
+    notes, a .DS_Store, a link) survive saving a router over it; the router is the new one."""
     path = tmp_path / "r"
     trained_router.save(path)
-    (path / "eval.json").write_text("{}")
-    with pytest.raises(FileExistsError, match=r"holds \['eval.json'\], which saving would delete"):
-        trained_router.save(path)
-    assert (path / "eval.json").exists()
-    mr.MetaRouter.load(path)                                       # a router with a file beside it still loads
+    (path / "eval.json").write_text('{"a": 1}')
+    (path / ".DS_Store").write_bytes(b"\0\1")
+    (path / "notes").mkdir()
+    (path / "notes" / "n.txt").write_text("kept")
+    (path / "link").symlink_to("eval.json")
+    meta = json.loads((path / "router.json").read_text())
+    (path / "router.json").write_text(json.dumps({**meta, "old": True}))   # to tell the old router from the new
+    trained_router.save(path)
+    assert (path / "eval.json").read_text() == '{"a": 1}' and (path / ".DS_Store").read_bytes() == b"\0\1"
+    assert (path / "notes" / "n.txt").read_text() == "kept" and os.readlink(path / "link") == "eval.json"
+    assert "old" not in json.loads((path / "router.json").read_text())
+    mr.MetaRouter.load(path)
+    assert not [p for p in tmp_path.iterdir() if p.name != "r"]    # no temporary folder left
 
 
 def test_a_run_of_before_a_field_existed_resumes_with_its_old_value(tmp_path):

@@ -244,7 +244,8 @@ def _process_alive(pid: int) -> bool:
 
 def check_save_target(path: str | os.PathLike) -> None:
     """Raise FileExistsError unless a router may be saved at `path`: nothing there, an empty
-    directory or a router saved before; anything else would be deleted by the save."""
+    directory or a router saved before (what it holds beside the router is kept); anything else
+    would be deleted by the save."""
     path = Path(path).absolute()
     above = next(parent for parent in path.parents if parent.exists())
     if not above.is_dir():
@@ -254,17 +255,36 @@ def check_save_target(path: str | os.PathLike) -> None:
     if path.is_dir() and not (path / "router.json").is_file() and any(path.iterdir()):
         raise FileExistsError(f"cannot save the router to {path}: the directory holds other files "
                               "(no router.json: not a saved router), which saving would delete")
-    others = sorted(p.name for p in path.iterdir() if p.name not in ROUTER_FILES) if path.is_dir() else []
-    if others:
-        raise FileExistsError(f"cannot save the router to {path}: beside the router saved there it holds "
-                              f"{others[:5]}, which saving would delete (move them, or save elsewhere)")
+
+
+def _link_or_copy(src: str, dst: str) -> None:
+    """A hard link where the file system allows one (no second copy of a large file), else a copy."""
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)
+
+
+def _carry_over(old: Path, new: Path) -> None:
+    """Put into `new` what the router directory `old` holds beside the router itself (an
+    eval.json, notes, a .DS_Store), so that saving over a router keeps them."""
+    for entry in old.iterdir():
+        if entry.name in ROUTER_FILES:
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.copytree(entry, new / entry.name, symlinks=True, copy_function=_link_or_copy)
+        elif entry.is_symlink():
+            os.symlink(os.readlink(entry), new / entry.name)
+        else:
+            _link_or_copy(entry, new / entry.name)
 
 
 def save_tree(path: str | os.PathLike, tree, metadata: dict) -> None:
     """Write `tree` and a JSON `metadata` to directory `path` atomically (tmp dir + rename).
 
-    Replaces a router saved there before or an empty directory; refuses anything else at `path`
-    (FileExistsError), since replacing it deletes it. Temporary folders that killed saves of the
+    Replaces a router saved there before (keeping the other files beside it: they are linked or
+    copied into the new directory before the swap) or an empty directory; refuses anything else at
+    `path` (FileExistsError), since replacing it deletes it. Temporary folders that killed saves of the
     same `path` left behind are removed once the new router is in place."""
     path = Path(path).absolute()
     check_save_target(path)
@@ -277,6 +297,7 @@ def save_tree(path: str | os.PathLike, tree, metadata: dict) -> None:
             ckpt.save(tmp / "arrays", stored)
         (tmp / "router.json").write_text(json.dumps({**metadata, "arrays_sha256": stored_digest(stored)}, indent=2))
         if path.exists():
+            _carry_over(path, tmp)
             aside = _temp_dir(path, "old") / path.name
             os.replace(path, aside)
         os.replace(tmp, path)
