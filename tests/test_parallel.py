@@ -7,9 +7,12 @@ JSON and the test asserts on them.
 
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import warnings
+from pathlib import Path
 
 import jax
 import numpy as np
@@ -58,11 +61,15 @@ def child() -> dict:
         return sharded_trainers[-1]
 
     router_module.shard_tasks = spy
+    ckpt_dir = tempfile.mkdtemp()
     try:
-        fitted = mr.MetaRouter.fit(data, CONFIG, hparams, companions=False)
+        fitted = mr.MetaRouter.fit(data, CONFIG, hparams, companions=False, checkpoint_dir=ckpt_dir, save_every=5)
+        shutil.rmtree(Path(ckpt_dir) / "metarouter" / "10")   # resumed from step 5: its last chunk again
+        resumed = mr.MetaRouter.fit(data, CONFIG, hparams, companions=False, checkpoint_dir=ckpt_dir, save_every=5)
     finally:
         router_module.shard_tasks = real_shard_tasks
-    (sharded_trainer,) = sharded_trainers
+        shutil.rmtree(ckpt_dir, ignore_errors=True)
+    sharded_trainer, resumed_trainer = sharded_trainers
     state = sharded_trainer.jit_init(key, hparams)
     valid = sharded_trainer.jit_validation_users(sharded_trainer.data_args(), jax.random.key(1), hparams)
     hlo = sharded_trainer.jit_chunk.lower(sharded_trainer.data_args(), state, hparams, valid).as_text()
@@ -98,6 +105,8 @@ def child() -> dict:
         "fit_meshes": [len(t.task_sharding.device_set) for t in sharded_trainers],
         "train_params_diff": _diffs(plain.best_params, fitted.params["metarouter"]),
         "train_traces": sharded_trainer.trace_counter[0],
+        "resumed_traces": resumed_trainer.trace_counter[0],
+        "resumed_params_diff": _diffs(fitted.params["metarouter"], resumed.params["metarouter"]),
         "train_history_diff": max(float(np.abs(plain_hist[k] - fitted_hist[k]).max()) for k in plain_hist),
         "train_valid_gap": float(np.abs(np.diff(plain_hist["valid_utility"])).min()),
         "train_state_devices": len(jax.tree.leaves(state.params)[0].sharding.device_set),
@@ -126,10 +135,13 @@ def multi_device():
 def test_task_sharded_training_equals_one_device(multi_device):
     """`MetaRouter.fit` on 8 devices (by default) against `run_training` on one."""
     assert multi_device["devices"] == DEVICES
-    assert multi_device["fit_meshes"] == [DEVICES]              # one router, split over every device
+    assert multi_device["fit_meshes"] == [DEVICES, DEVICES]     # one router (trained, then resumed), split over every device
     assert multi_device["train_state_devices"] == DEVICES      # its state replicated on every device
     assert multi_device["fit_param_devices"] == [1]             # the router handed back on one device
     assert multi_device["train_traces"] == 1                     # two chunks, one compile
+    # resumed from a checkpoint: the restored state placed as a fresh one, so its chunk compiles once too
+    assert multi_device["resumed_traces"] == 1
+    _check_params(multi_device["resumed_params_diff"])
     assert multi_device["train_task_constraint"]                # the task keys are split over the mesh
     assert multi_device["train_history_diff"] < 1e-4
     # the best chunk's parameters are compared: its choice must not hang on float noise

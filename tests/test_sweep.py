@@ -45,8 +45,13 @@ def test_grid_is_seeds_times_product():
         sweep_hparams({"learning_rate": [1e-3, float("nan")]}, [0])
     with pytest.raises(ValueError, match=r"seeds repeat \(\[0, 1, 0\]\)"):
         sweep_hparams({}, [0, 1, 0])
-    with pytest.raises(ValueError, match="grid axes repeat a value: .*learning_rate"):
+    with pytest.raises(ValueError, match=r"grid axes repeat a value \(in float32, as they train\): .*learning_rate"):
         sweep_hparams({"learning_rate": [1e-3, 1e-3]}, [0])
+    with pytest.raises(ValueError, match="grid axes repeat a value"):      # one float32: the same configuration
+        sweep_hparams({"learning_rate": [1e-3, 1.00000001e-3]}, [0])
+    with pytest.raises(ValueError, match=r"seeds \[5, 4294967301\] are equal modulo 2\*\*32"):   # the same key
+        sweep_hparams({}, [5, 2**32 + 5])
+    assert jax.random.key_data(jax.random.key(5)).tolist() == jax.random.key_data(jax.random.key(2**32 + 5)).tolist()
 
 
 def test_a_sweep_whose_every_configuration_diverged_has_no_best_router():
@@ -55,6 +60,22 @@ def test_a_sweep_whose_every_configuration_diverged_has_no_best_router():
                          np.full(2, -np.inf), {}, None, None)
     with pytest.raises(ValueError, match="every configuration of the sweep diverged"):
         best_router(result, None)
+
+
+def test_a_sweep_of_another_latent_source_makes_no_metarouter(tmp_path, capsys):
+    """latent_source "profile" / "none" sweeps known-preference or agnostic routers alone (fit
+    sets each router's latent source itself): no MetaRouter is made of them, and the CLI, which
+    saves the best one, refuses them before loading the data."""
+    hparams, seeds = sweep_hparams({"learning_rate": [1e-3]}, [0])
+    result = SweepResult(mr.TrainConfig(latent_source="none"), None, None, seeds, hparams, ("learning_rate",),
+                         np.full(1, 0.5), np.full(1, 0.5), {}, None, None)
+    with pytest.raises(ValueError, match="best_router trains a MetaRouter.*latent_source must be 'contexts'"):
+        best_router(result, None)
+    with pytest.raises(ValueError, match="fit trains a MetaRouter.*got 'profile'"):
+        mr.MetaRouter.fit(load_data("synthetic", 0), mr.TrainConfig(latent_source="profile"))
+    assert main(["sweep", "--out", str(tmp_path), "--data", "no-such-data", "latent_source=none"]) == 2
+    assert "error: metarouter sweep trains a MetaRouter" in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())
 
 
 def test_static_or_bad_grid_values_are_named(tmp_path, capsys):
@@ -185,6 +206,9 @@ def test_static_grid_runs_a_program_per_value_and_ranks_them_together(tmp_path):
         assert plot_sweep(results, tmp_path / "sweep.png").stat().st_size > 0     # every part's bars
     router = best_router(results, data)
     assert router.config.answer_weight == rows[best]["answer_weight"]
+    # a tuple field as a static axis, given as lists (as JSON would give it): the tables still write
+    listed = static_grid_configs(config, {"beta_range": [[3.0, 30.0], [1.0, 10.0]]})
+    assert [values for values, _ in listed] == [{"beta_range": (3.0, 30.0)}, {"beta_range": (1.0, 10.0)}]
     assert router.hparams.learning_rate == pytest.approx(rows[best]["learning_rate"])
     assert static_grid_configs(config, {}) == [({}, config)]                    # no static grid: one program
     with pytest.raises(ValueError, match=r"unknown TrainConfig field\(s\) \['learning_rate'\] in the static grid"):
@@ -203,7 +227,7 @@ def test_cli_static_grid(tmp_path):
                  *TINY_ARGS]) == 0
     rows = list(csv.DictReader(open(out / "sweep.csv")))
     assert [(r["answer_weight"], float(r["learning_rate"])) for r in rows] == [
-        ("0", 1e-3), ("0", 3e-3), ("2", 1e-3), ("2", 3e-3)]
+        ("0.0", 1e-3), ("0.0", 3e-3), ("2.0", 1e-3), ("2.0", 3e-3)]   # as the config holds them
     recorded = json.loads((out / "config.json").read_text())
     best = recorded["best"]
     assert best["config"] == int(np.argmax([float(r["best_valid_utility"]) for r in rows]))

@@ -426,6 +426,7 @@ def cmd_sweep(args) -> int:
     import jax
 
     from metarouter_jax import sweep
+    from metarouter_jax.router import check_trains_metarouter
 
     # --seeds and --grid take several values, so key=value settings after them land in their lists.
     seeds, settings = [], args.overrides + args.grid
@@ -459,6 +460,8 @@ def cmd_sweep(args) -> int:
     settings = with_recipe(args, config_over)
     config = checked_config(settings.overrides)
     parts = sweep.static_grid_configs(config, static)   # bad static values fail here, before the data is loaded
+    for _, part_config in parts:                         # the sweep saves its best MetaRouter
+        check_trains_metarouter(part_config, "metarouter sweep")
     Hparams.grid(**grid)   # bad values (NaN, negative) fail here, before the data is loaded
     out = Path(args.out)
     check_run_out(out, "best_router")

@@ -37,6 +37,17 @@ def warm_starts(config: TrainConfig) -> bool:
     return config.profile_latent and config.joint_known
 
 
+def check_trains_metarouter(config: TrainConfig, what: str) -> None:
+    """Refuse a config whose `latent_source` is not "contexts" where a MetaRouter is to come of it
+    (`fit` sets each of its routers' latent source itself, `router_config`; a sweep of another
+    latent source trains known-preference or agnostic routers alone)."""
+    if config.latent_source != "contexts":
+        raise ValueError(f"{what} trains a MetaRouter, whose latent comes from contexts: config.latent_source must be "
+                         f"'contexts' (the default), got {config.latent_source!r} (the known-preference and agnostic "
+                         "routers are trained beside it: companions=True; to train one alone, make_train + run_training, "
+                         "or sweep.run_sweep without best_router)")
+
+
 def router_config(config: TrainConfig, name: str) -> TrainConfig:
     """The configuration one of a MetaRouter's routers trains with (`fit` and sweeps alike)."""
     run = config.replace(latent_source=LATENT_SOURCE[name])
@@ -161,6 +172,7 @@ class MetaRouter:
                 raise TypeError(f"fit's {name} must be a {kind.__name__}, got {type(value).__name__}"
                                 + (" (TrainConfig(**settings) / Hparams.create(**settings))" if isinstance(value, dict)
                                    else ""))
+        check_trains_metarouter(config, "fit")
         batched = [f.name for f in dataclasses.fields(hparams) if np.ndim(getattr(hparams, f.name)) != 0]
         if batched:
             shape = np.shape(getattr(hparams, batched[0]))

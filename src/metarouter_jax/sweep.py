@@ -13,7 +13,9 @@ all of them ranked together (`best_of`, and the tables and plot, which take the 
 
 Configuration i with seed s is trained exactly as `MetaRouter.fit(data, config, hparams_i,
 seed=s, companions=False)` trains its routers (same keys, the same warm start from the known
-router), up to float reassociation.
+router), up to float reassociation. A config whose `latent_source` is "profile" or "none"
+sweeps known-preference or agnostic routers alone (to tune those baselines); no MetaRouter
+comes of such a sweep (`best_router` refuses it).
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ from metarouter_jax.figures import new_figure, png_path, save_png
 from metarouter_jax.networks import NetworkConfig
 from metarouter_jax.parallel import CONFIG_AXIS, replicate, resolve_mesh, shard_configs, to_host
 from metarouter_jax.profiles import LinearProfiles, check_profile_family
-from metarouter_jax.router import DataInfo, MetaRouter, router_config, warm_starts
+from metarouter_jax.router import DataInfo, MetaRouter, check_trains_metarouter, router_config, warm_starts
 from metarouter_jax.streams import seed_key
 from metarouter_jax.training import check_data, make_train, resolve_profiles, run_training
 
@@ -129,13 +131,17 @@ def sweep_hparams(hparam_grid: dict[str, Sequence[float] | float], seeds: Sequen
         raise ValueError(f"seeds must be integers, got {seeds.tolist()}")
     if np.unique(seeds).size != seeds.size:
         raise ValueError(f"seeds repeat ({seeds.tolist()}): a repeated seed trains the same configuration again")
+    if np.unique(seeds.astype(object) % 2**32).size != seeds.size:   # jax.random.key keeps a seed's low 32 bits
+        raise ValueError(f"seeds {seeds.tolist()} are equal modulo 2**32, and JAX's keys keep only a seed's low "
+                         "32 bits: they would train the same configuration again")
     axes = {name: _axis(name, values) for name, values in hparam_grid.items()}
     empty = [name for name, values in axes.items() if values.size == 0]
     if empty:
         raise ValueError(f"grid axes without values: {empty}")
-    repeated = [name for name, values in axes.items() if np.unique(values).size != values.size]
+    repeated = [name for name, values in axes.items() if np.unique(values.astype(np.float32)).size != values.size]
     if repeated:
-        raise ValueError(f"grid axes repeat a value: {[(n, axes[n].tolist()) for n in repeated]}")
+        raise ValueError(f"grid axes repeat a value (in float32, as they train): "
+                         f"{[(n, axes[n].tolist()) for n in repeated]}")
     grid = Hparams.grid(**axes) if axes else Hparams.create()
     grid = jax.tree.map(lambda x: jnp.reshape(x, (-1,)), grid)                  # [G]
     per_seed = grid.batch_shape[0]
@@ -254,7 +260,7 @@ def static_grid_configs(config: TrainConfig, static_grid: dict[str, Sequence]) -
             check_profile_family(part.profile)
         except (KeyError, TypeError, ValueError) as err:   # a KeyError's str() is its message's repr
             raise ValueError(f"static grid values {values}: {_message(err)}") from None
-        parts.append((values, part))
+        parts.append(({name: getattr(part, name) for name in values}, part))   # as the config holds them (tuples, not lists)
     return parts
 
 
@@ -345,6 +351,7 @@ def best_router(result: SweepResult | Sequence[SweepResult], data: RoutingData, 
         raise ValueError(f"every configuration of the sweep diverged (no finite held-out score; "
                          f"learning rates {np.unique(np.asarray(result.hparams.learning_rate)).tolist()}): "
                          "no router to keep")
+    check_trains_metarouter(result.config, "best_router")
     config, hparams, seed = result.config, result.hparams_at(i), int(result.seeds[i])
     params = {"metarouter": result.params_at(i)}
     history = {"metarouter": {k: v[i] for k, v in result.history.items()}}

@@ -539,7 +539,9 @@ def run_training(trainer: Trainer, key, hparams: Hparams, *, on_chunk=None, chec
         state = state.start_from(init_params)
     history: dict[str, list[float]] = {}
     if checkpointer is not None and checkpointer.latest_step() is not None:
-        state, saved_history = checkpointer.restore((state, _history_template(cfg)))
+        restored, saved_history = checkpointer.restore((state, _history_template(cfg)))
+        # where the fresh state lives (a sharded trainer's mesh), so the first chunk is not compiled again
+        state = jax.tree.map(lambda saved, fresh: jax.device_put(saved, fresh.sharding), restored, state)
         step = int(state.step)
         if step % cfg.chunk_steps or step > cfg.num_steps:
             raise CheckpointError(f"{checkpointer.directory}: a state at step {step} does not fit this run "
