@@ -115,6 +115,32 @@ def test_llmrouter_options():
         load_llmrouter(path, models=["gpt-5", "codegemma-7b"])
 
 
+def test_llmrouter_test_questions_seen_in_train_can_be_left_out():
+    """119 test questions also occur in train (all gpqa and human_eval, 19 mbpp): the
+    "llmrouter_unseen" variant leaves their train rows out, so no test query has a twin in
+    training; drop_test leaves their test rows out instead."""
+    path = _real("llmrouter_14task")
+    base = load_llmrouter(path, valid_fraction=0)
+
+    def twins(d, part, other):   # rows of `part` whose embedding equals one of `other`'s
+        a, b = d.embeddings[d.split(part)], d.embeddings[d.split(other)]
+        return int(((a @ b.T).max(1) > 0.999).sum())
+
+    assert twins(base, "test", "train") == 119
+    unseen = load_dataset("llmrouter_unseen", path=path, valid_fraction=0)
+    assert unseen.split("train").size == 5608 - 119 and unseen.split("test").size == 500
+    assert twins(unseen, "test", "train") == 0 and "119 train rows whose question also occurs in test" in unseen.notes[1]
+    test = base.split("test")
+    np.testing.assert_array_equal(unseen.quality[unseen.split("test")], base.quality[test])   # test unchanged
+    assert unseen.family_names == base.family_names
+    no_test = load_llmrouter(path, valid_fraction=0, test_twins="drop_test")
+    assert no_test.split("test").size == 381 and no_test.split("train").size == 5608
+    left = {no_test.family_names[f] for f in no_test.family[no_test.split("test")]}
+    assert "gpqa" not in left and "human_eval" not in left and "mbpp" in left
+    with pytest.raises(ValueError, match="test_twins must be one of"):
+        load_llmrouter(path, test_twins="drop")
+
+
 ROUTERARENA_FAMILIES = {"MMLUPro": 236, "OpenTDB": 97, "QANTA": 58, "PubMedQA": 46, "ArcMMLU": 39,
                         "NarrativeQA": 39, "SuperGLUE": 39, "LiveCodeBench": 38, "WMT19": 31, "GeoBench": 30,
                         "MedMCQA": 29, "Ethics": 25, "MusicTheoryBench": 20, "MMLU": 19, "MathQA": 15,

@@ -39,7 +39,9 @@ the absolute USD and the per-query spread are approximate.
 Splits: "train" (train.json), "test" (test.json) and "valid", held out of train (stratified
 by family, `RoutingData.holdout`). 119 test questions also occur in train (all gpqa and
 human_eval, 19 mbpp; 50 of them with different scores): they are kept as separate rows in
-both splits, as upstream evaluates, and counted in `notes`.
+both splits, as upstream evaluates, and counted in `notes`; `test_twins="drop_train"` leaves
+those questions' train rows out (every test question then unseen in training, every test
+family kept), `"drop_test"` their test rows.
 """
 
 from __future__ import annotations
@@ -61,6 +63,7 @@ from metarouter_jax.splits import select_models
 FOLDER = "llmrouter_14task"
 EMBEDDINGS = "embeddings_minilm_l6.npz"
 PARTS = ("train", "test")
+TEST_TWINS = ("keep", "drop_train", "drop_test")   # what to do with the test questions that also occur in train
 TOKENS_PER_WORD = 1.3
 # Estimated answer length in tokens per task family (see module docstring): a letter or a
 # short phrase for multiple choice / factoid QA, a sentence for commongen, a worked solution
@@ -236,6 +239,7 @@ def load_llmrouter(
     seed: int = 0,
     output_tokens: Mapping[str, float] | None = None,
     models: Sequence[str] | None = None,
+    test_twins: str = "keep",
 ) -> RoutingData:
     """Load the LLMRouter 14-task log (see the module docstring for format and choices).
 
@@ -245,12 +249,17 @@ def load_llmrouter(
       seed: for the held-out draw.
       output_tokens: {family: estimated answer tokens}, overriding `OUTPUT_TOKENS` entries.
       models: keep only these models (in this order); unknown names raise KeyError.
+      test_twins: the test questions that also occur in train: "keep" both rows (as upstream),
+        "drop_train" (their train rows left out: no test question seen in training, the
+        dataset name "llmrouter_unseen") or "drop_test" (their test rows left out).
 
     Returns:
       RoutingData with Q = 6,108 queries (5,608 train.json + 500 test.json) for the shipped
       data, K = 9 models (sorted names), D = 384; cost in USD per query (estimated); splits
       "train", "valid" (if asked), "test".
     """
+    if test_twins not in TEST_TWINS:
+        raise ValueError(f"test_twins must be one of {TEST_TWINS}, got {test_twins!r}")
     folder = Path(path) if path is not None else data_root() / FOLDER
     if not folder.is_dir():
         raise FileNotFoundError(f"LLMRouter data folder not found: {folder}")
@@ -295,13 +304,26 @@ def load_llmrouter(
     cost[np.isnan(quality)] = np.nan  # an unscored answer has no meaningful cost either
 
     split_of = np.array(split_of)
-    splits = {p: np.nonzero(split_of == p)[0] for p in PARTS}
     train_q = {it["question"] for it in parts["train"][1]}
+    test_q = {it["question"] for it in parts["test"][1]}
     overlap = sum(1 for it in parts["test"][1] if it["question"] in train_q)
     notes = ["cost is an estimate: (ceil(1.3 x words) input tokens x input_price + per-family "
              "output-token guess x output_price) / 1e6, prices from default_llm.json"]
-    if overlap:
-        notes.append(f"{overlap} test questions also occur in train; kept as separate rows in both splits")
+    embeddings = np.concatenate(emb_list)
+    if overlap and test_twins == "keep":
+        notes.append(f"{overlap} test questions also occur in train; kept as separate rows in both splits "
+                     "(test_twins='drop_train', the dataset 'llmrouter_unseen', leaves their train rows out)")
+    elif overlap:
+        drop_part, other = ("train", test_q) if test_twins == "drop_train" else ("test", train_q)
+        dropped = np.array([part == drop_part and str(parts[part][1][int(i.split("-")[1])]["question"]) in other
+                            for part, i in zip(split_of, ids)])
+        keep = ~dropped
+        notes.append(f"{int(dropped.sum())} {drop_part} rows whose question also occurs in "
+                     f"{'test' if drop_part == 'train' else 'train'} left out (test_twins={test_twins!r})")
+        embeddings, quality, cost, family, split_of = (x[keep] for x in (embeddings, quality, cost, family, split_of))
+        ids = [i for i, k in zip(ids, keep) if k]
+        missing_cells = int(np.isnan(quality).sum())
+    splits = {p: np.nonzero(split_of == p)[0] for p in PARTS}
     if missing_cells:
         notes.append(f"{missing_cells} (item, model) scores absent, null or NaN in the source; masked")
     for part, (_, items, _) in parts.items():
@@ -309,7 +331,7 @@ def load_llmrouter(
         dup = len(texts) - len(set(texts))
         if dup:
             notes.append(f"{dup} repeated question texts within {part}; kept as separate rows (ids are positions)")
-    data = RoutingData.create(np.concatenate(emb_list), quality, cost, family, model_names=model_names,
+    data = RoutingData.create(embeddings, quality, cost, family, model_names=model_names,
                               family_names=family_names, query_ids=ids, splits=splits, notes=notes)
     if models is not None:
         data = select_models(data, models)

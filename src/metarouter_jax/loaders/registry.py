@@ -3,7 +3,9 @@
 Names (`DATASETS`, plus short aliases): "synthetic", "routerbench_0shot" ("routerbench"),
 "llmrouter_14task" ("llmrouter"), "routerarena_2model" ("routerarena"),
 "routellm_gsm8k_mtbench" ("routellm"). A named real dataset is read from
-`<data root>/<name>` unless `path=` is given.
+`<data root>/<name>` unless `path=` is given. Variants (`VARIANTS`) are a dataset loaded with
+settings of its loader: "llmrouter_unseen" is LLMRouter without the train rows of the 119 test
+questions that also occur in train (`load_llmrouter(test_twins="drop_train")`).
 
 A path to a folder is recognised by its files, checked in this order:
 `train.json[.gz]` -> LLMRouter; `gsm8k_responses.csv[.gz]` or `judgements.jsonl[.gz]` ->
@@ -30,6 +32,8 @@ from metarouter_jax.splits import select_models
 DATASETS = ("synthetic", "routerbench_0shot", "llmrouter_14task", "routerarena_2model", "routellm_gsm8k_mtbench")
 ALIASES = {"routerbench": "routerbench_0shot", "llmrouter": "llmrouter_14task",
            "routerarena": "routerarena_2model", "routellm": "routellm_gsm8k_mtbench"}
+# name -> (dataset, its loader's settings)
+VARIANTS = {"llmrouter_unseen": ("llmrouter_14task", {"test_twins": "drop_train"})}
 
 
 def _synthetic(**kw) -> RoutingData:
@@ -82,14 +86,17 @@ def load_dataset(name_or_path: str | os.PathLike, **kw) -> RoutingData:
     Unknown names raise ValueError listing the known ones.
     """
     key = str(name_or_path)
-    if isinstance(name_or_path, str) and (key in _LOADERS or key in ALIASES):
+    if isinstance(name_or_path, str) and key in VARIANTS:
+        name, settings = VARIANTS[key]
+        kw = {**settings, **kw}
+    elif isinstance(name_or_path, str) and (key in _LOADERS or key in ALIASES):
         name = ALIASES.get(key, key)
     elif Path(key).exists():
         name = detect_format(key)
         kw["path"] = Path(key)
     else:
         raise ValueError(f"unknown dataset {key!r}: not a known name and no such path; known names: "
-                         f"{list(DATASETS)} (aliases: {sorted(ALIASES)})")
+                         f"{list(DATASETS)} (aliases: {sorted(ALIASES)}; variants: {sorted(VARIANTS)})")
     loader, takes_models = _LOADERS[name]
     models = kw.pop("models", None)
     if takes_models:
