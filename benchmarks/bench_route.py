@@ -48,8 +48,8 @@ def run_text(n_queries: int = 512, repeats: int = 3) -> dict:
 
     try:
         return bench_text.run(n_queries=n_queries, repeats=repeats)
-    except (ImportError, OSError) as err:  # extra or weights missing
-        return {"qps": None, "compile_s": None, "error": str(err)}
+    except (ImportError, OSError, RuntimeError) as err:  # extra or weights missing, weights not as published
+        return {"qps": None, "compile_s": None, "error": f"{type(err).__name__}: {err}"}
 
 
 def run(data, n_queries: int = 100_000, text_queries: int = 512, repeats: int = 5, text_repeats: int = 3) -> dict:

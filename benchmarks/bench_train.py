@@ -44,6 +44,10 @@ def validation_flops(trainer, data_args, params, valid) -> float | None:
 
 def step_flops(trainer, data_args, state, hparams) -> float | None:
     """XLA FLOPs of one meta-step, from its own compiled program (one compile)."""
+    if trainer.config.inner_steps > 1:   # the refinement is a lax.scan, whose body XLA counts once
+        raise ValueError(f"inner_steps={trainer.config.inner_steps}: XLA's cost analysis counts the inner "
+                         "refinement's scan body once, so the step's FLOPs would miss all steps but one; "
+                         "benchmark the step with inner_steps <= 1")
     step = jax.jit(lambda args, state_, hparams_: trainer.bind(args).meta_step(state_, hparams_))
     return compile_timed(step, data_args, state, hparams)[2]
 

@@ -96,6 +96,16 @@ def peak_rss_mb() -> float:
     return rss / (1024.0 * 1024.0) if sys.platform == "darwin" else rss / 1024.0
 
 
+def device_peak_mb() -> float | None:
+    """Peak memory in use on the first device so far (MB), where its backend counts it (GPU, TPU);
+    None on the CPU, whose arrays live in the process's resident memory (`peak_rss_mb`)."""
+    import jax
+
+    stats = jax.local_devices()[0].memory_stats() or {}
+    peak = stats.get("peak_bytes_in_use")
+    return None if peak is None else peak / (1024.0 * 1024.0)
+
+
 def env_info() -> dict:
     import flax
     import optax

@@ -21,7 +21,8 @@ try:
     import jax
     devices = jax.devices()
 except Exception as err:  # noqa: BLE001
-    sys.exit(f"gpu_check: no CUDA device visible to JAX ({err}); is jax[cuda] installed and a GPU present?")
+    sys.exit(f"gpu_check: no CUDA device visible to JAX ({type(err).__name__}: {err}); "
+             "is jax[cuda] installed and a GPU present?")
 print(f"gpu_check: JAX {jax.__version__}, {len(devices)} device(s): {[d.device_kind for d in devices]}")
 if len(devices) > 1:
     print("gpu_check: the benchmarks time one device; sharding is covered by tests/test_parallel.py")
