@@ -56,6 +56,7 @@ SETUPS = {
                   "test": {"code": ["human_eval", "mbpp"], "math": ["gsm8k", "math", "agentverse-mgsm"]},
                   "unseen": ["gemma-2-9b-it", "llama-3.3-nemotron-super-49b-v1"]},
 }
+SETUPS["llmrouter_unseen"] = SETUPS["llmrouter"]   # without the train rows of test questions (loaders.VARIANTS)
 
 
 def evaluate(router, data, seed, users, split="test", pool=None, reference=True) -> dict:

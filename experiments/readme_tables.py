@@ -46,7 +46,8 @@ README = ROOT / "README.md"
 MARKER = re.compile(r"^<!-- table: (\w+)((?: [\w.]+=[\w.,]+)*) -->$")
 SUMMARY_METHODS = ("metarouter", "bt_posterior", "known", "agnostic", "best_fixed")
 SUMMARY_HEADER = "MetaRouter | posterior-mean plug-in | known | agnostic | best fixed in hindsight"
-DATA_LABEL = {"synthetic": "synthetic", "llmrouter": "LLMRouter", "routerbench": "RouterBench"}
+DATA_LABEL = {"synthetic": "synthetic", "llmrouter": "LLMRouter", "routerbench": "RouterBench",
+              "llmrouter_unseen": "LLMRouter unseen"}
 
 
 def data_label(name: str) -> str:
