@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 from conftest import child_env
@@ -60,6 +61,28 @@ def test_a_sweep_whose_every_configuration_diverged_has_no_best_router():
                          np.full(2, -np.inf), {}, None, None)
     with pytest.raises(ValueError, match="every configuration of the sweep diverged"):
         best_router(result, None)
+
+
+def test_a_configuration_whose_known_router_diverged_ranks_last(monkeypatch):
+    """`fit` stops where the known router diverges; a sweep's MetaRouter would start from that
+    router's initial parameters, so such a configuration is ranked last (-inf), whatever it scores."""
+    from metarouter_jax import sweep as sweep_module
+
+    real = sweep_module._train_configs
+
+    def known_diverges_in_the_first(trainer, seeds, hparams, stream, *args, **kwargs):
+        states, history = real(trainer, seeds, hparams, stream, *args, **kwargs)
+        if stream == "known":
+            states = states.replace(best_score=states.best_score.at[0].set(-jnp.inf))
+        return states, history
+
+    monkeypatch.setattr(sweep_module, "_train_configs", known_diverges_in_the_first)
+    config = mr.TrainConfig(num_steps=10, chunk_steps=5, tasks_per_step=4, queries_per_task=8, max_contexts=4,
+                            hidden=16, latent_dim=4, query_dim=4, valid_users=8, calib_queries=32)
+    result = sweep_module.run_sweep(load_data("synthetic", 0), config, {"learning_rate": [3e-3, 1e-3]}, [0])
+    assert result.known_params is not None                       # the warm start ran
+    assert result.best_utility[0] == result.final_utility[0] == -np.inf and np.isfinite(result.best_utility[1])
+    assert result.best_index == 1
 
 
 def test_a_sweep_of_another_latent_source_makes_no_metarouter(tmp_path, capsys):

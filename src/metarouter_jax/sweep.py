@@ -50,7 +50,7 @@ class SweepResult:
     seeds: [S]; hparams: Hparams with [S] fields; swept: the hparam names given a grid axis;
     final_utility / best_utility: [S] the early-stopping score (`TrainConfig.valid_criterion`:
     held-out normalised utility by default) after the last chunk / the best over chunks (whose
-    parameters are kept); history: name ->
+    parameters are kept), -inf where the known router it started from diverged; history: name ->
     [S, C] per-chunk metrics; best_params: the best parameters, every leaf [S, ...];
     info: the training data's summary a router saves (`DataInfo`, with the atoms' utility
     scales); known_params, known_history: the same for the known-preference routers of a warm
@@ -218,9 +218,12 @@ def run_sweep(data: RoutingData, config: TrainConfig, hparam_grid: dict[str, Seq
     stages = 2 if warm_start else 1
     common = dict(on_chunk=on_chunk, total_chunks=stages * config.num_chunks)
     known_params, known_history, run_config, init = None, None, config, None
+    known_diverged = np.zeros(size, bool)
     if warm_start:
         known = make_train(router_config(config, "known"), data)
         states, known_history = _train_configs(known, seeds, hparams, "known", padded, mesh, **common)
+        # `fit` stops where the known router diverged; a sweep ranks such a configuration last
+        known_diverged = ~np.isfinite(to_host(states.best_score)[:size])
         init = states.best_params
         known_params = jax.tree.map(lambda x: jnp.asarray(x[:size]), to_host(init))
         run_config = router_config(config, "metarouter")
@@ -229,10 +232,10 @@ def run_sweep(data: RoutingData, config: TrainConfig, hparam_grid: dict[str, Seq
                                      init_params=init, chunk_offset=(stages - 1) * config.num_chunks, **common)
     best_params = jax.tree.map(lambda x: jnp.asarray(x[:size]), to_host(states.best_params))
     info = DataInfo.from_data(data, trainer.arrays, config.descriptor_source, trainer.atoms)
-    final_score = history[config.valid_key][:, -1]
+    final_score = np.where(known_diverged, -np.inf, history[config.valid_key][:, -1])
+    best_score = np.where(known_diverged, -np.inf, to_host(states.best_score)[:size])
     return SweepResult(config, trainer.net_config, trainer.profiles, seeds, hparams, tuple(hparam_grid),
-                       final_score, to_host(states.best_score)[:size], history, best_params, info,
-                       known_params, known_history)
+                       final_score, best_score, history, best_params, info, known_params, known_history)
 
 
 def static_grid_configs(config: TrainConfig, static_grid: dict[str, Sequence]) -> list[tuple[dict, TrainConfig]]:
