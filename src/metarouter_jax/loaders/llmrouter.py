@@ -275,7 +275,7 @@ def load_llmrouter(
         raise DataError(f"{folder}: fewer than 2 scored models ({model_names})")
     price_in, price_out = _prices(find_file(folder, "default_llm.json"), model_names)
 
-    emb_list, qual_list, in_tok, fam_names_rows, ids, split_of = [], [], [], [], [], []
+    emb_list, qual_list, in_tok, fam_names_rows, ids, split_of, questions = [], [], [], [], [], [], []
     for part, (items_path, items, task_of) in parts.items():
         for i, item in enumerate(items):
             question = str(item["question"])
@@ -289,13 +289,13 @@ def load_llmrouter(
             fam_names_rows.append(task_of[question])
             ids.append(f"{part}-{i}")
             split_of.append(part)
+            questions.append(question)
         emb_list.append(load_npz_part(folder / EMBEDDINGS, part, [str(i) for i in range(len(items))]))
     if emb_list[0].shape[1:] != emb_list[1].shape[1:]:
         raise DataError(f"{folder / EMBEDDINGS}: embedding widths differ: {parts['train'][0].name} has embeddings "
                         f"of shape {emb_list[0].shape}, {parts['test'][0].name} of shape {emb_list[1].shape}")
 
     quality = np.array(qual_list, np.float32)
-    missing_cells = int(np.isnan(quality).sum())
     family_names = sorted(set(fam_names_rows))
     family = np.array([family_names.index(f) for f in fam_names_rows], np.int32)
     out_tok = np.array([float(out_table.get(f, DEFAULT_OUTPUT_TOKENS)) for f in fam_names_rows])
@@ -304,9 +304,8 @@ def load_llmrouter(
     cost[np.isnan(quality)] = np.nan  # an unscored answer has no meaningful cost either
 
     split_of = np.array(split_of)
-    train_q = {it["question"] for it in parts["train"][1]}
-    test_q = {it["question"] for it in parts["test"][1]}
-    overlap = sum(1 for it in parts["test"][1] if it["question"] in train_q)
+    train_q, test_q = ({q for q, p in zip(questions, split_of) if p == part} for part in PARTS)
+    overlap = sum(1 for q, p in zip(questions, split_of) if p == "test" and q in train_q)
     notes = ["cost is an estimate: (ceil(1.3 x words) input tokens x input_price + per-family "
              "output-token guess x output_price) / 1e6, prices from default_llm.json"]
     embeddings = np.concatenate(emb_list)
@@ -315,15 +314,14 @@ def load_llmrouter(
                      "(test_twins='drop_train', the dataset 'llmrouter_unseen', leaves their train rows out)")
     elif overlap:
         drop_part, other = ("train", test_q) if test_twins == "drop_train" else ("test", train_q)
-        dropped = np.array([part == drop_part and str(parts[part][1][int(i.split("-")[1])]["question"]) in other
-                            for part, i in zip(split_of, ids)])
+        dropped = np.array([part == drop_part and q in other for part, q in zip(split_of, questions)])
         keep = ~dropped
         notes.append(f"{int(dropped.sum())} {drop_part} rows whose question also occurs in "
                      f"{'test' if drop_part == 'train' else 'train'} left out (test_twins={test_twins!r})")
         embeddings, quality, cost, family, split_of = (x[keep] for x in (embeddings, quality, cost, family, split_of))
         ids = [i for i, k in zip(ids, keep) if k]
-        missing_cells = int(np.isnan(quality).sum())
     splits = {p: np.nonzero(split_of == p)[0] for p in PARTS}
+    missing_cells = int(np.isnan(quality).sum())
     if missing_cells:
         notes.append(f"{missing_cells} (item, model) scores absent, null or NaN in the source; masked")
     for part, (_, items, _) in parts.items():
