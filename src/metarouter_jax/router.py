@@ -331,17 +331,19 @@ class MetaRouter:
         refused (`with_models` makes a router of `data`'s models)."""
         self._check_embed_dim(data)
         outcomes = feedback_outcomes(data, query_idx, model_a, model_b)
-        ours = {name: i for i, name in enumerate(self.model_names)}
+        def to_ours(ours_names, names) -> np.ndarray:   # data's index -> this router's (-1: none)
+            ours = {name: i for i, name in enumerate(ours_names)}
+            return np.array([ours.get(name, -1) for name in names], np.int32)
+
+        model_ids = to_ours(self.model_names, data.model_names)
         for side in ("model_a", "model_b"):
-            names = np.asarray(data.model_names, dtype=object)[outcomes[side]]
-            unknown = sorted({str(m) for m in np.ravel(names)} - set(ours))
+            unknown = sorted({data.model_names[i] for i in np.ravel(outcomes[side]) if model_ids[i] < 0})
             if unknown:
                 raise ValueError(f"{side} names models this router does not route: {unknown}; it routes "
                                  f"{list(self.model_names)} (router.with_models(data) routes data's models)")
-            outcomes[side] = np.vectorize(ours.__getitem__, otypes=[np.int32])(names)
-        families = {name: i for i, name in enumerate(self.info.family_names)}
-        family_ids = np.array([families.get(name, -1) for name in data.family_names], np.int32)
-        outcomes["family"] = family_ids[outcomes["family"]]       # a family the router never saw: unknown (-1)
+            outcomes[side] = model_ids[outcomes[side]]
+        # a family the router never saw: unknown (-1)
+        outcomes["family"] = to_ours(self.info.family_names, data.family_names)[outcomes["family"]]
         return self.contexts_from_outcomes(**outcomes, prefers_a=prefers_a, capacity=capacity)
 
     def arrays_for(self, data: RoutingData, descriptor_split: str | None = None) -> RoutingArrays:

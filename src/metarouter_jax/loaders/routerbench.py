@@ -29,14 +29,13 @@ from __future__ import annotations
 
 import ast
 import csv
-import gzip
 from pathlib import Path
 from typing import Iterable
 
 import numpy as np
 
 from metarouter_jax.data import DataError, RoutingData, data_root, random_split
-from metarouter_jax.loaders.llmrouter import reading
+from metarouter_jax.loaders.llmrouter import open_text, reading
 
 COST_SUFFIX = "|total_cost"
 REQUIRED = ("sample_id", "prompt", "eval_name")
@@ -47,19 +46,13 @@ SINGLE_FILE_SPLIT = {"train": 0.7, "test": 0.3}  # rows of a file given alone, o
 NAMED_SPLITS = ("train", "test")  # `<part>_train` / `<part>_test` in a folder
 
 
-def _open_text(path: Path):
-    # utf-8-sig: UTF-8 that skips a leading byte-order mark, which would else be part of the first column's name
-    return gzip.open(path, "rt", encoding="utf-8-sig", newline="") if path.suffix == ".gz" \
-        else open(path, encoding="utf-8-sig", newline="")
-
-
 def _named_split(part: str) -> str | None:
     return next((s for s in NAMED_SPLITS if part.endswith(f"_{s}")), None)
 
 
 def _read_csv(path: Path) -> list[dict[str, str]]:
     csv.field_size_limit(1 << 30)
-    with reading(path), _open_text(path) as f:
+    with reading(path), open_text(path) as f:
         reader = csv.DictReader(f)
         if reader.fieldnames is None:
             raise DataError(f"{path}: empty file, no header")
