@@ -123,8 +123,13 @@ class Contexts:
           Contexts with leading batch axes [...].
         """
         outcomes = feedback_outcomes(data, query_idx, model_a, model_b)
-        if log_cost_stats is None:
-            log_cost_stats = data.log_cost_stats("train" if "train" in data.splits else None)
+        if log_cost_stats is None:   # as `training.cost_units` gives a router of the default config
+            from metarouter_jax.config import TrainConfig
+            from metarouter_jax.training import cost_units   # (training imports this module)
+
+            default = TrainConfig()
+            log_cost_stats = (cost_units(default, data) if default.descriptor_source in data.splits
+                              else data.log_cost_stats(None))
         return cls.from_outcomes(**outcomes, prefers_a=prefers_a, capacity=capacity, log_cost_stats=log_cost_stats,
                                  num_models=data.num_models, num_families=data.num_families)
 
