@@ -39,9 +39,9 @@ import metarouter_jax as mr
 from common import (add_validation_options, cell, experiment_parser, load_data, parse, setup, split_sizes, table,
                     validation_record, write_results)
 from metarouter_jax import curves
-from metarouter_jax.config import LEGACY_VALUES
 from metarouter_jax.evaluation import band_labels
 from metarouter_jax.inspect_data import switch_points
+from reproduce import config_defaults
 
 OUT = Path(__file__).resolve().parent / "results"
 METHODS = ("known", "best_fixed", "agnostic", "metarouter", "bt_bayes", "bt_posterior")
@@ -175,7 +175,7 @@ def summary_table(results: list[dict]) -> list[str]:
     shown = {"ema_decay", "valid_criterion"}
     # A field a file lacks was added to TrainConfig after it was made: it trained with the default
     # of then (config.LEGACY_VALUES where today's differs, else today's).
-    defaults = {**mr.TrainConfig().to_json(), **LEGACY_VALUES}
+    defaults = config_defaults()
     configs = [{**defaults, **r["config"]} for r in results]
     fields = sorted({key for c in configs for key in c} - shown)
     others = [key for key in fields if len({repr(c.get(key)) for c in configs}) > 1]
