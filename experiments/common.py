@@ -130,7 +130,10 @@ def literature_tables(runs, strategy: str) -> list[str]:
     return [f"\nthe routing literature's baselines, normalized utility, {strategy} pairs\n",
             *curve_table(runs, strategy, "normalized_utility", LITERATURE_METHODS),
             f"\naccuracy on {HELD_OUT_PAIRS} held-out pairs, {strategy} pairs\n",
-            *curve_table(runs, strategy, "pair_accuracy", PAIR_TABLE_METHODS)]
+            *curve_table(runs, strategy, "pair_accuracy", PAIR_TABLE_METHODS),
+            *([f"\nthe same on the held-out pairs none of the n contexts asked, {strategy} pairs\n",
+               *curve_table(runs, strategy, "pair_accuracy_unseen", PAIR_TABLE_METHODS)]
+              if "pair_accuracy_unseen" in runs[0][strategy]["known"]["0"] else [])]
 
 
 def cell(values) -> str:

@@ -11,8 +11,8 @@ import pytest
 
 import metarouter_jax as mr
 from metarouter_jax.contexts import Contexts
-from metarouter_jax.evaluation import (METHODS, PAIR_METHODS, REFERENCE_METHODS, band_edges, band_labels, draw_user,
-                                       normalized_utility, pair_accuracy, user_keys)
+from metarouter_jax.evaluation import (METHODS, PAIR_METHODS, REFERENCE_METHODS, asked_pairs, band_edges, band_labels,
+                                       draw_user, normalized_utility, pair_accuracy, user_keys)
 from metarouter_jax.streams import seed_key
 from metarouter_jax.splits import select_models
 
@@ -29,7 +29,8 @@ def test_report_has_every_method_strategy_and_n(report):
         for method, by_n in table.items():
             assert sorted(by_n) == [0, 2, 8]
             metrics = {"normalized_utility", "preference_recovery", "quality", "cost"}
-            assert all(set(m) == metrics | ({"pair_accuracy"} if method in PAIR_METHODS else set())
+            pair = {"pair_accuracy", "pair_accuracy_unseen"}
+            assert all(set(m) == metrics | (pair if method in PAIR_METHODS else set())
                        for m in by_n.values())
 
 
@@ -42,7 +43,32 @@ def test_held_out_pair_accuracy(report):
         assert accuracy["bt_mle"][0] == accuracy["bt_posterior"][0] == accuracy["bt_marginal"][0]
         assert accuracy["linucb"][0] == pytest.approx(0.5)
         assert accuracy["known"][0] > 0.6 and accuracy["metarouter"][2] > accuracy["linucb"][2], (strategy, accuracy)
-    assert "held-out pairs" in report.format()
+    assert "held-out pairs" in report.format() and "none of the n contexts asked" in report.format()
+
+
+def test_unseen_pair_accuracy_leaves_out_the_pairs_the_contexts_asked(report):
+    """With no contexts no held-out pair was asked: both accuracies agree. With 8 informative
+    contexts some held-out pairs repeat one (so the two differ for some method), never with
+    uniform pairs on ~240 queries x 10 model pairs often enough to move the known router's."""
+    for strategy, table in report.results.items():
+        for m in PAIR_METHODS:
+            assert table[m][0]["pair_accuracy_unseen"] == pytest.approx(table[m][0]["pair_accuracy"], nan_ok=True)
+            assert 0.0 <= table[m][8]["pair_accuracy_unseen"] <= 1.0 or m == "metarouter" and np.isnan(
+                table[m][8]["pair_accuracy_unseen"])
+    informative = report.results["informative"]
+    assert any(informative[m][8]["pair_accuracy_unseen"] != informative[m][8]["pair_accuracy"] for m in PAIR_METHODS)
+
+
+def test_asked_pairs_match_query_and_models_in_either_order():
+    emb = jax.numpy.eye(3, 4)                                         # three distinct queries
+    contexts = Contexts.empty(2, 4).replace(query_emb=emb[jax.numpy.asarray([0, 1])],
+                                            model_a=jax.numpy.asarray([0, 2]), model_b=jax.numpy.asarray([1, 3]))
+    pairs = Contexts.empty(4, 4).replace(query_emb=emb[jax.numpy.asarray([0, 0, 1, 2])],
+                                         model_a=jax.numpy.asarray([1, 0, 2, 0]),
+                                         model_b=jax.numpy.asarray([0, 2, 3, 1]))
+    np.testing.assert_array_equal(asked_pairs(contexts, pairs),
+                                  [[True, False, False, False],      # query 0, models {0, 1}: asked in either order
+                                   [False, False, True, False]])     # query 1, models {2, 3}; query 2 never asked
 
 
 def test_without_the_reference_baselines(report, trained_router, small_data):
@@ -82,13 +108,15 @@ def test_metric_anchors(report):
             assert table["random"][n]["normalized_utility"] == 0.0
             assert table["known"][n]["preference_recovery"] == pytest.approx(1.0)
             assert table["agnostic"][n]["preference_recovery"] == pytest.approx(0.0)
-            assert table["known"][n] == table["known"][0]           # flat baselines repeat over n
+            # Flat baselines repeat over n, but for the held-out pairs that n contexts left unasked.
+            assert ({k: v for k, v in table["known"][n].items() if k != "pair_accuracy_unseen"}
+                    == {k: v for k, v in table["known"][0].items() if k != "pair_accuracy_unseen"})
         # With no contexts both plug-ins fall back to the prior's centre: the same routing.
         assert table["bt_mle"][0] == table["bt_posterior"][0] == table["bt_marginal"][0]
         assert 0.0 < table["best_fixed"][0]["normalized_utility"] < 1.0
     # The Bayes decision with no contexts depends on the prior alone, not on the pair strategy
     # (its held-out pairs do: they are drawn like the contexts).
-    routed = [{k: v for k, v in report.results[s]["bt_bayes"][0].items() if k != "pair_accuracy"}
+    routed = [{k: v for k, v in report.results[s]["bt_bayes"][0].items() if not k.startswith("pair_accuracy")}
               for s in ("uniform", "informative")]
     assert routed[0] == routed[1]
 
@@ -97,7 +125,7 @@ def test_json_schema(report, tmp_path):
     report.write_json(tmp_path / "r.json")
     loaded = json.loads((tmp_path / "r.json").read_text())
     assert set(loaded["uniform"]["metarouter"]["8"]) == {"normalized_utility", "preference_recovery", "quality", "cost",
-                                                         "pair_accuracy"}
+                                                         "pair_accuracy", "pair_accuracy_unseen"}
     assert set(loaded["uniform"]["agnostic"]["8"]) == {"normalized_utility", "preference_recovery", "quality", "cost"}
     assert "pair strategy: informative" in report.format()
 

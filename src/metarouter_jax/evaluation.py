@@ -18,7 +18,11 @@ exact grid posterior and under the MetaRouter's atomic posterior, and the exact 
 standard deviation (`EvalReport.identification`). And how well each method predicts the user's
 own answers: its accuracy on the labels of `HELD_OUT_PAIRS` further pairs drawn like the
 contexts (`pair_accuracy`, for the methods of `PAIR_METHODS`; the MetaRouter's prediction is
-its posterior predictive, the posterior with the pair added answered a against answered b).
+its posterior predictive, the posterior with the pair added answered a against answered b),
+and the same on the held-out pairs none of the n contexts asked (`pair_accuracy_unseen`: the
+same query and models in either order count as asked; a mean over the users that have such a
+pair), since drawn pairs repeat: with informative pairs about a fifth of the held-out pairs
+repeat one of the first six contexts, whose answer a method that memorises answers knows.
 
 Beside the Bradley-Terry plug-ins, the routing literature's baselines (`reference_routers`):
 kNN and MLP predictors of quality and cost with the true profile (`knn_known`, `mlp_known`) or
@@ -124,6 +128,8 @@ class EvalReport:
             out.append(self.table(strategy, "preference_recovery"))
             out.append(f"accuracy on the user's labels of {HELD_OUT_PAIRS} held-out pairs drawn like the contexts")
             out.append(self.table(strategy, "pair_accuracy"))
+            out.append("the same on the held-out pairs that none of the n contexts asked (same query and models)")
+            out.append(self.table(strategy, "pair_accuracy_unseen"))
             if strategy in self.identification:
                 out.append("error of the posterior mean of log10(lam), decades (exact posterior sd)")
                 out.append("  ".join(f"n={n}: {v['bt_posterior_error']:.2f} ({v['bt_posterior_sd']:.2f})"
@@ -302,7 +308,7 @@ class _Program:
 @functools.partial(jax.jit, static_argnames=("program", "active"))
 def _users(program: _Program, env: dict, keys, bands, informative, active: bool = False):
     """Every test user's figures: (adaptive [U, n, ADAPTIVE, 3], flat [U, FLAT, 3], identification
-    [U, n, 3], pair accuracy [U, n, PAIR_METHODS]), users drawn from `keys` [U] (and `bands` [U, 2]
+    [U, n, 3], pair accuracy [U, n, 2, PAIR_METHODS]: on every held-out pair, on those no context asked), users drawn from `keys` [U] (and `bands` [U, 2]
     or None), their pairs informative where `informative` (a traced bool) or asked one at a time
     (`active`). `env` holds the arrays `evaluate` prepared (see there)."""
     graphdef, router_profiles, profiles = program.graphdef, program.router_profiles, program.profiles
@@ -385,6 +391,7 @@ def _users(program: _Program, env: dict, keys, bands, informative, active: bool 
                                informative=True if active else informative,
                                target_range=router_profiles.log10_lam_range)
         held_principal = principal(held.query_emb) if reference else None
+        asked = asked_pairs(ctx_full, held)                                          # [capacity, H]
 
         def held_gap(family_, profile_):
             """[H] a profile's utility of answer a minus answer b on each held-out pair."""
@@ -466,8 +473,10 @@ def _users(program: _Program, env: dict, keys, bands, informative, active: bool 
                                                                  held)]
             identified = jnp.stack([jnp.abs(post - true_lam), jnp.sqrt(weights @ (grid - post) ** 2),
                                     jnp.abs(metarouter_lam - true_lam)])
-            # [adaptive methods, 3], [3], [pair methods]
-            return jnp.stack(routed), identified, pair_accuracy(jnp.stack(logits + [known_gap]), held)
+            # [adaptive methods, 3], [3], [2, pair methods]: on every held-out pair; on those no context asked
+            logits = jnp.stack(logits + [known_gap])
+            unseen = held.replace(mask=held.mask & ~(asked & ctx.mask[:, None]).any(0))
+            return jnp.stack(routed), identified, jnp.stack([pair_accuracy(logits, held), pair_accuracy(logits, unseen)])
 
         adaptive, identified, accuracy = jax.lax.map(at_n, jnp.asarray(n_contexts))  # [n, ADAPTIVE, 3], [n, 3], [n, P]
         # Best fixed model in hindsight; where it is unobserved, the best observed one.
@@ -516,6 +525,17 @@ def pair_accuracy(logits, pairs):
     hit = jnp.where(jnp.isnan(logits), jnp.nan, hit)
     mask = pairs.mask.astype(jnp.float32)
     return (hit * mask).sum(-1) / mask.sum()   # NaN where no pair was valid
+
+
+def asked_pairs(contexts, pairs):
+    """[N, H] bool: context i (of `contexts`, one user's, capacity N, its mask ignored) asks the
+    user about pair h (of `pairs`, capacity H) already: the same query, by its embedding, and the
+    same two models in either order. Held-out pairs drawn like informative contexts repeat them
+    often, which flatters a method that remembers answers (`pair_accuracy_unseen` leaves them out)."""
+    same_query = jnp.all(contexts.query_emb[:, None, :] == pairs.query_emb[None, :, :], -1)
+    a, b = contexts.model_a[:, None], contexts.model_b[:, None]
+    same_models = (a == pairs.model_a) & (b == pairs.model_b) | (a == pairs.model_b) & (b == pairs.model_a)
+    return same_query & same_models
 
 
 def user_keys(seed: int, n_users: int, edges=None):
@@ -655,7 +675,12 @@ def _report(per_user: dict, users: slice, n_contexts, settings: dict, methods) -
     results, identification = {}, {}
     for strategy, (adaptive, flat, identified, accuracy) in per_user.items():
         adaptive, flat = np.asarray(adaptive[users].mean(0)), np.asarray(flat[users].mean(0))  # [n, A, 3], [F, 3]
-        accuracy = np.asarray(accuracy[users].mean(0))                                        # [n, PAIR_METHODS]
+        accuracy = np.asarray(accuracy[users])                                     # [U, n, 2, PAIR_METHODS]
+        # Every user has held-out pairs; a user whose every one a context asked has no unseen ones.
+        answered = ~np.isnan(accuracy[:, :, 1])
+        unseen = np.where(answered.any(0), np.where(answered, accuracy[:, :, 1], 0).sum(0)
+                          / np.maximum(answered.sum(0), 1), np.nan)                   # [n, PAIR_METHODS]
+        accuracy = accuracy[:, :, 0].mean(0)
         nu_agnostic, nu_known = flat[flat_methods.index("agnostic"), 0], flat[flat_methods.index("known"), 0]
 
         def metrics(row):
@@ -669,6 +694,7 @@ def _report(per_user: dict, users: slice, n_contexts, settings: dict, methods) -
         for j, m in enumerate(pair_methods):
             for i, n in enumerate(n_contexts):
                 table[m][n]["pair_accuracy"] = float(accuracy[i, j])
+                table[m][n]["pair_accuracy_unseen"] = float(unseen[i, j])
         results[strategy] = table
         errors = np.asarray(identified[users].mean(0))                                     # [n, 3]
         identification[strategy] = {n: dict(zip(IDENTIFICATION, map(float, errors[i]))) for i, n in enumerate(n_contexts)}
