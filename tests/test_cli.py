@@ -13,6 +13,7 @@ import pytest
 import metarouter_jax as mr
 from metarouter_jax import cli
 from metarouter_jax.cli import eval_data_source, load_data, main, parse_overrides
+from metarouter_jax.contexts import Contexts
 from metarouter_jax.data import DataError
 
 TINY = ["num_steps=20", "chunk_steps=10", "tasks_per_step=4", "queries_per_task=8", "max_contexts=4",
@@ -309,24 +310,39 @@ def test_a_missing_optional_extra_is_an_error_line(tmp_path, capsys, monkeypatch
     assert capsys.readouterr().err.startswith("error: TextEmbedder needs the optional 'text' extra")
 
 
-def test_route_refuses_an_unknown_family_and_an_empty_query(tmp_path, capsys, monkeypatch):
-    from types import SimpleNamespace
-
+def test_route_refuses_an_unknown_family_and_an_empty_query(tmp_path, capsys, monkeypatch, trained_router):
+    """`MetaRouter.check_texts` (route_text's checks) runs before the embedder is loaded."""
     def no_embedder():
         raise AssertionError("the embedder is loaded after the arguments are checked")
 
-    router = SimpleNamespace(info=SimpleNamespace(family_names=("mbpp", "gsm8k")),
-                             net_config=SimpleNamespace(family_quality=False))
-    monkeypatch.setattr(mr.MetaRouter, "load", lambda path: router)
+    families = list(trained_router.info.family_names)
+    assert families and not trained_router.net_config.family_quality
+    monkeypatch.setattr(mr.MetaRouter, "load", lambda path: trained_router)
     monkeypatch.setattr(mr, "TextEmbedder", no_embedder)
     route = ["route", str(tmp_path / "router"), "--feedback", str(tmp_path / "f.jsonl")]
     assert main([*route, "--family", "mbp", "a query"]) == 2           # ignored before, by a router without family_quality
-    assert capsys.readouterr().err == "error: --family 'mbp': not one of the router's task families ['mbpp', 'gsm8k']\n"
+    assert capsys.readouterr().err == f"error: unknown task family name(s) ['mbp']; the router's families: {families}\n"
     assert main([*route, "a query", " "]) == 2
-    assert capsys.readouterr().err == "error: query 2 is empty: give the text of each query to route\n"
+    assert capsys.readouterr().err == "error: query text 2 of 2 is empty: give the text of each query to route\n"
     with pytest.raises(AssertionError, match="the embedder is loaded"):   # a known family: on to routing
-        main([*route, "--family", "mbpp", "a query"])
+        main([*route, "--family", families[0], "a query"])
     assert "--family has no effect: the router was trained without family_quality" in capsys.readouterr().err
+
+
+def test_route_text_checks_its_arguments_before_embedding(trained_router):
+    class NoEmbedder:
+        def embed(self, texts):
+            raise AssertionError("embedded before the arguments were checked")
+
+    latent = trained_router.adapt(Contexts.empty(4, trained_router.info.embed_dim))
+    for texts, family, pool, error, match in (
+            (["a query", ""], None, None, ValueError, "query text 2 of 2 is empty"),
+            (["a query", 3], None, None, TypeError, "query text 2 of 2 is a int"),
+            ("a query", "mbp", None, KeyError, "unknown task family name"),
+            (["a", "b"], ["x", "y", "z"], None, ValueError, "one task family per query"),
+            ("a query", None, ["gpt-17"], KeyError, "gpt-17")):
+        with pytest.raises(error, match=match):
+            trained_router.route_text(latent, texts, pool=pool, family=family, embedder=NoEmbedder())
 
 
 def test_loader_notes_are_printed_where_data_is_loaded(tmp_path, capsys, monkeypatch):

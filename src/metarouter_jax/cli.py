@@ -401,15 +401,9 @@ def cmd_route(args) -> int:
     from metarouter_jax.feedback import contexts_from_jsonl
 
     router = mr.MetaRouter.load(args.checkpoint)
-    empty = [i for i, query in enumerate(args.queries, start=1) if not query.strip()]
-    if empty:   # as the feedback file refuses an empty query
-        raise ValueError(f"query {empty[0]} is empty: give the text of each query to route")
-    if args.family is not None:
-        families = list(router.info.family_names)
-        if args.family not in families:
-            raise ValueError(f"--family {args.family!r}: not one of the router's task families {families}")
-        if not router.net_config.family_quality:
-            print("note: --family has no effect: the router was trained without family_quality", file=sys.stderr)
+    router.check_texts(args.queries, family=args.family)   # before loading the embedder
+    if args.family is not None and not router.net_config.family_quality:
+        print("note: --family has no effect: the router was trained without family_quality", file=sys.stderr)
     embedder = mr.TextEmbedder()
     contexts = contexts_from_jsonl(router, args.feedback, embedder)
     latent = router.adapt(contexts)

@@ -507,11 +507,10 @@ class MetaRouter:
         return np.asarray(self._route(params, latent, query_emb, self.info.descriptors, self.pool_mask(pool), family))
 
     def _query_family(self, family, num_queries: int) -> np.ndarray | None:
-        """[Q] int32 family ids from names or ids; None where the policy does not read them."""
-        if not self.net_config.family_quality:
-            return None
+        """[Q] int32 family ids from names or ids; None where the policy does not read them
+        (checked all the same: a misspelt family is an error with any router)."""
         if family is None:
-            return np.full(num_queries, -1, np.int32)
+            return np.full(num_queries, -1, np.int32) if self.net_config.family_quality else None
         family = np.asarray(family)
         if family.shape != (num_queries,):
             raise ValueError(f"family must give one task family per query ({num_queries}), got shape {family.shape}")
@@ -523,11 +522,26 @@ class MetaRouter:
             return np.asarray([names.index(f) for f in family.tolist()], np.int32)
         if family.dtype.kind not in "iu" or (family.size and (family.min() < -1 or family.max() >= len(names))):
             raise ValueError(f"family ids must be integers in [-1, {len(names)}), got {family.tolist()[:8]}")
-        return family.astype(np.int32)
+        return family.astype(np.int32) if self.net_config.family_quality else None
 
     def pool_mask(self, pool) -> np.ndarray:
         """[K] bool mask of a pool given as None (every model), a bool mask, names or indices."""
         return pool_mask(self.model_names, pool)
+
+    def check_texts(self, texts: str | Sequence[str], family=None, pool=None) -> list[str]:
+        """`route_text`'s arguments checked without embedding anything: every text a non-empty
+        string (as a feedback file's queries), the family names or ids known to the router (also
+        where it does not read them: a misspelt family is an error), the pool's models. Returns
+        the texts as a list (a single string is one text)."""
+        texts = [texts] if isinstance(texts, str) else list(texts)
+        for i, text in enumerate(texts, start=1):
+            if not isinstance(text, str):
+                raise TypeError(f"query text {i} of {len(texts)} is a {type(text).__name__}, not a string")
+            if not text.strip():
+                raise ValueError(f"query text {i} of {len(texts)} is empty: give the text of each query to route")
+        self._query_family([family] * len(texts) if isinstance(family, str) else family, len(texts))
+        self.pool_mask(pool)
+        return texts
 
     def embed_texts(self, texts: Sequence[str], embedder) -> np.ndarray:
         """[Q, D] embeddings of `texts` by `embedder`, refused unless D is the router's width."""
@@ -543,13 +557,12 @@ class MetaRouter:
 
         A single string is one text (a list of one name), not a sequence of characters.
         family: one task-family name for every text, or one per text (see `route`)."""
-        self._checked_latent(latent)  # before loading an embedder for nothing
-        if isinstance(texts, str):
-            texts = [texts]
+        self._checked_latent(latent)  # these before loading an embedder for nothing
+        texts = self.check_texts(texts, family, pool)
+        if isinstance(family, str):
+            family = [family] * len(texts)
         if embedder is None:
             from metarouter_jax.text import TextEmbedder
             embedder = TextEmbedder()
-        if isinstance(family, str):
-            family = [family] * len(texts)
         choice = self.route(latent, self.embed_texts(texts, embedder), pool=pool, family=family)
         return np.asarray(self.model_names, dtype=object)[choice].tolist()
