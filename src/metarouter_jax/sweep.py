@@ -40,7 +40,7 @@ from metarouter_jax.parallel import CONFIG_AXIS, replicate, resolve_mesh, shard_
 from metarouter_jax.profiles import LinearProfiles, check_profile_family
 from metarouter_jax.router import DataInfo, MetaRouter, check_trains_metarouter, router_config, warm_starts
 from metarouter_jax.streams import seed_key
-from metarouter_jax.training import check_data, make_train, resolve_profiles, run_training
+from metarouter_jax.training import check_data, make_train, run_training
 
 
 @dataclasses.dataclass(frozen=True)
@@ -269,13 +269,11 @@ def static_grid_configs(config: TrainConfig, static_grid: dict[str, Sequence]) -
 
 def check_parts(parts: Sequence[tuple[dict, TrainConfig]], data: RoutingData) -> None:
     """Raise a ValueError naming its values for the first part (of `static_grid_configs`) that
-    `make_train` would refuse on `data` (`training.check_data`, and a profile family that cannot
-    be built for the data). Every part is checked before the first one trains, so a bad last
-    value is not found only after the others have trained."""
+    `make_train` would refuse on `data` (`training.check_data`). Every part is checked before
+    the first one trains, so a bad last value is not found only after the others have trained."""
     for values, config in parts:
         try:
             check_data(config, data)
-            resolve_profiles(config, data)
         except (KeyError, ValueError) as err:
             raise ValueError(f"static grid values {values}: {_message(err)}") from None
 

@@ -493,19 +493,20 @@ def calibration_queries(data: RoutingData, config: TrainConfig) -> np.ndarray:
     return np.random.default_rng(0).permutation(data.split(config.train_split))[: config.calib_queries]
 
 
-def check_data(config: TrainConfig, data: RoutingData) -> None:
+def check_data(config: TrainConfig, data: RoutingData) -> LinearProfiles:
     """Raise, naming the problem, unless `data` can train `config`: its training, validation and
-    descriptor splits exist and hold queries, and every model has an answer on the descriptor
-    split (else every descriptor is NaN and training only 'diverges'). `make_train`'s first step."""
+    descriptor splits exist and hold queries, every model has an answer on the descriptor split
+    (else every descriptor is NaN and training only 'diverges'), and the config's profile family
+    can be built for the data. Returns that family (`resolve_profiles`). `make_train`'s first step."""
     for split in dict.fromkeys((config.train_split, config.valid_split, config.descriptor_source)):
         data.nonempty_split(split)
     data.descriptor_centre(config.descriptor_source)   # a DataError naming a model without an answer there
+    return resolve_profiles(config, data)
 
 
 def make_train(config: TrainConfig, data: RoutingData) -> Trainer:
     """Bind a config to a dataset; `Trainer.train(key, hparams)` is the pure training function."""
-    check_data(config, data)
-    profiles = resolve_profiles(config, data)
+    profiles = check_data(config, data)
     net_config = network_config(config, data, profiles)
     graphdef = router_graphdef(net_config)
     arrays = RoutingArrays.from_data(data, config.descriptor_source,
