@@ -201,14 +201,23 @@ def _count(value) -> int:
     return int(_is_number(value))
 
 
-def recorded_command(path: Path, root: Path = ROOT) -> list[str]:
-    """The argv (script path first, relative to `root`) of the command that wrote result file
-    `path`, without its --out. ValueError where the file records no runnable command."""
+def read_result(path: Path) -> dict:
+    """A result file's JSON object; ValueError naming the file where it is not one."""
     try:
-        provenance = json.loads(path.read_text()).get("provenance") or {}
-    except (OSError, json.JSONDecodeError, AttributeError) as err:
+        result = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as err:
         raise ValueError(f"{path}: not a readable result file: {err}") from None
-    command = provenance.get("command")
+    if not isinstance(result, dict):
+        raise ValueError(f"{path}: not a readable result file: it holds a {type(result).__name__}, not an object")
+    return result
+
+
+def recorded_command(path: Path, root: Path = ROOT, result: dict | None = None) -> list[str]:
+    """The argv (script path first, relative to `root`) of the command that wrote result file
+    `path` (whose contents `result` holds where already read), without its --out. ValueError
+    where the file records no runnable command."""
+    provenance = (read_result(path) if result is None else result).get("provenance") or {}
+    command = provenance.get("command") if isinstance(provenance, dict) else None
     if not command:
         raise ValueError(f"{path}: records no command (no provenance.command)")
     argv = shlex.split(command)
@@ -260,8 +269,9 @@ def main(argv=None) -> int:
     try:
         files = select(args.names, "" if args.all else args.match, results)
         commands: dict[tuple, list[Path]] = {}
-        for path in files:
-            command = with_legacy_settings(recorded_command(path, args.root), json.loads(path.read_text()), args.root)
+        committed_files = {path: read_result(path) for path in files}
+        for path, committed in committed_files.items():
+            command = with_legacy_settings(recorded_command(path, args.root, committed), committed, args.root)
             commands.setdefault(tuple(command), []).append(path)
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
@@ -290,7 +300,7 @@ def main(argv=None) -> int:
                 print(f"{path.stem}: FAILED, the run wrote no {path.name}")
                 failed = True
                 continue
-            committed, again = json.loads(path.read_text()), json.loads(rerun.read_text())
+            committed, again = committed_files[path], json.loads(rerun.read_text())
             changes = config_changes(committed, again, defaults)
             if changes:
                 made_at = (committed.get("provenance") or {}).get("commit", "?")
