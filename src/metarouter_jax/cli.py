@@ -480,12 +480,13 @@ def cmd_sweep(args) -> int:
             bar.reset()
             bar.set_description(f"sweep {index + 1}/{num_parts} " + " ".join(f"{k}={v}" for k, v in values.items()))
 
-    written = []   # whether this sweep has written to `out` (an earlier run's outputs removed first)
+    cleared = False   # an earlier run's outputs are removed before this sweep writes its first file
 
     def write_tables(results):
-        if not written:
+        nonlocal cleared
+        if not cleared:
             clear_sweep_outputs(out)
-            written.append(True)
+            cleared = True
         return sweep.write_tables(results, out)
 
     def on_result(done):
