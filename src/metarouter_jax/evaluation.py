@@ -308,9 +308,10 @@ class _Program:
 @functools.partial(jax.jit, static_argnames=("program", "active"))
 def _users(program: _Program, env: dict, keys, bands, informative, active: bool = False):
     """Every test user's figures: (adaptive [U, n, ADAPTIVE, 3], flat [U, FLAT, 3], identification
-    [U, n, 3], pair accuracy [U, n, 2, PAIR_METHODS]: on every held-out pair, on those no context asked), users drawn from `keys` [U] (and `bands` [U, 2]
-    or None), their pairs informative where `informative` (a traced bool) or asked one at a time
-    (`active`). `env` holds the arrays `evaluate` prepared (see there)."""
+    [U, n, 3], pair accuracy [U, n, 2, PAIR_METHODS]: on every held-out pair, on those no context
+    asked), users drawn from `keys` [U] (and `bands` [U, 2] or None), their pairs informative
+    where `informative` (a traced bool) or asked one at a time (`active`). `env` holds the
+    arrays `evaluate` prepared (see there)."""
     graphdef, router_profiles, profiles = program.graphdef, program.router_profiles, program.profiles
     inner_steps, first_order, reference = program.inner_steps, program.first_order, program.reference
     n_contexts, beta, flip = program.n_contexts, program.beta, program.flip
@@ -476,9 +477,11 @@ def _users(program: _Program, env: dict, keys, bands, informative, active: bool 
             # [adaptive methods, 3], [3], [2, pair methods]: on every held-out pair; on those no context asked
             logits = jnp.stack(logits + [known_gap])
             unseen = held.replace(mask=held.mask & ~(asked & ctx.mask[:, None]).any(0))
-            return jnp.stack(routed), identified, jnp.stack([pair_accuracy(logits, held), pair_accuracy(logits, unseen)])
+            accuracy = jnp.stack([pair_accuracy(logits, held), pair_accuracy(logits, unseen)])
+            return jnp.stack(routed), identified, accuracy
 
-        adaptive, identified, accuracy = jax.lax.map(at_n, jnp.asarray(n_contexts))  # [n, ADAPTIVE, 3], [n, 3], [n, P]
+        # [n, ADAPTIVE, 3], [n, 3], [n, 2, P]
+        adaptive, identified, accuracy = jax.lax.map(at_n, jnp.asarray(n_contexts))
         # Best fixed model in hindsight; where it is unobserved, the best observed one.
         fixed = baselines.best_fixed_choice(model_means, allowed)
         random_row = rand.at[0].set(defined_rescale(u_random, u_random, u_oracle))   # 0, or NaN if undefined
