@@ -593,3 +593,24 @@ def test_summarize_reports_over_routers(report):
     summarize([report, other_seed])
     with pytest.raises(TypeError, match="summarize takes EvalReports"):
         summarize([report, report.to_json()])
+
+
+def test_unseen_accuracy_averages_the_users_that_have_an_unasked_pair():
+    """A user every one of whose held-out pairs a context asked has no unseen accuracy (NaN): the
+    mean leaves that user out rather than counting 0, and is NaN only where no user has one."""
+    from metarouter_jax.evaluation import _report
+
+    users, methods = 3, (("metarouter",), ("agnostic", "known"), ("metarouter", "known"))
+    accuracy = np.zeros((users, 2, 2, 2), np.float32)                  # [U, n, (all, unseen), pair methods]
+    accuracy[:, :, 0] = [[[0.5, 0.9]] * 2, [[0.7, 0.9]] * 2, [[0.6, 0.9]] * 2]
+    accuracy[:, 0, 1] = [[np.nan, np.nan], [1.0, 0.8], [0.5, 0.6]]    # n=1: user 0 has no unasked pair
+    accuracy[:, 1, 1] = np.nan                                           # n=2: no user has one
+    flat = np.tile(np.asarray([[0.1, 0.5, 1.0], [0.9, 0.6, 2.0]], np.float32), (users, 1, 1))
+    per_user = {"informative": (np.zeros((users, 2, 1, 3), np.float32), flat, np.zeros((users, 2, 3), np.float32),
+                                accuracy)}
+    table = _report(per_user, slice(None), (1, 2), {}, methods).results["informative"]
+    assert table["metarouter"][1]["pair_accuracy"] == pytest.approx(0.6)
+    assert table["metarouter"][1]["pair_accuracy_unseen"] == pytest.approx(0.75)
+    assert table["known"][1]["pair_accuracy_unseen"] == pytest.approx(0.7)
+    assert np.isnan(table["metarouter"][2]["pair_accuracy_unseen"])
+    assert table["known"][2]["pair_accuracy"] == pytest.approx(0.9)
