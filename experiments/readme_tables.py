@@ -51,8 +51,10 @@ DATA_LABEL = {"synthetic": "synthetic", "llmrouter": "LLMRouter", "routerbench":
 
 
 def data_label(name: str) -> str:
-    """A data set's label in a table; a variant's file ("routerbench_answer0") adds its suffix."""
-    base, _, variant = name.partition("_")
+    """A data set's label in a table; a variant's file ("routerbench_answer0",
+    "llmrouter_unseen_ema") adds its suffix to the longest data set name it starts with."""
+    base = max((k for k in DATA_LABEL if name == k or name.startswith(k + "_")), key=len)
+    variant = name[len(base) + 1:]
     return DATA_LABEL[base] + (f" ({variant})" if variant else "")
 
 
@@ -96,7 +98,7 @@ def same_queries(data: str = "synthetic,llmrouter") -> list[str]:
         study = load(f"generalisation_{name}.json")["ood"]
         runs = list(study["runs"].values())
         for group in study["test_families"]:
-            label = f"{DATA_LABEL[name]}, {group} ({study['same_queries'][group]})"
+            label = f"{data_label(name)}, {group} ({study['same_queries'][group]})"
             for key, trained in (("in_distribution", "every family"), ("same_queries", "QA families only")):
                 report = lambda r, k=f"{group}_{key}": r[k]  # noqa: E731
                 rows.append([label, trained, n6(runs, report, "informative", "metarouter"),
