@@ -304,7 +304,8 @@ def test_a_missing_optional_extra_is_an_error_line(tmp_path, capsys, monkeypatch
                         + "".join(f"q{i},question {i},mbpp,1,0,0.1,0.01\n" for i in range(4)))
     assert main(["data", "info", str(csv_file)]) == 2
     assert capsys.readouterr().err.startswith("error: TextEmbedder needs the optional 'text' extra")
-    router = SimpleNamespace(info=SimpleNamespace(family_names=("mbpp",)), net_config=SimpleNamespace(family_quality=False))
+    router = SimpleNamespace(info=SimpleNamespace(family_names=("mbpp",)), net_config=SimpleNamespace(family_quality=False),
+                             check_texts=lambda texts, family=None: list(texts))
     monkeypatch.setattr(mr.MetaRouter, "load", lambda path: router)
     assert main(["route", str(tmp_path / "router"), "--feedback", str(tmp_path / "f.jsonl"), "a query"]) == 2
     assert capsys.readouterr().err.startswith("error: TextEmbedder needs the optional 'text' extra")
