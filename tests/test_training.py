@@ -13,8 +13,9 @@ from metarouter_jax import adaptation
 from metarouter_jax.config import Hparams
 from metarouter_jax.profiles import make_atoms, make_profiles
 from metarouter_jax.splits import select_models
-from metarouter_jax.training import (atom_log_score, average_params, band_means, entropy_weight, make_train,
-                                     run_training)
+from metarouter_jax.data import DataError
+from metarouter_jax.training import (atom_log_score, average_params, band_means, check_data, entropy_weight, make_train,
+                                     offers_choice, run_training)
 
 
 def flat_params(tree) -> np.ndarray:
@@ -90,6 +91,21 @@ def test_bad_config_is_named(small_data):
         mr.TrainConfig(ema_decay=1.0)
     with pytest.raises(ValueError, match="answer_weight must be a finite number >= 0"):
         mr.TrainConfig(answer_weight=-1.0)
+
+
+def test_a_validation_split_without_a_choice_is_refused(small_data):
+    """Where every answered model of every validation query has the same quality and cost, every
+    routing scores alike: normalised utility is 0/0 there, so training refuses the data."""
+    valid = small_data.split("valid")
+    quality, cost = small_data.quality.copy(), small_data.cost.copy()
+    quality[valid], cost[valid] = quality[valid, :1], cost[valid, :1]
+    cost[valid[0], 1] = np.nan                       # an unanswered model offers no choice either
+    alike = dataclasses.replace(small_data, quality=quality, cost=cost)
+    with pytest.raises(DataError, match=f"the validation split 'valid' offers no choice: on each of its {valid.size}"):
+        make_train(mr.TrainConfig(), alike)
+    cost[valid[0], 2] *= 2                           # one query where a dearer model answers alike: a choice
+    check_data(mr.TrainConfig(), dataclasses.replace(small_data, quality=quality, cost=cost))
+    assert offers_choice(small_data.quality, small_data.cost).mean() > 0.9
 
 
 def test_answer_loss_trains_a_readout_of_quality_and_cost(small_data, tiny_config):

@@ -30,7 +30,7 @@ from metarouter_jax import adaptation, baselines
 from metarouter_jax.checkpoint import CheckpointError, host_leaves
 from metarouter_jax.config import FROZEN_WHEN_WARM, VALID_KEYS, Hparams, TrainConfig
 from metarouter_jax.contexts import PairSource, sample_contexts, top2, uniform_index
-from metarouter_jax.data import RoutingData
+from metarouter_jax.data import DataError, RoutingData
 from metarouter_jax.networks import NetworkConfig, init_router_net, router_graphdef
 from metarouter_jax.profiles import Atoms, LinearProfiles, frontier_log10_lam_range, make_atoms, make_profiles
 from metarouter_jax.tasks import RoutingArrays, masked_log_softmax, query_utility, utility_scale
@@ -501,7 +501,24 @@ def check_data(config: TrainConfig, data: RoutingData) -> LinearProfiles:
     for split in dict.fromkeys((config.train_split, config.valid_split, config.descriptor_source)):
         data.nonempty_split(split)
     data.descriptor_centre(config.descriptor_source)   # a DataError naming a model without an answer there
+    valid = data.split(config.valid_split)
+    if not offers_choice(data.quality[valid], data.cost[valid]).any():
+        raise DataError(f"the validation split {config.valid_split!r} offers no choice: on each of its {valid.size} "
+                        "queries every answered model has the same quality and cost, so every routing scores alike "
+                        "(normalised utility is undefined) and early stopping has nothing to rank")
     return resolve_profiles(config, data)
+
+
+def offers_choice(quality, cost) -> np.ndarray:
+    """[Q] bool: two of the query's answered models (quality and cost known, as
+    `RoutingData.observed`) differ in quality or in cost, so that routing it can matter to some
+    user. quality, cost: [Q, K], NaN unknown."""
+    answered = np.isfinite(quality) & np.isfinite(cost)
+
+    def spread(x):
+        return np.where(answered, x, -np.inf).max(1) > np.where(answered, x, np.inf).min(1)
+
+    return spread(quality) | spread(cost)
 
 
 def make_train(config: TrainConfig, data: RoutingData) -> Trainer:
