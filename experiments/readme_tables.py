@@ -53,7 +53,9 @@ DATA_LABEL = {"synthetic": "synthetic", "llmrouter": "LLMRouter", "routerbench":
 def data_label(name: str) -> str:
     """A data set's label in a table; a variant's file ("routerbench_answer0",
     "llmrouter_unseen_ema") adds its suffix to the longest data set name it starts with."""
-    base = max((k for k in DATA_LABEL if name == k or name.startswith(k + "_")), key=len)
+    base = max((k for k in DATA_LABEL if name == k or name.startswith(k + "_")), key=len, default=None)
+    if base is None:
+        raise KeyError(f"no data set label for {name!r}: one of {sorted(DATA_LABEL)}, or one of them and _VARIANT")
     variant = name[len(base) + 1:]
     return DATA_LABEL[base] + (f" ({variant})" if variant else "")
 
@@ -77,7 +79,7 @@ def curves(file: str, strategy: str, metric: str, methods: str = ",".join(CURVE_
 def _group_label(data: str, group: str, families: list[str], first: bool, count: str = "") -> str:
     """'LLMRouter, code (human_eval, mbpp)' on a group's first row, 'LLMRouter, code' after it."""
     detail = count or (", ".join(families) if families != [group] else "")
-    return f"{DATA_LABEL[data]}, {group}" + (f" ({detail})" if first and detail else "")
+    return f"{data_label(data)}, {group}" + (f" ({detail})" if first and detail else "")
 
 
 def ood(data: str = "synthetic,llmrouter") -> list[str]:
@@ -147,7 +149,7 @@ def ood_guard(file: str = "ood_guard") -> list[str]:
     for name, result in load(f"{file}.json")["results"].items():
         for queries in result["query_sets"]:
             runs = [run[queries] for run in result["runs"].values()]
-            rows.append([DATA_LABEL[name], queries, *(cell([r[m] for r in runs])
+            rows.append([data_label(name), queries, *(cell([r[m] for r in runs])
                                                       for m in ("known", "fixed_from_training", "guarded")),
                          f"{np.mean([r['far_share'] for r in runs]):.2f}"])
     return table(["data", "queries", "known router", "one model chosen on the training families", "guarded",

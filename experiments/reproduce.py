@@ -303,7 +303,7 @@ def main(argv=None) -> int:
             committed, again = committed_files[path], json.loads(rerun.read_text())
             changes = config_changes(committed, again, defaults)
             if changes:
-                made_at = (committed.get("provenance") or {}).get("commit", "?")
+                made_at = (committed.get("provenance") or {}).get("commit") or "?"   # None: made outside git
                 print(f"{path.stem}: TRAINED DIFFERENTLY: the command trains with another configuration today "
                       f"than at commit {made_at[:12]}, where the file was made (rerun it there):")
                 for where, old, new in changes[:10]:

@@ -340,10 +340,16 @@ def test_route_text_checks_its_arguments_before_embedding(trained_router):
             (["a query", ""], None, None, ValueError, "query text 2 of 2 is empty"),
             (["a query", 3], None, None, TypeError, "query text 2 of 2 is a int"),
             ("a query", "mbp", None, KeyError, "unknown task family name"),
+            ([], "mbp", None, KeyError, "unknown task family name"),
             (["a", "b"], ["x", "y", "z"], None, ValueError, "one task family per query"),
             ("a query", None, ["gpt-17"], KeyError, "gpt-17")):
         with pytest.raises(error, match=match):
             trained_router.route_text(latent, texts, pool=pool, family=family, embedder=NoEmbedder())
+    # Names in an object array (a pandas column) are names; no queries need no family.
+    emb = np.zeros((2, trained_router.info.embed_dim), np.float32)
+    families = np.asarray(trained_router.info.family_names[:2], dtype=object)
+    assert trained_router.route(latent, emb, family=families).shape == (2,)
+    assert trained_router.route(latent, emb[:0], family=[]).shape == (0,)
 
 
 def test_loader_notes_are_printed_where_data_is_loaded(tmp_path, capsys, monkeypatch):

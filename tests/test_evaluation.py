@@ -56,7 +56,9 @@ def test_unseen_pair_accuracy_leaves_out_the_pairs_the_contexts_asked(report):
             assert 0.0 <= table[m][8]["pair_accuracy_unseen"] <= 1.0 or m == "metarouter" and np.isnan(
                 table[m][8]["pair_accuracy_unseen"])
     informative = report.results["informative"]
-    assert any(informative[m][8]["pair_accuracy_unseen"] != informative[m][8]["pair_accuracy"] for m in PAIR_METHODS)
+    moved = [m for m in PAIR_METHODS if np.isfinite(informative[m][8]["pair_accuracy_unseen"])
+             and informative[m][8]["pair_accuracy_unseen"] != informative[m][8]["pair_accuracy"]]
+    assert moved, "no method's accuracy moved when the asked held-out pairs were left out"
 
 
 def test_asked_pairs_match_query_and_models_in_either_order():
@@ -69,6 +71,12 @@ def test_asked_pairs_match_query_and_models_in_either_order():
     np.testing.assert_array_equal(asked_pairs(contexts, pairs),
                                   [[True, False, False, False],      # query 0, models {0, 1}: asked in either order
                                    [False, False, True, False]])     # query 1, models {2, 3}; query 2 never asked
+    # Another query of the same embedding whose answers differ is another question: not asked.
+    other = pairs.replace(outcome_a=pairs.outcome_a.at[0, 0].set(1.0))
+    np.testing.assert_array_equal(asked_pairs(contexts, other)[:, 0], [False, False])
+    swapped = contexts.replace(outcome_a=contexts.outcome_a.at[0].set(jax.numpy.asarray([1.0, 0.5])))
+    both = pairs.replace(outcome_b=pairs.outcome_b.at[0].set(jax.numpy.asarray([1.0, 0.5])))  # pair 0 is (1, 0)
+    assert bool(asked_pairs(swapped, both)[0, 0]) and not bool(asked_pairs(swapped, pairs)[0, 0])
 
 
 def test_without_the_reference_baselines(report, trained_router, small_data):
@@ -606,11 +614,16 @@ def test_unseen_accuracy_averages_the_users_that_have_an_unasked_pair():
     accuracy[:, 0, 1] = [[np.nan, np.nan], [1.0, 0.8], [0.5, 0.6]]    # n=1: user 0 has no unasked pair
     accuracy[:, 1, 1] = np.nan                                           # n=2: no user has one
     flat = np.tile(np.asarray([[0.1, 0.5, 1.0], [0.9, 0.6, 2.0]], np.float32), (users, 1, 1))
+    unasked = np.asarray([[0, 0], [3, 0], [5, 0]])                   # [U, n] the users' unasked held-out pairs
     per_user = {"informative": (np.zeros((users, 2, 1, 3), np.float32), flat, np.zeros((users, 2, 3), np.float32),
-                                accuracy)}
+                                accuracy, unasked)}
     table = _report(per_user, slice(None), (1, 2), {}, methods).results["informative"]
     assert table["metarouter"][1]["pair_accuracy"] == pytest.approx(0.6)
     assert table["metarouter"][1]["pair_accuracy_unseen"] == pytest.approx(0.75)
+    assert table["known"][1]["pair_accuracy_unseen"] == pytest.approx(0.7)
+    accuracy[2, 0, 1, 0] = np.nan                                      # a method's own NaN for a user who has pairs
+    table = _report(per_user, slice(None), (1, 2), {}, methods).results["informative"]
+    assert np.isnan(table["metarouter"][1]["pair_accuracy_unseen"]), "not averaged over the other users alone"
     assert table["known"][1]["pair_accuracy_unseen"] == pytest.approx(0.7)
     assert np.isnan(table["metarouter"][2]["pair_accuracy_unseen"])
     assert table["known"][2]["pair_accuracy"] == pytest.approx(0.9)

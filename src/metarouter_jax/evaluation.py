@@ -20,8 +20,8 @@ own answers: its accuracy on the labels of `HELD_OUT_PAIRS` further pairs drawn 
 contexts (`pair_accuracy`, for the methods of `PAIR_METHODS`; the MetaRouter's prediction is
 its posterior predictive, the posterior with the pair added answered a against answered b),
 and the same on the held-out pairs none of the n contexts asked (`pair_accuracy_unseen`: the
-same query and models in either order count as asked; a mean over the users that have such a
-pair), since drawn pairs repeat: with informative pairs about a fifth of the held-out pairs
+same query and models, with the same outcomes, in either order count as asked; a mean over the
+users that have such a pair), since drawn pairs repeat: with informative pairs about a fifth of the held-out pairs
 repeat one of the first six contexts, whose answer a method that memorises answers knows.
 
 Beside the Bradley-Terry plug-ins, the routing literature's baselines (`reference_routers`):
@@ -309,7 +309,7 @@ class _Program:
 def _users(program: _Program, env: dict, keys, bands, informative, active: bool = False):
     """Every test user's figures: (adaptive [U, n, ADAPTIVE, 3], flat [U, FLAT, 3], identification
     [U, n, 3], pair accuracy [U, n, 2, PAIR_METHODS]: on every held-out pair, on those no context
-    asked), users drawn from `keys` [U] (and `bands` [U, 2] or None), their pairs informative
+    asked, and the number of those [U, n]), users drawn from `keys` [U] (and `bands` [U, 2] or None), their pairs informative
     where `informative` (a traced bool) or asked one at a time (`active`). `env` holds the
     arrays `evaluate` prepared (see there)."""
     graphdef, router_profiles, profiles = program.graphdef, program.router_profiles, program.profiles
@@ -474,20 +474,21 @@ def _users(program: _Program, env: dict, keys, bands, informative, active: bool 
                                                                  held)]
             identified = jnp.stack([jnp.abs(post - true_lam), jnp.sqrt(weights @ (grid - post) ** 2),
                                     jnp.abs(metarouter_lam - true_lam)])
-            # [adaptive methods, 3], [3], [2, pair methods]: on every held-out pair; on those no context asked
+            # [adaptive methods, 3], [3], [2, pair methods]: on every held-out pair; on those no context
+            # asked, and how many of those there are (a method's own NaN stays NaN, as above)
             logits = jnp.stack(logits + [known_gap])
             unseen = held.replace(mask=held.mask & ~(asked & ctx.mask[:, None]).any(0))
             accuracy = jnp.stack([pair_accuracy(logits, held), pair_accuracy(logits, unseen)])
-            return jnp.stack(routed), identified, accuracy
+            return jnp.stack(routed), identified, accuracy, unseen.mask.sum()
 
-        # [n, ADAPTIVE, 3], [n, 3], [n, 2, P]
-        adaptive, identified, accuracy = jax.lax.map(at_n, jnp.asarray(n_contexts))
+        # [n, ADAPTIVE, 3], [n, 3], [n, 2, P], [n]
+        adaptive, identified, accuracy, unasked = jax.lax.map(at_n, jnp.asarray(n_contexts))
         # Best fixed model in hindsight; where it is unobserved, the best observed one.
         fixed = baselines.best_fixed_choice(model_means, allowed)
         random_row = rand.at[0].set(defined_rescale(u_random, u_random, u_oracle))   # 0, or NaN if undefined
         flat = jnp.stack([random_row, outcome(fixed), outcome(agnostic), outcome(known_choice(as_router_profile(profile))),
                           *(outcome(predicted_choice(p, profiles.utility, profile)) for p in predictors)])  # [FLAT, 3]
-        return adaptive, flat, identified, accuracy
+        return adaptive, flat, identified, accuracy, unasked
 
     return jax.lax.map(lambda kb: one_user(*kb, informative, active=active), (keys, bands),
                        batch_size=program.user_batch)
@@ -532,13 +533,19 @@ def pair_accuracy(logits, pairs):
 
 def asked_pairs(contexts, pairs):
     """[N, H] bool: context i (of `contexts`, one user's, capacity N, its mask ignored) asks the
-    user about pair h (of `pairs`, capacity H) already: the same query, by its embedding, and the
-    same two models in either order. Held-out pairs drawn like informative contexts repeat them
+    user about pair h (of `pairs`, capacity H) already: the same query embedding and the same two
+    models with the same outcomes, in either order (two queries of one embedding whose answers
+    differ are different questions). Held-out pairs drawn like informative contexts repeat them
     often, which flatters a method that remembers answers (`pair_accuracy_unseen` leaves them out)."""
     same_query = jnp.all(contexts.query_emb[:, None, :] == pairs.query_emb[None, :, :], -1)
-    a, b = contexts.model_a[:, None], contexts.model_b[:, None]
-    same_models = (a == pairs.model_a) & (b == pairs.model_b) | (a == pairs.model_b) & (b == pairs.model_a)
-    return same_query & same_models
+
+    def same(model, outcome, other_model, other_outcome):   # [N, H]
+        return ((model[:, None] == other_model) & jnp.all(outcome[:, None, :] == other_outcome[None], -1))
+
+    c, p = contexts, pairs
+    in_order = same(c.model_a, c.outcome_a, p.model_a, p.outcome_a) & same(c.model_b, c.outcome_b, p.model_b, p.outcome_b)
+    swapped = same(c.model_a, c.outcome_a, p.model_b, p.outcome_b) & same(c.model_b, c.outcome_b, p.model_a, p.outcome_a)
+    return same_query & (in_order | swapped)
 
 
 def user_keys(seed: int, n_users: int, edges=None):
@@ -676,13 +683,14 @@ def _report(per_user: dict, users: slice, n_contexts, settings: dict, methods) -
     methods of `methods` = (adaptive, flat, pair-accuracy method names)."""
     adaptive_methods, flat_methods, pair_methods = methods
     results, identification = {}, {}
-    for strategy, (adaptive, flat, identified, accuracy) in per_user.items():
+    for strategy, (adaptive, flat, identified, accuracy, unasked) in per_user.items():
         adaptive, flat = np.asarray(adaptive[users].mean(0)), np.asarray(flat[users].mean(0))  # [n, A, 3], [F, 3]
         accuracy = np.asarray(accuracy[users])                                     # [U, n, 2, PAIR_METHODS]
-        # Every user has held-out pairs; a user whose every one a context asked has no unseen ones.
-        answered = ~np.isnan(accuracy[:, :, 1])
-        unseen = np.where(answered.any(0), np.where(answered, accuracy[:, :, 1], 0).sum(0)
-                          / np.maximum(answered.sum(0), 1), np.nan)                   # [n, PAIR_METHODS]
+        # A user whose every held-out pair a context asked has no unseen accuracy: the mean is over
+        # the users with an unasked pair (the same users for every method), NaN where none has one.
+        has = np.asarray(unasked[users]) > 0                                                # [U, n]
+        unseen = (np.where(has[..., None], accuracy[:, :, 1], 0).sum(0)
+                  / np.where(has.any(0), has.sum(0), np.nan)[:, None])                      # [n, PAIR_METHODS]
         accuracy = accuracy[:, :, 0].mean(0)
         nu_agnostic, nu_known = flat[flat_methods.index("agnostic"), 0], flat[flat_methods.index("known"), 0]
 

@@ -493,7 +493,8 @@ class MetaRouter:
 
         pool: the routable models (names, indices or a [K] bool mask); None = all.
         family: the queries' task families, [Q] names or ids (-1: unknown), for a router trained
-        with `family_quality` (which otherwise routes every query as of an unknown family).
+        with `family_quality`; another router routes every query as of an unknown family, but
+        checks the names and ids all the same (a misspelt family is an error with any router).
         """
         params = self._router_params(router)
         latent = self._checked_latent(latent)
@@ -515,6 +516,10 @@ class MetaRouter:
         if family.shape != (num_queries,):
             raise ValueError(f"family must give one task family per query ({num_queries}), got shape {family.shape}")
         names = self.info.family_names
+        if family.size == 0:                 # no queries: nothing to name (np.asarray([]) is float)
+            family = family.astype(np.int32)
+        elif family.dtype.kind == "O" and all(isinstance(f, str) for f in family.tolist()):
+            family = family.astype(str)      # names in an object array (a pandas column of strings)
         if family.dtype.kind in "US":
             unknown = sorted(set(family.tolist()) - set(names))
             if unknown:
@@ -539,7 +544,10 @@ class MetaRouter:
                 raise TypeError(f"query text {i} of {len(texts)} is a {type(text).__name__}, not a string")
             if not text.strip():
                 raise ValueError(f"query text {i} of {len(texts)} is empty: give the text of each query to route")
-        self._query_family([family] * len(texts) if isinstance(family, str) else family, len(texts))
+        if isinstance(family, str):          # one name for every text: checked even for no text
+            self._query_family([family], 1)
+        else:
+            self._query_family(family, len(texts))
         self.pool_mask(pool)
         return texts
 
