@@ -502,23 +502,22 @@ def check_data(config: TrainConfig, data: RoutingData) -> LinearProfiles:
         data.nonempty_split(split)
     data.descriptor_centre(config.descriptor_source)   # a DataError naming a model without an answer there
     valid = data.split(config.valid_split)
-    if not offers_choice(data.quality[valid], data.cost[valid]).any():
+    if not offers_choice(data, valid).any():
         raise DataError(f"the validation split {config.valid_split!r} offers no choice: on each of its {valid.size} "
                         "queries every answered model has the same quality and cost, so every routing scores alike "
                         "(normalised utility is undefined) and early stopping has nothing to rank")
     return resolve_profiles(config, data)
 
 
-def offers_choice(quality, cost) -> np.ndarray:
-    """[Q] bool: two of the query's answered models (quality and cost known, as
-    `RoutingData.observed`) differ in quality or in cost, so that routing it can matter to some
-    user. quality, cost: [Q, K], NaN unknown."""
-    answered = np.isfinite(quality) & np.isfinite(cost)
+def offers_choice(data: RoutingData, queries) -> np.ndarray:
+    """[len(queries)] bool: two of the query's answered models (`RoutingData.observed`) differ in
+    quality or in cost, so that routing it can matter to some user."""
+    answered = data.observed[queries]
 
     def spread(x):
         return np.where(answered, x, -np.inf).max(1) > np.where(answered, x, np.inf).min(1)
 
-    return spread(quality) | spread(cost)
+    return spread(data.quality[queries]) | spread(data.cost[queries])
 
 
 def make_train(config: TrainConfig, data: RoutingData) -> Trainer:
