@@ -30,7 +30,7 @@ import time
 
 import jax
 
-from bench_train import step_flops, validation_flops
+from bench_train import check_countable, step_flops, validation_flops
 from common import block_time, compile_timed, script_main, matmul_peak, median_time
 from metarouter_jax.compile_cache import disable_compilation_cache, enable_compilation_cache
 from metarouter_jax.config import TrainConfig
@@ -53,6 +53,7 @@ def configurations(size: int):
 
 
 def run(data, sizes=SIZES, config: TrainConfig = SMALL, repeats: int = 3, peak: float | None = None) -> dict:
+    check_countable(config)
     peak = peak or matmul_peak()["flops_per_s"]
     trainer = make_train(config, data)
     args = trainer.data_args()

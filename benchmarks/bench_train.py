@@ -34,6 +34,15 @@ BATCH_SIZES = (8, 16, 32, 64, 128)
 WIDTHS = (64, 128, 256)
 
 
+def check_countable(config: TrainConfig) -> None:
+    """Refuse a config whose FLOPs XLA's cost analysis cannot count: with inner_steps > 1 the
+    refinement (in every meta-step and every validation) is a lax.scan, whose body it counts once."""
+    if config.inner_steps > 1:
+        raise ValueError(f"inner_steps={config.inner_steps}: XLA's cost analysis counts the inner refinement's "
+                         "scan body once, so the FLOPs (and the MFU) would miss all steps but one; "
+                         "benchmark with inner_steps <= 1")
+
+
 def validation_flops(trainer, data_args, params, valid) -> float | None:
     """XLA FLOPs of one validation (adapt the fixed held-out users, route, score)."""
     def validate(args, params_, valid_):
@@ -44,10 +53,6 @@ def validation_flops(trainer, data_args, params, valid) -> float | None:
 
 def step_flops(trainer, data_args, state, hparams) -> float | None:
     """XLA FLOPs of one meta-step, from its own compiled program (one compile)."""
-    if trainer.config.inner_steps > 1:   # the refinement is a lax.scan, whose body XLA counts once
-        raise ValueError(f"inner_steps={trainer.config.inner_steps}: XLA's cost analysis counts the inner "
-                         "refinement's scan body once, so the step's FLOPs would miss all steps but one; "
-                         "benchmark the step with inner_steps <= 1")
     step = jax.jit(lambda args, state_, hparams_: trainer.bind(args).meta_step(state_, hparams_))
     return compile_timed(step, data_args, state, hparams)[2]
 
@@ -118,6 +123,7 @@ def run(data, batch_sizes=BATCH_SIZES, chunk_steps: int = 50, repeats: int = 3, 
         base: TrainConfig | None = None, widths=WIDTHS) -> dict:
     """Throughput and MFU per task batch size; the headline is the default batch size's row."""
     base = base or TrainConfig()
+    check_countable(base)
     peak = peak or matmul_peak()["flops_per_s"]
     hparams = Hparams.create()
     key_init, key_valid = jax.random.split(jax.random.key(0))
