@@ -46,6 +46,10 @@ def require_extras() -> None:
         require(module)
 
 
+class WeightsError(OSError):
+    """A bundled weights file that is not the published one (its SHA-256 differs)."""
+
+
 def _read_verified(name: str) -> bytes:
     """Read one bundled model file and check its SHA-256 against the upstream hash."""
     root = importlib.resources.files(WEIGHTS_PACKAGE) / "model"
@@ -57,7 +61,7 @@ def _read_verified(name: str) -> bytes:
         ) from None
     digest = hashlib.sha256(data).hexdigest()
     if digest != FILE_SHA256[name]:
-        raise RuntimeError(
+        raise WeightsError(
             f"{name} in {root} has SHA-256 {digest}, expected {FILE_SHA256[name]}; "
             "the weights package is corrupt or not the upstream all-MiniLM-L6-v2"
         )
