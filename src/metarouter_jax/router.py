@@ -337,11 +337,12 @@ class MetaRouter:
 
         model_ids = to_ours(self.model_names, data.model_names)
         for side in ("model_a", "model_b"):
-            unknown = sorted({data.model_names[i] for i in np.ravel(outcomes[side]) if model_ids[i] < 0})
-            if unknown:
+            mapped = model_ids[outcomes[side]]
+            if (mapped < 0).any():
+                unknown = sorted(data.model_names[i] for i in np.unique(outcomes[side][mapped < 0]))
                 raise ValueError(f"{side} names models this router does not route: {unknown}; it routes "
                                  f"{list(self.model_names)} (router.with_models(data) routes data's models)")
-            outcomes[side] = model_ids[outcomes[side]]
+            outcomes[side] = mapped
         # a family the router never saw: unknown (-1)
         outcomes["family"] = to_ours(self.info.family_names, data.family_names)[outcomes["family"]]
         return self.contexts_from_outcomes(**outcomes, prefers_a=prefers_a, capacity=capacity)
