@@ -41,7 +41,6 @@ from common import (add_validation_options, cell, experiment_parser, load_data, 
 from metarouter_jax import curves
 from metarouter_jax.evaluation import band_labels
 from metarouter_jax.inspect_data import switch_points
-from reproduce import config_defaults
 
 OUT = Path(__file__).resolve().parent / "results"
 METHODS = ("known", "best_fixed", "agnostic", "metarouter", "bt_bayes", "bt_posterior")
@@ -175,7 +174,7 @@ def summary_table(results: list[dict]) -> list[str]:
     shown = {"ema_decay", "valid_criterion"}
     # A field a file lacks was added to TrainConfig after it was made: it trained with the default
     # of then (config.LEGACY_VALUES where today's differs, else today's).
-    defaults = config_defaults()
+    defaults = mr.TrainConfig.from_dict({}).to_json()   # from_dict fills a missing field as LEGACY_VALUES
     configs = [{**defaults, **r["config"]} for r in results]
     fields = sorted({key for c in configs for key in c} - shown)
     others = [key for key in fields if len({repr(c.get(key)) for c in configs}) > 1]
