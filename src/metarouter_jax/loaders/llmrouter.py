@@ -304,8 +304,10 @@ def load_llmrouter(
     cost[np.isnan(quality)] = np.nan  # an unscored answer has no meaningful cost either
 
     split_of = np.array(split_of)
-    train_q, test_q = ({q for q, p in zip(questions, split_of) if p == part} for part in PARTS)
-    overlap = sum(1 for q, p in zip(questions, split_of) if p == "test" and q in train_q)
+    in_part = {part: {q for q, p in zip(questions, split_of) if p == part} for part in PARTS}
+    # a row whose question also occurs in the other part (train <-> test)
+    twin = np.array([q in in_part["train" if p == "test" else "test"] for q, p in zip(questions, split_of)], bool)
+    overlap = int((twin & (split_of == "test")).sum())
     notes = ["cost is an estimate: (ceil(1.3 x words) input tokens x input_price + per-family "
              "output-token guess x output_price) / 1e6, prices from default_llm.json"]
     embeddings = np.concatenate(emb_list)
@@ -313,8 +315,8 @@ def load_llmrouter(
         notes.append(f"{overlap} test questions also occur in train; kept as separate rows in both splits "
                      "(test_twins='drop_train', the dataset 'llmrouter_unseen', leaves their train rows out)")
     elif overlap:
-        drop_part, other = ("train", test_q) if test_twins == "drop_train" else ("test", train_q)
-        dropped = np.array([part == drop_part and q in other for part, q in zip(split_of, questions)])
+        drop_part = "train" if test_twins == "drop_train" else "test"
+        dropped = twin & (split_of == drop_part)
         keep = ~dropped
         notes.append(f"{int(dropped.sum())} {drop_part} rows whose question also occurs in "
                      f"{'test' if drop_part == 'train' else 'train'} left out (test_twins={test_twins!r})")
