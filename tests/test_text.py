@@ -237,3 +237,15 @@ def test_module_imports_without_extra():
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=child_env())
     assert res.returncode == 0, res.stderr
     assert "metarouter_jax[text]" in res.stdout and "tokenizers" in res.stdout
+
+
+def test_a_weights_file_not_as_published_is_a_weights_error(monkeypatch):
+    """A hash mismatch is an OSError subclass (the CLI's error line; bench_route's 'text skipped'),
+    not a RuntimeError that would hide XLA's own failures there."""
+    from metarouter_jax.text import _assets
+
+    name = next(iter(_assets.FILE_SHA256))
+    monkeypatch.setitem(_assets.FILE_SHA256, name, "0" * 64)
+    with pytest.raises(_assets.WeightsError, match=f"{name} in .* has SHA-256 .*, expected 0+;"):
+        _assets._read_verified(name)
+    assert issubclass(_assets.WeightsError, OSError) and not issubclass(_assets.WeightsError, RuntimeError)
