@@ -165,6 +165,17 @@ def identification_table(runs, strategy: str, ns=CURVE_NS) -> list[str]:
     return table(["log10(lam), decades"] + [f"n={n}" for n in ns], rows)
 
 
+def held_out_table(runs, strategies, ns=CURVE_NS) -> list[str]:
+    """How often the held-out pairs repeat a context, mean ± std over `runs` (each with the
+    `EvalReport.held_out_json()` of its seed under "held_out"): per strategy, the share of the
+    held-out pairs one of the n contexts asked, and the number of users with a pair none asked
+    (those `pair_accuracy_unseen` averages over)."""
+    rows = [[f"{strategy}: {label}"] + [cell([run["held_out"][strategy][str(n)][key] for run in runs]) for n in ns]
+            for strategy in strategies
+            for key, label in (("asked_share", "share asked"), ("users_with_unasked", "users with one unasked"))]
+    return table(["held-out pairs"] + [f"n={n}" for n in ns], rows)
+
+
 def write_results(path: Path, results: dict) -> None:
     """Every seed's results as compact JSON (atomically), with their `provenance()` first. The
     metrics are float32 computations: each float is written as the shortest decimal of its

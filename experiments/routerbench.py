@@ -21,8 +21,8 @@ from pathlib import Path
 
 import metarouter_jax as mr
 
-from common import (CURVE_NS as NS, add_validation_options, curve_table, experiment_parser, identification_table,
-                    literature_tables, parse, setup, split_sizes, validation_record, write_results)
+from common import (CURVE_NS as NS, add_validation_options, curve_table, experiment_parser, held_out_table,
+                    identification_table, literature_tables, parse, setup, split_sizes, validation_record, write_results)
 
 OUT = Path(__file__).resolve().parent / "results"
 STRATEGIES = ("uniform", "informative", "active")  # active: asked one at a time at the posterior median
@@ -44,6 +44,7 @@ def main() -> None:
         runs[seed] = report.to_json()
         runs[seed].update(validation_record(router))
         runs[seed]["identification"] = report.identification_json()
+        runs[seed]["held_out"] = report.held_out_json()
         print(f"seed {seed}: {time.time() - start:.0f} s", flush=True)
         print(report.format(), flush=True)
     write_results(out / f"{args.name}.json", {"config": config.to_dict(), "split_sizes": split_sizes(data), "runs": runs})
@@ -57,6 +58,8 @@ def main() -> None:
         lines.append(f"\nidentification of the preference, {strategy} pairs\n")
         lines += identification_table([runs[s] for s in args.seeds], strategy)
         lines += literature_tables([runs[s] for s in args.seeds], strategy)
+    lines.append("\nheld-out pairs that a context asked (pair_accuracy_unseen leaves them out)\n")
+    lines += held_out_table([runs[s] for s in args.seeds], STRATEGIES)
     (out / f"{args.name}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 

@@ -19,7 +19,7 @@ import numpy as np
 
 import metarouter_jax as mr
 
-from common import (CURVE_NS as NS, curve_table, experiment_parser, identification_table, literature_tables, parse,
+from common import (CURVE_NS as NS, curve_table, experiment_parser, held_out_table, identification_table, literature_tables, parse,
                     write_results)
 
 OUT = Path(__file__).resolve().parent / "results"
@@ -49,6 +49,7 @@ def main() -> None:
             runs[str(seed)] = report.to_json()
             runs[str(seed)]["validation"] = router.best_valid_utility
             runs[str(seed)]["identification"] = report.identification_json()
+            runs[str(seed)]["held_out"] = report.held_out_json()
             print(f"{profile}, seed {seed}: trained in {seconds[-1]:.0f} s\n{report.format()}", flush=True)
         write_results(out / f"{args.name}_{profile}.json", {"config": config.to_dict(), "runs": runs})
         summary.append(f"\n### {profile} users (training {np.mean(seconds):.0f} s per seed, {args.steps} steps)\n")
@@ -57,6 +58,8 @@ def main() -> None:
                 summary.append(markdown(runs, strategy, metric))
             summary += [f"\nidentification of the preference, {strategy} pairs\n",
                         *identification_table(runs.values(), strategy), *literature_tables(list(runs.values()), strategy)]
+        summary += ["\nheld-out pairs that a context asked (pair_accuracy_unseen leaves them out)\n",
+                    *held_out_table(runs.values(), STRATEGIES)]
     (out / f"{args.name}.md").write_text("\n".join(summary) + "\n")
     print("\n".join(summary))
 

@@ -59,6 +59,15 @@ def test_unseen_pair_accuracy_leaves_out_the_pairs_the_contexts_asked(report):
     moved = [m for m in PAIR_METHODS if np.isfinite(informative[m][8]["pair_accuracy_unseen"])
              and informative[m][8]["pair_accuracy_unseen"] != informative[m][8]["pair_accuracy"]]
     assert moved, "no method's accuracy moved when the asked held-out pairs were left out"
+    # How many were asked: none with no contexts, more as the nested context sets grow, and more with
+    # informative pairs (drawn near the user's indifference points) than with uniform ones.
+    shares = {s: [report.held_out[s][n]["asked_share"] for n in (0, 2, 8)] for s in report.held_out}
+    assert set(shares) == {"uniform", "informative"}
+    for strategy, (none, two, eight) in shares.items():
+        assert none == 0.0 and report.held_out[strategy][0]["users_with_unasked"] == 32
+        assert none <= two <= eight < 1.0, (strategy, shares)
+    assert shares["informative"][2] > shares["uniform"][2], shares
+    assert "share of the held-out pairs a context asked" in report.format()
 
 
 def test_asked_pairs_match_query_and_models_in_either_order():
@@ -615,9 +624,13 @@ def test_unseen_accuracy_averages_the_users_that_have_an_unasked_pair():
     accuracy[:, 1, 1] = np.nan                                           # n=2: no user has one
     flat = np.tile(np.asarray([[0.1, 0.5, 1.0], [0.9, 0.6, 2.0]], np.float32), (users, 1, 1))
     unasked = np.asarray([[0, 0], [3, 0], [5, 0]])                   # [U, n] the users' unasked held-out pairs
+    held = np.asarray([[4, 4], [4, 4], [8, 8]])                      # [U, n] their valid held-out pairs
     per_user = {"informative": (np.zeros((users, 2, 1, 3), np.float32), flat, np.zeros((users, 2, 3), np.float32),
-                                accuracy, unasked)}
-    table = _report(per_user, slice(None), (1, 2), {}, methods).results["informative"]
+                                accuracy, np.stack([unasked, held], -1))}
+    report = _report(per_user, slice(None), (1, 2), {}, methods)
+    assert report.held_out["informative"] == {1: {"asked_share": pytest.approx(1 - 8 / 16), "users_with_unasked": 2},
+                                              2: {"asked_share": 1.0, "users_with_unasked": 0}}
+    table = report.results["informative"]
     assert table["metarouter"][1]["pair_accuracy"] == pytest.approx(0.6)
     assert table["metarouter"][1]["pair_accuracy_unseen"] == pytest.approx(0.75)
     assert table["known"][1]["pair_accuracy_unseen"] == pytest.approx(0.7)

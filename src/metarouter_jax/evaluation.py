@@ -78,12 +78,17 @@ class EvalReport:
     identification[strategy][n] = {name: decades} for the names of `IDENTIFICATION`: the mean
     absolute error of the posterior mean of log10(lam) (exact grid posterior; the MetaRouter's
     atomic posterior, NaN without atoms) and the exact posterior's standard deviation.
+    held_out[strategy][n] = {"asked_share": the share of the users' valid held-out pairs that one
+    of their n contexts asked (`asked_pairs`; NaN where no user had a valid held-out pair),
+    "users_with_unasked": how many users have a pair none asked, the users `pair_accuracy_unseen`
+    averages over}.
     by_band: {"lo-hi": EvalReport} when evaluated by log10(lam) band, else empty."""
 
     results: dict
     settings: dict
     identification: dict = dataclasses.field(default_factory=dict)
     by_band: dict = dataclasses.field(default_factory=dict)
+    held_out: dict = dataclasses.field(default_factory=dict)
 
     def to_json(self) -> dict:
         return {s: {m: {str(n): v for n, v in by_n.items()} for m, by_n in methods.items()}
@@ -93,13 +98,18 @@ class EvalReport:
         """`identification` with string keys for n (as `to_json`)."""
         return {s: {str(n): v for n, v in by_n.items()} for s, by_n in self.identification.items()}
 
+    def held_out_json(self) -> dict:
+        """`held_out` with string keys for n (as `to_json`)."""
+        return {s: {str(n): v for n, v in by_n.items()} for s, by_n in self.held_out.items()}
+
     def banded_json(self) -> dict:
-        """{all: to_json(), by_band: {band: its to_json()}, identification, bands: the edges}, for a
-        report evaluated by log10(lam) band."""
+        """{all: to_json(), by_band: {band: its to_json()}, identification, held_out, bands: the
+        edges}, for a report evaluated by log10(lam) band."""
         if not self.by_band:
             raise ValueError("this report was not evaluated by band: evaluate(..., bands=B)")
         return {"all": self.to_json(), "by_band": {b: r.to_json() for b, r in self.by_band.items()},
-                "identification": self.identification_json(), "bands": self.settings["bands"]}
+                "identification": self.identification_json(), "held_out": self.held_out_json(),
+                "bands": self.settings["bands"]}
 
     def write_json(self, path) -> None:
         """Write `to_json()`, or `banded_json()` for a report by band, to `path` (its folder made if
@@ -130,6 +140,10 @@ class EvalReport:
             out.append(self.table(strategy, "pair_accuracy"))
             out.append("the same on the held-out pairs that none of the n contexts asked (same query and models)")
             out.append(self.table(strategy, "pair_accuracy_unseen"))
+            if strategy in self.held_out:
+                out.append("share of the held-out pairs a context asked (users with a pair none asked)")
+                out.append("  ".join(f"n={n}: {v['asked_share']:.1%} ({v['users_with_unasked']})"
+                                     for n, v in self.held_out[strategy].items()))
             if strategy in self.identification:
                 out.append("error of the posterior mean of log10(lam), decades (exact posterior sd)")
                 out.append("  ".join(f"n={n}: {v['bt_posterior_error']:.2f} ({v['bt_posterior_sd']:.2f})"
@@ -309,7 +323,7 @@ class _Program:
 def _users(program: _Program, env: dict, keys, bands, informative, active: bool = False):
     """Every test user's figures: (adaptive [U, n, ADAPTIVE, 3], flat [U, FLAT, 3], identification
     [U, n, 3], pair accuracy [U, n, 2, PAIR_METHODS]: on every held-out pair, on those no context
-    asked, and the number of those [U, n]), users drawn from `keys` [U] (and `bands` [U, 2] or None), their pairs informative
+    asked, and the number of those and of all valid held-out pairs [U, n, 2]), users drawn from `keys` [U] (and `bands` [U, 2] or None), their pairs informative
     where `informative` (a traced bool) or asked one at a time (`active`). `env` holds the
     arrays `evaluate` prepared (see there)."""
     graphdef, router_profiles, profiles = program.graphdef, program.router_profiles, program.profiles
@@ -479,9 +493,9 @@ def _users(program: _Program, env: dict, keys, bands, informative, active: bool 
             logits = jnp.stack(logits + [known_gap])
             unseen = held.replace(mask=held.mask & ~(asked & ctx.mask[:, None]).any(0))
             accuracy = jnp.stack([pair_accuracy(logits, held), pair_accuracy(logits, unseen)])
-            return jnp.stack(routed), identified, accuracy, unseen.mask.sum()
+            return jnp.stack(routed), identified, accuracy, jnp.stack([unseen.mask.sum(), held.mask.sum()])
 
-        # [n, ADAPTIVE, 3], [n, 3], [n, 2, P], [n]
+        # [n, ADAPTIVE, 3], [n, 3], [n, 2, P], [n, 2]
         adaptive, identified, accuracy, unasked = jax.lax.map(at_n, jnp.asarray(n_contexts))
         # Best fixed model in hindsight; where it is unobserved, the best observed one.
         fixed = baselines.best_fixed_choice(model_means, allowed)
@@ -682,13 +696,14 @@ def _report(per_user: dict, users: slice, n_contexts, settings: dict, methods) -
     """The report of the users `users` of every strategy's per-user outcomes, whose rows are the
     methods of `methods` = (adaptive, flat, pair-accuracy method names)."""
     adaptive_methods, flat_methods, pair_methods = methods
-    results, identification = {}, {}
-    for strategy, (adaptive, flat, identified, accuracy, unasked) in per_user.items():
+    results, identification, held_out = {}, {}, {}
+    for strategy, (adaptive, flat, identified, accuracy, counts) in per_user.items():
         adaptive, flat = np.asarray(adaptive[users].mean(0)), np.asarray(flat[users].mean(0))  # [n, A, 3], [F, 3]
         accuracy = np.asarray(accuracy[users])                                     # [U, n, 2, PAIR_METHODS]
         # A user whose every held-out pair a context asked has no unseen accuracy: the mean is over
         # the users with an unasked pair (the same users for every method), NaN where none has one.
-        has = np.asarray(unasked[users]) > 0                                                # [U, n]
+        unasked, held = np.moveaxis(np.asarray(counts[users]), -1, 0)                       # [U, n] each
+        has = unasked > 0
         unseen = (np.where(has[..., None], accuracy[:, :, 1], 0).sum(0)
                   / np.where(has.any(0), has.sum(0), np.nan)[:, None])                      # [n, PAIR_METHODS]
         accuracy = accuracy[:, :, 0].mean(0)
@@ -709,4 +724,8 @@ def _report(per_user: dict, users: slice, n_contexts, settings: dict, methods) -
         results[strategy] = table
         errors = np.asarray(identified[users].mean(0))                                     # [n, 3]
         identification[strategy] = {n: dict(zip(IDENTIFICATION, map(float, errors[i]))) for i, n in enumerate(n_contexts)}
-    return EvalReport(results, settings, identification)
+        total = held.sum(0)                                                                 # [n]
+        asked = np.where(total > 0, 1.0 - unasked.sum(0) / np.maximum(total, 1), np.nan)
+        held_out[strategy] = {n: {"asked_share": float(asked[i]), "users_with_unasked": int(has[:, i].sum())}
+                              for i, n in enumerate(n_contexts)}
+    return EvalReport(results, settings, identification, held_out=held_out)
