@@ -170,9 +170,16 @@ def held_out_table(runs, strategies, ns=CURVE_NS) -> list[str]:
     `EvalReport.held_out_json()` of its seed under "held_out"): per strategy, the share of the
     held-out pairs one of the n contexts asked, and the number of users with a pair none asked
     (those `pair_accuracy_unseen` averages over)."""
-    rows = [[f"{strategy}: {label}"] + [cell([run["held_out"][strategy][str(n)][key] for run in runs]) for n in ns]
+    def share(values):
+        return f"{np.mean(values):.1%} ± {np.std(values):.1%}"
+
+    def users(values):    # a count per seed: the one count, or the range over seeds
+        return f"{min(values):,}" + (f"-{max(values):,}" if max(values) > min(values) else "")
+
+    rows = [[f"{strategy}: {label}"] + [show([run["held_out"][strategy][str(n)][key] for run in runs]) for n in ns]
             for strategy in strategies
-            for key, label in (("asked_share", "share asked"), ("users_with_unasked", "users with one unasked"))]
+            for key, label, show in (("asked_share", "share asked", share),
+                                     ("users_with_unasked", "users with one unasked", users))]
     return table(["held-out pairs"] + [f"n={n}" for n in ns], rows)
 
 

@@ -9,6 +9,8 @@ itself is the Markdown table that starts on the next non-blank line. KIND is a k
 
 - `curves file=F strategy=S metric=M [methods=a,b,...]`: one row per method, mean ± std over
   seeds at every n, as the experiment scripts write them (F: synthetic_linear.json, routerbench.json, ...);
+- `held_out [file=F] [strategies=a,b]`: how often the held-out pairs repeat a context, per strategy
+  at every n (a curves file written at or after commit 3f1cac9);
 - `ood`, `same_queries`, `unseen_models`, `pool_sizes`: the generalisation summaries
   (generalisation_<data>.json), at n = 6;
 - `ood_calibrated`: the calibrated new-family summary (ood_calibrated_<data>.json), at n = 6;
@@ -37,7 +39,7 @@ from pathlib import Path
 
 import numpy as np
 
-from common import CURVE_METHODS, cell, curve_table, table
+from common import CURVE_METHODS, cell, curve_table, held_out_table, table
 from lam_bands import aiq_table, band_table, comparison_table, summary_table
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -219,6 +221,10 @@ def lam_bands_summary(files: str) -> list[str]:
     return summary_table(results)
 
 
+def held_out(file: str = "routerbench.json", strategies: str = "uniform,informative,active") -> list[str]:
+    return held_out_table(load(file)["runs"].values(), strategies.split(","))
+
+
 def aiq(file: str = "lam_bands_routerbench") -> list[str]:
     """The AIQ of each method's cost-quality curve over a lam_bands file's bands, mean ± std over seeds."""
     return aiq_table(list(load(f"{file}.json")["runs"].values()))
@@ -227,7 +233,7 @@ def aiq(file: str = "lam_bands_routerbench") -> list[str]:
 KINDS = {"aiq": aiq, "curves": curves, "lam_bands": lam_bands, "lam_bands_compare": lam_bands_compare,
          "lam_bands_summary": lam_bands_summary, "ood": ood,
          "same_queries": same_queries, "ood_calibrated": ood_calibrated, "ood_fixed": ood_fixed, "ood_guard": ood_guard, "unseen_models": unseen_models,
-         "pool_sizes": pool_sizes, "ablations": ablations}
+         "pool_sizes": pool_sizes, "ablations": ablations, "held_out": held_out}
 
 
 def tables(lines: list[str]) -> list[tuple[int, int, list[str]]]:

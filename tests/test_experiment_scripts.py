@@ -42,8 +42,10 @@ def test_routerbench_script_trains_with_the_recipe(tmp_path, data_dir):
     assert result["split_sizes"] == {"train": 1774, "valid": 443, "test": 947}
     assert result["config"]["ema_decay"] == 0.99 and result["config"]["log10_lam_range"] == [0.0, 4.0]
     assert result["config"]["answer_weight"] == 1.0
-    assert set(result["runs"]["0"]) >= {"uniform", "informative", "active", "validation", "identification"}
+    assert set(result["runs"]["0"]) >= {"uniform", "informative", "active", "validation", "identification", "held_out"}
     assert "pair_accuracy" in result["runs"]["0"]["informative"]["metarouter"]["6"]
+    assert set(result["runs"]["0"]["held_out"]["active"]["6"]) == {"asked_share", "users_with_unasked"}
+    assert "held-out pairs that a context asked" in (tmp_path / "tiny.md").read_text()
     assert "mlp_posterior" in result["runs"]["0"]["informative"] and (tmp_path / "tiny.md").is_file()
 
 
