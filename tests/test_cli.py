@@ -82,6 +82,8 @@ def test_train_then_eval(tmp_path, capsys, monkeypatch):
     assert "bt_bayes" in costs and "linucb" not in costs and "mlp_known" not in costs   # --no-reference
     assert set(by_band["identification"]["uniform"]["0"]) == {"bt_posterior_error", "bt_posterior_sd",
                                                               "metarouter_error"}
+    # One routable model: no pair to hold out, so no share (NaN, written null) and no user with an unasked pair.
+    assert by_band["held_out"]["uniform"]["0"] == {"asked_share": None, "users_with_unasked": 0}
     # Two routers (two training seeds, each with its own data seed): each evaluated as alone, then the spread.
     other = tmp_path / "run8"
     assert main(["train", "--data", "synthetic", "--out", str(other), "--quiet", "--seed", "8", "--valid-fraction", "0.3",

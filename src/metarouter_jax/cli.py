@@ -611,7 +611,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="leave out the routing literature's baselines (kNN/MLP predictors, LinUCB, per-user "
                          "training): most of the evaluation's time on a small router")
     ev.add_argument("--json", default=None, help="write {strategy: {method: {n: metrics}}} here; with --bands, "
-                                                 "{all: that, by_band: {band: that}, identification, bands, "
+                                                 "{all: that, by_band: {band: that}, identification, held_out, bands, "
                                                  "aiq: {strategy: {n: {method: {linear, log_cost}}}}, aiq_cost_range}")
     ev.add_argument("--curves", default=None, metavar="PNG",
                     help="with --bands: plot each method's cost-quality curve over the bands (first strategy, "

@@ -22,7 +22,8 @@ its posterior predictive, the posterior with the pair added answered a against a
 and the same on the held-out pairs none of the n contexts asked (`pair_accuracy_unseen`: the
 same query and models, with the same outcomes, in either order count as asked; a mean over the
 users that have such a pair), since drawn pairs repeat: with informative pairs about a fifth of the held-out pairs
-repeat one of the first six contexts, whose answer a method that memorises answers knows.
+repeat one of the first six contexts, whose answer a method that memorises answers knows
+(`EvalReport.held_out`: the share asked and the users left, per strategy and n).
 
 Beside the Bradley-Terry plug-ins, the routing literature's baselines (`reference_routers`):
 kNN and MLP predictors of quality and cost with the true profile (`knn_known`, `mlp_known`) or
