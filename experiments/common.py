@@ -170,8 +170,9 @@ def held_out_table(runs, strategies, ns=CURVE_NS) -> list[str]:
     `EvalReport.held_out_json()` of its seed under "held_out"): per strategy, the share of the
     held-out pairs one of the n contexts asked, and the number of users with a pair none asked
     (those `pair_accuracy_unseen` averages over)."""
-    def share(values):
-        return f"{np.mean(values):.1%} ± {np.std(values):.1%}"
+    def share(values):    # null (no valid held-out pair, e.g. a one-model pool) reads as NaN, as in `cell`
+        values = np.asarray(values, float)
+        return f"{values.mean():.1%} ± {values.std():.1%}"
 
     def users(values):    # a count per seed: the one count, or the range over seeds
         return f"{min(values):,}" + (f"-{max(values):,}" if max(values) > min(values) else "")
