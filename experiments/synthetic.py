@@ -19,8 +19,8 @@ import numpy as np
 
 import metarouter_jax as mr
 
-from common import (CURVE_NS as NS, curve_table, experiment_parser, held_out_table, identification_table, literature_tables, parse,
-                    write_results)
+from common import (CURVE_NS as NS, curve_table, experiment_parser, held_out_table, identification_table,
+                    literature_tables, parse, write_results)
 
 OUT = Path(__file__).resolve().parent / "results"
 STRATEGIES = ("uniform", "informative", "active")  # active: asked one at a time at the posterior median

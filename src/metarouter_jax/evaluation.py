@@ -92,16 +92,15 @@ class EvalReport:
     held_out: dict = dataclasses.field(default_factory=dict)
 
     def to_json(self) -> dict:
-        return {s: {m: {str(n): v for n, v in by_n.items()} for m, by_n in methods.items()}
-                for s, methods in self.results.items()}
+        return {s: _n_as_str(methods) for s, methods in self.results.items()}   # {method: {n: metrics}}
 
     def identification_json(self) -> dict:
         """`identification` with string keys for n (as `to_json`)."""
-        return {s: {str(n): v for n, v in by_n.items()} for s, by_n in self.identification.items()}
+        return _n_as_str(self.identification)
 
     def held_out_json(self) -> dict:
         """`held_out` with string keys for n (as `to_json`)."""
-        return {s: {str(n): v for n, v in by_n.items()} for s, by_n in self.held_out.items()}
+        return _n_as_str(self.held_out)
 
     def banded_json(self) -> dict:
         """{all: to_json(), by_band: {band: its to_json()}, identification, held_out, bands: the
@@ -154,6 +153,11 @@ class EvalReport:
             for strategy, methods in report.results.items():
                 out.append(band_line(band, strategy, methods, lambda m: f"{m['normalized_utility']:.3f}"))
         return "\n".join(out)
+
+
+def _n_as_str(by_strategy: dict) -> dict:
+    """{key: {n: value}} with n as strings, the JSON form of `EvalReport`'s per-n tables."""
+    return {s: {str(n): v for n, v in by_n.items()} for s, by_n in by_strategy.items()}
 
 
 def band_line(band: str, strategy: str, methods: dict, cell) -> str:
